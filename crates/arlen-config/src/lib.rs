@@ -1,0 +1,680 @@
+//! Arlen configuration: layered files, variables and flags, resolved through
+//! one key registry into a typed [`Config`] with per-value provenance.
+//!
+//! Precedence, highest first (CONTRACT §1.1): flags of `arlen serve`,
+//! `ARLEN_<NAME>` (else `MOJOOBJC_<NAME>`), `config/environments/<env>.<ext>`,
+//! `config/app.<ext>`, built-in defaults, then dependent defaults and
+//! clamping. Every error of a load is collected and returned together.
+//!
+//! This crate reads files and variables; it opens no sockets.
+
+#![forbid(unsafe_code)]
+
+pub mod environment;
+pub mod error;
+pub mod files;
+pub mod registry;
+pub mod value;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvironment};
+pub use error::{ConfigError, ConfigErrors, Position};
+use files::FileLayer;
+pub use registry::{KeySpec, Kind, KEYS};
+
+/// The environment name used when none is given.
+pub const DEFAULT_ENV: &str = "development";
+
+/// What the caller (usually `arlen serve` or `arlen config`) supplies.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directory holding `config/`.
+    pub app_root: PathBuf,
+    /// `--env`, if given (beats `ARLEN_ENV`).
+    pub env_name: Option<String>,
+    /// `--host`, if given.
+    pub host: Option<String>,
+    /// `--port`, if given (parsed with the same rules as every other value).
+    pub port: Option<String>,
+}
+
+impl LoadOptions {
+    pub fn new(app_root: impl Into<PathBuf>) -> Self {
+        Self {
+            app_root: app_root.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    /// A default computed from another value or the machine.
+    ComputedDefault(&'static str),
+    File {
+        path: PathBuf,
+        position: Option<Position>,
+    },
+    Variable(String),
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::ComputedDefault(how) => write!(f, "default ({how})"),
+            Source::File {
+                path,
+                position: Some(p),
+            } => write!(f, "file {}:{}:{}", path.display(), p.line, p.column),
+            Source::File {
+                path,
+                position: None,
+            } => write!(f, "file {}", path.display()),
+            Source::Variable(name) => write!(f, "variable {name}"),
+            Source::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// A resolved value of a registered key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Typed {
+    Bool(bool),
+    Integer(i64),
+    Text(String),
+}
+
+impl Typed {
+    fn to_json(&self) -> Value {
+        match self {
+            Typed::Bool(b) => Value::Bool(*b),
+            Typed::Integer(i) => Value::from(*i),
+            Typed::Text(t) => Value::String(t.clone()),
+        }
+    }
+}
+
+/// One registered key with its effective value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub spec: &'static KeySpec,
+    pub value: Typed,
+    pub source: Source,
+}
+
+impl Setting {
+    /// The value as it may be shown to people: secrets are masked.
+    pub fn display_value(&self) -> String {
+        match (&self.spec.kind, &self.value) {
+            (Kind::Secret, Typed::Text(t)) if t.is_empty() => "(not configured)".to_owned(),
+            (Kind::Secret, _) => "(configured)".to_owned(),
+            (_, Typed::Bool(true)) => "YES".to_owned(),
+            (_, Typed::Bool(false)) => "NO".to_owned(),
+            (_, Typed::Integer(i)) => i.to_string(),
+            (_, Typed::Text(t)) => t.clone(),
+        }
+    }
+}
+
+/// The result of a successful load.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Every registered key, in registry order.
+    pub settings: Vec<Setting>,
+    /// The merged configuration tree with effective values of registered keys,
+    /// for applications that keep their own settings in the same files.
+    pub tree: Map<String, Value>,
+    /// Warnings to log once logging is set up (legacy names, clamping, typos).
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    pub fn setting(&self, key: &str) -> Option<&Setting> {
+        self.settings.iter().find(|s| s.spec.key == key)
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The typed configuration every other crate reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub env: String,
+    pub app_root: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub log_format: LogFormat,
+    /// One of `debug`, `info`, `warn`, `error`.
+    pub log_level: String,
+    pub listen_backlog: u32,
+    pub connection_timeout: Duration,
+    pub enable_reuse_port: bool,
+    pub request_limits: RequestLimits,
+    pub max_concurrent_http_sessions: usize,
+    pub session: SessionConfig,
+    pub observability: ObservabilityConfig,
+    pub cluster: ClusterConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_request_line_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub enabled: bool,
+    /// Never printed; `Debug` masks it.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("enabled", &self.enabled)
+            .field("secret_configured", &!self.secret.is_empty())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObservabilityConfig {
+    pub health_details_enabled: bool,
+    pub readiness_requires_startup: bool,
+    pub readiness_requires_cluster_quorum: bool,
+    pub metrics_enabled: bool,
+    pub trace_propagation_enabled: bool,
+    pub response_identity_headers_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub enabled: bool,
+    pub name: String,
+    pub node_id: String,
+    /// Clamped to ≥ 1.
+    pub expected_nodes: u32,
+    /// Clamped to ≥ 0; may exceed `expected_nodes`.
+    pub observed_nodes: u32,
+    pub emit_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    pub graceful_timeout: Duration,
+}
+
+/// Resolves the environment name: `--env`, else `ARLEN_ENV`/`MOJOOBJC_ENV`,
+/// else `development`. It must match `[A-Za-z0-9_-]+`.
+pub fn resolve_env_name(
+    flag: Option<&str>,
+    env: &dyn Environment,
+) -> Result<(String, Source), ConfigError> {
+    let (value, source) = match (flag, lookup_variable(env, "ENV")) {
+        (Some(flag), _) => (flag.to_owned(), Source::Flag("--env")),
+        (None, Some(found)) => (found.value, Source::Variable(found.name)),
+        (None, None) => return Ok((DEFAULT_ENV.to_owned(), Source::Default)),
+    };
+    let valid = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        return Ok((value, source));
+    }
+    let error = ConfigError::new(format!(
+        "environment name {value:?} must match [A-Za-z0-9_-]+"
+    ));
+    Err(match source {
+        Source::Flag(flag) => error.for_flag(flag),
+        Source::Variable(name) => error.for_variable(name),
+        _ => error,
+    })
+}
+
+/// Loads the configuration. On error, every problem found is returned.
+pub fn load(options: &LoadOptions, env: &dyn Environment) -> Result<Loaded, ConfigErrors> {
+    Loader::new(options, env).run()
+}
+
+struct Loader<'a> {
+    options: &'a LoadOptions,
+    env: &'a dyn Environment,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    legacy_warned: BTreeSet<String>,
+}
+
+/// A raw value found for a key, before parsing.
+enum Raw {
+    Text(String),
+    Json(Value),
+}
+
+impl<'a> Loader<'a> {
+    fn new(options: &'a LoadOptions, env: &'a dyn Environment) -> Self {
+        Self {
+            options,
+            env,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            legacy_warned: BTreeSet::new(),
+        }
+    }
+
+    fn run(mut self) -> Result<Loaded, ConfigErrors> {
+        let env_name = match resolve_env_name(self.options.env_name.as_deref(), self.env) {
+            Ok((name, source)) => {
+                if let Source::Variable(var) = &source {
+                    self.note_legacy(var, "ENV");
+                }
+                Some(name)
+            }
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        };
+        let root = &self.options.app_root;
+        let app_layer = files::load_layer(root, "config", "app", &mut self.errors);
+        let env_layer = env_name.as_deref().and_then(|name| {
+            files::load_layer(root, "config/environments", name, &mut self.errors)
+        });
+        // Highest precedence first.
+        let layers: Vec<&FileLayer> = [env_layer.as_ref(), app_layer.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for layer in &layers {
+            self.warn_about_typos(layer);
+        }
+
+        let mut settings: Vec<Setting> = KEYS
+            .iter()
+            .map(|spec| self.resolve_explicit(spec, &layers))
+            .collect();
+        self.apply_computed_defaults(&mut settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
+
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        let mut tree = Map::new();
+        for layer in layers.iter().rev() {
+            files::merge(&mut tree, &layer.root);
+        }
+        for setting in &settings {
+            set_dotted(&mut tree, setting.spec.key, setting.value.to_json());
+        }
+        let config = build_config(
+            &settings,
+            env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()),
+            root.clone(),
+        );
+        Ok(Loaded {
+            config,
+            settings,
+            tree,
+            warnings: self.warnings,
+        })
+    }
+
+    fn note_legacy(&mut self, variable: &str, suffix: &str) {
+        if variable.starts_with(environment::LEGACY_PREFIX)
+            && self.legacy_warned.insert(variable.to_owned())
+        {
+            self.warnings.push(format!(
+                "{variable} is a legacy variable name; use {}{suffix} instead",
+                environment::PREFIX
+            ));
+        }
+    }
+
+    fn warn_about_typos(&mut self, layer: &FileLayer) {
+        for key in layer.leaf_keys() {
+            if registry::find(&key).is_some() {
+                continue;
+            }
+            if let Some(spec) = registry::closest(&key) {
+                let at = layer
+                    .positions
+                    .get(&key)
+                    .map(|p| format!(":{}:{}", p.line, p.column))
+                    .unwrap_or_default();
+                self.warnings.push(format!(
+                    "{}{at}: unknown key {key}; did you mean {}?",
+                    layer.display.display(),
+                    spec.key
+                ));
+            }
+        }
+    }
+
+    /// The highest-precedence explicit value of a key, parsed; the plain
+    /// default when none is set (computed defaults come later).
+    fn resolve_explicit(&mut self, spec: &'static KeySpec, layers: &[&FileLayer]) -> Setting {
+        let flag = match spec.key {
+            "host" => self.options.host.clone().map(|v| ("--host", v)),
+            "port" => self.options.port.clone().map(|v| ("--port", v)),
+            _ => None,
+        };
+        let (raw, source) = if let Some((flag, value)) = flag {
+            (Raw::Text(value), Source::Flag(flag))
+        } else if let Some(found) = lookup_variable(self.env, spec.env) {
+            self.note_legacy(&found.name, spec.env);
+            (Raw::Text(found.value), Source::Variable(found.name))
+        } else if let Some((layer, value)) =
+            layers.iter().find_map(|l| l.get(spec.key).map(|v| (l, v)))
+        {
+            let position = layer.positions.get(spec.key).copied();
+            (
+                Raw::Json(value.clone()),
+                Source::File {
+                    path: layer.display.clone(),
+                    position,
+                },
+            )
+        } else {
+            return Setting {
+                spec,
+                value: plain_default(spec),
+                source: Source::Default,
+            };
+        };
+        match self.parse_value(spec, raw, &source) {
+            Ok(value) => Setting {
+                spec,
+                value,
+                source,
+            },
+            Err(message) => {
+                self.errors.push(located_error(message, spec, &source));
+                Setting {
+                    spec,
+                    value: plain_default(spec),
+                    source: Source::Default,
+                }
+            }
+        }
+    }
+
+    fn parse_value(
+        &mut self,
+        spec: &'static KeySpec,
+        raw: Raw,
+        source: &Source,
+    ) -> Result<Typed, String> {
+        let text = match raw {
+            Raw::Text(text) => text,
+            Raw::Json(Value::String(text)) => text,
+            Raw::Json(Value::Bool(b)) if spec.kind == Kind::Bool => return Ok(Typed::Bool(b)),
+            Raw::Json(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Raw::Json(Value::Bool(b)) if matches!(spec.kind, Kind::Text | Kind::Secret) => {
+                b.to_string()
+            }
+            Raw::Json(Value::Number(n)) if matches!(spec.kind, Kind::Text | Kind::Secret) => {
+                n.to_string()
+            }
+            Raw::Json(other) => {
+                return Err(format!(
+                    "expected {}, found {}",
+                    expected_name(spec.kind),
+                    json_kind(&other)
+                ));
+            }
+        };
+        match spec.kind {
+            Kind::Bool => value::parse_bool(&text).map(Typed::Bool),
+            Kind::Integer {
+                min,
+                max,
+                out_of_range,
+            } => {
+                let n = value::parse_integer(&text)?;
+                if (min..=max).contains(&n) {
+                    return Ok(Typed::Integer(n));
+                }
+                let range = if max == i64::MAX {
+                    format!("≥ {min}")
+                } else {
+                    format!("{min}..{max}")
+                };
+                match out_of_range {
+                    registry::OutOfRange::Error => {
+                        Err(format!("{n} is out of range (must be {range})"))
+                    }
+                    registry::OutOfRange::Clamp => {
+                        let clamped = n.clamp(min, max);
+                        self.warnings.push(format!(
+                            "{} = {n} from {source} is out of range ({range}); using {clamped}",
+                            spec.key
+                        ));
+                        Ok(Typed::Integer(clamped))
+                    }
+                }
+            }
+            Kind::Text | Kind::Secret => Ok(Typed::Text(text.trim().to_owned())),
+            Kind::OneOf(words) => {
+                let lower = text.trim().to_ascii_lowercase();
+                if words.contains(&lower.as_str()) {
+                    Ok(Typed::Text(lower))
+                } else {
+                    Err(format!(
+                        "expected one of {}, got {text:?}",
+                        words.join(", ")
+                    ))
+                }
+            }
+        }
+    }
+
+    fn apply_computed_defaults(&mut self, settings: &mut [Setting], env_name: &str) {
+        let development = env_name == DEFAULT_ENV;
+        let value_of = |settings: &[Setting], key: &str| {
+            settings
+                .iter()
+                .find(|s| s.spec.key == key)
+                .map(|s| s.value.clone())
+        };
+        let expected = value_of(settings, "cluster.expectedNodes");
+        let enabled = value_of(settings, "cluster.enabled");
+        let hostname = self
+            .env
+            .hostname()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty());
+        for setting in settings.iter_mut() {
+            let is_default = setting.source == Source::Default;
+            match setting.spec.key {
+                "logFormat" if is_default => {
+                    setting.value =
+                        Typed::Text(if development { "text" } else { "json" }.to_owned());
+                    setting.source = Source::ComputedDefault("from the environment name");
+                }
+                "logLevel" if is_default => {
+                    setting.value =
+                        Typed::Text(if development { "debug" } else { "info" }.to_owned());
+                    setting.source = Source::ComputedDefault("from the environment name");
+                }
+                "cluster.observedNodes" if is_default => {
+                    setting.value = expected.clone().unwrap_or(Typed::Integer(1));
+                    setting.source = Source::ComputedDefault("cluster.expectedNodes");
+                }
+                "cluster.emitHeaders" if is_default => {
+                    setting.value = enabled.clone().unwrap_or(Typed::Bool(false));
+                    setting.source = Source::ComputedDefault("cluster.enabled");
+                }
+                "cluster.name" if setting.value == Typed::Text(String::new()) => {
+                    setting.value = Typed::Text("default".to_owned());
+                    setting.source = Source::ComputedDefault("empty name means default");
+                }
+                "cluster.nodeID" if is_default || setting.value == Typed::Text(String::new()) => {
+                    match &hostname {
+                        Some(host) => {
+                            setting.value = Typed::Text(host.clone());
+                            setting.source = Source::ComputedDefault("host name");
+                        }
+                        None => {
+                            setting.value = Typed::Text("node".to_owned());
+                            setting.source = Source::ComputedDefault("no host name known");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn plain_default(spec: &KeySpec) -> Typed {
+    match spec.default {
+        registry::Default::Bool(b) => Typed::Bool(b),
+        registry::Default::Integer(i) => Typed::Integer(i),
+        registry::Default::Text(t) => Typed::Text(t.to_owned()),
+        registry::Default::Computed(_) => match spec.kind {
+            Kind::Bool => Typed::Bool(false),
+            Kind::Integer { min, .. } => Typed::Integer(min),
+            _ => Typed::Text(String::new()),
+        },
+    }
+}
+
+fn located_error(message: String, spec: &KeySpec, source: &Source) -> ConfigError {
+    let error = ConfigError::new(message).for_key(spec.key);
+    match source {
+        Source::Flag(flag) => error.for_flag(*flag),
+        Source::Variable(name) => error.for_variable(name.clone()),
+        Source::File { path, position } => error.in_file(path.clone(), *position),
+        Source::Default | Source::ComputedDefault(_) => error,
+    }
+}
+
+fn expected_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Bool => "a boolean",
+        Kind::Integer { .. } => "an integer",
+        Kind::Text | Kind::Secret | Kind::OneOf(_) => "text",
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a non-integer number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a dictionary",
+    }
+}
+
+fn set_dotted(tree: &mut Map<String, Value>, dotted: &str, value: Value) {
+    let mut segments: Vec<&str> = dotted.split('.').collect();
+    let last = segments.pop().expect("keys are never empty");
+    let mut current = tree;
+    for segment in segments {
+        let entry = current
+            .entry(segment.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        current = entry.as_object_mut().expect("just made an object");
+    }
+    current.insert(last.to_owned(), value);
+}
+
+fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config {
+    let get = |key: &str| {
+        &settings
+            .iter()
+            .find(|s| s.spec.key == key)
+            .expect("registered key")
+            .value
+    };
+    let flag = |key: &str| matches!(get(key), Typed::Bool(true));
+    let int = |key: &str| match get(key) {
+        Typed::Integer(i) => *i,
+        other => unreachable!("{key} is not an integer: {other:?}"),
+    };
+    let text = |key: &str| match get(key) {
+        Typed::Text(t) => t.clone(),
+        other => unreachable!("{key} is not text: {other:?}"),
+    };
+    let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+    let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
+    Config {
+        env,
+        app_root,
+        host: text("host"),
+        port: u16::try_from(int("port")).expect("port is range-checked"),
+        log_format: if text("logFormat") == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        log_level: text("logLevel"),
+        listen_backlog: to_u32(int("listenBacklog")),
+        connection_timeout: seconds(int("connectionTimeoutSeconds")),
+        enable_reuse_port: flag("enableReusePort"),
+        request_limits: RequestLimits {
+            max_request_line_bytes: to_usize(int("requestLimits.maxRequestLineBytes")),
+            max_header_bytes: to_usize(int("requestLimits.maxHeaderBytes")),
+            max_body_bytes: to_usize(int("requestLimits.maxBodyBytes")),
+        },
+        max_concurrent_http_sessions: to_usize(int("runtimeLimits.maxConcurrentHTTPSessions")),
+        session: SessionConfig {
+            enabled: flag("session.enabled"),
+            secret: text("session.secret"),
+        },
+        observability: ObservabilityConfig {
+            health_details_enabled: flag("observability.healthDetailsEnabled"),
+            readiness_requires_startup: flag("observability.readinessRequiresStartup"),
+            readiness_requires_cluster_quorum: flag("observability.readinessRequiresClusterQuorum"),
+            metrics_enabled: flag("observability.metricsEnabled"),
+            trace_propagation_enabled: flag("observability.tracePropagationEnabled"),
+            response_identity_headers_enabled: flag("observability.responseIdentityHeadersEnabled"),
+        },
+        cluster: ClusterConfig {
+            enabled: flag("cluster.enabled"),
+            name: text("cluster.name"),
+            node_id: text("cluster.nodeID"),
+            expected_nodes: to_u32(int("cluster.expectedNodes")),
+            observed_nodes: to_u32(int("cluster.observedNodes")),
+            emit_headers: flag("cluster.emitHeaders"),
+        },
+        shutdown: ShutdownConfig {
+            graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")),
+        },
+    }
+}
+
+impl Config {
+    /// Loads from a directory and a map of variables; convenient for tests and
+    /// for applications that build their configuration in code.
+    pub fn from_map(app_root: &Path, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let env = MapEnvironment::new(vars.iter().copied()).with_hostname("test-host");
+        load(&LoadOptions::new(app_root), &env).map(|loaded| loaded.config)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,390 @@
+//! The registry of every configuration key Arlen understands.
+//!
+//! One table, [`KEYS`], ties each dotted key to its environment variable, its
+//! kind, default and range rule. The loader, `arlen config`, the README's
+//! reference table and the typo warnings are all driven from it, so adding a
+//! key is one entry here plus a field in [`crate::Config`].
+
+use std::fmt::Write as _;
+
+/// What to do with an integer outside its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// Use the nearest bound and log a warning (the contract's normalisation).
+    Clamp,
+    /// Reject the value.
+    Error,
+}
+
+/// The type and validation rule of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Integer {
+        min: i64,
+        max: i64,
+        out_of_range: OutOfRange,
+    },
+    /// Free text, trimmed.
+    Text,
+    /// Text that is never printed (only "configured" or "not configured").
+    Secret,
+    /// One of a fixed set of words (matched case-insensitively, stored lower-case).
+    OneOf(&'static [&'static str]),
+}
+
+/// A key's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    Bool(bool),
+    Integer(i64),
+    Text(&'static str),
+    /// Computed by the loader after overrides; the text says from what.
+    Computed(&'static str),
+}
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    /// camelCase dotted path, the same in every file format.
+    pub key: &'static str,
+    /// Variable suffix: the key is read from `ARLEN_<env>` and `MOJOOBJC_<env>`.
+    pub env: &'static str,
+    pub kind: Kind,
+    pub default: Default,
+    /// One line for the reference table.
+    pub doc: &'static str,
+}
+
+impl KeySpec {
+    pub fn variable(&self) -> String {
+        format!("{}{}", crate::environment::PREFIX, self.env)
+    }
+
+    pub fn legacy_variable(&self) -> String {
+        format!("{}{}", crate::environment::LEGACY_PREFIX, self.env)
+    }
+
+    /// The rule column of the reference table.
+    pub fn rule(&self) -> String {
+        match self.kind {
+            Kind::Bool => "boolean (YES/NO, true/false, yes/no, on/off, 1/0)".to_owned(),
+            Kind::Integer {
+                min,
+                max,
+                out_of_range,
+            } => {
+                let verb = match out_of_range {
+                    OutOfRange::Clamp => "clamped to",
+                    OutOfRange::Error => "must be",
+                };
+                if max == i64::MAX {
+                    format!("integer, {verb} ≥ {min}")
+                } else {
+                    format!("integer, {verb} {min}..{max}")
+                }
+            }
+            Kind::Text => "text, trimmed".to_owned(),
+            Kind::Secret => "secret: never printed".to_owned(),
+            Kind::OneOf(words) => format!("one of {}", words.join(", ")),
+        }
+    }
+
+    pub fn default_text(&self) -> String {
+        match self.default {
+            Default::Bool(true) => "YES".to_owned(),
+            Default::Bool(false) => "NO".to_owned(),
+            Default::Integer(n) => n.to_string(),
+            Default::Text("") => "(empty)".to_owned(),
+            Default::Text(text) => text.to_owned(),
+            Default::Computed(how) => how.to_owned(),
+        }
+    }
+}
+
+const AT_LEAST_0: Kind = Kind::Integer {
+    min: 0,
+    max: i64::MAX,
+    out_of_range: OutOfRange::Clamp,
+};
+const AT_LEAST_1: Kind = Kind::Integer {
+    min: 1,
+    max: i64::MAX,
+    out_of_range: OutOfRange::Clamp,
+};
+
+macro_rules! key {
+    ($key:literal, $env:literal, $kind:expr, $default:expr, $doc:literal) => {
+        KeySpec {
+            key: $key,
+            env: $env,
+            kind: $kind,
+            default: $default,
+            doc: $doc,
+        }
+    };
+}
+
+/// Every key, in reference-table order.
+pub const KEYS: &[KeySpec] = &[
+    key!(
+        "host",
+        "HOST",
+        Kind::Text,
+        Default::Text("127.0.0.1"),
+        "address the HTTP listener binds"
+    ),
+    key!(
+        "port",
+        "PORT",
+        Kind::Integer {
+            min: 1,
+            max: 65535,
+            out_of_range: OutOfRange::Error
+        },
+        Default::Integer(3000),
+        "HTTP listener port"
+    ),
+    key!(
+        "logFormat",
+        "LOG_FORMAT",
+        Kind::OneOf(&["text", "json"]),
+        Default::Computed("`text` in development, else `json`"),
+        "log line format"
+    ),
+    key!(
+        "logLevel",
+        "LOG_LEVEL",
+        Kind::OneOf(&["debug", "info", "warn", "error"]),
+        Default::Computed("`debug` in development, else `info`"),
+        "lowest level logged"
+    ),
+    key!(
+        "listenBacklog",
+        "LISTEN_BACKLOG",
+        AT_LEAST_1,
+        Default::Integer(128),
+        "listen(2) backlog of the HTTP socket"
+    ),
+    key!(
+        "connectionTimeoutSeconds",
+        "CONNECTION_TIMEOUT_SECONDS",
+        AT_LEAST_1,
+        Default::Integer(30),
+        "a connection that sends no complete request head for this long is closed"
+    ),
+    key!(
+        "enableReusePort",
+        "ENABLE_REUSEPORT",
+        Kind::Bool,
+        Default::Bool(false),
+        "set SO_REUSEPORT on the HTTP socket"
+    ),
+    key!(
+        "requestLimits.maxRequestLineBytes",
+        "MAX_REQUEST_LINE_BYTES",
+        AT_LEAST_1,
+        Default::Integer(4096),
+        "longer request lines get 414"
+    ),
+    key!(
+        "requestLimits.maxHeaderBytes",
+        "MAX_HEADER_BYTES",
+        AT_LEAST_1,
+        Default::Integer(32768),
+        "larger request header sections get 431"
+    ),
+    key!(
+        "requestLimits.maxBodyBytes",
+        "MAX_BODY_BYTES",
+        AT_LEAST_1,
+        Default::Integer(1_048_576),
+        "larger request bodies get 413"
+    ),
+    key!(
+        "runtimeLimits.maxConcurrentHTTPSessions",
+        "MAX_HTTP_SESSIONS",
+        AT_LEAST_1,
+        Default::Integer(256),
+        "open connections beyond this get 503 with `Retry-After: 1`"
+    ),
+    key!(
+        "session.enabled",
+        "SESSION_ENABLED",
+        Kind::Bool,
+        Default::Bool(false),
+        "sessions are on (reported by `/clusterz`)"
+    ),
+    key!(
+        "session.secret",
+        "SESSION_SECRET",
+        Kind::Secret,
+        Default::Text(""),
+        "session signing secret; only whether it is configured is ever shown"
+    ),
+    key!(
+        "observability.healthDetailsEnabled",
+        "HEALTH_DETAILS_ENABLED",
+        Kind::Bool,
+        Default::Bool(true),
+        "probes may answer JSON when asked"
+    ),
+    key!(
+        "observability.readinessRequiresStartup",
+        "READINESS_REQUIRES_STARTUP",
+        Kind::Bool,
+        Default::Bool(false),
+        "`/readyz` is 503 until the node has started"
+    ),
+    key!(
+        "observability.readinessRequiresClusterQuorum",
+        "READINESS_REQUIRES_CLUSTER_QUORUM",
+        Kind::Bool,
+        Default::Bool(false),
+        "`/readyz` is 503 while quorum is not met"
+    ),
+    key!(
+        "observability.metricsEnabled",
+        "METRICS_ENABLED",
+        Kind::Bool,
+        Default::Bool(true),
+        "`/metrics` has a body"
+    ),
+    key!(
+        "observability.tracePropagationEnabled",
+        "TRACE_PROPAGATION_ENABLED",
+        Kind::Bool,
+        Default::Bool(true),
+        "`X-Trace-Id` and `traceparent` on responses"
+    ),
+    key!(
+        "observability.responseIdentityHeadersEnabled",
+        "RESPONSE_IDENTITY_HEADERS_ENABLED",
+        Kind::Bool,
+        Default::Bool(true),
+        "`X-Request-Id` and `X-Correlation-Id` on responses"
+    ),
+    key!(
+        "cluster.enabled",
+        "CLUSTER_ENABLED",
+        Kind::Bool,
+        Default::Bool(false),
+        "this node is part of a multi-node cluster"
+    ),
+    key!(
+        "cluster.name",
+        "CLUSTER_NAME",
+        Kind::Text,
+        Default::Text("default"),
+        "cluster name; empty means `default`"
+    ),
+    key!(
+        "cluster.nodeID",
+        "CLUSTER_NODE_ID",
+        Kind::Text,
+        Default::Computed("host name, lower-cased (else `node`)"),
+        "this node's id"
+    ),
+    key!(
+        "cluster.expectedNodes",
+        "CLUSTER_EXPECTED_NODES",
+        AT_LEAST_1,
+        Default::Integer(1),
+        "how many nodes the cluster should have"
+    ),
+    key!(
+        "cluster.observedNodes",
+        "CLUSTER_OBSERVED_NODES",
+        AT_LEAST_0,
+        Default::Computed("`cluster.expectedNodes`"),
+        "nodes observed, for `static_config` membership; may exceed expected"
+    ),
+    key!(
+        "cluster.emitHeaders",
+        "CLUSTER_EMIT_HEADERS",
+        Kind::Bool,
+        Default::Computed("`cluster.enabled`"),
+        "`X-Arlen-Cluster-*` headers on every response (needs `cluster.enabled`)"
+    ),
+    key!(
+        "shutdown.gracefulTimeoutSeconds",
+        "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS",
+        AT_LEAST_0,
+        Default::Integer(10),
+        "on SIGTERM/SIGINT, in-flight requests get this long to finish"
+    ),
+];
+
+/// The key spec for a dotted key, if Arlen knows it.
+pub fn find(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|spec| spec.key == key)
+}
+
+/// The known key closest to an unknown one, when it is close enough to be a typo.
+pub fn closest(unknown: &str) -> Option<&'static KeySpec> {
+    let lower = unknown.to_ascii_lowercase();
+    KEYS.iter()
+        .map(|spec| (edit_distance(&lower, &spec.key.to_ascii_lowercase()), spec))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, spec)| spec)
+}
+
+/// Levenshtein distance, enough for typo hints on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The README's configuration reference, as a Markdown table.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| key | variable (legacy twin `MOJOOBJC_…`) | default | rule | meaning |\n|---|---|---|---|---|\n",
+    );
+    for spec in KEYS {
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | {} | {} | {} |",
+            spec.key,
+            spec.variable(),
+            spec.default_text(),
+            spec.rule(),
+            spec.doc
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_variables_are_unique() {
+        for (i, a) in KEYS.iter().enumerate() {
+            for b in &KEYS[i + 1..] {
+                assert_ne!(a.key, b.key);
+                assert_ne!(a.env, b.env);
+            }
+        }
+    }
+
+    #[test]
+    fn typo_finds_the_intended_key() {
+        assert_eq!(
+            closest("cluster.expectedNode").unwrap().key,
+            "cluster.expectedNodes"
+        );
+        assert_eq!(closest("cluster.nodeId").unwrap().key, "cluster.nodeID");
+        assert!(closest("myApp.greeting").is_none());
+    }
+}
