@@ -55,13 +55,7 @@ pub struct MapEnvironment {
 
 impl MapEnvironment {
     pub fn new<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self {
-            vars: vars
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-            hostname: None,
-        }
+        Self { vars: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), hostname: None }
     }
 
     pub fn with_hostname(mut self, hostname: impl Into<String>) -> Self {
@@ -98,20 +92,10 @@ pub struct FoundVariable {
 pub fn lookup_variable(env: &dyn Environment, suffix: &str) -> Option<FoundVariable> {
     let current = format!("{PREFIX}{suffix}");
     if let Some(value) = env.var(&current).filter(|v| !v.is_empty()) {
-        return Some(FoundVariable {
-            name: current,
-            value,
-            legacy: false,
-        });
+        return Some(FoundVariable { name: current, value, legacy: false });
     }
     let legacy = format!("{LEGACY_PREFIX}{suffix}");
-    env.var(&legacy)
-        .filter(|v| !v.is_empty())
-        .map(|value| FoundVariable {
-            name: legacy,
-            value,
-            legacy: true,
-        })
+    env.var(&legacy).filter(|v| !v.is_empty()).map(|value| FoundVariable { name: legacy, value, legacy: true })
 }
 
 #[cfg(test)]

@@ -34,14 +34,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            file: None,
-            position: None,
-            key: None,
-            variable: None,
-            flag: None,
-            message: message.into(),
-        }
+        Self { file: None, position: None, key: None, variable: None, flag: None, message: message.into() }
     }
 
     pub(crate) fn in_file(mut self, file: impl Into<PathBuf>, position: Option<Position>) -> Self {
@@ -97,11 +90,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        write!(
-            f,
-            "configuration is invalid ({count} error{}):",
-            if count == 1 { "" } else { "s" }
-        )?;
+        write!(f, "configuration is invalid ({count} error{}):", if count == 1 { "" } else { "s" })?;
         for error in &self.0 {
             write!(f, "\n  - {error}")?;
         }
@@ -116,34 +105,20 @@ mod tests {
     #[test]
     fn position_of_offset_counts_lines_and_columns() {
         let text = "a = 1\nbb = 2\n";
-        assert_eq!(
-            Position::of_offset(text, 0),
-            Position { line: 1, column: 1 }
-        );
-        assert_eq!(
-            Position::of_offset(text, 11),
-            Position { line: 2, column: 6 }
-        );
+        assert_eq!(Position::of_offset(text, 0), Position { line: 1, column: 1 });
+        assert_eq!(Position::of_offset(text, 11), Position { line: 2, column: 6 });
     }
 
     #[test]
     fn display_names_file_position_variable_and_key() {
         let error = ConfigError::new("expected a decimal integer, got \"abc\"")
             .for_key("cluster.expectedNodes")
-            .in_file(
-                "config/app.toml",
-                Some(Position {
-                    line: 3,
-                    column: 17,
-                }),
-            );
+            .in_file("config/app.toml", Some(Position { line: 3, column: 17 }));
         assert_eq!(
             error.to_string(),
             "config/app.toml:3:17: key cluster.expectedNodes: expected a decimal integer, got \"abc\""
         );
-        let error = ConfigError::new("bad")
-            .for_variable("ARLEN_PORT")
-            .for_key("port");
+        let error = ConfigError::new("bad").for_variable("ARLEN_PORT").for_key("port");
         assert_eq!(error.to_string(), "variable ARLEN_PORT (key port): bad");
     }
 }

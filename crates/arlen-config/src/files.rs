@@ -49,11 +49,7 @@ pub(crate) fn lookup<'a>(root: &'a Map<String, Value>, dotted: &str) -> Option<&
 
 fn collect_leaves(map: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
     for (key, value) in map {
-        let dotted = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let dotted = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match value {
             Value::Object(inner) => collect_leaves(inner, &dotted, out),
             _ => out.push(dotted),
@@ -65,9 +61,7 @@ fn collect_leaves(map: &Map<String, Value>, prefix: &str, out: &mut Vec<String>)
 pub fn merge(base: &mut Map<String, Value>, overlay: &Map<String, Value>) {
     for (key, value) in overlay {
         match (base.get_mut(key), value) {
-            (Some(Value::Object(base_inner)), Value::Object(overlay_inner)) => {
-                merge(base_inner, overlay_inner)
-            }
+            (Some(Value::Object(base_inner)), Value::Object(overlay_inner)) => merge(base_inner, overlay_inner),
             _ => {
                 base.insert(key.clone(), value.clone());
             }
@@ -77,12 +71,7 @@ pub fn merge(base: &mut Map<String, Value>, overlay: &Map<String, Value>) {
 
 /// Loads `<dir>/<stem>.<ext>` for whichever extension exists. A missing file
 /// is `None`; two files for one layer, or a malformed one, add an error.
-pub fn load_layer(
-    app_root: &Path,
-    relative_dir: &str,
-    stem: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<FileLayer> {
+pub fn load_layer(app_root: &Path, relative_dir: &str, stem: &str, errors: &mut Vec<ConfigError>) -> Option<FileLayer> {
     let present: Vec<(&str, PathBuf)> = EXTENSIONS
         .iter()
         .map(|ext| (*ext, Path::new(relative_dir).join(format!("{stem}.{ext}"))))
@@ -90,16 +79,10 @@ pub fn load_layer(
         .collect();
     let [(ext, relative)] = present.as_slice() else {
         if present.len() > 1 {
-            let names: Vec<String> = present
-                .iter()
-                .map(|(_, p)| p.display().to_string())
-                .collect();
+            let names: Vec<String> = present.iter().map(|(_, p)| p.display().to_string()).collect();
             errors.push(
-                ConfigError::new(format!(
-                    "more than one file for this layer: {}; keep one",
-                    names.join(", ")
-                ))
-                .in_file(Path::new(relative_dir).join(format!("{stem}.*")), None),
+                ConfigError::new(format!("more than one file for this layer: {}; keep one", names.join(", ")))
+                    .in_file(Path::new(relative_dir).join(format!("{stem}.*")), None),
             );
         }
         return None;
@@ -107,18 +90,12 @@ pub fn load_layer(
     let text = match std::fs::read_to_string(app_root.join(relative)) {
         Ok(text) => text,
         Err(error) => {
-            errors.push(
-                ConfigError::new(format!("cannot read file: {error}")).in_file(relative, None),
-            );
+            errors.push(ConfigError::new(format!("cannot read file: {error}")).in_file(relative, None));
             return None;
         }
     };
     match parse(ext, &text) {
-        Ok((root, positions)) => Some(FileLayer {
-            display: relative.clone(),
-            root,
-            positions,
-        }),
+        Ok((root, positions)) => Some(FileLayer { display: relative.clone(), root, positions }),
         Err((message, position)) => {
             errors.push(ConfigError::new(message).in_file(relative, position));
             None
@@ -145,10 +122,7 @@ pub fn parse(ext: &str, text: &str) -> Result<Parsed, ParseFailure> {
 fn root_object(value: Value, found: &str) -> Result<Map<String, Value>, ParseFailure> {
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err((
-            format!("the root must be a dictionary, found {found}"),
-            Some(Position { line: 1, column: 1 }),
-        )),
+        _ => Err((format!("the root must be a dictionary, found {found}"), Some(Position { line: 1, column: 1 }))),
     }
 }
 
@@ -165,10 +139,7 @@ fn json_type_name(value: &Value) -> &'static str {
 
 fn parse_json(text: &str) -> Result<Parsed, ParseFailure> {
     let value: Value = serde_json::from_str(text).map_err(|error| {
-        let position = Position {
-            line: error.line(),
-            column: error.column(),
-        };
+        let position = Position { line: error.line(), column: error.column() };
         (format!("malformed JSON: {error}"), Some(position))
     })?;
     let name = json_type_name(&value);
@@ -177,9 +148,7 @@ fn parse_json(text: &str) -> Result<Parsed, ParseFailure> {
 
 fn parse_toml(text: &str) -> Result<Parsed, ParseFailure> {
     let value: toml::Value = toml::from_str(text).map_err(|error| {
-        let position = error
-            .span()
-            .map(|span| Position::of_offset(text, span.start));
+        let position = error.span().map(|span| Position::of_offset(text, span.start));
         (format!("malformed TOML: {}", error.message()), position)
     })?;
     let json = toml_to_json(value);
@@ -196,17 +165,13 @@ fn toml_to_json(value: toml::Value) -> Value {
     match value {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Integer(i) => Value::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f)
-            .map_or_else(|| Value::String(f.to_string()), Value::Number),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(f).map_or_else(|| Value::String(f.to_string()), Value::Number)
+        }
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(items) => Value::Array(items.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(table) => Value::Object(
-            table
-                .into_iter()
-                .map(|(k, v)| (k, toml_to_json(v)))
-                .collect(),
-        ),
+        toml::Value::Table(table) => Value::Object(table.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
     }
 }
 
@@ -217,11 +182,7 @@ fn collect_toml_positions(
     out: &mut HashMap<String, Position>,
 ) {
     for (key, value) in table {
-        let dotted = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
+        let dotted = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         match value.get_ref() {
             toml::de::DeValue::Table(inner) => collect_toml_positions(text, inner, &dotted, out),
             _ => {
@@ -235,17 +196,13 @@ fn parse_plist(text: &str) -> Result<Parsed, ParseFailure> {
     // The parser stops after the first value; wrapping the text in a list makes
     // anything after the root dictionary an error. Lines stay where they were.
     let wrapped = format!("({}\n)", strip_plist_comments(text));
-    let parsed =
-        openstep_plist::Plist::parse(&wrapped).map_err(|error| plist_failure(&wrapped, &error))?;
+    let parsed = openstep_plist::Plist::parse(&wrapped).map_err(|error| plist_failure(&wrapped, &error))?;
     let mut items = match parsed {
         openstep_plist::Plist::Array(items) => items,
         _ => return Err(("malformed property list".to_owned(), None)),
     };
     if items.len() != 1 {
-        return Err((
-            "the file must hold exactly one dictionary".to_owned(),
-            Some(Position { line: 1, column: 1 }),
-        ));
+        return Err(("the file must hold exactly one dictionary".to_owned(), Some(Position { line: 1, column: 1 })));
     }
     let json = plist_to_json(items.remove(0));
     let name = json_type_name(&json);
@@ -281,21 +238,14 @@ fn plist_failure(wrapped: &str, error: &openstep_plist::Error) -> ParseFailure {
         (E::ExpectedComma { .. }, Some(lc)) => {
             let offset = offset_of(wrapped, lc.line, lc.column);
             let skipped = wrapped[offset..].len() - wrapped[offset..].trim_start().len();
-            Some(openstep_plist::error::LineColumn::from_pos(
-                wrapped,
-                offset + skipped,
-            ))
+            Some(openstep_plist::error::LineColumn::from_pos(wrapped, offset + skipped))
         }
         (_, lc) => lc,
     };
     // Undo the one column the wrapping '(' added on the first line.
     let position = lc.map(|lc| Position {
         line: lc.line,
-        column: if lc.line == 1 {
-            lc.column.saturating_sub(1).max(1)
-        } else {
-            lc.column
-        },
+        column: if lc.line == 1 { lc.column.saturating_sub(1).max(1) } else { lc.column },
     });
     let message = error.to_string();
     let message = message.split(" at line ").next().unwrap_or(&message);
@@ -309,11 +259,7 @@ fn plist_failure(wrapped: &str, error: &openstep_plist::Error) -> ParseFailure {
 
 /// The byte offset of a 1-based line and column (columns counted in bytes).
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
-    let line_start: usize = text
-        .split_inclusive('\n')
-        .take(line.saturating_sub(1))
-        .map(str::len)
-        .sum();
+    let line_start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
     (line_start + column.saturating_sub(1)).min(text.len())
 }
 
@@ -366,16 +312,13 @@ fn strip_plist_comments(text: &str) -> String {
 fn plist_to_json(value: openstep_plist::Plist) -> Value {
     use openstep_plist::Plist;
     match value {
-        Plist::Dictionary(dict) => Value::Object(
-            dict.into_iter()
-                .map(|(k, v)| (k.to_string(), plist_to_json(v)))
-                .collect(),
-        ),
+        Plist::Dictionary(dict) => {
+            Value::Object(dict.into_iter().map(|(k, v)| (k.to_string(), plist_to_json(v))).collect())
+        }
         Plist::Array(items) => Value::Array(items.into_iter().map(plist_to_json).collect()),
         Plist::String(s) => Value::String(s),
         Plist::Integer(i) => Value::from(i),
-        Plist::Float(f) => serde_json::Number::from_f64(f)
-            .map_or_else(|| Value::String(f.to_string()), Value::Number),
+        Plist::Float(f) => serde_json::Number::from_f64(f).map_or_else(|| Value::String(f.to_string()), Value::Number),
         Plist::Data(bytes) => Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect()),
     }
 }
@@ -412,25 +355,15 @@ mod tests {
     fn root_must_be_a_dictionary() {
         for (ext, text) in [("json", "[1, 2]"), ("plist", "(a, b)"), ("json", "3")] {
             let (message, _) = parse(ext, text).unwrap_err();
-            assert!(
-                message.contains("root must be a dictionary"),
-                "{ext}: {message}"
-            );
+            assert!(message.contains("root must be a dictionary"), "{ext}: {message}");
         }
     }
 
     #[test]
     fn toml_positions_point_at_values() {
-        let (root, positions) =
-            parse("toml", "port = 1\n[cluster]\nexpectedNodes = \"abc\"\n").unwrap();
+        let (root, positions) = parse("toml", "port = 1\n[cluster]\nexpectedNodes = \"abc\"\n").unwrap();
         assert_eq!(root["cluster"]["expectedNodes"], Value::from("abc"));
-        assert_eq!(
-            positions["cluster.expectedNodes"],
-            Position {
-                line: 3,
-                column: 17
-            }
-        );
+        assert_eq!(positions["cluster.expectedNodes"], Position { line: 3, column: 17 });
     }
 
     #[test]
@@ -443,13 +376,9 @@ mod tests {
 
     #[test]
     fn merge_is_deep_for_dictionaries_and_replaces_lists() {
-        let mut base =
-            serde_json::json!({"cluster": {"name": "a", "enabled": true}, "list": [1, 2]});
+        let mut base = serde_json::json!({"cluster": {"name": "a", "enabled": true}, "list": [1, 2]});
         let overlay = serde_json::json!({"cluster": {"name": "b"}, "list": [3]});
         merge(base.as_object_mut().unwrap(), overlay.as_object().unwrap());
-        assert_eq!(
-            base,
-            serde_json::json!({"cluster": {"name": "b", "enabled": true}, "list": [3]})
-        );
+        assert_eq!(base, serde_json::json!({"cluster": {"name": "b", "enabled": true}, "list": [3]}));
     }
 }

@@ -45,10 +45,7 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(app_root: impl Into<PathBuf>) -> Self {
-        Self {
-            app_root: app_root.into(),
-            ..Self::default()
-        }
+        Self { app_root: app_root.into(), ..Self::default() }
     }
 }
 
@@ -71,14 +68,8 @@ impl std::fmt::Display for Source {
         match self {
             Source::Default => f.write_str("default"),
             Source::ComputedDefault(how) => write!(f, "default ({how})"),
-            Source::File {
-                path,
-                position: Some(p),
-            } => write!(f, "file {}:{}:{}", path.display(), p.line, p.column),
-            Source::File {
-                path,
-                position: None,
-            } => write!(f, "file {}", path.display()),
+            Source::File { path, position: Some(p) } => write!(f, "file {}:{}:{}", path.display(), p.line, p.column),
+            Source::File { path, position: None } => write!(f, "file {}", path.display()),
             Source::Variable(name) => write!(f, "variable {name}"),
             Source::Flag(name) => write!(f, "flag {name}"),
         }
@@ -224,25 +215,17 @@ pub struct ShutdownConfig {
 
 /// Resolves the environment name: `--env`, else `ARLEN_ENV`/`MOJOOBJC_ENV`,
 /// else `development`. It must match `[A-Za-z0-9_-]+`.
-pub fn resolve_env_name(
-    flag: Option<&str>,
-    env: &dyn Environment,
-) -> Result<(String, Source), ConfigError> {
+pub fn resolve_env_name(flag: Option<&str>, env: &dyn Environment) -> Result<(String, Source), ConfigError> {
     let (value, source) = match (flag, lookup_variable(env, "ENV")) {
         (Some(flag), _) => (flag.to_owned(), Source::Flag("--env")),
         (None, Some(found)) => (found.value, Source::Variable(found.name)),
         (None, None) => return Ok((DEFAULT_ENV.to_owned(), Source::Default)),
     };
-    let valid = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let valid = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if valid {
         return Ok((value, source));
     }
-    let error = ConfigError::new(format!(
-        "environment name {value:?} must match [A-Za-z0-9_-]+"
-    ));
+    let error = ConfigError::new(format!("environment name {value:?} must match [A-Za-z0-9_-]+"));
     Err(match source {
         Source::Flag(flag) => error.for_flag(flag),
         Source::Variable(name) => error.for_variable(name),
@@ -271,13 +254,7 @@ enum Raw {
 
 impl<'a> Loader<'a> {
     fn new(options: &'a LoadOptions, env: &'a dyn Environment) -> Self {
-        Self {
-            options,
-            env,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-            legacy_warned: BTreeSet::new(),
-        }
+        Self { options, env, errors: Vec::new(), warnings: Vec::new(), legacy_warned: BTreeSet::new() }
     }
 
     fn run(mut self) -> Result<Loaded, ConfigErrors> {
@@ -295,22 +272,15 @@ impl<'a> Loader<'a> {
         };
         let root = &self.options.app_root;
         let app_layer = files::load_layer(root, "config", "app", &mut self.errors);
-        let env_layer = env_name.as_deref().and_then(|name| {
-            files::load_layer(root, "config/environments", name, &mut self.errors)
-        });
+        let env_layer =
+            env_name.as_deref().and_then(|name| files::load_layer(root, "config/environments", name, &mut self.errors));
         // Highest precedence first.
-        let layers: Vec<&FileLayer> = [env_layer.as_ref(), app_layer.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let layers: Vec<&FileLayer> = [env_layer.as_ref(), app_layer.as_ref()].into_iter().flatten().collect();
         for layer in &layers {
             self.warn_about_typos(layer);
         }
 
-        let mut settings: Vec<Setting> = KEYS
-            .iter()
-            .map(|spec| self.resolve_explicit(spec, &layers))
-            .collect();
+        let mut settings: Vec<Setting> = KEYS.iter().map(|spec| self.resolve_explicit(spec, &layers)).collect();
         self.apply_computed_defaults(&mut settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
 
         if !self.errors.is_empty() {
@@ -323,27 +293,14 @@ impl<'a> Loader<'a> {
         for setting in &settings {
             set_dotted(&mut tree, setting.spec.key, setting.value.to_json());
         }
-        let config = build_config(
-            &settings,
-            env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()),
-            root.clone(),
-        );
-        Ok(Loaded {
-            config,
-            settings,
-            tree,
-            warnings: self.warnings,
-        })
+        let config = build_config(&settings, env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()), root.clone());
+        Ok(Loaded { config, settings, tree, warnings: self.warnings })
     }
 
     fn note_legacy(&mut self, variable: &str, suffix: &str) {
-        if variable.starts_with(environment::LEGACY_PREFIX)
-            && self.legacy_warned.insert(variable.to_owned())
-        {
-            self.warnings.push(format!(
-                "{variable} is a legacy variable name; use {}{suffix} instead",
-                environment::PREFIX
-            ));
+        if variable.starts_with(environment::LEGACY_PREFIX) && self.legacy_warned.insert(variable.to_owned()) {
+            self.warnings
+                .push(format!("{variable} is a legacy variable name; use {}{suffix} instead", environment::PREFIX));
         }
     }
 
@@ -353,11 +310,7 @@ impl<'a> Loader<'a> {
                 continue;
             }
             if let Some(spec) = registry::closest(&key) {
-                let at = layer
-                    .positions
-                    .get(&key)
-                    .map(|p| format!(":{}:{}", p.line, p.column))
-                    .unwrap_or_default();
+                let at = layer.positions.get(&key).map(|p| format!(":{}:{}", p.line, p.column)).unwrap_or_default();
                 self.warnings.push(format!(
                     "{}{at}: unknown key {key}; did you mean {}?",
                     layer.display.display(),
@@ -380,86 +333,43 @@ impl<'a> Loader<'a> {
         } else if let Some(found) = lookup_variable(self.env, spec.env) {
             self.note_legacy(&found.name, spec.env);
             (Raw::Text(found.value), Source::Variable(found.name))
-        } else if let Some((layer, value)) =
-            layers.iter().find_map(|l| l.get(spec.key).map(|v| (l, v)))
-        {
+        } else if let Some((layer, value)) = layers.iter().find_map(|l| l.get(spec.key).map(|v| (l, v))) {
             let position = layer.positions.get(spec.key).copied();
-            (
-                Raw::Json(value.clone()),
-                Source::File {
-                    path: layer.display.clone(),
-                    position,
-                },
-            )
+            (Raw::Json(value.clone()), Source::File { path: layer.display.clone(), position })
         } else {
-            return Setting {
-                spec,
-                value: plain_default(spec),
-                source: Source::Default,
-            };
+            return Setting { spec, value: plain_default(spec), source: Source::Default };
         };
         match self.parse_value(spec, raw, &source) {
-            Ok(value) => Setting {
-                spec,
-                value,
-                source,
-            },
+            Ok(value) => Setting { spec, value, source },
             Err(message) => {
                 self.errors.push(located_error(message, spec, &source));
-                Setting {
-                    spec,
-                    value: plain_default(spec),
-                    source: Source::Default,
-                }
+                Setting { spec, value: plain_default(spec), source: Source::Default }
             }
         }
     }
 
-    fn parse_value(
-        &mut self,
-        spec: &'static KeySpec,
-        raw: Raw,
-        source: &Source,
-    ) -> Result<Typed, String> {
+    fn parse_value(&mut self, spec: &'static KeySpec, raw: Raw, source: &Source) -> Result<Typed, String> {
         let text = match raw {
             Raw::Text(text) => text,
             Raw::Json(Value::String(text)) => text,
             Raw::Json(Value::Bool(b)) if spec.kind == Kind::Bool => return Ok(Typed::Bool(b)),
             Raw::Json(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-            Raw::Json(Value::Bool(b)) if matches!(spec.kind, Kind::Text | Kind::Secret) => {
-                b.to_string()
-            }
-            Raw::Json(Value::Number(n)) if matches!(spec.kind, Kind::Text | Kind::Secret) => {
-                n.to_string()
-            }
+            Raw::Json(Value::Bool(b)) if matches!(spec.kind, Kind::Text | Kind::Secret) => b.to_string(),
+            Raw::Json(Value::Number(n)) if matches!(spec.kind, Kind::Text | Kind::Secret) => n.to_string(),
             Raw::Json(other) => {
-                return Err(format!(
-                    "expected {}, found {}",
-                    expected_name(spec.kind),
-                    json_kind(&other)
-                ));
+                return Err(format!("expected {}, found {}", expected_name(spec.kind), json_kind(&other)));
             }
         };
         match spec.kind {
             Kind::Bool => value::parse_bool(&text).map(Typed::Bool),
-            Kind::Integer {
-                min,
-                max,
-                out_of_range,
-            } => {
+            Kind::Integer { min, max, out_of_range } => {
                 let n = value::parse_integer(&text)?;
                 if (min..=max).contains(&n) {
                     return Ok(Typed::Integer(n));
                 }
-                let range = if max == i64::MAX {
-                    format!("≥ {min}")
-                } else {
-                    format!("{min}..{max}")
-                };
+                let range = if max == i64::MAX { format!("≥ {min}") } else { format!("{min}..{max}") };
                 match out_of_range {
-                    registry::OutOfRange::Error => {
-                        Err(format!("{n} is out of range (must be {range})"))
-                    }
+                    registry::OutOfRange::Error => Err(format!("{n} is out of range (must be {range})")),
                     registry::OutOfRange::Clamp => {
                         let clamped = n.clamp(min, max);
                         self.warnings.push(format!(
@@ -476,10 +386,7 @@ impl<'a> Loader<'a> {
                 if words.contains(&lower.as_str()) {
                     Ok(Typed::Text(lower))
                 } else {
-                    Err(format!(
-                        "expected one of {}, got {text:?}",
-                        words.join(", ")
-                    ))
+                    Err(format!("expected one of {}, got {text:?}", words.join(", ")))
                 }
             }
         }
@@ -487,30 +394,20 @@ impl<'a> Loader<'a> {
 
     fn apply_computed_defaults(&mut self, settings: &mut [Setting], env_name: &str) {
         let development = env_name == DEFAULT_ENV;
-        let value_of = |settings: &[Setting], key: &str| {
-            settings
-                .iter()
-                .find(|s| s.spec.key == key)
-                .map(|s| s.value.clone())
-        };
+        let value_of =
+            |settings: &[Setting], key: &str| settings.iter().find(|s| s.spec.key == key).map(|s| s.value.clone());
         let expected = value_of(settings, "cluster.expectedNodes");
         let enabled = value_of(settings, "cluster.enabled");
-        let hostname = self
-            .env
-            .hostname()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty());
+        let hostname = self.env.hostname().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty());
         for setting in settings.iter_mut() {
             let is_default = setting.source == Source::Default;
             match setting.spec.key {
                 "logFormat" if is_default => {
-                    setting.value =
-                        Typed::Text(if development { "text" } else { "json" }.to_owned());
+                    setting.value = Typed::Text(if development { "text" } else { "json" }.to_owned());
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
                 "logLevel" if is_default => {
-                    setting.value =
-                        Typed::Text(if development { "debug" } else { "info" }.to_owned());
+                    setting.value = Typed::Text(if development { "debug" } else { "info" }.to_owned());
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
                 "cluster.observedNodes" if is_default => {
@@ -525,18 +422,16 @@ impl<'a> Loader<'a> {
                     setting.value = Typed::Text("default".to_owned());
                     setting.source = Source::ComputedDefault("empty name means default");
                 }
-                "cluster.nodeID" if is_default || setting.value == Typed::Text(String::new()) => {
-                    match &hostname {
-                        Some(host) => {
-                            setting.value = Typed::Text(host.clone());
-                            setting.source = Source::ComputedDefault("host name");
-                        }
-                        None => {
-                            setting.value = Typed::Text("node".to_owned());
-                            setting.source = Source::ComputedDefault("no host name known");
-                        }
+                "cluster.nodeID" if is_default || setting.value == Typed::Text(String::new()) => match &hostname {
+                    Some(host) => {
+                        setting.value = Typed::Text(host.clone());
+                        setting.source = Source::ComputedDefault("host name");
                     }
-                }
+                    None => {
+                        setting.value = Typed::Text("node".to_owned());
+                        setting.source = Source::ComputedDefault("no host name known");
+                    }
+                },
                 _ => {}
             }
         }
@@ -590,9 +485,7 @@ fn set_dotted(tree: &mut Map<String, Value>, dotted: &str, value: Value) {
     let last = segments.pop().expect("keys are never empty");
     let mut current = tree;
     for segment in segments {
-        let entry = current
-            .entry(segment.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = current.entry(segment.to_owned()).or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -602,13 +495,7 @@ fn set_dotted(tree: &mut Map<String, Value>, dotted: &str, value: Value) {
 }
 
 fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config {
-    let get = |key: &str| {
-        &settings
-            .iter()
-            .find(|s| s.spec.key == key)
-            .expect("registered key")
-            .value
-    };
+    let get = |key: &str| &settings.iter().find(|s| s.spec.key == key).expect("registered key").value;
     let flag = |key: &str| matches!(get(key), Typed::Bool(true));
     let int = |key: &str| match get(key) {
         Typed::Integer(i) => *i,
@@ -626,11 +513,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
         app_root,
         host: text("host"),
         port: u16::try_from(int("port")).expect("port is range-checked"),
-        log_format: if text("logFormat") == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        },
+        log_format: if text("logFormat") == "json" { LogFormat::Json } else { LogFormat::Text },
         log_level: text("logLevel"),
         listen_backlog: to_u32(int("listenBacklog")),
         connection_timeout: seconds(int("connectionTimeoutSeconds")),
@@ -641,10 +524,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             max_body_bytes: to_usize(int("requestLimits.maxBodyBytes")),
         },
         max_concurrent_http_sessions: to_usize(int("runtimeLimits.maxConcurrentHTTPSessions")),
-        session: SessionConfig {
-            enabled: flag("session.enabled"),
-            secret: text("session.secret"),
-        },
+        session: SessionConfig { enabled: flag("session.enabled"), secret: text("session.secret") },
         observability: ObservabilityConfig {
             health_details_enabled: flag("observability.healthDetailsEnabled"),
             readiness_requires_startup: flag("observability.readinessRequiresStartup"),
@@ -661,9 +541,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             observed_nodes: to_u32(int("cluster.observedNodes")),
             emit_headers: flag("cluster.emitHeaders"),
         },
-        shutdown: ShutdownConfig {
-            graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")),
-        },
+        shutdown: ShutdownConfig { graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")) },
     }
 }
 

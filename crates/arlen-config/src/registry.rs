@@ -69,11 +69,7 @@ impl KeySpec {
     pub fn rule(&self) -> String {
         match self.kind {
             Kind::Bool => "boolean (YES/NO, true/false, yes/no, on/off, 1/0)".to_owned(),
-            Kind::Integer {
-                min,
-                max,
-                out_of_range,
-            } => {
+            Kind::Integer { min, max, out_of_range } => {
                 let verb = match out_of_range {
                     OutOfRange::Clamp => "clamped to",
                     OutOfRange::Error => "must be",
@@ -102,46 +98,22 @@ impl KeySpec {
     }
 }
 
-const AT_LEAST_0: Kind = Kind::Integer {
-    min: 0,
-    max: i64::MAX,
-    out_of_range: OutOfRange::Clamp,
-};
-const AT_LEAST_1: Kind = Kind::Integer {
-    min: 1,
-    max: i64::MAX,
-    out_of_range: OutOfRange::Clamp,
-};
+const AT_LEAST_0: Kind = Kind::Integer { min: 0, max: i64::MAX, out_of_range: OutOfRange::Clamp };
+const AT_LEAST_1: Kind = Kind::Integer { min: 1, max: i64::MAX, out_of_range: OutOfRange::Clamp };
 
 macro_rules! key {
     ($key:literal, $env:literal, $kind:expr, $default:expr, $doc:literal) => {
-        KeySpec {
-            key: $key,
-            env: $env,
-            kind: $kind,
-            default: $default,
-            doc: $doc,
-        }
+        KeySpec { key: $key, env: $env, kind: $kind, default: $default, doc: $doc }
     };
 }
 
 /// Every key, in reference-table order.
 pub const KEYS: &[KeySpec] = &[
-    key!(
-        "host",
-        "HOST",
-        Kind::Text,
-        Default::Text("127.0.0.1"),
-        "address the HTTP listener binds"
-    ),
+    key!("host", "HOST", Kind::Text, Default::Text("127.0.0.1"), "address the HTTP listener binds"),
     key!(
         "port",
         "PORT",
-        Kind::Integer {
-            min: 1,
-            max: 65535,
-            out_of_range: OutOfRange::Error
-        },
+        Kind::Integer { min: 1, max: 65535, out_of_range: OutOfRange::Error },
         Default::Integer(3000),
         "HTTP listener port"
     ),
@@ -159,13 +131,7 @@ pub const KEYS: &[KeySpec] = &[
         Default::Computed("`debug` in development, else `info`"),
         "lowest level logged"
     ),
-    key!(
-        "listenBacklog",
-        "LISTEN_BACKLOG",
-        AT_LEAST_1,
-        Default::Integer(128),
-        "listen(2) backlog of the HTTP socket"
-    ),
+    key!("listenBacklog", "LISTEN_BACKLOG", AT_LEAST_1, Default::Integer(128), "listen(2) backlog of the HTTP socket"),
     key!(
         "connectionTimeoutSeconds",
         "CONNECTION_TIMEOUT_SECONDS",
@@ -243,13 +209,7 @@ pub const KEYS: &[KeySpec] = &[
         Default::Bool(false),
         "`/readyz` is 503 while quorum is not met"
     ),
-    key!(
-        "observability.metricsEnabled",
-        "METRICS_ENABLED",
-        Kind::Bool,
-        Default::Bool(true),
-        "`/metrics` has a body"
-    ),
+    key!("observability.metricsEnabled", "METRICS_ENABLED", Kind::Bool, Default::Bool(true), "`/metrics` has a body"),
     key!(
         "observability.tracePropagationEnabled",
         "TRACE_PROPAGATION_ENABLED",
@@ -271,13 +231,7 @@ pub const KEYS: &[KeySpec] = &[
         Default::Bool(false),
         "this node is part of a multi-node cluster"
     ),
-    key!(
-        "cluster.name",
-        "CLUSTER_NAME",
-        Kind::Text,
-        Default::Text("default"),
-        "cluster name; empty means `default`"
-    ),
+    key!("cluster.name", "CLUSTER_NAME", Kind::Text, Default::Text("default"), "cluster name; empty means `default`"),
     key!(
         "cluster.nodeID",
         "CLUSTER_NODE_ID",
@@ -380,10 +334,7 @@ mod tests {
 
     #[test]
     fn typo_finds_the_intended_key() {
-        assert_eq!(
-            closest("cluster.expectedNode").unwrap().key,
-            "cluster.expectedNodes"
-        );
+        assert_eq!(closest("cluster.expectedNode").unwrap().key, "cluster.expectedNodes");
         assert_eq!(closest("cluster.nodeId").unwrap().key, "cluster.nodeID");
         assert!(closest("myApp.greeting").is_none());
     }

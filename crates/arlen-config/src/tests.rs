@@ -9,9 +9,7 @@ struct App {
 
 impl App {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     fn file(self, relative: &str, text: &str) -> Self {
@@ -29,11 +27,7 @@ impl App {
         self.load_with(self.options(), vars)
     }
 
-    fn load_with(
-        &self,
-        options: LoadOptions,
-        vars: &[(&str, &str)],
-    ) -> Result<Loaded, ConfigErrors> {
+    fn load_with(&self, options: LoadOptions, vars: &[(&str, &str)]) -> Result<Loaded, ConfigErrors> {
         let env = MapEnvironment::new(vars.iter().copied()).with_hostname("Box-7");
         load(&options, &env)
     }
@@ -44,20 +38,13 @@ fn defaults_match_the_contract_table() {
     let loaded = App::new().load(&[]).unwrap();
     let c = &loaded.config;
     assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 3000));
-    assert_eq!(
-        (c.log_format, c.log_level.as_str()),
-        (LogFormat::Text, "debug")
-    );
+    assert_eq!((c.log_format, c.log_level.as_str()), (LogFormat::Text, "debug"));
     assert_eq!(c.listen_backlog, 128);
     assert_eq!(c.connection_timeout, Duration::from_secs(30));
     assert!(!c.enable_reuse_port);
     assert_eq!(
         c.request_limits,
-        RequestLimits {
-            max_request_line_bytes: 4096,
-            max_header_bytes: 32768,
-            max_body_bytes: 1_048_576
-        }
+        RequestLimits { max_request_line_bytes: 4096, max_header_bytes: 32768, max_body_bytes: 1_048_576 }
     );
     assert_eq!(c.max_concurrent_http_sessions, 256);
     assert!(!c.session.enabled && c.session.secret.is_empty());
@@ -91,10 +78,7 @@ fn defaults_match_the_contract_table() {
 fn production_defaults_follow_the_environment_name() {
     let loaded = App::new().load(&[("ARLEN_ENV", "production")]).unwrap();
     assert_eq!(loaded.config.env, "production");
-    assert_eq!(
-        (loaded.config.log_format, loaded.config.log_level.as_str()),
-        (LogFormat::Json, "info")
-    );
+    assert_eq!((loaded.config.log_format, loaded.config.log_level.as_str()), (LogFormat::Json, "info"));
 }
 
 #[test]
@@ -104,50 +88,21 @@ fn precedence_flag_over_variable_over_env_file_over_app_file() {
             "config/app.toml",
             "host = \"10.0.0.1\"\nport = 4000\n[cluster]\nname = \"from-app\"\nexpectedNodes = 5\n",
         )
-        .file(
-            "config/environments/development.json",
-            r#"{"port": 5000, "cluster": {"name": "from-env-file"}}"#,
-        );
+        .file("config/environments/development.json", r#"{"port": 5000, "cluster": {"name": "from-env-file"}}"#);
     let loaded = app.load(&[("ARLEN_PORT", "6000")]).unwrap();
     assert_eq!(loaded.config.host, "10.0.0.1");
     assert_eq!(loaded.config.port, 6000);
     assert_eq!(loaded.config.cluster.name, "from-env-file");
     assert_eq!(loaded.config.cluster.expected_nodes, 5);
-    assert_eq!(
-        loaded.setting("port").unwrap().source,
-        Source::Variable("ARLEN_PORT".into())
-    );
-    assert_eq!(
-        loaded.setting("cluster.name").unwrap().source.to_string(),
-        "file config/environments/development.json"
-    );
-    assert_eq!(
-        loaded
-            .setting("cluster.expectedNodes")
-            .unwrap()
-            .source
-            .to_string(),
-        "file config/app.toml:5:17"
-    );
-    assert_eq!(
-        loaded.setting("host").unwrap().source.to_string(),
-        "file config/app.toml:1:8"
-    );
+    assert_eq!(loaded.setting("port").unwrap().source, Source::Variable("ARLEN_PORT".into()));
+    assert_eq!(loaded.setting("cluster.name").unwrap().source.to_string(), "file config/environments/development.json");
+    assert_eq!(loaded.setting("cluster.expectedNodes").unwrap().source.to_string(), "file config/app.toml:5:17");
+    assert_eq!(loaded.setting("host").unwrap().source.to_string(), "file config/app.toml:1:8");
 
-    let options = LoadOptions {
-        port: Some("7000".into()),
-        host: Some("0.0.0.0".into()),
-        ..app.options()
-    };
+    let options = LoadOptions { port: Some("7000".into()), host: Some("0.0.0.0".into()), ..app.options() };
     let loaded = app.load_with(options, &[("ARLEN_PORT", "6000")]).unwrap();
-    assert_eq!(
-        (loaded.config.host.as_str(), loaded.config.port),
-        ("0.0.0.0", 7000)
-    );
-    assert_eq!(
-        loaded.setting("port").unwrap().source,
-        Source::Flag("--port")
-    );
+    assert_eq!((loaded.config.host.as_str(), loaded.config.port), ("0.0.0.0", 7000));
+    assert_eq!(loaded.setting("port").unwrap().source, Source::Flag("--port"));
 }
 
 #[test]
@@ -161,30 +116,18 @@ fn plist_files_use_the_original_format() {
     assert!(loaded.config.cluster.enabled && loaded.config.cluster.emit_headers);
     assert_eq!(loaded.config.cluster.name, "alpha");
     assert_eq!(loaded.config.cluster.observed_nodes, 3);
-    assert_eq!(
-        loaded.tree["myApp"]["greeting"], "hello",
-        "unknown keys are kept for the application"
-    );
+    assert_eq!(loaded.tree["myApp"]["greeting"], "hello", "unknown keys are kept for the application");
 }
 
 #[test]
 fn files_deep_merge_across_formats() {
     let app = App::new()
-        .file(
-            "config/app.json",
-            r#"{"cluster": {"enabled": true, "name": "a"}, "myApp": {"items": [1, 2], "x": 1}}"#,
-        )
-        .file(
-            "config/environments/staging.plist",
-            "{ cluster = { name = b; }; myApp = { items = (3); }; }",
-        );
+        .file("config/app.json", r#"{"cluster": {"enabled": true, "name": "a"}, "myApp": {"items": [1, 2], "x": 1}}"#)
+        .file("config/environments/staging.plist", "{ cluster = { name = b; }; myApp = { items = (3); }; }");
     let loaded = app.load(&[("ARLEN_ENV", "staging")]).unwrap();
     assert!(loaded.config.cluster.enabled);
     assert_eq!(loaded.config.cluster.name, "b");
-    assert_eq!(
-        loaded.tree["myApp"],
-        serde_json::json!({"items": [3], "x": 1})
-    );
+    assert_eq!(loaded.tree["myApp"], serde_json::json!({"items": [3], "x": 1}));
 }
 
 #[test]
@@ -198,10 +141,7 @@ fn legacy_variables_fill_in_and_warn_once_per_name() {
         ])
         .unwrap();
     assert!(loaded.config.cluster.enabled);
-    assert_eq!(
-        loaded.config.cluster.name, "legacy",
-        "an empty ARLEN_ value counts as unset"
-    );
+    assert_eq!(loaded.config.cluster.name, "legacy", "an empty ARLEN_ value counts as unset");
     assert_eq!(loaded.config.env, "test");
     let mut warnings = loaded.warnings.clone();
     warnings.sort();
@@ -219,46 +159,30 @@ fn legacy_variables_fill_in_and_warn_once_per_name() {
 fn dependent_defaults_are_computed_after_overrides() {
     let loaded = App::new()
         .file("config/app.toml", "[cluster]\nexpectedNodes = 2\n")
-        .load(&[
-            ("ARLEN_CLUSTER_EXPECTED_NODES", "5"),
-            ("ARLEN_CLUSTER_ENABLED", "yes"),
-        ])
+        .load(&[("ARLEN_CLUSTER_EXPECTED_NODES", "5"), ("ARLEN_CLUSTER_ENABLED", "yes")])
         .unwrap();
     assert_eq!(loaded.config.cluster.observed_nodes, 5);
     assert!(loaded.config.cluster.emit_headers);
-    assert_eq!(
-        loaded.setting("cluster.emitHeaders").unwrap().source,
-        Source::ComputedDefault("cluster.enabled")
-    );
+    assert_eq!(loaded.setting("cluster.emitHeaders").unwrap().source, Source::ComputedDefault("cluster.enabled"));
 }
 
 #[test]
 fn explicit_emit_headers_off_beats_the_dependent_default() {
-    let config = App::new()
-        .load(&[
-            ("ARLEN_CLUSTER_ENABLED", "1"),
-            ("ARLEN_CLUSTER_EMIT_HEADERS", "0"),
-        ])
-        .unwrap()
-        .config;
+    let config =
+        App::new().load(&[("ARLEN_CLUSTER_ENABLED", "1"), ("ARLEN_CLUSTER_EMIT_HEADERS", "0")]).unwrap().config;
     assert!(config.cluster.enabled);
     assert!(!config.cluster.emit_headers);
 }
 
 #[test]
 fn out_of_range_values_are_clamped_with_a_warning() {
-    let loaded = App::new()
-        .load(&[
-            ("ARLEN_CLUSTER_EXPECTED_NODES", "0"),
-            ("ARLEN_CLUSTER_OBSERVED_NODES", "-4"),
-        ])
-        .unwrap();
+    let loaded =
+        App::new().load(&[("ARLEN_CLUSTER_EXPECTED_NODES", "0"), ("ARLEN_CLUSTER_OBSERVED_NODES", "-4")]).unwrap();
     assert_eq!(loaded.config.cluster.expected_nodes, 1);
     assert_eq!(loaded.config.cluster.observed_nodes, 0);
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
     assert!(
-        loaded.warnings[0]
-            .contains("cluster.expectedNodes = 0 from variable ARLEN_CLUSTER_EXPECTED_NODES"),
+        loaded.warnings[0].contains("cluster.expectedNodes = 0 from variable ARLEN_CLUSTER_EXPECTED_NODES"),
         "{:?}",
         loaded.warnings
     );
@@ -268,24 +192,14 @@ fn out_of_range_values_are_clamped_with_a_warning() {
 
 #[test]
 fn observed_nodes_default_uses_the_clamped_expected_value() {
-    let config = App::new()
-        .load(&[("ARLEN_CLUSTER_EXPECTED_NODES", "-2")])
-        .unwrap()
-        .config;
-    assert_eq!(
-        (config.cluster.expected_nodes, config.cluster.observed_nodes),
-        (1, 1)
-    );
+    let config = App::new().load(&[("ARLEN_CLUSTER_EXPECTED_NODES", "-2")]).unwrap().config;
+    assert_eq!((config.cluster.expected_nodes, config.cluster.observed_nodes), (1, 1));
 }
 
 #[test]
 fn three_bad_variables_are_all_reported() {
     let errors = App::new()
-        .load(&[
-            ("ARLEN_PORT", "abc"),
-            ("ARLEN_CLUSTER_ENABLED", "maybe"),
-            ("ARLEN_CLUSTER_EXPECTED_NODES", "12abc"),
-        ])
+        .load(&[("ARLEN_PORT", "abc"), ("ARLEN_CLUSTER_ENABLED", "maybe"), ("ARLEN_CLUSTER_EXPECTED_NODES", "12abc")])
         .unwrap_err();
     let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -301,10 +215,7 @@ fn three_bad_variables_are_all_reported() {
 #[test]
 fn bad_file_values_name_file_line_and_column() {
     let errors = App::new()
-        .file(
-            "config/app.toml",
-            "port = 70000\n[cluster]\nenabled = \"perhaps\"\nexpectedNodes = [1]\n",
-        )
+        .file("config/app.toml", "port = 70000\n[cluster]\nenabled = \"perhaps\"\nexpectedNodes = [1]\n")
         .load(&[])
         .unwrap_err();
     let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
@@ -321,15 +232,9 @@ fn bad_file_values_name_file_line_and_column() {
 #[test]
 fn bad_flag_is_named() {
     let app = App::new();
-    let options = LoadOptions {
-        port: Some("0".into()),
-        ..app.options()
-    };
+    let options = LoadOptions { port: Some("0".into()), ..app.options() };
     let errors = app.load_with(options, &[]).unwrap_err();
-    assert_eq!(
-        errors.0[0].to_string(),
-        "flag --port: 0 is out of range (must be 1..65535)"
-    );
+    assert_eq!(errors.0[0].to_string(), "flag --port: 0 is out of range (must be 1..65535)");
 }
 
 #[test]
@@ -343,59 +248,32 @@ fn malformed_files_and_duplicate_layers_are_errors_reported_together() {
     let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(
-        lines[0].starts_with(
-            "config/app.*: more than one file for this layer: config/app.toml, config/app.json"
-        ),
+        lines[0].starts_with("config/app.*: more than one file for this layer: config/app.toml, config/app.json"),
         "{}",
         lines[0]
     );
-    assert!(
-        lines[1].starts_with("config/environments/development.plist:2:"),
-        "{}",
-        lines[1]
-    );
-    assert!(
-        lines[2].starts_with("variable ARLEN_LISTEN_BACKLOG"),
-        "{}",
-        lines[2]
-    );
+    assert!(lines[1].starts_with("config/environments/development.plist:2:"), "{}", lines[1]);
+    assert!(lines[2].starts_with("variable ARLEN_LISTEN_BACKLOG"), "{}", lines[2]);
 }
 
 #[test]
 fn root_that_is_not_a_dictionary_is_an_error() {
-    let errors = App::new()
-        .file("config/app.json", "[1]")
-        .load(&[])
-        .unwrap_err();
-    assert_eq!(
-        errors.0[0].to_string(),
-        "config/app.json:1:1: the root must be a dictionary, found a list"
-    );
+    let errors = App::new().file("config/app.json", "[1]").load(&[]).unwrap_err();
+    assert_eq!(errors.0[0].to_string(), "config/app.json:1:1: the root must be a dictionary, found a list");
 }
 
 #[test]
 fn environment_name_is_validated() {
     let errors = App::new().load(&[("ARLEN_ENV", "../../etc")]).unwrap_err();
-    assert_eq!(
-        errors.0[0].to_string(),
-        "variable ARLEN_ENV: environment name \"../../etc\" must match [A-Za-z0-9_-]+"
-    );
+    assert_eq!(errors.0[0].to_string(), "variable ARLEN_ENV: environment name \"../../etc\" must match [A-Za-z0-9_-]+");
     let app = App::new();
-    let options = LoadOptions {
-        env_name: Some("a b".into()),
-        ..app.options()
-    };
-    assert!(app.load_with(options, &[]).unwrap_err().0[0]
-        .to_string()
-        .starts_with("flag --env:"));
+    let options = LoadOptions { env_name: Some("a b".into()), ..app.options() };
+    assert!(app.load_with(options, &[]).unwrap_err().0[0].to_string().starts_with("flag --env:"));
 }
 
 #[test]
 fn near_miss_keys_draw_a_warning_and_are_kept() {
-    let loaded = App::new()
-        .file("config/app.toml", "[cluster]\nexpectedNode = 3\n")
-        .load(&[])
-        .unwrap();
+    let loaded = App::new().file("config/app.toml", "[cluster]\nexpectedNode = 3\n").load(&[]).unwrap();
     assert_eq!(
         loaded.warnings,
         vec!["config/app.toml:2:16: unknown key cluster.expectedNode; did you mean cluster.expectedNodes?"]
@@ -406,13 +284,8 @@ fn near_miss_keys_draw_a_warning_and_are_kept() {
 
 #[test]
 fn names_are_trimmed_and_empty_means_default() {
-    let config = App::new()
-        .load(&[
-            ("ARLEN_CLUSTER_NAME", "  "),
-            ("ARLEN_CLUSTER_NODE_ID", "  node-a "),
-        ])
-        .unwrap()
-        .config;
+    let config =
+        App::new().load(&[("ARLEN_CLUSTER_NAME", "  "), ("ARLEN_CLUSTER_NODE_ID", "  node-a ")]).unwrap().config;
     assert_eq!(config.cluster.name, "default");
     assert_eq!(config.cluster.node_id, "node-a");
     let env = MapEnvironment::new([("ARLEN_CLUSTER_NODE_ID", " ")]);
@@ -422,14 +295,9 @@ fn names_are_trimmed_and_empty_means_default() {
 
 #[test]
 fn secrets_are_masked_everywhere_they_are_shown() {
-    let loaded = App::new()
-        .load(&[("ARLEN_SESSION_SECRET", "hunter2")])
-        .unwrap();
+    let loaded = App::new().load(&[("ARLEN_SESSION_SECRET", "hunter2")]).unwrap();
     assert_eq!(loaded.config.session.secret, "hunter2");
-    assert_eq!(
-        loaded.setting("session.secret").unwrap().display_value(),
-        "(configured)"
-    );
+    assert_eq!(loaded.setting("session.secret").unwrap().display_value(), "(configured)");
     assert!(!format!("{:?}", loaded.config).contains("hunter2"));
 }
 
@@ -442,11 +310,7 @@ fn booleans_accept_every_contract_word_in_every_format() {
         ("json", r#"{"cluster": {"enabled": 1}}"#),
         ("plist", "{ cluster = { enabled = Yes; }; }"),
     ] {
-        let config = App::new()
-            .file(&format!("config/app.{ext}"), text)
-            .load(&[])
-            .unwrap()
-            .config;
+        let config = App::new().file(&format!("config/app.{ext}"), text).load(&[]).unwrap().config;
         assert!(config.cluster.enabled, "{ext}: {text}");
     }
 }

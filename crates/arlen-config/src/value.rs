@@ -9,9 +9,7 @@ pub fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "yes" | "true" | "on" | "1" => Ok(true),
         "no" | "false" | "off" | "0" => Ok(false),
-        _ => Err(format!(
-            "expected a boolean (YES/NO, true/false, yes/no, on/off, 1/0), got {raw:?}"
-        )),
+        _ => Err(format!("expected a boolean (YES/NO, true/false, yes/no, on/off, 1/0), got {raw:?}")),
     }
 }
 
@@ -22,9 +20,7 @@ pub fn parse_integer(raw: &str) -> Result<i64, String> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("expected a decimal integer, got {raw:?}"));
     }
-    trimmed
-        .parse::<i64>()
-        .map_err(|_| format!("integer {raw:?} is out of the representable range"))
+    trimmed.parse::<i64>().map_err(|_| format!("integer {raw:?} is out of the representable range"))
 }
 
 #[cfg(test)]

@@ -1,1 +1,20 @@
-fn main() {}
+//! The `arlen` command. Thin: parse arguments, hand off to a command module.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod config_cmd;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Config(args) => config_cmd::run(args),
+    }
+}

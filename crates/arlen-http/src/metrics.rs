@@ -1,0 +1,214 @@
+//! Request and cluster metrics, exposed by `/metrics` (CONTRACT §3.3).
+//!
+//! Request metrics live in a long-lived registry updated on every request.
+//! Cluster gauges are rendered at scrape time from the same snapshot that
+//! feeds the response's headers, so the two never disagree.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use arlen_cluster::{MemberState, QuorumStatus, Snapshot};
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Map, Value};
+
+/// Name reported in `checks.metrics_registry.source`.
+pub const REGISTRY_SOURCE: &str = "prometheus_client";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// The node's request metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Counter,
+    active: Gauge,
+    responses: Family<StatusLabels, Counter>,
+    duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decrements the active-requests gauge when the request is done.
+#[derive(Debug)]
+pub struct ActiveRequest<'a> {
+    gauge: &'a Gauge,
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Counter::default();
+        let active = Gauge::default();
+        let responses = Family::<StatusLabels, Counter>::default();
+        let duration =
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register("aln_http_requests", "HTTP requests received", requests.clone());
+        registry.register("aln_http_requests_active", "HTTP requests being handled now", active.clone());
+        registry.register("aln_http_responses", "HTTP responses sent, by status code", responses.clone());
+        registry.register("aln_http_request_duration_seconds", "time from request to response head", duration.clone());
+        Self { registry, requests, active, responses, duration }
+    }
+
+    /// Counts a request in; the guard counts it out of the active gauge.
+    pub fn begin(&self) -> ActiveRequest<'_> {
+        self.requests.inc();
+        self.active.inc();
+        ActiveRequest { gauge: &self.active }
+    }
+
+    /// Records a response.
+    pub fn finish(&self, status: u16, elapsed: Duration) {
+        self.responses.get_or_create(&StatusLabels { status }).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests being handled right now.
+    pub fn active_requests(&self) -> i64 {
+        self.active.get()
+    }
+
+    /// Prometheus text exposition of request metrics plus the snapshot's cluster gauges.
+    pub fn render_text(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::with_capacity(4096);
+        encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &cluster_registry(snapshot)).expect("writing to a String cannot fail");
+        encode_eof(&mut out).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// The same samples as [`Metrics::render_text`], as JSON.
+    pub fn render_json(&self, snapshot: &Snapshot) -> Value {
+        text_to_json(&self.render_text(snapshot))
+    }
+}
+
+fn cluster_registry(snapshot: &Snapshot) -> Registry {
+    let mut registry = Registry::default();
+    let gauge = |value: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(value);
+        g
+    };
+    let quorum = &snapshot.quorum;
+    registry.register(
+        "aln_cluster_enabled",
+        "1 when cluster mode is on",
+        gauge(i64::from(snapshot.identity.cluster_enabled)),
+    );
+    registry.register(
+        "aln_cluster_observed_nodes",
+        "nodes observed by the membership source",
+        gauge(i64::from(quorum.observed_nodes)),
+    );
+    registry.register(
+        "aln_cluster_expected_nodes",
+        "nodes the cluster should have (clamped to at least 1)",
+        gauge(i64::from(quorum.expected_nodes)),
+    );
+    registry.register("aln_cluster_quorum_met", "1 when quorum is met", gauge(i64::from(quorum.met)));
+    let status = Family::<StatusNameLabels, Gauge>::default();
+    for candidate in QuorumStatus::ALL {
+        status
+            .get_or_create(&StatusNameLabels { status: candidate.as_str() })
+            .set(i64::from(candidate == quorum.status));
+    }
+    registry.register("aln_cluster_status", "1 for the current quorum status", status);
+    registry.register("aln_cluster_ready", "1 when /readyz answers 200", gauge(i64::from(snapshot.readiness().ready)));
+    let generation: Gauge<u64, AtomicU64> = Gauge::default();
+    generation.set(snapshot.generation);
+    registry.register(
+        "aln_cluster_snapshot_generation",
+        "generation of the snapshot this scrape was computed from",
+        generation,
+    );
+    let members = Family::<StateLabels, Gauge>::default();
+    for state in MemberState::ALL {
+        let count = snapshot.membership.members.iter().filter(|m| m.state == state).count();
+        members.get_or_create(&StateLabels { state: state.as_str() }).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register("aln_cluster_members", "known members by state", members);
+    registry
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusNameLabels {
+    status: &'static str,
+}
+
+/// Turns exposition text into `{"metrics": [{"name", "type", "help", "samples": [...]}]}`.
+fn text_to_json(text: &str) -> Value {
+    let mut families: Vec<Map<String, Value>> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let mut family = Map::new();
+            family.insert("name".into(), json!(name));
+            family.insert("help".into(), json!(help.trim_end_matches('.')));
+            family.insert("type".into(), json!("unknown"));
+            family.insert("samples".into(), json!([]));
+            families.push(family);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let (Some(family), Some((_, kind))) = (families.last_mut(), rest.split_once(' ')) {
+                family.insert("type".into(), json!(kind));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            if let (Some(family), Some(sample)) = (families.last_mut(), parse_sample(line)) {
+                if let Some(Value::Array(samples)) = family.get_mut("samples") {
+                    samples.push(sample);
+                }
+            }
+        }
+    }
+    json!({ "metrics": families })
+}
+
+fn parse_sample(line: &str) -> Option<Value> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}')?),
+        None => (series, ""),
+    };
+    let mut label_map = Map::new();
+    for pair in labels.split(',').filter(|p| !p.is_empty()) {
+        let (key, quoted) = pair.split_once('=')?;
+        label_map.insert(key.to_owned(), json!(quoted.trim_matches('"')));
+    }
+    let mut sample = Map::new();
+    sample.insert("name".into(), json!(name));
+    sample.insert("labels".into(), Value::Object(label_map));
+    sample.insert("value".into(), json!(value));
+    Some(Value::Object(sample))
+}
+
+/// For tests and tools: the value of one sample in exposition text.
+pub fn sample_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}

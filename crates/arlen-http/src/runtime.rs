@@ -1,0 +1,255 @@
+//! [`Runtime`]: the per-node state the HTTP layer reads, and the service
+//! that wraps an application with the reserved endpoints and headers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Instant, SystemTime};
+
+use arlen_cluster::{
+    snapshot_channel, MembershipView, NodeIdentity, RuntimeSettings, Snapshot, SnapshotPublisher, SnapshotReader,
+};
+use arlen_config::{Config, RequestLimits};
+use axum::body::Body;
+use axum::response::Response;
+use futures_util::FutureExt as _;
+use http::header::{CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use tower::{Layer, Service, ServiceExt as _};
+
+use crate::endpoints::{self, plain};
+use crate::metrics::Metrics;
+use crate::trace::RequestIds;
+
+/// Header naming why a request was turned away under load.
+pub const X_ARLEN_BACKPRESSURE_REASON: HeaderName = HeaderName::from_static("x-arlen-backpressure-reason");
+
+/// The settings of a configuration that may change while the node runs.
+pub fn runtime_settings(config: &Config) -> RuntimeSettings {
+    let o = &config.observability;
+    RuntimeSettings {
+        expected_nodes: config.cluster.expected_nodes,
+        emit_headers: config.cluster.emit_headers,
+        health_details_enabled: o.health_details_enabled,
+        readiness_requires_startup: o.readiness_requires_startup,
+        readiness_requires_cluster_quorum: o.readiness_requires_cluster_quorum,
+        metrics_enabled: o.metrics_enabled,
+        trace_propagation_enabled: o.trace_propagation_enabled,
+        response_identity_headers_enabled: o.response_identity_headers_enabled,
+        session_enabled: config.session.enabled,
+        session_secret_configured: !config.session.secret.is_empty(),
+    }
+}
+
+/// This process's identity in the cluster.
+pub fn node_identity(config: &Config) -> NodeIdentity {
+    NodeIdentity {
+        cluster_enabled: config.cluster.enabled,
+        cluster_name: config.cluster.name.clone(),
+        node_id: config.cluster.node_id.clone(),
+        worker_pid: std::process::id(),
+    }
+}
+
+/// State shared by every request of one node.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) reader: SnapshotReader,
+    pub(crate) metrics: Metrics,
+    limits: RequestLimits,
+    started_at: Instant,
+}
+
+/// The runtime of one node: its snapshot cell, metrics and request limits.
+///
+/// ```no_run
+/// # async fn demo(config: arlen_config::Config) {
+/// use axum::{routing::get, Router};
+/// let runtime = arlen_http::Runtime::new(&config);
+/// let app = Router::new().route("/hello", get(|| async { "hi" }));
+/// let service = runtime.wrap(app); // reserved endpoints + headers on every response
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    publisher: SnapshotPublisher,
+}
+
+impl Runtime {
+    /// A runtime whose membership is not reported yet (nothing observed) until a
+    /// membership source publishes through [`Runtime::publisher`].
+    pub fn new(config: &Config) -> Self {
+        let (publisher, reader) = snapshot_channel(
+            node_identity(config),
+            runtime_settings(config),
+            MembershipView::uninitialised("unstarted"),
+        );
+        let shared =
+            Shared { reader, metrics: Metrics::new(), limits: config.request_limits, started_at: Instant::now() };
+        Self { shared: Arc::new(shared), publisher }
+    }
+
+    /// Where membership sources and the lifecycle publish.
+    pub fn publisher(&self) -> SnapshotPublisher {
+        self.publisher.clone()
+    }
+
+    /// A reader of the current snapshot.
+    pub fn reader(&self) -> SnapshotReader {
+        self.shared.reader.clone()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.reader.current()
+    }
+
+    /// A tower layer that adds the runtime to a service.
+    pub fn layer(&self) -> RuntimeLayer {
+        RuntimeLayer { shared: self.shared.clone() }
+    }
+
+    /// Wraps an application (usually an axum `Router`).
+    pub fn wrap<S>(&self, inner: S) -> RuntimeService<S> {
+        self.layer().layer(inner)
+    }
+
+    /// The 503 sent when `maxConcurrentHTTPSessions` connections are open.
+    pub fn busy_response(&self, request_headers: &http::HeaderMap) -> Response {
+        let snapshot = self.shared.reader.current();
+        let _active = self.shared.metrics.begin();
+        let started = Instant::now();
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "server busy: too many open connections\n");
+        let headers = response.headers_mut();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert(X_ARLEN_BACKPRESSURE_REASON, HeaderValue::from_static("http_session_limit"));
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        let ids = RequestIds::for_snapshot(request_headers, &snapshot);
+        self.shared.finish(&mut response, &snapshot, &ids, started);
+        response
+    }
+}
+
+impl Shared {
+    /// Adds cluster, identity and trace headers, and records metrics.
+    fn finish(&self, response: &mut Response, snapshot: &Snapshot, ids: &RequestIds, started: Instant) {
+        let headers = response.headers_mut();
+        if let Some(cluster_headers) = &snapshot.headers {
+            for (name, value) in cluster_headers.iter() {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        ids.apply(headers);
+        self.metrics.finish(response.status().as_u16(), started.elapsed());
+    }
+
+    /// A response for a request that breaks a configured limit, if it does.
+    fn check_limits(&self, request: &Request<Body>) -> Option<Response> {
+        let limits = &self.limits;
+        // "METHOD SP request-target SP HTTP/1.1"
+        let target_len = request.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+        let line_len = request.method().as_str().len() + 1 + target_len + 1 + 8;
+        if line_len > limits.max_request_line_bytes {
+            return Some(plain(StatusCode::URI_TOO_LONG, "request line too long\n"));
+        }
+        let header_bytes: usize =
+            request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+        if header_bytes > limits.max_header_bytes {
+            return Some(plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields too large\n"));
+        }
+        let declared_length = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > limits.max_body_bytes as u64) {
+            let mut response = plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            return Some(response);
+        }
+        None
+    }
+
+    async fn handle<S>(self: Arc<Self>, request: Request<Body>, inner: S) -> Response
+    where
+        S: Service<Request<Body>, Response = Response, Error = Infallible> + Send,
+        S::Future: Send,
+    {
+        let started = Instant::now();
+        // One snapshot for body, status and headers of this response.
+        let snapshot = self.reader.current();
+        let _active = self.metrics.begin();
+        let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
+        let mut response = if let Some(rejection) = self.check_limits(&request) {
+            rejection
+        } else if let Some(endpoint) = endpoints::match_reserved(request.uri().path()) {
+            let (parts, _body) = request.into_parts();
+            let cx = endpoints::Context {
+                metrics: &self.metrics,
+                uptime_seconds: self.started_at.elapsed().as_secs(),
+                now: SystemTime::now(),
+            };
+            endpoints::answer(endpoint, &parts, &snapshot, &cx)
+        } else {
+            let max_body = self.limits.max_body_bytes;
+            let request = request.map(|body| Body::new(http_body_util::Limited::new(body, max_body)));
+            match AssertUnwindSafe(inner.oneshot(request)).catch_unwind().await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_panic) => {
+                    tracing::error!("request handler panicked; answering 500");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                }
+            }
+        };
+        self.finish(&mut response, &snapshot, &ids, started);
+        response
+    }
+}
+
+/// See [`Runtime::layer`].
+#[derive(Debug, Clone)]
+pub struct RuntimeLayer {
+    shared: Arc<Shared>,
+}
+
+impl<S> Layer<S> for RuntimeLayer {
+    type Service = RuntimeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RuntimeService { inner, shared: self.shared.clone() }
+    }
+}
+
+/// An application wrapped by the runtime: reserved endpoints first (they
+/// cannot be shadowed), request limits, then the application; cluster,
+/// identity and trace headers on every response, panics turned into 500.
+#[derive(Debug, Clone)]
+pub struct RuntimeService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Request<Body>> for RuntimeService<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness of the inner service is awaited per request (oneshot).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        let shared = self.shared.clone();
+        Box::pin(shared.handle(request, inner).map(Ok))
+    }
+}
