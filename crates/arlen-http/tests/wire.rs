@@ -1,0 +1,569 @@
+//! The HTTP layer on a real loopback socket, read as raw bytes so header
+//! capitalisation is checked as it goes over the wire (CONTRACT §3, §4).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arlen_cluster::{MembershipView, SourceHealth};
+use arlen_config::Config;
+use arlen_http::{Runtime, ServerSettings};
+use arlen_testkit::{get_async, request_text, send_raw_async, RawResponse};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{oneshot, Notify};
+
+const CLUSTER_HEADERS: [&str; 6] = [
+    "X-Arlen-Cluster",
+    "X-Arlen-Node",
+    "X-Arlen-Worker-Pid",
+    "X-Arlen-Cluster-Status",
+    "X-Arlen-Cluster-Observed-Nodes",
+    "X-Arlen-Cluster-Expected-Nodes",
+];
+
+const ALPHA: &[(&str, &str)] = &[
+    ("ARLEN_CLUSTER_ENABLED", "1"),
+    ("ARLEN_CLUSTER_NAME", "alpha"),
+    ("ARLEN_CLUSTER_NODE_ID", "node-a"),
+    ("ARLEN_CLUSTER_EXPECTED_NODES", "3"),
+    ("ARLEN_CLUSTER_OBSERVED_NODES", "2"),
+];
+
+struct Node {
+    address: SocketAddr,
+    runtime: Runtime,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    release: Arc<Notify>,
+}
+
+impl Node {
+    async fn get(&self, target: &str) -> RawResponse {
+        get_async(self.address, target, &[]).await.unwrap()
+    }
+
+    async fn get_with(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        get_async(self.address, target, headers).await.unwrap()
+    }
+
+    async fn send(&self, method: &str, target: &str) -> RawResponse {
+        send_raw_async(self.address, request_text(method, target, &[]).as_bytes()).await.unwrap()
+    }
+}
+
+fn config(vars: &[(&str, &str)]) -> Config {
+    Config::from_map(Path::new("/nonexistent"), vars).unwrap()
+}
+
+fn app(release: Arc<Notify>) -> Router {
+    Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route("/healthz", get(|| async { "shadowed by the application\n" }))
+        .route("/boom", get(|| async { panic!("handler failure") as &'static str }))
+        .route("/error", get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "app error\n") }))
+        .route("/echo", post(|body: axum::body::Bytes| async move { format!("{} bytes\n", body.len()) }))
+        .route(
+            "/slow",
+            get(move || {
+                let release = release.clone();
+                async move {
+                    release.notified().await;
+                    "finished\n"
+                }
+            }),
+        )
+}
+
+/// Starts a node with static membership from `vars`. `started` marks the
+/// lifecycle as started.
+async fn start(vars: &[(&str, &str)], started: bool) -> Node {
+    let config = config(vars);
+    let runtime = Runtime::new(&config);
+    let listener = arlen_http::bind_address("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
+    let address = listener.local_addr().unwrap();
+    let release = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let server = tokio::spawn(arlen_http::serve(
+        listener,
+        runtime.wrap(app(release.clone())),
+        runtime.clone(),
+        ServerSettings::from_config(&config),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    runtime.publisher().set_membership(arlen_membership::static_view(&config, std::time::SystemTime::now()));
+    if started {
+        runtime.publisher().mark_started();
+    }
+    Node { address, runtime, stop: Some(stop_tx), server, release }
+}
+
+fn assert_cluster_headers(response: &RawResponse, status: &str, observed: &str) {
+    for name in CLUSTER_HEADERS {
+        assert!(response.has_exact_header(name), "missing {name} with exact casing in:\n{}", response.head);
+    }
+    assert_eq!(response.header("X-Arlen-Cluster"), Some("alpha"));
+    assert_eq!(response.header("X-Arlen-Node"), Some("node-a"));
+    assert_eq!(response.header("X-Arlen-Worker-Pid"), Some(std::process::id().to_string().as_str()));
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some(status));
+    assert_eq!(response.header("X-Arlen-Cluster-Observed-Nodes"), Some(observed));
+    assert_eq!(response.header("X-Arlen-Cluster-Expected-Nodes"), Some("3"));
+}
+
+fn assert_no_cluster_headers(response: &RawResponse) {
+    for name in CLUSTER_HEADERS {
+        assert!(response.header(name).is_none(), "unexpected {name} in:\n{}", response.head);
+    }
+}
+
+fn keys(value: &serde_json::Value) -> Vec<&str> {
+    value.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn cluster_headers_on_every_kind_of_response() {
+    let node = start(&[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1")]].concat(), true).await;
+    let cases: Vec<(RawResponse, u16)> = vec![
+        (node.get("/").await, 200),
+        (node.get("/healthz").await, 200),
+        (node.get("/no-such-route").await, 404),
+        (node.send("DELETE", "/readyz").await, 405),
+        (node.get("/boom").await, 500),
+        (node.get("/error").await, 500),
+        (node.get("/readyz").await, 503),
+        (node.get("/clusterz").await, 200),
+        (node.get("/metrics").await, 200),
+    ];
+    for (response, status) in &cases {
+        assert_eq!(response.status, *status, "{}", response.head);
+        assert_cluster_headers(response, "degraded", "2");
+    }
+}
+
+#[tokio::test]
+async fn headers_off_when_emit_headers_is_off_even_with_cluster_enabled() {
+    let node = start(&[ALPHA, &[("ARLEN_CLUSTER_EMIT_HEADERS", "0")]].concat(), true).await;
+    for target in ["/", "/healthz", "/nope", "/boom"] {
+        assert_no_cluster_headers(&node.get(target).await);
+    }
+    assert_eq!(node.get("/clusterz").await.json()["cluster"]["enabled"], true);
+}
+
+#[tokio::test]
+async fn headers_off_when_cluster_is_disabled() {
+    let node = start(&[("ARLEN_CLUSTER_EMIT_HEADERS", "1")], true).await;
+    assert_no_cluster_headers(&node.get("/").await);
+    assert_no_cluster_headers(&node.get("/readyz").await);
+}
+
+#[tokio::test]
+async fn reserved_endpoints_cannot_be_shadowed_and_have_aliases() {
+    let node = start(ALPHA, true).await;
+    for target in ["/healthz", "/healthz/", "/healthz.json", "/healthz?x=1"] {
+        let response = node.get(target).await;
+        assert_eq!((response.status, response.text().as_str()), (200, "ok\n"), "{target}");
+        assert_eq!(response.header("Content-Type"), Some("text/plain; charset=utf-8"));
+    }
+    assert_eq!(node.get("/livez/").await.text(), "live\n");
+    assert_eq!(node.get("/readyz.txt").await.text(), "ready\n");
+    assert_eq!(node.get("/clusterz/").await.json()["ok"], true);
+}
+
+#[tokio::test]
+async fn head_matches_get_without_body_and_other_methods_get_405() {
+    let node = start(ALPHA, true).await;
+    for endpoint in ["/healthz", "/livez", "/readyz", "/clusterz", "/metrics"] {
+        let get = node.get(endpoint).await;
+        let head = node.send("HEAD", endpoint).await;
+        assert_eq!(head.status, get.status, "{endpoint}");
+        assert!(head.body.is_empty(), "{endpoint}: HEAD has no body");
+        assert_eq!(head.header("Content-Type"), get.header("Content-Type"));
+        assert_cluster_headers(&head, "degraded", "2");
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let response = node.send(method, endpoint).await;
+            assert_eq!(response.status, 405, "{method} {endpoint}");
+            assert_eq!(response.header("Allow"), Some("GET, HEAD"));
+            assert!(response.has_exact_header("Allow"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn probe_json_field_order_and_values() {
+    let node = start(&[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1")]].concat(), true).await;
+    let ready = node.get("/readyz?format=json").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.header("Content-Type"), Some("application/json; charset=utf-8"));
+    let body = ready.json();
+    assert_eq!(keys(&body), ["ok", "signal", "status", "timestamp_utc", "uptime_seconds", "ready", "checks"]);
+    assert_eq!(
+        keys(&body["checks"]),
+        ["request_dispatch", "metrics_registry", "active_requests", "startup", "cluster_quorum"]
+    );
+    assert_eq!(
+        (body["ok"].clone(), body["signal"].clone(), body["status"].clone()),
+        (false.into(), "ready".into(), "not_ready".into())
+    );
+    assert_eq!(body["ready"], false);
+    assert_eq!(
+        keys(&body["checks"]["cluster_quorum"]),
+        ["ok", "required_for_readyz", "status", "observed_nodes", "expected_nodes"]
+    );
+    assert_eq!(
+        body["checks"]["cluster_quorum"],
+        serde_json::json!({"ok": false, "required_for_readyz": true, "status": "degraded", "observed_nodes": 2, "expected_nodes": 3})
+    );
+    assert_eq!(body["checks"]["request_dispatch"], serde_json::json!({"ok": true, "mode": "in_process"}));
+    assert_eq!(body["checks"]["metrics_registry"]["enabled"], true);
+    assert_eq!(body["checks"]["active_requests"]["value"], 1.0);
+    assert_eq!(
+        body["checks"]["startup"],
+        serde_json::json!({"ok": true, "started": true, "required_for_readyz": false})
+    );
+    let timestamp = body["timestamp_utc"].as_str().unwrap();
+    assert_eq!(timestamp.len(), 24, "{timestamp}");
+    assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[19] == b'.', "{timestamp}");
+    assert!(body["uptime_seconds"].as_u64().is_some());
+
+    for (target, signal) in [("/healthz", "health"), ("/livez", "live")] {
+        let response = node.get_with(target, &[("Accept", "application/json")]).await;
+        assert_eq!(response.status, 200, "liveness never depends on cluster state");
+        let body = response.json();
+        assert_eq!(keys(&body), ["ok", "signal", "status", "timestamp_utc", "uptime_seconds", "checks"], "{target}");
+        assert_eq!(
+            (body["ok"].clone(), body["signal"].clone(), body["status"].clone()),
+            (true.into(), signal.into(), "ok".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn representation_rules() {
+    let node = start(ALPHA, true).await;
+    let is_json = |r: &RawResponse| r.header("Content-Type") == Some("application/json; charset=utf-8");
+    assert!(is_json(&node.get_with("/readyz", &[("Accept", "text/json")]).await));
+    assert!(is_json(&node.get_with("/readyz", &[("Accept", "text/html, application/json;q=0.9")]).await));
+    assert!(is_json(&node.get("/readyz?format=JSON").await));
+    assert!(!is_json(&node.get("/readyz?format=json&format=text").await), "the last format wins");
+    assert!(is_json(&node.get("/readyz?format=text&format=json").await));
+    assert!(!is_json(&node.get("/readyz.json").await), "the suffix does not choose the representation");
+    let text = node.get("/readyz").await;
+    assert_eq!((text.text().as_str(), text.header("Content-Type")), ("ready\n", Some("text/plain; charset=utf-8")));
+
+    let no_details = start(&[ALPHA, &[("ARLEN_HEALTH_DETAILS_ENABLED", "NO")]].concat(), true).await;
+    let response = no_details.get_with("/readyz?format=json", &[("Accept", "application/json")]).await;
+    assert_eq!(response.text(), "ready\n");
+}
+
+#[tokio::test]
+async fn readiness_waits_for_startup_when_required() {
+    let node = start(&[ALPHA, &[("ARLEN_READINESS_REQUIRES_STARTUP", "1")]].concat(), false).await;
+    let before = node.get("/readyz?format=json").await;
+    assert_eq!(before.status, 503);
+    assert_eq!(
+        before.json()["checks"]["startup"],
+        serde_json::json!({"ok": false, "started": false, "required_for_readyz": true})
+    );
+    assert_eq!(node.get("/livez").await.status, 200);
+    node.runtime.publisher().mark_started();
+    let after = node.get("/readyz").await;
+    assert_eq!((after.status, after.text().as_str()), (200, "ready\n"));
+}
+
+#[tokio::test]
+async fn quorum_gate_only_when_required_and_enabled() {
+    let not_required = start(ALPHA, true).await;
+    assert_eq!(not_required.get("/readyz").await.status, 200);
+    let disabled =
+        start(&[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"), ("ARLEN_CLUSTER_OBSERVED_NODES", "0")], true).await;
+    let body = disabled.get("/readyz?format=json").await.json();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["checks"]["cluster_quorum"]["required_for_readyz"], false);
+    assert_eq!(body["checks"]["cluster_quorum"]["status"], "single_node");
+    let nominal = start(
+        &[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"), ("ARLEN_CLUSTER_OBSERVED_NODES", "4")]].concat(),
+        true,
+    )
+    .await;
+    let response = nominal.get("/readyz").await;
+    assert_eq!(response.status, 200);
+    assert_cluster_headers(&response, "nominal", "4");
+    let partitioned = start(
+        &[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"), ("ARLEN_CLUSTER_OBSERVED_NODES", "0")]].concat(),
+        true,
+    )
+    .await;
+    let response = partitioned.get("/readyz").await;
+    assert_eq!((response.status, response.text().as_str()), (503, "not_ready\n"));
+    assert_cluster_headers(&response, "partitioned", "0");
+}
+
+#[tokio::test]
+async fn clusterz_document() {
+    let node =
+        start(&[ALPHA, &[("ARLEN_SESSION_ENABLED", "1"), ("ARLEN_SESSION_SECRET", "s3cret")]].concat(), true).await;
+    let response = node.get("/clusterz?format=text").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("Content-Type"), Some("application/json; charset=utf-8"));
+    assert!(!response.text().contains("s3cret"));
+    let body = response.json();
+    assert_eq!(keys(&body), ["ok", "cluster", "contracts", "coordination"]);
+    let cluster = &body["cluster"];
+    assert_eq!(
+        &keys(cluster)[..8],
+        ["enabled", "name", "node_id", "expected_nodes", "observed_nodes", "worker_pid", "mode", "quorum"]
+    );
+    assert_eq!(cluster["name"], "alpha");
+    assert_eq!(cluster["node_id"], "node-a");
+    assert_eq!(cluster["worker_pid"], std::process::id());
+    assert_eq!(cluster["mode"], "multi_node");
+    assert_eq!(
+        cluster["quorum"],
+        serde_json::json!({"status": "degraded", "met": false, "observed_nodes": 2, "expected_nodes": 3})
+    );
+    assert_eq!(
+        body["contracts"]["session"],
+        serde_json::json!({"enabled": true, "mode": "cookie_signed", "shared_secret_required": true, "shared_secret_configured": true})
+    );
+    assert_eq!(
+        body["contracts"]["realtime"],
+        serde_json::json!({"mode": "node_local_pubsub", "cluster_broadcast": "external_broker_required"})
+    );
+    let coordination = &body["coordination"];
+    assert_eq!(&keys(coordination)[..3], ["membership_source", "state", "capability_matrix"]);
+    assert_eq!(coordination["membership_source"], "static_config");
+    assert_eq!(coordination["state"], "degraded");
+    assert_eq!(
+        coordination["capability_matrix"],
+        serde_json::json!({
+            "cross_node_request_routing": "external_load_balancer_required",
+            "cross_node_realtime_fanout": "external_broker_required",
+            "cross_node_jobs_deduplication": "external_queue_required",
+            "cross_node_cache_coherence": "external_cache_required"
+        })
+    );
+
+    let single = start(&[("ARLEN_CLUSTER_EXPECTED_NODES", "0"), ("ARLEN_CLUSTER_OBSERVED_NODES", "5")], true).await;
+    let body = single.get("/clusterz").await.json();
+    assert_eq!(body["cluster"]["mode"], "single_node");
+    assert_eq!(body["cluster"]["enabled"], false);
+    assert_eq!(body["cluster"]["expected_nodes"], 1, "expected is clamped");
+    assert_eq!(body["cluster"]["observed_nodes"], 5, "observed is raw");
+    assert_eq!(body["coordination"]["state"], "single_node");
+}
+
+#[tokio::test]
+async fn metrics_text_json_and_disabled() {
+    let node = start(ALPHA, true).await;
+    node.get("/").await;
+    node.get("/missing").await;
+    let response = node.get("/metrics").await;
+    assert_eq!(response.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = response.text();
+    let value = |series: &str| {
+        arlen_http::metrics::sample_value(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    assert!(value("aln_http_requests_total") >= 3.0);
+    assert_eq!(value("aln_http_requests_active"), 1.0);
+    assert!(value("aln_http_responses_total{status=\"200\"}") >= 1.0);
+    assert_eq!(value("aln_http_responses_total{status=\"404\"}"), 1.0);
+    assert!(value("aln_http_request_duration_seconds_count") >= 2.0);
+    assert_eq!(value("aln_cluster_observed_nodes"), 2.0);
+    assert_eq!(value("aln_cluster_expected_nodes"), 3.0);
+    assert_eq!(value("aln_cluster_quorum_met"), 0.0);
+    assert_eq!(value("aln_cluster_status{status=\"degraded\"}"), 1.0);
+    assert_eq!(value("aln_cluster_status{status=\"nominal\"}"), 0.0);
+
+    let json = node.get_with("/metrics", &[("Accept", "application/json")]).await;
+    assert_eq!(json.header("Content-Type"), Some("application/json; charset=utf-8"));
+    let body = json.json();
+    let family =
+        body["metrics"].as_array().unwrap().iter().find(|f| f["name"] == "aln_cluster_observed_nodes").unwrap();
+    assert_eq!(family["type"], "gauge");
+    assert_eq!(family["samples"][0]["value"], 2.0);
+
+    let off = start(&[ALPHA, &[("ARLEN_METRICS_ENABLED", "off")]].concat(), true).await;
+    let response = off.get("/metrics").await;
+    assert_eq!((response.status, response.body.len()), (200, 0));
+    assert_cluster_headers(&response, "degraded", "2");
+}
+
+#[tokio::test]
+async fn identity_and_trace_headers() {
+    let node = start(ALPHA, true).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = node.get_with("/", &[("traceparent", incoming)]).await;
+    let request_id = response.header("X-Request-Id").unwrap();
+    assert_eq!(request_id.len(), 32);
+    assert!(response.has_exact_header("X-Correlation-Id"));
+    assert!(response.has_exact_header("X-Trace-Id"));
+    assert_eq!(response.header("X-Trace-Id"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert!(response.header("traceparent").unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert_ne!(node.get("/").await.header("X-Request-Id"), Some(request_id), "fresh per request");
+
+    let off = start(
+        &[ALPHA, &[("ARLEN_RESPONSE_IDENTITY_HEADERS_ENABLED", "0"), ("ARLEN_TRACE_PROPAGATION_ENABLED", "0")]]
+            .concat(),
+        true,
+    )
+    .await;
+    let response = off.get("/").await;
+    for name in ["X-Request-Id", "X-Correlation-Id", "X-Trace-Id", "traceparent"] {
+        assert!(response.header(name).is_none(), "{name}");
+    }
+    assert_cluster_headers(&response, "degraded", "2");
+}
+
+#[tokio::test]
+async fn request_limits_answer_with_cluster_headers() {
+    let node = start(
+        &[
+            ALPHA,
+            &[
+                ("ARLEN_MAX_REQUEST_LINE_BYTES", "64"),
+                ("ARLEN_MAX_HEADER_BYTES", "300"),
+                ("ARLEN_MAX_BODY_BYTES", "10"),
+            ],
+        ]
+        .concat(),
+        true,
+    )
+    .await;
+    let long_target = format!("/{}", "a".repeat(80));
+    let response = node.get(&long_target).await;
+    assert_eq!(response.status, 414);
+    assert_cluster_headers(&response, "degraded", "2");
+
+    let big_header = "b".repeat(400);
+    let response = node.get_with("/", &[("X-Big", &big_header)]).await;
+    assert_eq!(response.status, 431);
+    assert_cluster_headers(&response, "degraded", "2");
+
+    let post = |body: &str| {
+        format!("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    let response = send_raw_async(node.address, post("0123456789abc").as_bytes()).await.unwrap();
+    assert_eq!(response.status, 413);
+    assert_cluster_headers(&response, "degraded", "2");
+    let response = send_raw_async(node.address, post("0123456789").as_bytes()).await.unwrap();
+    assert_eq!((response.status, response.text().as_str()), (200, "10 bytes\n"));
+    let chunked = "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n";
+    let response = send_raw_async(node.address, chunked.as_bytes()).await.unwrap();
+    assert_eq!(response.status, 413, "a chunked body over the limit is refused too");
+}
+
+#[tokio::test]
+async fn session_limit_answers_503_with_retry_after() {
+    let node = start(&[ALPHA, &[("ARLEN_MAX_HTTP_SESSIONS", "1")]].concat(), true).await;
+    // Hold the only session with a slow request. Connecting first puts this
+    // connection ahead of every later one in the accept queue.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(node.address).await.unwrap();
+    stream.write_all(request_text("GET", "/slow", &[]).as_bytes()).await.unwrap();
+    let held = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).await.unwrap();
+        RawResponse::parse(&bytes).unwrap()
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let response = node.get("/").await;
+        if response.status == 503 {
+            break response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw the session limit: {} {:?}",
+            response.status,
+            held.is_finished()
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(busy.header("Retry-After"), Some("1"));
+    assert!(busy.has_exact_header("X-Arlen-Backpressure-Reason"));
+    assert_eq!(busy.header("X-Arlen-Backpressure-Reason"), Some("http_session_limit"));
+    assert_cluster_headers(&busy, "degraded", "2");
+    node.release.notify_one();
+    assert_eq!(held.await.unwrap().text(), "finished\n");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_connection_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let node = start(&[ALPHA, &[("ARLEN_CONNECTION_TIMEOUT_SECONDS", "1")]].concat(), true).await;
+    let mut stream = tokio::net::TcpStream::connect(node.address).await.unwrap();
+    let mut buffer = [0u8; 64];
+    // The server closes the silent connection: read returns EOF (0) well before 10 s.
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "connection stayed open: {read:?}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let mut node = start(ALPHA, true).await;
+    let in_flight = tokio::spawn({
+        let address = node.address;
+        async move { get_async(address, "/slow", &[]).await }
+    });
+    // Wait until the slow request is being handled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while active(&node).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "slow request never arrived");
+        tokio::task::yield_now().await;
+    }
+    node.stop.take().unwrap().send(()).unwrap();
+    // The listener closes: new connections are refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(node.address).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "listener still accepting after shutdown");
+        tokio::task::yield_now().await;
+    }
+    assert!(!node.server.is_finished(), "server waits for the in-flight request");
+    node.release.notify_one();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!((response.status, response.text().as_str()), (200, "finished\n"));
+    tokio::time::timeout(Duration::from_secs(10), &mut node.server).await.unwrap().unwrap().unwrap();
+}
+
+async fn active(node: &Node) -> f64 {
+    let text = node.get("/metrics").await.text();
+    arlen_http::metrics::sample_value(&text, "aln_http_requests_active").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_snapshot_feeds_headers_and_body_while_membership_changes() {
+    let node = start(ALPHA, true).await;
+    let publisher = node.runtime.publisher();
+    let flipping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flipper = tokio::spawn({
+        let flipping = flipping.clone();
+        async move {
+            let mut observed = 0u32;
+            while flipping.load(std::sync::atomic::Ordering::Relaxed) {
+                observed = (observed + 1) % 5;
+                publisher.set_membership(MembershipView {
+                    source: "static_config",
+                    observed_nodes: observed,
+                    members: Vec::new(),
+                    health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
+                });
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let mut generations = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let response = node.get("/clusterz").await;
+        let body = response.json();
+        let observed = body["cluster"]["observed_nodes"].to_string();
+        assert_eq!(response.header("X-Arlen-Cluster-Observed-Nodes"), Some(observed.as_str()));
+        assert_eq!(response.header("X-Arlen-Cluster-Status"), body["cluster"]["quorum"]["status"].as_str());
+        generations.insert(body["cluster"]["generation"].as_u64().unwrap());
+    }
+    flipping.store(false, std::sync::atomic::Ordering::Relaxed);
+    flipper.await.unwrap();
+    assert!(generations.len() > 1, "membership changed during the run");
+}

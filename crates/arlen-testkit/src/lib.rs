@@ -1,0 +1,276 @@
+//! Test helpers shared by the real-process and wire tests.
+//!
+//! - [`RawResponse`]: HTTP/1.1 responses read as bytes, so header names keep
+//!   the exact capitalisation that went over the wire (client libraries
+//!   normalise them).
+//! - [`free_port`]: a loopback port nobody listens on right now.
+//! - [`poll_until`]: wait for a condition with a deadline, never a fixed sleep.
+//! - [`ArlenProcess`]: the built `arlen` binary as a child process, killed on drop.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names exactly as sent, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The head as sent, for error messages.
+    pub head: String,
+}
+
+impl RawResponse {
+    /// Parses a complete response (head and body up to EOF or Content-Length).
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let split = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("no end of head in {:?}", String::from_utf8_lossy(bytes)))?;
+        let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
+            .collect();
+        let mut body = bytes[split + 4..].to_vec();
+        let length = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        if let Some(length) = length {
+            body.truncate(length);
+        }
+        Ok(Self { status, headers, body, head })
+    }
+
+    /// A header's value, looked up case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// True when a header with exactly this spelling was sent.
+    pub fn has_exact_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A `GET`-style request text with `Connection: close`.
+pub fn request_text(method: &str, target: &str, extra_headers: &[(&str, &str)]) -> String {
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in extra_headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    text
+}
+
+/// Sends raw bytes and reads the whole response (the request should ask for
+/// `Connection: close`). Blocking; for real-process tests.
+pub fn send_raw(address: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.write_all(request)?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    RawResponse::parse(&bytes).map_err(std::io::Error::other)
+}
+
+/// `send_raw` with a request built by [`request_text`].
+pub fn get(address: SocketAddr, target: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
+    send_raw(address, request_text("GET", target, headers).as_bytes())
+}
+
+/// The async twin of [`send_raw`], for in-process servers on a tokio runtime.
+pub async fn send_raw_async(address: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream.write_all(request).await?;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut bytes))
+        .await
+        .map_err(|_| std::io::Error::other("response not complete within 20 s"))??;
+    RawResponse::parse(&bytes).map_err(std::io::Error::other)
+}
+
+/// The async twin of [`get`].
+pub async fn get_async(address: SocketAddr, target: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
+    send_raw_async(address, request_text("GET", target, headers).as_bytes()).await
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+}
+
+/// Calls `check` until it returns `Some` or `timeout` passes; panics with
+/// `what` on timeout. Polls every 20 ms.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `arlen` process. Killed (SIGKILL) on drop if still running.
+pub struct ArlenProcess {
+    child: Child,
+    pub port: u16,
+    stderr_path: PathBuf,
+    _log_dir: tempdir::Dir,
+}
+
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory removed on drop (enough for log files).
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "arlen-test-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            ));
+            std::fs::create_dir_all(&path).expect("create log dir");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl ArlenProcess {
+    /// Starts `binary serve --port <free port>` with the given variables
+    /// (on top of a clean environment that keeps only PATH and HOME).
+    pub fn serve(binary: &Path, app_root: &Path, vars: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let port_text = port.to_string();
+        Self::spawn(binary, &["serve", "--port", &port_text, "--app-root", &app_root.display().to_string()], vars, port)
+    }
+
+    /// Starts the binary with arbitrary arguments; `port` is where it will listen.
+    pub fn spawn(binary: &Path, args: &[&str], vars: &[(&str, &str)], port: u16) -> Self {
+        let log_dir = tempdir::Dir::new();
+        let stderr_path = log_dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
+        let mut command = Command::new(binary);
+        command.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        for keep in ["PATH", "HOME"] {
+            if let Some(value) = std::env::var_os(keep) {
+                command.env(keep, value);
+            }
+        }
+        command.env("ARLEN_LOG_FORMAT", "text").env("ARLEN_LOG_LEVEL", "info");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start arlen");
+        Self { child, port, stderr_path, _log_dir: log_dir }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits until `/livez` answers 200.
+    pub fn wait_live(&mut self) -> &mut Self {
+        let address = self.address();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("arlen exited early with {status}; stderr:\n{}", self.stderr());
+            }
+            if get(address, "/livez", &[]).is_ok_and(|r| r.status == 200) {
+                return self;
+            }
+            assert!(Instant::now() < deadline, "arlen did not answer /livez within 20 s; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET a path on this node.
+    pub fn get(&self, target: &str) -> RawResponse {
+        get(self.address(), target, &[]).unwrap_or_else(|e| panic!("GET {target}: {e}; stderr:\n{}", self.stderr()))
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`, `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        poll_until("arlen to exit", timeout, || child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for ArlenProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exact_header_names_and_content_length() {
+        let raw = b"HTTP/1.1 503 Service Unavailable\r\nX-Arlen-Cluster: a\r\nContent-Length: 4\r\n\r\nbodyEXTRA";
+        let response = RawResponse::parse(raw).unwrap();
+        assert_eq!(response.status, 503);
+        assert!(response.has_exact_header("X-Arlen-Cluster"));
+        assert!(!response.has_exact_header("x-arlen-cluster"));
+        assert_eq!(response.header("x-arlen-cluster"), Some("a"));
+        assert_eq!(response.body, b"body");
+    }
+}
