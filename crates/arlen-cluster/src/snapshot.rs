@@ -284,7 +284,7 @@ impl SnapshotPublisher {
 
     /// Records that the node has finished starting.
     pub fn mark_started(&self) {
-        self.publish(|current| Self::rebuild(current, None, None, Lifecycle { started: true, ..current.lifecycle }));
+        self.publish(|current| Self::rebuild(current, None, None, Lifecycle { started: true }));
     }
 
     /// A reader of this cell.

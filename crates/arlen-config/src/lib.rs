@@ -215,6 +215,7 @@ pub struct ShutdownConfig {
 
 /// Resolves the environment name: `--env`, else `ARLEN_ENV`/`MOJOOBJC_ENV`,
 /// else `development`. It must match `[A-Za-z0-9_-]+`.
+#[allow(clippy::result_large_err)] // an error path, taken once per load
 pub fn resolve_env_name(flag: Option<&str>, env: &dyn Environment) -> Result<(String, Source), ConfigError> {
     let (value, source) = match (flag, lookup_variable(env, "ENV")) {
         (Some(flag), _) => (flag.to_owned(), Source::Flag("--env")),

@@ -69,7 +69,7 @@ pub(crate) struct Shared {
 /// # async fn demo(config: arlen_config::Config) {
 /// use axum::{routing::get, Router};
 /// let runtime = arlen_http::Runtime::new(&config);
-/// let app = Router::new().route("/hello", get(|| async { "hi" }));
+/// let app: Router = Router::new().route("/hello", get(|| async { "hi" }));
 /// let service = runtime.wrap(app); // reserved endpoints + headers on every response
 /// # }
 /// ```
