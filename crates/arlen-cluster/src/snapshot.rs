@@ -9,6 +9,8 @@
 //! [`SnapshotReader::current`], which never waits on anything but a brief
 //! in-memory lock.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -157,6 +159,16 @@ impl ClusterHeaders {
         Self { pairs }
     }
 
+    /// A copy whose values share no buffers with `self`, so that cloning them
+    /// on one thread does not contend with another thread's clones.
+    fn deep_copy(&self) -> Self {
+        let pairs = self.pairs.clone().map(|(name, value)| {
+            let value = HeaderValue::from_bytes(value.as_bytes()).expect("copied from a valid header value");
+            (name, value)
+        });
+        Self { pairs }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.pairs.iter().map(|(name, value)| (name, value))
     }
@@ -209,6 +221,12 @@ impl Snapshot {
         Self { generation, identity, settings, membership, lifecycle, quorum, headers }
     }
 
+    /// A copy for one thread's cache: the same values, with header buffers of
+    /// its own.
+    fn thread_copy(&self) -> Self {
+        Self { headers: self.headers.as_ref().map(|h| Arc::new(h.deep_copy())), ..self.clone() }
+    }
+
     /// The readiness verdict: startup and quorum gates of CONTRACT §3.1.
     pub fn readiness(&self) -> Readiness {
         let startup_ok = !self.settings.readiness_requires_startup || self.lifecycle.started;
@@ -222,12 +240,32 @@ impl Snapshot {
 #[derive(Debug, Clone)]
 pub struct SnapshotPublisher {
     sender: Arc<watch::Sender<Arc<Snapshot>>>,
+    cell: Arc<CellState>,
 }
 
 /// Reads the current snapshot, and can wait for the next one.
 #[derive(Debug, Clone)]
 pub struct SnapshotReader {
     receiver: watch::Receiver<Arc<Snapshot>>,
+    cell: Arc<CellState>,
+}
+
+/// What readers check on the request path: the generation of the newest
+/// snapshot, so a thread can keep using its cached copy while it is current.
+#[derive(Debug)]
+struct CellState {
+    id: u64,
+    generation: AtomicU64,
+}
+
+static NEXT_CELL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Cached snapshots per thread, keyed by cell: `(cell id, snapshot)`.
+/// Requests on one thread clone that thread's `Arc`, so the hot path touches
+/// no reference count shared with other threads.
+const THREAD_CACHE_CELLS: usize = 8;
+thread_local! {
+    static THREAD_CACHE: RefCell<Vec<(u64, Arc<Snapshot>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Creates the cell with generation 1, holding the given parts.
@@ -236,15 +274,20 @@ pub fn snapshot_channel(
     settings: RuntimeSettings,
     membership: MembershipView,
 ) -> (SnapshotPublisher, SnapshotReader) {
-    let first = Snapshot::build(1, Arc::new(identity), Arc::new(settings), Arc::new(membership), Lifecycle::default());
+    let first =
+        Snapshot::build(1, Arc::new(identity), Arc::new(settings), Arc::new(membership), Lifecycle::default());
     let (sender, receiver) = watch::channel(Arc::new(first));
-    (SnapshotPublisher { sender: Arc::new(sender) }, SnapshotReader { receiver })
+    let cell = Arc::new(CellState { id: NEXT_CELL_ID.fetch_add(1, Ordering::Relaxed), generation: AtomicU64::new(1) });
+    (SnapshotPublisher { sender: Arc::new(sender), cell: cell.clone() }, SnapshotReader { receiver, cell })
 }
 
 impl SnapshotPublisher {
     fn publish(&self, change: impl FnOnce(&Snapshot) -> Option<Snapshot>) {
         self.sender.send_if_modified(|current| match change(current) {
             Some(next) => {
+                // Under the channel's write lock: readers that see this
+                // generation find the new snapshot in the channel.
+                self.cell.generation.store(next.generation, Ordering::Release);
                 *current = Arc::new(next);
                 true
             }
@@ -289,14 +332,31 @@ impl SnapshotPublisher {
 
     /// A reader of this cell.
     pub fn reader(&self) -> SnapshotReader {
-        SnapshotReader { receiver: self.sender.subscribe() }
+        SnapshotReader { receiver: self.sender.subscribe(), cell: self.cell.clone() }
     }
 }
 
 impl SnapshotReader {
-    /// The current snapshot (an `Arc` clone; never waits on IO).
+    /// The current snapshot. Never waits on IO: usually one atomic load and a
+    /// clone of this thread's cached `Arc`; after a change, one brief read of
+    /// the channel.
     pub fn current(&self) -> Arc<Snapshot> {
-        self.receiver.borrow().clone()
+        let generation = self.cell.generation.load(Ordering::Acquire);
+        THREAD_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some((_, snapshot)) = cache.iter().find(|(id, _)| *id == self.cell.id) {
+                if snapshot.generation == generation {
+                    return snapshot.clone();
+                }
+            }
+            let fresh = Arc::new(self.receiver.borrow().thread_copy());
+            cache.retain(|(id, _)| *id != self.cell.id);
+            if cache.len() >= THREAD_CACHE_CELLS {
+                cache.remove(0);
+            }
+            cache.push((self.cell.id, fresh.clone()));
+            fresh
+        })
     }
 
     /// Waits until a snapshot newer than the one last seen by this reader is
