@@ -274,8 +274,7 @@ pub fn snapshot_channel(
     settings: RuntimeSettings,
     membership: MembershipView,
 ) -> (SnapshotPublisher, SnapshotReader) {
-    let first =
-        Snapshot::build(1, Arc::new(identity), Arc::new(settings), Arc::new(membership), Lifecycle::default());
+    let first = Snapshot::build(1, Arc::new(identity), Arc::new(settings), Arc::new(membership), Lifecycle::default());
     let (sender, receiver) = watch::channel(Arc::new(first));
     let cell = Arc::new(CellState { id: NEXT_CELL_ID.fetch_add(1, Ordering::Relaxed), generation: AtomicU64::new(1) });
     (SnapshotPublisher { sender: Arc::new(sender), cell: cell.clone() }, SnapshotReader { receiver, cell })

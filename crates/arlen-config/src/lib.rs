@@ -82,6 +82,7 @@ pub enum Typed {
     Bool(bool),
     Integer(i64),
     Text(String),
+    List(Vec<String>),
 }
 
 impl Typed {
@@ -90,6 +91,7 @@ impl Typed {
             Typed::Bool(b) => Value::Bool(*b),
             Typed::Integer(i) => Value::from(*i),
             Typed::Text(t) => Value::String(t.clone()),
+            Typed::List(items) => Value::Array(items.iter().cloned().map(Value::String).collect()),
         }
     }
 }
@@ -112,6 +114,8 @@ impl Setting {
             (_, Typed::Bool(false)) => "NO".to_owned(),
             (_, Typed::Integer(i)) => i.to_string(),
             (_, Typed::Text(t)) => t.clone(),
+            (_, Typed::List(items)) if items.is_empty() => "(none)".to_owned(),
+            (_, Typed::List(items)) => items.join(","),
         }
     }
 }
@@ -206,6 +210,43 @@ pub struct ClusterConfig {
     /// Clamped to ≥ 0; may exceed `expected_nodes`.
     pub observed_nodes: u32,
     pub emit_headers: bool,
+    pub membership: MembershipConfig,
+}
+
+/// Which membership source observes the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipSource {
+    StaticConfig,
+    Gossip,
+}
+
+impl MembershipSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipSource::StaticConfig => "static_config",
+            MembershipSource::Gossip => "gossip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipConfig {
+    pub source: MembershipSource,
+    pub gossip: GossipConfig,
+}
+
+/// Settings of the `gossip` membership source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipConfig {
+    /// `host:port` the UDP socket binds.
+    pub listen: String,
+    /// `host:port` peers reach this node at.
+    pub advertise: String,
+    /// `host:port` of peers to join through.
+    pub seeds: Vec<String>,
+    pub interval: std::time::Duration,
+    pub phi_threshold: u32,
+    pub dead_member_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +324,8 @@ impl<'a> Loader<'a> {
 
         let mut settings: Vec<Setting> = KEYS.iter().map(|spec| self.resolve_explicit(spec, &layers)).collect();
         self.apply_computed_defaults(&mut settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
+        self.apply_second_pass_defaults(&mut settings);
+        self.check_cross_key_rules(&settings);
 
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
@@ -350,6 +393,9 @@ impl<'a> Loader<'a> {
     }
 
     fn parse_value(&mut self, spec: &'static KeySpec, raw: Raw, source: &Source) -> Result<Typed, String> {
+        if spec.kind == Kind::AddressList {
+            return parse_address_list(raw);
+        }
         let text = match raw {
             Raw::Text(text) => text,
             Raw::Json(Value::String(text)) => text,
@@ -382,6 +428,8 @@ impl<'a> Loader<'a> {
                 }
             }
             Kind::Text | Kind::Secret => Ok(Typed::Text(text.trim().to_owned())),
+            Kind::Address => value::parse_address(&text).map(Typed::Text),
+            Kind::AddressList => unreachable!("handled above"),
             Kind::OneOf(words) => {
                 let lower = text.trim().to_ascii_lowercase();
                 if words.contains(&lower.as_str()) {
@@ -393,12 +441,55 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// Defaults that depend on keys computed in the first pass.
+    fn apply_second_pass_defaults(&mut self, settings: &mut [Setting]) {
+        let listen = settings.iter().find(|s| s.spec.key == "cluster.gossip.listen").map(|s| s.value.clone());
+        for setting in settings.iter_mut() {
+            if setting.spec.key == "cluster.gossip.advertise" && setting.source == Source::Default {
+                setting.value = listen.clone().unwrap_or(Typed::Text(String::new()));
+                setting.source = Source::ComputedDefault("cluster.gossip.listen");
+            }
+        }
+    }
+
+    /// Rules that span keys; run after every default is known.
+    fn check_cross_key_rules(&mut self, settings: &[Setting]) {
+        let get = |key: &str| settings.iter().find(|s| s.spec.key == key);
+        let uses_gossip = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("gossip".into()));
+        // An advertise address derived from a value that already failed would
+        // only repeat that error.
+        let inputs_failed = self.errors.iter().any(|e| {
+            matches!(e.key.as_deref(), Some("host" | "port" | "cluster.gossip.listen" | "cluster.gossip.advertise"))
+        });
+        if !uses_gossip || inputs_failed {
+            return;
+        }
+        if let Some(advertise) = get("cluster.gossip.advertise") {
+            if let Typed::Text(address) = &advertise.value {
+                if value::is_unspecified_address(address) {
+                    self.errors.push(located_error(
+                        format!(
+                            "{address} is not an address peers can reach; set cluster.gossip.advertise ({}) to this node's reachable address",
+                            advertise.spec.variable()
+                        ),
+                        advertise.spec,
+                        &advertise.source,
+                    ));
+                }
+            }
+        }
+    }
+
     fn apply_computed_defaults(&mut self, settings: &mut [Setting], env_name: &str) {
         let development = env_name == DEFAULT_ENV;
         let value_of =
             |settings: &[Setting], key: &str| settings.iter().find(|s| s.spec.key == key).map(|s| s.value.clone());
         let expected = value_of(settings, "cluster.expectedNodes");
         let enabled = value_of(settings, "cluster.enabled");
+        let http_address = match (value_of(settings, "host"), value_of(settings, "port")) {
+            (Some(Typed::Text(host)), Some(Typed::Integer(port))) => value::join_host_port(&host, port),
+            _ => String::new(),
+        };
         let hostname = self.env.hostname().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty());
         for setting in settings.iter_mut() {
             let is_default = setting.source == Source::Default;
@@ -423,6 +514,10 @@ impl<'a> Loader<'a> {
                     setting.value = Typed::Text("default".to_owned());
                     setting.source = Source::ComputedDefault("empty name means default");
                 }
+                "cluster.gossip.listen" if is_default => {
+                    setting.value = Typed::Text(http_address.clone());
+                    setting.source = Source::ComputedDefault("host:port of the HTTP listener");
+                }
                 "cluster.nodeID" if is_default || setting.value == Typed::Text(String::new()) => match &hostname {
                     Some(host) => {
                         setting.value = Typed::Text(host.clone());
@@ -439,14 +534,33 @@ impl<'a> Loader<'a> {
     }
 }
 
+fn parse_address_list(raw: Raw) -> Result<Typed, String> {
+    let items: Vec<String> = match raw {
+        Raw::Text(text) | Raw::Json(Value::String(text)) => {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        }
+        Raw::Json(Value::Array(values)) => values
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.trim().to_owned()),
+                other => Err(format!("expected a list of `host:port` text, found {}", json_kind(&other))),
+            })
+            .collect::<Result<_, _>>()?,
+        Raw::Json(other) => return Err(format!("expected a list of `host:port`, found {}", json_kind(&other))),
+    };
+    items.iter().map(|item| value::parse_address(item)).collect::<Result<Vec<_>, _>>().map(Typed::List)
+}
+
 fn plain_default(spec: &KeySpec) -> Typed {
     match spec.default {
         registry::Default::Bool(b) => Typed::Bool(b),
         registry::Default::Integer(i) => Typed::Integer(i),
+        registry::Default::Text("") if spec.kind == Kind::AddressList => Typed::List(Vec::new()),
         registry::Default::Text(t) => Typed::Text(t.to_owned()),
         registry::Default::Computed(_) => match spec.kind {
             Kind::Bool => Typed::Bool(false),
             Kind::Integer { min, .. } => Typed::Integer(min),
+            Kind::AddressList => Typed::List(Vec::new()),
             _ => Typed::Text(String::new()),
         },
     }
@@ -467,6 +581,8 @@ fn expected_name(kind: Kind) -> &'static str {
         Kind::Bool => "a boolean",
         Kind::Integer { .. } => "an integer",
         Kind::Text | Kind::Secret | Kind::OneOf(_) => "text",
+        Kind::Address => "`host:port`",
+        Kind::AddressList => "a list of `host:port`",
     }
 }
 
@@ -506,6 +622,10 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
         Typed::Text(t) => t.clone(),
         other => unreachable!("{key} is not text: {other:?}"),
     };
+    let list = |key: &str| match get(key) {
+        Typed::List(items) => items.clone(),
+        other => unreachable!("{key} is not a list: {other:?}"),
+    };
     let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
@@ -541,6 +661,21 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             expected_nodes: to_u32(int("cluster.expectedNodes")),
             observed_nodes: to_u32(int("cluster.observedNodes")),
             emit_headers: flag("cluster.emitHeaders"),
+            membership: MembershipConfig {
+                source: if text("cluster.membership.source") == "gossip" {
+                    MembershipSource::Gossip
+                } else {
+                    MembershipSource::StaticConfig
+                },
+                gossip: GossipConfig {
+                    listen: text("cluster.gossip.listen"),
+                    advertise: text("cluster.gossip.advertise"),
+                    seeds: list("cluster.gossip.seeds"),
+                    interval: Duration::from_millis(u64::try_from(int("cluster.gossip.intervalMs")).unwrap_or(100)),
+                    phi_threshold: to_u32(int("cluster.gossip.phiThreshold")),
+                    dead_member_ttl: seconds(int("cluster.gossip.deadMemberTtlSeconds")),
+                },
+            },
         },
         shutdown: ShutdownConfig { graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")) },
     }

@@ -31,6 +31,10 @@ pub enum Kind {
     Secret,
     /// One of a fixed set of words (matched case-insensitively, stored lower-case).
     OneOf(&'static [&'static str]),
+    /// `host:port` (IPv6 hosts in brackets), port 1..65535.
+    Address,
+    /// A list of `host:port`: comma-separated text, or a list in a file.
+    AddressList,
 }
 
 /// A key's default.
@@ -83,6 +87,8 @@ impl KeySpec {
             Kind::Text => "text, trimmed".to_owned(),
             Kind::Secret => "secret: never printed".to_owned(),
             Kind::OneOf(words) => format!("one of {}", words.join(", ")),
+            Kind::Address => "`host:port`".to_owned(),
+            Kind::AddressList => "comma-separated `host:port` list".to_owned(),
         }
     }
 
@@ -108,6 +114,7 @@ macro_rules! key {
 }
 
 /// Every key, in reference-table order.
+#[rustfmt::skip]
 pub const KEYS: &[KeySpec] = &[
     key!("host", "HOST", Kind::Text, Default::Text("127.0.0.1"), "address the HTTP listener binds"),
     key!(
@@ -260,6 +267,13 @@ pub const KEYS: &[KeySpec] = &[
         Default::Computed("`cluster.enabled`"),
         "`X-Arlen-Cluster-*` headers on every response (needs `cluster.enabled`)"
     ),
+    key!("cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`) or live (`gossip`)"),
+    key!("cluster.gossip.listen", "CLUSTER_GOSSIP_LISTEN", Kind::Address, Default::Computed("`host:port` of the HTTP listener"), "UDP address gossip binds"),
+    key!("cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
+    key!("cluster.gossip.seeds", "CLUSTER_GOSSIP_SEEDS", Kind::AddressList, Default::Text(""), "peers to join through; names are re-resolved every minute"),
+    key!("cluster.gossip.intervalMs", "CLUSTER_GOSSIP_INTERVAL_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "gossip round period; also the heartbeat period"),
+    key!("cluster.gossip.phiThreshold", "CLUSTER_GOSSIP_PHI_THRESHOLD", Kind::Integer { min: 2, max: 100, out_of_range: OutOfRange::Clamp }, Default::Integer(8), "a member is dead after this many mean heartbeat intervals of silence"),
+    key!("cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
     key!(
         "shutdown.gracefulTimeoutSeconds",
         "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS",

@@ -67,7 +67,18 @@ fn defaults_match_the_contract_table() {
             node_id: "box-7".into(),
             expected_nodes: 1,
             observed_nodes: 1,
-            emit_headers: false
+            emit_headers: false,
+            membership: MembershipConfig {
+                source: MembershipSource::StaticConfig,
+                gossip: GossipConfig {
+                    listen: "127.0.0.1:3000".into(),
+                    advertise: "127.0.0.1:3000".into(),
+                    seeds: Vec::new(),
+                    interval: Duration::from_millis(100),
+                    phi_threshold: 8,
+                    dead_member_ttl: Duration::from_secs(60),
+                },
+            },
         }
     );
     assert_eq!(c.shutdown.graceful_timeout, Duration::from_secs(10));
@@ -313,4 +324,67 @@ fn booleans_accept_every_contract_word_in_every_format() {
         let config = App::new().file(&format!("config/app.{ext}"), text).load(&[]).unwrap().config;
         assert!(config.cluster.enabled, "{ext}: {text}");
     }
+}
+
+#[test]
+fn gossip_addresses_default_from_the_http_listener_after_overrides() {
+    let app = App::new();
+    let options = LoadOptions { port: Some("4100".into()), ..app.options() };
+    let loaded = app
+        .load_with(
+            options,
+            &[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "GOSSIP"), ("ARLEN_CLUSTER_GOSSIP_SEEDS", "a:1, b:2,[::1]:3")],
+        )
+        .unwrap();
+    let gossip = &loaded.config.cluster.membership.gossip;
+    assert_eq!(loaded.config.cluster.membership.source, MembershipSource::Gossip);
+    assert_eq!((gossip.listen.as_str(), gossip.advertise.as_str()), ("127.0.0.1:4100", "127.0.0.1:4100"));
+    assert_eq!(gossip.seeds, vec!["a:1", "b:2", "[::1]:3"]);
+    assert_eq!(
+        loaded.setting("cluster.gossip.advertise").unwrap().source,
+        Source::ComputedDefault("cluster.gossip.listen")
+    );
+}
+
+#[test]
+fn gossip_seeds_may_be_a_list_in_a_file() {
+    let loaded = App::new()
+        .file("config/app.plist", "{ cluster = { gossip = { seeds = (\"h1:7946\", \"h2:7946\"); listen = \"0.0.0.0:7946\"; advertise = \"10.1.2.3:7946\"; }; }; }")
+        .load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")])
+        .unwrap();
+    let gossip = &loaded.config.cluster.membership.gossip;
+    assert_eq!(gossip.seeds, vec!["h1:7946", "h2:7946"]);
+    assert_eq!(gossip.listen, "0.0.0.0:7946");
+}
+
+#[test]
+fn gossip_needs_a_reachable_advertise_address_and_valid_addresses() {
+    let errors = App::new()
+        .load(&[
+            ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+            ("ARLEN_HOST", "0.0.0.0"),
+            ("ARLEN_CLUSTER_GOSSIP_SEEDS", "ok:1,nope"),
+            ("ARLEN_CLUSTER_GOSSIP_LISTEN", "[::]:99999"),
+        ])
+        .unwrap_err();
+    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("variable ARLEN_CLUSTER_GOSSIP_LISTEN (key cluster.gossip.listen): port"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("variable ARLEN_CLUSTER_GOSSIP_SEEDS (key cluster.gossip.seeds): expected host:port"),
+        "{}",
+        lines[1]
+    );
+
+    let errors =
+        App::new().load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"), ("ARLEN_HOST", "0.0.0.0")]).unwrap_err();
+    assert_eq!(
+        errors.0[0].to_string(),
+        "key cluster.gossip.advertise: 0.0.0.0:3000 is not an address peers can reach; set cluster.gossip.advertise (ARLEN_CLUSTER_GOSSIP_ADVERTISE) to this node's reachable address"
+    );
+    assert!(App::new().load(&[("ARLEN_HOST", "0.0.0.0")]).is_ok(), "static membership does not care");
 }

@@ -23,6 +23,39 @@ pub fn parse_integer(raw: &str) -> Result<i64, String> {
     trimmed.parse::<i64>().map_err(|_| format!("integer {raw:?} is out of the representable range"))
 }
 
+/// Validates `host:port` (IPv6 hosts in brackets) and returns it trimmed.
+pub fn parse_address(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let bad = || format!("expected host:port (IPv6 in brackets, like [::1]:3000), got {raw:?}");
+    let (host, port) = trimmed.rsplit_once(':').ok_or_else(bad)?;
+    let bare_host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let bracketed = bare_host.len() != host.len();
+    if bare_host.is_empty() || (bare_host.contains(':') && !bracketed) || bare_host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    if bracketed && bare_host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(trimmed.to_owned()),
+        _ => Err(format!("port in {raw:?} must be 1..65535")),
+    }
+}
+
+/// `host:port`, with IPv6 literals in brackets.
+pub fn join_host_port(host: &str, port: i64) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// True for `0.0.0.0:p` and `[::]:p`: a bind-anything address nobody can send to.
+pub fn is_unspecified_address(address: &str) -> bool {
+    address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_unspecified())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +82,19 @@ mod tests {
         for bad in ["abc", "12abc", "", "-", "1.5", "0x10"] {
             assert!(parse_integer(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses() {
+        for good in ["127.0.0.1:3000", " node-1.svc:7946 ", "[::1]:80"] {
+            assert!(parse_address(good).is_ok(), "{good}");
+        }
+        for bad in ["127.0.0.1", "::1:80", ":80", "host:0", "host:99999", "host:abc", "[zz]:80"] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(join_host_port("::1", 80), "[::1]:80");
+        assert!(is_unspecified_address("0.0.0.0:3000"));
+        assert!(!is_unspecified_address("127.0.0.1:3000"));
     }
 
     proptest! {

@@ -51,6 +51,7 @@ fn typed_json(setting: &arlen_config::Setting) -> Value {
         (_, Typed::Bool(b)) => json!(b),
         (_, Typed::Integer(i)) => json!(i),
         (_, Typed::Text(t)) => json!(t),
+        (_, Typed::List(items)) => json!(items),
     }
 }
 
