@@ -13,6 +13,6 @@ mod snapshot;
 
 pub use quorum::{evaluate_quorum, Quorum, QuorumStatus};
 pub use snapshot::{
-    snapshot_channel, ClusterHeaders, Lifecycle, Member, MemberState, MembershipView, NodeIdentity, Readiness,
-    RuntimeSettings, Snapshot, SnapshotPublisher, SnapshotReader, SourceHealth, CLUSTER_HEADER_NAMES,
+    snapshot_channel, ClusterHeaders, HeardClock, Lifecycle, Member, MemberState, MembershipView, NodeIdentity,
+    Readiness, RuntimeSettings, Snapshot, SnapshotPublisher, SnapshotReader, SourceHealth, CLUSTER_HEADER_NAMES,
 };

@@ -76,8 +76,41 @@ pub struct Member {
     pub gossip_address: Option<String>,
     pub state: MemberState,
     pub is_self: bool,
-    /// When this node last heard from the member (None for itself or unknown).
-    pub last_heard: Option<SystemTime>,
+}
+
+/// When this node last heard from each member, updated by the membership
+/// source between snapshots (hearing a heartbeat is not a membership change,
+/// so it does not publish a new snapshot). Two clocks are equal when they are
+/// the same clock.
+#[derive(Debug, Clone, Default)]
+pub struct HeardClock(Arc<std::sync::RwLock<std::collections::HashMap<(String, u64), SystemTime>>>);
+
+impl PartialEq for HeardClock {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for HeardClock {}
+
+impl HeardClock {
+    /// Records that `node_id` at `generation` was heard from at `when`.
+    pub fn record(&self, node_id: &str, generation: u64, when: SystemTime) {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert((node_id.to_owned(), generation), when);
+    }
+
+    /// When `node_id` at `generation` was last heard from.
+    pub fn last_heard(&self, node_id: &str, generation: u64) -> Option<SystemTime> {
+        let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(node_id.to_owned(), generation)).copied()
+    }
+
+    /// Forgets members for which `keep` is false.
+    pub fn retain(&self, mut keep: impl FnMut(&str, u64) -> bool) {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|(node_id, generation), _| keep(node_id, *generation));
+    }
 }
 
 /// How the membership source itself is doing.
@@ -97,6 +130,10 @@ pub struct MembershipView {
     pub observed_nodes: u32,
     pub members: Vec<Member>,
     pub health: SourceHealth,
+    /// Node ids claimed by more than one live process (each counted once).
+    pub duplicate_node_ids: Vec<String>,
+    /// Last-heard times of the members, when the source tracks them.
+    pub heard: Option<HeardClock>,
 }
 
 impl MembershipView {
@@ -107,6 +144,8 @@ impl MembershipView {
             observed_nodes: 0,
             members: Vec::new(),
             health: SourceHealth { ok: false, detail: "not initialised yet".to_owned(), last_membership_change: None },
+            duplicate_node_ids: Vec::new(),
+            heard: None,
         }
     }
 }
@@ -205,6 +244,10 @@ pub struct Snapshot {
     pub quorum: Quorum,
     /// `Some` when `cluster.enabled && cluster.emitHeaders`.
     pub headers: Option<Arc<ClusterHeaders>>,
+    /// How many times the quorum status changed since start.
+    pub status_transitions: u64,
+    /// How many membership views with a different membership were published.
+    pub membership_changes: u64,
 }
 
 impl Snapshot {
@@ -218,7 +261,17 @@ impl Snapshot {
         let quorum = evaluate_quorum(identity.cluster_enabled, settings.expected_nodes, membership.observed_nodes);
         let headers = (identity.cluster_enabled && settings.emit_headers)
             .then(|| Arc::new(ClusterHeaders::new(&identity, &quorum)));
-        Self { generation, identity, settings, membership, lifecycle, quorum, headers }
+        Self {
+            generation,
+            identity,
+            settings,
+            membership,
+            lifecycle,
+            quorum,
+            headers,
+            status_transitions: 0,
+            membership_changes: 0,
+        }
     }
 
     /// A copy for one thread's cache: the same values, with header buffers of
@@ -305,13 +358,18 @@ impl SnapshotPublisher {
         if !settings_changed && !membership_changed && lifecycle == current.lifecycle {
             return None;
         }
-        Some(Snapshot::build(
+        let mut next = Snapshot::build(
             current.generation + 1,
             current.identity.clone(),
             settings.map_or_else(|| current.settings.clone(), Arc::new),
             membership.map_or_else(|| current.membership.clone(), Arc::new),
             lifecycle,
-        ))
+        );
+        next.status_transitions = current.status_transitions + u64::from(next.quorum.status != current.quorum.status);
+        let membership_changed = next.membership.members != current.membership.members
+            || next.membership.observed_nodes != current.membership.observed_nodes;
+        next.membership_changes = current.membership_changes + u64::from(membership_changed);
+        Some(next)
     }
 
     /// Replaces the membership view (a no-op when nothing changed).
@@ -400,6 +458,8 @@ mod tests {
             observed_nodes: observed,
             members: Vec::new(),
             health: SourceHealth { ok: true, detail: "static".into(), last_membership_change: None },
+            duplicate_node_ids: Vec::new(),
+            heard: None,
         }
     }
 
@@ -418,6 +478,8 @@ mod tests {
         let snapshot = reader.current();
         assert_eq!(snapshot.generation, 4);
         assert_eq!(snapshot.quorum.status, QuorumStatus::Nominal);
+        // 3/3 nominal → 2/3 degraded → (expected 2) nominal: two transitions, one membership change.
+        assert_eq!((snapshot.status_transitions, snapshot.membership_changes), (2, 1));
     }
 
     #[test]

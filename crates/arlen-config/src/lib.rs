@@ -211,6 +211,8 @@ pub struct ClusterConfig {
     pub observed_nodes: u32,
     pub emit_headers: bool,
     pub membership: MembershipConfig,
+    /// Install the fault-injection wrapper around the gossip transport.
+    pub fault_injection_enabled: bool,
 }
 
 /// Which membership source observes the cluster.
@@ -661,6 +663,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             expected_nodes: to_u32(int("cluster.expectedNodes")),
             observed_nodes: to_u32(int("cluster.observedNodes")),
             emit_headers: flag("cluster.emitHeaders"),
+            fault_injection_enabled: flag("cluster.faultInjection.enabled"),
             membership: MembershipConfig {
                 source: if text("cluster.membership.source") == "gossip" {
                     MembershipSource::Gossip

@@ -274,6 +274,7 @@ pub const KEYS: &[KeySpec] = &[
     key!("cluster.gossip.intervalMs", "CLUSTER_GOSSIP_INTERVAL_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "gossip round period; also the heartbeat period"),
     key!("cluster.gossip.phiThreshold", "CLUSTER_GOSSIP_PHI_THRESHOLD", Kind::Integer { min: 2, max: 100, out_of_range: OutOfRange::Clamp }, Default::Integer(8), "a member is dead after this many mean heartbeat intervals of silence"),
     key!("cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
+    key!("cluster.faultInjection.enabled", "CLUSTER_FAULT_INJECTION_ENABLED", Kind::Bool, Default::Bool(false), "wrap the gossip transport in fault rules (drills); off costs nothing"),
     key!(
         "shutdown.gracefulTimeoutSeconds",
         "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS",

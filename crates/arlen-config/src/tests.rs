@@ -68,6 +68,7 @@ fn defaults_match_the_contract_table() {
             expected_nodes: 1,
             observed_nodes: 1,
             emit_headers: false,
+            fault_injection_enabled: false,
             membership: MembershipConfig {
                 source: MembershipSource::StaticConfig,
                 gossip: GossipConfig {

@@ -316,6 +316,7 @@ struct Coordination {
     state: &'static str,
     capability_matrix: CapabilityMatrix,
     source_health: SourceHealthSection,
+    duplicate_node_ids: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -365,9 +366,13 @@ fn cluster_document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
                     gossip_address: m.gossip_address.clone(),
                     state: m.state.as_str(),
                     is_self: m.is_self,
-                    last_heard_ms: m.last_heard.map(|t| {
-                        u64::try_from(now.duration_since(t).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
-                    }),
+                    last_heard_ms: membership
+                        .heard
+                        .as_ref()
+                        .and_then(|clock| clock.last_heard(&m.node_id, m.generation))
+                        .map(|t| {
+                            u64::try_from(now.duration_since(t).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+                        }),
                 })
                 .collect(),
         },
@@ -394,6 +399,7 @@ fn cluster_document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
                 detail: membership.health.detail.clone(),
                 last_membership_change_utc: membership.health.last_membership_change.map(timestamp_utc),
             },
+            duplicate_node_ids: membership.duplicate_node_ids.clone(),
         },
     }
 }

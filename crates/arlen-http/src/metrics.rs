@@ -151,6 +151,26 @@ fn cluster_registry(snapshot: &Snapshot) -> Registry {
         members.get_or_create(&StateLabels { state: state.as_str() }).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     registry.register("aln_cluster_members", "known members by state", members);
+    let counter = |value: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(value);
+        c
+    };
+    registry.register(
+        "aln_cluster_status_transitions",
+        "quorum status changes since start",
+        counter(snapshot.status_transitions),
+    );
+    registry.register(
+        "aln_cluster_membership_changes",
+        "membership changes since start",
+        counter(snapshot.membership_changes),
+    );
+    registry.register(
+        "aln_cluster_duplicate_node_ids",
+        "node ids claimed by more than one live process",
+        gauge(i64::try_from(snapshot.membership.duplicate_node_ids.len()).unwrap_or(i64::MAX)),
+    );
     registry
 }
 

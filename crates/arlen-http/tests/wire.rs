@@ -549,6 +549,8 @@ async fn one_snapshot_feeds_headers_and_body_while_membership_changes() {
                     observed_nodes: observed,
                     members: Vec::new(),
                     health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
+                    duplicate_node_ids: Vec::new(),
+                    heard: None,
                 });
                 tokio::task::yield_now().await;
             }

@@ -2,19 +2,27 @@
 //! are alive and publishes [`MembershipView`]s through a
 //! [`SnapshotPublisher`]; it is the only place membership IO happens.
 //!
-//! Sources today: `static_config` (the operator states `cluster.observedNodes`).
-//! A live source (gossip, etcd) plugs in here without the HTTP layer changing:
-//! it only ever reads snapshots.
+//! Sources: `static_config` (the operator states `cluster.observedNodes`) and
+//! `gossip` (live membership over UDP gossip, on chitchat). Nothing outside
+//! this crate imports chitchat: callers see [`start`], [`RunningSource`] and
+//! the snapshot types of `arlen-cluster`.
 
 #![forbid(unsafe_code)]
 
+pub mod faults;
+mod gossip;
+pub mod static_config;
+
 use std::time::SystemTime;
 
-use arlen_cluster::{Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
-use arlen_config::Config;
+use arlen_cluster::{MembershipView, SnapshotPublisher};
+use arlen_config::{Config, MembershipSource};
+
+pub use faults::{FaultRule, FaultRules};
+pub use gossip::{GossipTraffic, GOSSIP_NAME};
 
 /// Source name on the wire for configured membership.
-pub const STATIC_CONFIG: &str = "static_config";
+pub const STATIC_CONFIG: &str = static_config::NAME;
 
 /// Errors starting a membership source.
 #[derive(Debug, thiserror::Error)]
@@ -23,55 +31,76 @@ pub enum MembershipError {
     Start { source_name: &'static str, detail: String },
 }
 
-/// A started membership source. Dropping it stops the source; [`RunningSource::leave`]
-/// first tells peers that this node is leaving.
-#[derive(Debug)]
+/// A started membership source. [`RunningSource::leave`] tells peers this
+/// node is leaving and stops the source.
 pub struct RunningSource {
-    name: &'static str,
+    inner: Inner,
+}
+
+enum Inner {
+    Static,
+    Gossip(gossip::GossipSource),
+}
+
+impl std::fmt::Debug for RunningSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSource").field("name", &self.name()).finish()
+    }
 }
 
 impl RunningSource {
     /// The source's wire name.
     pub fn name(&self) -> &'static str {
-        self.name
+        match &self.inner {
+            Inner::Static => STATIC_CONFIG,
+            Inner::Gossip(_) => GOSSIP_NAME,
+        }
     }
 
-    /// Announces that this node is leaving (a no-op for `static_config`,
-    /// whose membership is whatever the operator configured).
+    /// Fault-injection rules of the gossip transport, when the source is gossip.
+    pub fn fault_rules(&self) -> Option<FaultRules> {
+        match &self.inner {
+            Inner::Static => None,
+            Inner::Gossip(source) => source.fault_rules(),
+        }
+    }
+
+    /// Gossip traffic counters, when the source is gossip.
+    pub fn gossip_traffic(&self) -> Option<std::sync::Arc<GossipTraffic>> {
+        match &self.inner {
+            Inner::Static => None,
+            Inner::Gossip(source) => Some(source.traffic()),
+        }
+    }
+
+    /// Announces that this node is leaving, waits briefly for the news to
+    /// spread, and stops the source. A no-op for `static_config`.
     pub async fn leave(self) {
-        tracing::debug!(source = self.name, "membership source stopped");
+        match self.inner {
+            Inner::Static => tracing::debug!("static membership stopped"),
+            Inner::Gossip(source) => source.leave().await,
+        }
     }
 }
 
 /// Starts the configured membership source; returns once it has published its
 /// first view.
 pub async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<RunningSource, MembershipError> {
-    publisher.set_membership(static_view(config, SystemTime::now()));
-    Ok(RunningSource { name: STATIC_CONFIG })
+    match config.cluster.membership.source {
+        MembershipSource::StaticConfig => {
+            publisher.set_membership(static_config::view(config, SystemTime::now()));
+            Ok(RunningSource { inner: Inner::Static })
+        }
+        MembershipSource::Gossip => {
+            let source = gossip::GossipSource::start(config, publisher, gossip::udp_transport()).await?;
+            Ok(RunningSource { inner: Inner::Gossip(source) })
+        }
+    }
 }
 
-/// The view `static_config` reports: the configured observed count, and this
-/// node as the one member it can vouch for.
+/// The view `static_config` reports (see [`static_config::view`]).
 pub fn static_view(config: &Config, now: SystemTime) -> MembershipView {
-    let cluster = &config.cluster;
-    MembershipView {
-        source: STATIC_CONFIG,
-        observed_nodes: cluster.observed_nodes,
-        members: vec![Member {
-            node_id: cluster.node_id.clone(),
-            generation: 0,
-            http_url: Some(format!("http://{}:{}", url_host(&config.host), config.port)),
-            gossip_address: None,
-            state: MemberState::Alive,
-            is_self: true,
-            last_heard: None,
-        }],
-        health: SourceHealth {
-            ok: true,
-            detail: format!("observed nodes configured as {}", cluster.observed_nodes),
-            last_membership_change: Some(now),
-        },
-    }
+    static_config::view(config, now)
 }
 
 /// A host as it appears in a URL (IPv6 literals in brackets).
@@ -99,24 +128,8 @@ mod tests {
         )
         .unwrap();
         let (publisher, reader) = arlen_cluster::snapshot_channel(
-            arlen_cluster::NodeIdentity {
-                cluster_enabled: true,
-                cluster_name: "alpha".into(),
-                node_id: "node-a".into(),
-                worker_pid: 1,
-            },
-            arlen_cluster::RuntimeSettings {
-                expected_nodes: 3,
-                emit_headers: true,
-                health_details_enabled: true,
-                readiness_requires_startup: false,
-                readiness_requires_cluster_quorum: false,
-                metrics_enabled: true,
-                trace_propagation_enabled: true,
-                response_identity_headers_enabled: true,
-                session_enabled: false,
-                session_secret_configured: false,
-            },
+            tests_support::identity(&config),
+            tests_support::settings(3),
             MembershipView::uninitialised("unstarted"),
         );
         assert_eq!(reader.current().quorum.status, arlen_cluster::QuorumStatus::Partitioned);
@@ -133,5 +146,35 @@ mod tests {
     fn ipv6_hosts_are_bracketed() {
         assert_eq!(url_host("::1"), "[::1]");
         assert_eq!(url_host("127.0.0.1"), "127.0.0.1");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use arlen_cluster::{NodeIdentity, RuntimeSettings};
+    use arlen_config::Config;
+
+    pub fn identity(config: &Config) -> NodeIdentity {
+        NodeIdentity {
+            cluster_enabled: config.cluster.enabled,
+            cluster_name: config.cluster.name.clone(),
+            node_id: config.cluster.node_id.clone(),
+            worker_pid: 1,
+        }
+    }
+
+    pub fn settings(expected_nodes: u32) -> RuntimeSettings {
+        RuntimeSettings {
+            expected_nodes,
+            emit_headers: true,
+            health_details_enabled: true,
+            readiness_requires_startup: false,
+            readiness_requires_cluster_quorum: false,
+            metrics_enabled: true,
+            trace_propagation_enabled: true,
+            response_identity_headers_enabled: true,
+            session_enabled: false,
+            session_secret_configured: false,
+        }
     }
 }

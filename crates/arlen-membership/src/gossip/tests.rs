@@ -1,0 +1,269 @@
+//! Gossip membership in one process over chitchat's in-memory transport, on
+//! tokio's paused clock: deterministic timing, and partitions chosen by a
+//! seeded generator so a failure reproduces (`ARLEN_TEST_SEED=<n>`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arlen_cluster::{
+    snapshot_channel, MemberState, MembershipView, NodeIdentity, QuorumStatus, Snapshot, SnapshotReader,
+};
+use chitchat::transport::ChannelTransport;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::SeedableRng as _;
+
+use super::{GossipSettings, GossipSource};
+use crate::faults::{Direction, FaultRule, FaultRules};
+
+fn address(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn settings(cluster: &str, node_id: &str, port: u16, generation: u64, seeds: &[u16]) -> GossipSettings {
+    GossipSettings {
+        cluster_name: cluster.to_owned(),
+        node_id: node_id.to_owned(),
+        generation,
+        listen: address(port),
+        advertise: address(port),
+        seeds: seeds.iter().map(|p| address(*p).to_string()).collect(),
+        http_url: format!("http://127.0.0.1:{}", port + 1000),
+        interval: Duration::from_millis(100),
+        phi_threshold: 8.0,
+        dead_member_ttl: Duration::from_secs(60),
+    }
+}
+
+struct TestNode {
+    source: Option<GossipSource>,
+    reader: SnapshotReader,
+    faults: FaultRules,
+    port: u16,
+}
+
+async fn start_node(transport: &ChannelTransport, settings: GossipSettings, expected: u32) -> TestNode {
+    let (publisher, reader) = snapshot_channel(
+        NodeIdentity {
+            cluster_enabled: true,
+            cluster_name: settings.cluster_name.clone(),
+            node_id: settings.node_id.clone(),
+            worker_pid: 1,
+        },
+        crate::tests_support::settings(expected),
+        MembershipView::uninitialised("unstarted"),
+    );
+    let faults = FaultRules::with_seed(1);
+    let port = settings.listen.port();
+    let source =
+        GossipSource::start_with(settings, publisher, Box::new(transport.clone()), Some(faults.clone())).await.unwrap();
+    TestNode { source: Some(source), reader, faults, port }
+}
+
+async fn start_cluster(transport: &ChannelTransport, cluster: &str, ports: &[u16]) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let name = format!("node-{}", i + 1);
+        nodes.push(start_node(transport, settings(cluster, &name, *port, 1, &ports[..1]), ports.len() as u32).await);
+    }
+    nodes
+}
+
+/// Waits (in virtual time) until `check` holds for the node's snapshot.
+async fn wait_for(node: &TestNode, what: &str, limit: Duration, check: impl Fn(&Snapshot) -> bool) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut reader = node.reader.clone();
+    let outcome = tokio::time::timeout(limit, async {
+        loop {
+            if check(&reader.current_and_mark_seen()) {
+                return;
+            }
+            reader.changed().await;
+        }
+    })
+    .await;
+    let snapshot = node.reader.current();
+    assert!(outcome.is_ok(), "node on port {} never reached: {what}; last view: {:#?}", node.port, snapshot.membership);
+    started.elapsed()
+}
+
+fn observed(n: u32) -> impl Fn(&Snapshot) -> bool {
+    move |s| s.quorum.observed_nodes == n
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_converge_then_detect_a_crash() {
+    let transport = ChannelTransport::default();
+    let mut nodes = start_cluster(&transport, "alpha", &[11001, 11002, 11003]).await;
+    for node in &nodes {
+        wait_for(node, "3 observed", Duration::from_secs(5), |s| s.quorum.status == QuorumStatus::Nominal).await;
+    }
+    let crashed = nodes.pop().unwrap();
+    crashed.source.unwrap().crash().await;
+    for node in &nodes {
+        let took = wait_for(node, "crash detected", Duration::from_secs(5), observed(2)).await;
+        assert!(took < Duration::from_millis(1500), "detection took {took:?}");
+        let snapshot = node.reader.current();
+        assert_eq!(snapshot.quorum.status, QuorumStatus::Degraded);
+        let dead = snapshot.membership.members.iter().find(|m| m.node_id == "node-3").unwrap();
+        assert_eq!(dead.state, MemberState::Dead);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_leave_is_seen_before_failure_detection_could_fire() {
+    let transport = ChannelTransport::default();
+    let mut nodes = start_cluster(&transport, "alpha", &[12001, 12002, 12003]).await;
+    for node in &nodes {
+        wait_for(node, "nominal", Duration::from_secs(5), observed(3)).await;
+    }
+    let leaving = nodes.pop().unwrap();
+    let left = tokio::spawn(leaving.source.unwrap().leave());
+    for node in &nodes {
+        let took = wait_for(node, "leave seen", Duration::from_secs(5), observed(2)).await;
+        assert!(took <= Duration::from_millis(500), "leave seen after {took:?}");
+        let member = node.reader.current().membership.members.iter().find(|m| m.node_id == "node-3").cloned().unwrap();
+        assert_eq!(member.state, MemberState::Left, "left, not dead");
+    }
+    left.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_replaces_its_old_incarnation() {
+    let transport = ChannelTransport::default();
+    let ports = [13001, 13002, 13003];
+    let mut nodes = start_cluster(&transport, "alpha", &ports).await;
+    for node in &nodes {
+        wait_for(node, "nominal", Duration::from_secs(5), observed(3)).await;
+    }
+    nodes.pop().unwrap().source.unwrap().crash().await;
+    // The same node id and address, a new generation, before the old one is detected dead.
+    let restarted = start_node(&transport, settings("alpha", "node-3", 13003, 2, &ports[..1]), 3).await;
+    for node in nodes.iter().chain(std::iter::once(&restarted)) {
+        wait_for(node, "restart converged", Duration::from_secs(5), |s| {
+            s.quorum.observed_nodes == 3
+                && s.membership
+                    .members
+                    .iter()
+                    .any(|m| m.node_id == "node-3" && m.generation == 2 && m.state == MemberState::Alive)
+        })
+        .await;
+    }
+    // It never counts twice, and the old incarnation is not alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in nodes.iter().chain(std::iter::once(&restarted)) {
+        let snapshot = node.reader.current();
+        assert_eq!(snapshot.quorum.observed_nodes, 3);
+        assert!(snapshot
+            .membership
+            .members
+            .iter()
+            .all(|m| !(m.node_id == "node-3" && m.generation == 1 && m.state == MemberState::Alive)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn clusters_with_different_names_never_count_each_other() {
+    let transport = ChannelTransport::default();
+    let mut nodes = start_cluster(&transport, "alpha", &[14001, 14002]).await;
+    // A "beta" cluster that uses alpha's seed.
+    nodes.push(start_node(&transport, settings("beta", "node-b1", 14003, 1, &[14001]), 2).await);
+    nodes.push(start_node(&transport, settings("beta", "node-b2", 14004, 1, &[14001, 14003]), 2).await);
+    for node in &nodes {
+        wait_for(node, "own cluster of 2", Duration::from_secs(5), observed(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &nodes {
+        let snapshot = node.reader.current();
+        assert_eq!(snapshot.quorum.observed_nodes, 2);
+        let cluster = &snapshot.identity.cluster_name;
+        let foreign = snapshot
+            .membership
+            .members
+            .iter()
+            .filter(|m| m.node_id.starts_with("node-b") != (cluster == "beta"))
+            .count();
+        assert_eq!(foreign, 0, "{cluster} knows a member of the other cluster");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_processes_with_one_node_id_are_reported_and_counted_once() {
+    let transport = ChannelTransport::default();
+    let mut nodes = start_cluster(&transport, "alpha", &[15001, 15002]).await;
+    nodes.push(start_node(&transport, settings("alpha", "node-2", 15003, 7, &[15001]), 3).await);
+    wait_for(&nodes[0], "duplicate reported", Duration::from_secs(5), |s| {
+        s.membership.duplicate_node_ids == ["node-2"]
+    })
+    .await;
+    let snapshot = nodes[0].reader.current();
+    assert_eq!(snapshot.quorum.observed_nodes, 2, "node-2 counts once");
+    assert!(!snapshot.membership.health.ok);
+    assert!(snapshot.membership.health.detail.contains("duplicate node ids: node-2"));
+}
+
+/// Splits five nodes into two sides chosen by a seeded generator, cutting
+/// every link across; each side then counts only itself. Healing restores five.
+#[tokio::test(start_paused = true)]
+async fn seeded_partitions_split_the_count_and_heal() {
+    let seed: u64 = std::env::var("ARLEN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("ARLEN_TEST_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let transport = ChannelTransport::default();
+    let ports = [16001, 16002, 16003, 16004, 16005];
+    let nodes = start_cluster(&transport, "alpha", &ports).await;
+    for node in &nodes {
+        wait_for(node, "5 observed", Duration::from_secs(10), observed(5)).await;
+    }
+    for round in 0..3 {
+        let mut order: Vec<usize> = (0..ports.len()).collect();
+        order.shuffle(&mut rng);
+        let minority_size = 1 + round % 2;
+        let minority: Vec<usize> = order[..minority_size].to_vec();
+        let side_of = |i: usize| minority.contains(&i);
+        for (i, node) in nodes.iter().enumerate() {
+            let rules = (0..ports.len())
+                .filter(|j| side_of(*j) != side_of(i))
+                .map(|j| FaultRule {
+                    peer: Some(address(ports[j])),
+                    direction: Direction::Both,
+                    drop_percent: 100,
+                    delay_ms: 0,
+                })
+                .collect();
+            node.faults.replace(rules).unwrap();
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let expected = if side_of(i) { minority_size } else { ports.len() - minority_size } as u32;
+            wait_for(
+                node,
+                &format!("seed {seed} round {round}: side of {expected}"),
+                Duration::from_secs(10),
+                observed(expected),
+            )
+            .await;
+        }
+        for node in &nodes {
+            node.faults.heal();
+        }
+        for node in &nodes {
+            wait_for(node, &format!("seed {seed} round {round}: healed"), Duration::from_secs(10), observed(5)).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_way_loss_makes_the_deaf_node_see_nobody() {
+    let transport = ChannelTransport::default();
+    let nodes = start_cluster(&transport, "alpha", &[17001, 17002, 17003]).await;
+    for node in &nodes {
+        wait_for(node, "3 observed", Duration::from_secs(5), observed(3)).await;
+    }
+    nodes[2]
+        .faults
+        .replace(vec![FaultRule { peer: None, direction: Direction::Inbound, drop_percent: 100, delay_ms: 0 }])
+        .unwrap();
+    wait_for(&nodes[2], "deaf node alone", Duration::from_secs(5), observed(1)).await;
+    nodes[2].faults.heal();
+    wait_for(&nodes[2], "healed", Duration::from_secs(5), observed(3)).await;
+}
