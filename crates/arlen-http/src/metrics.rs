@@ -30,10 +30,35 @@ struct StateLabels {
     state: &'static str,
 }
 
+/// A counter read from a function at scrape time (for counters kept
+/// elsewhere, such as gossip traffic).
+struct FnCounter {
+    name: &'static str,
+    help: &'static str,
+    read: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for FnCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnCounter").field("name", &self.name).finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for FnCounter {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let counter = prometheus_client::metrics::counter::ConstCounter::new((self.read)());
+        let metric_encoder = encoder.encode_descriptor(self.name, self.help, None, counter.metric_type())?;
+        counter.encode(metric_encoder)
+    }
+}
+
 /// The node's request metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Metrics registered after start-up (by membership sources).
+    late: std::sync::RwLock<Registry>,
     requests: Counter,
     active: Gauge,
     responses: Family<StatusLabels, Counter>,
@@ -70,7 +95,19 @@ impl Metrics {
         registry.register("aln_http_requests_active", "HTTP requests being handled now", active.clone());
         registry.register("aln_http_responses", "HTTP responses sent, by status code", responses.clone());
         registry.register("aln_http_request_duration_seconds", "time from request to response head", duration.clone());
-        Self { registry, requests, active, responses, duration }
+        Self { registry, late: std::sync::RwLock::new(Registry::default()), requests, active, responses, duration }
+    }
+
+    /// Adds a counter whose value `read` returns at each scrape. `name` is
+    /// given without the `_total` suffix.
+    pub fn register_counter_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        let mut late = self.late.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.register_collector(Box::new(FnCounter { name, help, read: Box::new(read) }));
     }
 
     /// Counts a request in; the guard counts it out of the active gauge.
@@ -95,6 +132,10 @@ impl Metrics {
     pub fn render_text(&self, snapshot: &Snapshot) -> String {
         let mut out = String::with_capacity(4096);
         encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        {
+            let late = self.late.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            encode_registry(&mut out, &late).expect("writing to a String cannot fail");
+        }
         encode_registry(&mut out, &cluster_registry(snapshot)).expect("writing to a String cannot fail");
         encode_eof(&mut out).expect("writing to a String cannot fail");
         out

@@ -107,6 +107,11 @@ impl Runtime {
         self.shared.reader.current()
     }
 
+    /// The node's metrics (to register counters kept elsewhere).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
     /// A tower layer that adds the runtime to a service.
     pub fn layer(&self) -> RuntimeLayer {
         RuntimeLayer { shared: self.shared.clone() }

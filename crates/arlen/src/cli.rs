@@ -28,6 +28,11 @@ pub enum Command {
     /// flight finish (shutdown.gracefulTimeoutSeconds), exits 0. Exits 2 on a
     /// configuration error, before binding any socket.
     Serve(ServeArgs),
+    /// Start a local cluster: N `arlen serve` nodes on loopback wired by
+    /// gossip, their URLs, and a live status table until Ctrl-C (which stops
+    /// every node gracefully). Kill a node from another terminal
+    /// (`kill -9 <pid>`) and watch the others turn `degraded`.
+    Up(UpArgs),
     /// Print the effective configuration, each value with its source
     /// (default, file with line, variable or flag). Secrets are masked.
     /// Exits 2 and lists every error when the configuration is invalid.
@@ -65,4 +70,26 @@ pub struct ConfigArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// How many nodes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// HTTP port of the first node; node i uses base+i-1 for HTTP (TCP) and gossip (UDP)
+    #[arg(long, value_name = "P", default_value_t = 3000)]
+    pub base_port: u16,
+    /// cluster.expectedNodes of every node [default: --nodes]
+    #[arg(long, value_name = "N")]
+    pub expected: Option<u16>,
+    /// Make /readyz answer 503 while quorum is not met
+    #[arg(long)]
+    pub quorum_required: bool,
+    /// Cluster name
+    #[arg(long, default_value = "local")]
+    pub cluster: String,
+    /// Table refresh period in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub refresh_ms: u64,
 }

@@ -5,7 +5,9 @@
 mod cli;
 mod config_cmd;
 mod logging;
+mod probe;
 mod serve;
+mod up;
 
 use std::process::ExitCode;
 
@@ -16,5 +18,6 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Config(args) => config_cmd::run(args),
+        cli::Command::Up(args) => up::run(args),
     }
 }

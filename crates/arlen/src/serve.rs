@@ -62,6 +62,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
     ));
     let membership = arlen_membership::start(&config, runtime.publisher()).await?;
+    if let Some(traffic) = membership.gossip_traffic() {
+        register_gossip_metrics(&runtime, &traffic);
+    }
     runtime.publisher().mark_started();
     tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
 
@@ -91,4 +94,22 @@ impl ShutdownSignals {
             _ = self.interrupt.recv() => "SIGINT",
         }
     }
+}
+
+fn register_gossip_metrics(runtime: &Runtime, traffic: &std::sync::Arc<arlen_membership::GossipTraffic>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let metrics = runtime.metrics();
+    let t = traffic.clone();
+    metrics.register_counter_fn("aln_gossip_sent_bytes", "gossip bytes sent", move || t.bytes_sent.load(Relaxed));
+    let t = traffic.clone();
+    metrics.register_counter_fn("aln_gossip_received_bytes", "gossip bytes received", move || {
+        t.bytes_received.load(Relaxed)
+    });
+    let t = traffic.clone();
+    metrics
+        .register_counter_fn("aln_gossip_sent_messages", "gossip messages sent", move || t.messages_sent.load(Relaxed));
+    let t = traffic.clone();
+    metrics.register_counter_fn("aln_gossip_received_messages", "gossip messages received", move || {
+        t.messages_received.load(Relaxed)
+    });
 }

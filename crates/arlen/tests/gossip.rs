@@ -1,0 +1,276 @@
+//! Live membership between real `arlen serve` processes gossiping over UDP on
+//! loopback: convergence, crash detection, restart, graceful leave, cluster
+//! isolation, and `arlen up`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arlen_testkit::{free_port, poll_until, ArlenProcess, RawResponse};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+/// Starts one gossip node; `ports` are every node's ports (the seeds).
+fn start_node(cluster: &str, index: usize, ports: &[u16], extra: &[(&str, &str)]) -> ArlenProcess {
+    let port = ports[index];
+    let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let node_id = format!("{cluster}-{}", index + 1);
+    let expected = ports.len().to_string();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ARLEN_CLUSTER_ENABLED", "1"),
+        ("ARLEN_CLUSTER_NAME", cluster),
+        ("ARLEN_CLUSTER_NODE_ID", &node_id),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", &expected),
+        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+        ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
+        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    let mut node = ArlenProcess::spawn(
+        binary(),
+        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent"],
+        &vars,
+        port,
+    );
+    node.wait_live();
+    node
+}
+
+fn start_cluster(cluster: &str, size: usize) -> (Vec<u16>, Vec<ArlenProcess>) {
+    let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+    let nodes = (0..size).map(|i| start_node(cluster, i, &ports, &[])).collect();
+    (ports, nodes)
+}
+
+fn clusterz(node: &ArlenProcess) -> Option<serde_json::Value> {
+    arlen_testkit::get(node.address(), "/clusterz", &[]).ok().map(|r| r.json())
+}
+
+fn observed(node: &ArlenProcess) -> Option<u64> {
+    clusterz(node).and_then(|c| c["cluster"]["observed_nodes"].as_u64())
+}
+
+fn wait_observed(node: &ArlenProcess, count: u64, timeout: Duration) {
+    poll_until(&format!("node on {} to observe {count}", node.port), timeout, || {
+        (observed(node) == Some(count)).then_some(())
+    });
+}
+
+fn member_state(node: &ArlenProcess, node_id: &str) -> Option<String> {
+    let doc = clusterz(node)?;
+    doc["cluster"]["members"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["node_id"] == node_id)
+        .max_by_key(|m| m["generation"].as_u64())
+        .and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+fn assert_degraded_everywhere_it_shows(response: &RawResponse) {
+    assert_eq!(response.status, 503, "{}", response.head);
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("degraded"));
+    assert_eq!(response.header("X-Arlen-Cluster-Observed-Nodes"), Some("2"));
+    let body = response.json();
+    assert_eq!(body["checks"]["cluster_quorum"]["status"], "degraded");
+    assert_eq!(body["checks"]["cluster_quorum"]["observed_nodes"], 2);
+}
+
+#[test]
+fn three_nodes_converge_detect_a_kill_and_take_the_restarted_node_back_once() {
+    let (ports, mut nodes) = start_cluster("alpha", 3);
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+        assert_eq!(node.get("/readyz").status, 200);
+        assert_eq!(clusterz(node).unwrap()["coordination"]["membership_source"], "gossip");
+    }
+
+    let victim = nodes.pop().unwrap();
+    victim.signal("KILL");
+    let killed_at = Instant::now();
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(10));
+        let response = arlen_testkit::get(node.address(), "/readyz?format=json", &[]).unwrap();
+        assert_degraded_everywhere_it_shows(&response);
+        assert_eq!(member_state(node, "alpha-3").as_deref(), Some("dead"));
+    }
+    eprintln!("kill -9 seen by both survivors after {:?}", killed_at.elapsed());
+    drop(victim);
+
+    let restarted = start_node("alpha", 2, &ports, &[]);
+    nodes.push(restarted);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let counts: Vec<Option<u64>> = nodes.iter().map(observed).collect();
+        assert!(counts.iter().all(|c| c.unwrap_or(0) <= 3), "a node counted an incarnation twice: {counts:?}");
+        if counts.iter().all(|c| *c == Some(3)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never back to 3 everywhere: {counts:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for node in &nodes {
+        assert_eq!(node.get("/readyz").status, 200);
+        assert_eq!(node.get("/").header("X-Arlen-Cluster-Status"), Some("nominal"));
+    }
+}
+
+#[test]
+fn a_graceful_stop_is_seen_as_leaving_not_as_a_failure() {
+    let (_ports, mut nodes) = start_cluster("beta", 3);
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    let mut leaving = nodes.pop().unwrap();
+    leaving.signal("TERM");
+    let signalled = Instant::now();
+    for node in &nodes {
+        poll_until("peers to see beta-3 leave", Duration::from_secs(5), || {
+            (member_state(node, "beta-3").as_deref() == Some("left")).then_some(())
+        });
+        assert_eq!(observed(node), Some(2));
+    }
+    eprintln!("graceful leave seen by both peers after {:?}", signalled.elapsed());
+    assert_eq!(leaving.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
+#[test]
+fn clusters_with_different_names_on_the_same_seeds_never_count_each_other() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    // Every node gets all four addresses as seeds; names split them 2 + 2.
+    let nodes: Vec<ArlenProcess> = (0..4)
+        .map(|i| {
+            let cluster = if i < 2 { "red" } else { "blue" };
+            let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+            let node_id = format!("n{i}");
+            let port = ports[i];
+            let mut node = ArlenProcess::spawn(
+                binary(),
+                &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent"],
+                &[
+                    ("ARLEN_CLUSTER_ENABLED", "1"),
+                    ("ARLEN_CLUSTER_NAME", cluster),
+                    ("ARLEN_CLUSTER_NODE_ID", &node_id),
+                    ("ARLEN_CLUSTER_EXPECTED_NODES", "2"),
+                    ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+                    ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
+                ],
+                port,
+            );
+            node.wait_live();
+            node
+        })
+        .collect();
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(15));
+    }
+    // Stay apart over many gossip rounds.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        for node in &nodes {
+            let doc = clusterz(node).unwrap();
+            assert_eq!(doc["cluster"]["observed_nodes"], 2);
+            assert_eq!(doc["cluster"]["members"].as_array().unwrap().len(), 2, "{doc}");
+        }
+    }
+}
+
+/// Four consecutive free ports (TCP and UDP).
+fn free_port_range(count: u16) -> u16 {
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 1000) * 40 + attempt * 7 % 20_000;
+        let free = (0..count).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports found");
+}
+
+#[test]
+fn arlen_up_runs_a_cluster_shows_a_kill_and_stops_every_node() {
+    let base = free_port_range(3);
+    let mut up = Command::new(binary())
+        .args(["up", "--nodes", "3", "--base-port", &base.to_string(), "--quorum-required", "--refresh-ms", "100"])
+        .env_remove("ARLEN_ENV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut next_line = |timeout: Duration| {
+        let line = lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("arlen up went quiet; output so far:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        line
+    };
+    // Header lines name each node with its pid.
+    let mut pids = Vec::new();
+    while pids.len() < 3 {
+        let line = next_line(Duration::from_secs(20));
+        if let Some(rest) = line.trim_start().strip_prefix("node-") {
+            let pid: u32 = rest.split("pid ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+            pids.push(pid);
+        }
+    }
+    let row_status = |line: &str| line.split_whitespace().nth(2).map(str::to_owned);
+    // Wait for a table where all three are nominal.
+    let mut nominal_rows = 0;
+    while nominal_rows < 3 {
+        let line = next_line(Duration::from_secs(20));
+        if line.starts_with("NODE") {
+            nominal_rows = 0;
+        } else if line.starts_with("node-") && row_status(&line).as_deref() == Some("nominal") {
+            nominal_rows += 1;
+        }
+    }
+    // kill -9 node-3 from "another terminal".
+    assert!(Command::new("kill").args(["-9", &pids[2].to_string()]).status().unwrap().success());
+    let mut degraded = std::collections::BTreeSet::new();
+    while degraded.len() < 2 {
+        let line = next_line(Duration::from_secs(20));
+        if (line.starts_with("node-1") || line.starts_with("node-2"))
+            && row_status(&line).as_deref() == Some("degraded")
+        {
+            degraded.insert(line[..6].to_owned());
+        }
+    }
+    // Ctrl-C stops every child.
+    assert!(Command::new("kill").args(["-INT", &up.id().to_string()]).status().unwrap().success());
+    let status = poll_until("arlen up to exit", Duration::from_secs(30), || up.try_wait().unwrap());
+    assert!(status.success(), "arlen up exited with {status}");
+    for pid in &pids[..2] {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"),
+            "node pid {pid} still running"
+        );
+    }
+}
+
+#[test]
+fn arlen_up_refuses_a_taken_port() {
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let output =
+        Command::new(binary()).args(["up", "--nodes", "2", "--base-port", &port.to_string()]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("port {port} is taken for HTTP (TCP)")), "{stderr}");
+    assert!(stderr.contains("choose another --base-port"), "{stderr}");
+}
