@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Membership timing and cost of the gossip source, with real `arlen serve`
+processes on loopback (release build). Prints figures; writes nothing.
+
+  detect   kill -9 one node of N, time until every survivor's /readyz is 503
+  leave    SIGTERM one node, time until every peer reports it gone
+  rejoin   restart the killed node, time until every node is nominal
+  idle     N nodes left alone for a while: quorum status transitions (want 0)
+  busy     the same while every core runs a busy loop
+  cost     per node: CPU %, RSS, gossip bytes/s sent and received, at idle
+
+usage: bench/membership.py [--trials 20] [--nodes 3] [--idle-seconds 600]
+                           [--busy-seconds 120] [--only detect,leave,...]
+Every loop is bounded in count and time; traffic stays on 127.0.0.1.
+"""
+import argparse, json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "arlen")
+
+
+def free_ports(count):
+    ports, socks = [], []
+    while len(ports) < count:
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", p))
+        except OSError:
+            s.close(); continue
+        socks += [s, u]; ports.append(p)
+    for s in socks:
+        s.close()
+    return ports
+
+
+def get(port, path, timeout=0.5):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return None, b""
+
+
+class Cluster:
+    def __init__(self, size, name, extra=None):
+        self.ports = free_ports(size)
+        self.name = name
+        self.extra = extra or {}
+        self.procs = [None] * size
+        self.logs = tempfile.mkdtemp(prefix="arlen-bench-")
+        for i in range(size):
+            self.start(i)
+
+    def start(self, i):
+        seeds = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        env = dict(os.environ, ARLEN_ENV="production", ARLEN_LOG_LEVEL="warn", ARLEN_CLUSTER_ENABLED="1",
+                   ARLEN_CLUSTER_NAME=self.name, ARLEN_CLUSTER_NODE_ID=f"node-{i + 1}",
+                   ARLEN_CLUSTER_EXPECTED_NODES=str(len(self.ports)), ARLEN_CLUSTER_MEMBERSHIP_SOURCE="gossip",
+                   ARLEN_CLUSTER_GOSSIP_SEEDS=seeds, ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM="1", **self.extra)
+        log = open(os.path.join(self.logs, f"node-{i + 1}.log"), "ab")
+        self.procs[i] = subprocess.Popen([BIN, "serve", "--port", str(self.ports[i]), "--app-root", "/nonexistent"],
+                                         env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+    def observed(self, i):
+        status, body = get(self.ports[i], "/clusterz")
+        if status != 200:
+            return None
+        return json.loads(body)["cluster"]["observed_nodes"]
+
+    def wait(self, what, predicate, limit=30.0, step=0.005):
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            if predicate():
+                return time.monotonic() - start
+            time.sleep(step)
+        raise SystemExit(f"timed out after {limit}s waiting for {what}")
+
+    def all_nominal(self, nodes=None):
+        nodes = range(len(self.ports)) if nodes is None else nodes
+        return all(self.observed(i) == len(self.ports) for i in nodes)
+
+    def metric(self, i, series):
+        status, body = get(self.ports[i], "/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return None
+
+    def stop(self):
+        for p in self.procs:
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            if p:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def summary(name, values, target=None):
+    values = sorted(values)
+    line = (f"{name}: n={len(values)} median {statistics.median(values) * 1000:.0f} ms, "
+            f"p90 {values[int(0.9 * (len(values) - 1))] * 1000:.0f} ms, worst {values[-1] * 1000:.0f} ms, "
+            f"best {values[0] * 1000:.0f} ms")
+    print(line + (f"   (target {target})" if target else ""), flush=True)
+
+
+def detect_and_rejoin(args):
+    c = Cluster(args.nodes, "bench-detect")
+    detect, rejoin = [], []
+    try:
+        c.wait("convergence", c.all_nominal)
+        for trial in range(args.trials):
+            victim = trial % args.nodes
+            survivors = [i for i in range(args.nodes) if i != victim]
+            c.procs[victim].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            pending = set(survivors)
+            while pending:
+                pending = {i for i in pending if get(c.ports[i], "/readyz")[0] != 503}
+                if time.monotonic() - killed > 30:
+                    raise SystemExit("detection did not happen within 30 s")
+                time.sleep(0.002)
+            detect.append(time.monotonic() - killed)
+            c.procs[victim].wait()
+            c.start(victim)
+            started = time.monotonic()
+            c.wait("rejoin", c.all_nominal)
+            rejoin.append(time.monotonic() - started)
+            # Let the failure detector's window settle before the next trial.
+            time.sleep(1.0)
+    finally:
+        c.stop()
+    summary(f"detection, kill -9 -> every survivor /readyz 503 ({args.nodes} nodes)", detect, "median <= 1500 ms, worst <= 3000 ms")
+    summary("rejoin, restart -> nominal everywhere (includes process start)", rejoin, "<= 1000 ms")
+
+
+def leave(args):
+    c = Cluster(args.nodes, "bench-leave")
+    times = []
+    try:
+        c.wait("convergence", c.all_nominal)
+        for trial in range(args.trials):
+            victim = trial % args.nodes
+            peers = [i for i in range(args.nodes) if i != victim]
+            c.procs[victim].send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            c.wait("leave seen", lambda: all(c.observed(i) == args.nodes - 1 for i in peers), limit=10)
+            times.append(time.monotonic() - sent)
+            c.procs[victim].wait(timeout=15)
+            c.start(victim)
+            c.wait("rejoin", c.all_nominal)
+            time.sleep(0.5)
+    finally:
+        c.stop()
+    summary("graceful leave, SIGTERM -> every peer counts it out", times, "<= 500 ms")
+
+
+def quiet(args, seconds, busy):
+    nodes = max(args.nodes, 5)
+    c = Cluster(nodes, "bench-busy" if busy else "bench-idle")
+    burners = []
+    try:
+        c.wait("convergence", c.all_nominal)
+        time.sleep(2)
+        before = [c.metric(i, "aln_cluster_status_transitions_total") for i in range(nodes)]
+        if busy:
+            burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+        end = time.monotonic() + seconds
+        lowest = nodes
+        while time.monotonic() < end:
+            for i in range(nodes):
+                o = c.observed(i)
+                if o is not None:
+                    lowest = min(lowest, o)
+            time.sleep(0.25)
+        for b in burners:
+            b.kill()
+        after = [c.metric(i, "aln_cluster_status_transitions_total") for i in range(nodes)]
+        transitions = sum(a - b for a, b in zip(after, before))
+        kind = f"busy ({len(burners)} busy loops)" if busy else "idle"
+        print(f"no false alarms, {nodes} nodes {kind} for {seconds} s: {transitions:.0f} status transitions, "
+              f"lowest observed count seen {lowest}/{nodes}   (target 0 transitions)", flush=True)
+    finally:
+        for b in burners:
+            b.kill()
+        c.stop()
+
+
+def cost(args):
+    nodes = max(args.nodes, 3)
+    c = Cluster(nodes, "bench-cost")
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        c.wait("convergence", c.all_nominal)
+        time.sleep(3)
+        def ticks(p):
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        window = 30
+        t0 = [ticks(p) for p in c.procs]
+        s0 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(nodes)]
+        r0 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(nodes)]
+        time.sleep(window)
+        t1 = [ticks(p) for p in c.procs]
+        s1 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(nodes)]
+        r1 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(nodes)]
+        rss = []
+        for p in c.procs:
+            with open(f"/proc/{p.pid}/status") as f:
+                rss.append(next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024)
+        cpu = [100 * (b - a) / hz / window for a, b in zip(t0, t1)]
+        sent = [(b - a) / window for a, b in zip(s0, s1)]
+        recv = [(b - a) / window for a, b in zip(r0, r1)]
+        print(f"idle cost per node ({nodes} nodes, {window} s): CPU {statistics.median(cpu):.2f}% (max {max(cpu):.2f}%), "
+              f"RSS {statistics.median(rss):.1f} MB (max {max(rss):.1f} MB), gossip sent {statistics.median(sent):.0f} B/s, "
+              f"received {statistics.median(recv):.0f} B/s   (targets: CPU < 1%, RSS < 20 MB)", flush=True)
+    finally:
+        c.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--idle-seconds", type=int, default=600)
+    parser.add_argument("--busy-seconds", type=int, default=120)
+    parser.add_argument("--only", default="detect,leave,cost,idle,busy")
+    args = parser.parse_args()
+    if not os.path.exists(BIN):
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "arlen"], cwd=ROOT, check=True)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.cpu_count()} cores, binary {BIN}", flush=True)
+    only = args.only.split(",")
+    if "detect" in only:
+        detect_and_rejoin(args)
+    if "leave" in only:
+        leave(args)
+    if "cost" in only:
+        cost(args)
+    if "idle" in only:
+        quiet(args, args.idle_seconds, busy=False)
+    if "busy" in only:
+        quiet(args, args.busy_seconds, busy=True)
+
+
+if __name__ == "__main__":
+    main()
