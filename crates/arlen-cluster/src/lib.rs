@@ -1,18 +1,23 @@
-//! Arlen cluster core: the quorum model (CONTRACT §2) and the immutable
-//! [`Snapshot`] that the body, status and headers of every response are
-//! computed from.
+//! Arlen cluster core: the quorum model (CONTRACT §2) with quorum policies and
+//! hysteresis, and the immutable [`Snapshot`] that the body, status and
+//! headers of every response are computed from.
 //!
 //! **Architecture invariant:** this crate does no IO. It opens no files or
-//! sockets and reads no clocks; membership sources and the HTTP layer bring
-//! time and the outside world to it.
+//! sockets and reads no clocks: time comes in through the [`Clock`] its
+//! caller supplies.
 
 #![forbid(unsafe_code)]
 
+mod cell;
+mod gate;
+mod membership;
 mod quorum;
 mod snapshot;
 
-pub use quorum::{evaluate_quorum, Quorum, QuorumStatus};
+pub use cell::{snapshot_channel, SnapshotPublisher, SnapshotReader};
+pub use gate::{Clock, GateWindows, PendingTransition, QuorumGate, Timestamp};
+pub use membership::{HeardClock, Member, MemberState, MembershipView, SourceHealth};
+pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
 pub use snapshot::{
-    snapshot_channel, ClusterHeaders, HeardClock, Lifecycle, Member, MemberState, MembershipView, NodeIdentity,
-    Readiness, RuntimeSettings, Snapshot, SnapshotPublisher, SnapshotReader, SourceHealth, CLUSTER_HEADER_NAMES,
+    ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, CLUSTER_HEADER_NAMES,
 };

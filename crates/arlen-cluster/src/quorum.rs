@@ -1,4 +1,8 @@
-//! The quorum model of CONTRACT §2.
+//! The quorum model of CONTRACT §2, with selectable quorum policies.
+//!
+//! `status` always follows the contract's table (`degraded` = fewer than
+//! expected). `met` follows the policy: `all` (the contract's default),
+//! `majority`, or an explicit number of nodes.
 
 use serde::Serialize;
 
@@ -44,18 +48,56 @@ impl std::str::FromStr for QuorumStatus {
     }
 }
 
+/// When quorum counts as met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuorumPolicy {
+    /// Every expected node observed (the contract's rule).
+    #[default]
+    All,
+    /// More than half of the expected nodes: ⌊E/2⌋ + 1.
+    Majority,
+    /// At least this many nodes (≥ 1).
+    AtLeast(u32),
+}
+
+impl QuorumPolicy {
+    /// Nodes that must be observed for quorum, given `E` (clamped ≥ 1).
+    pub fn required_nodes(self, expected_nodes: u32) -> u32 {
+        let expected = expected_nodes.max(1);
+        match self {
+            QuorumPolicy::All => expected,
+            QuorumPolicy::Majority => expected / 2 + 1,
+            QuorumPolicy::AtLeast(n) => n.max(1),
+        }
+    }
+
+    /// The wire name: `all`, `majority`, or the number.
+    pub fn name(self) -> String {
+        match self {
+            QuorumPolicy::All => "all".to_owned(),
+            QuorumPolicy::Majority => "majority".to_owned(),
+            QuorumPolicy::AtLeast(n) => n.to_string(),
+        }
+    }
+}
+
 /// The quorum verdict for one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quorum {
     pub status: QuorumStatus,
+    /// Whether the policy is satisfied right now (before any hysteresis).
     pub met: bool,
     /// Raw observed count (never clamped; may exceed expected).
     pub observed_nodes: u32,
     /// Expected count, clamped to ≥ 1.
     pub expected_nodes: u32,
+    pub policy: QuorumPolicy,
+    pub required_nodes: u32,
+    /// How many more members can be lost while quorum stays met (0 when not met).
+    pub failure_tolerance: u32,
 }
 
-/// Evaluates the contract's table: `E = max(expected, 1)`, `O = observed`.
+/// Evaluates the contract's table (policy `all`): `E = max(expected, 1)`, `O = observed`.
 ///
 /// ```
 /// use arlen_cluster::{evaluate_quorum, QuorumStatus};
@@ -63,17 +105,35 @@ pub struct Quorum {
 /// assert_eq!((q.status, q.met), (QuorumStatus::Degraded, false));
 /// ```
 pub fn evaluate_quorum(cluster_enabled: bool, expected_nodes: u32, observed_nodes: u32) -> Quorum {
+    evaluate_quorum_with(cluster_enabled, expected_nodes, observed_nodes, QuorumPolicy::All)
+}
+
+/// [`evaluate_quorum`] with a quorum policy: `status` is unchanged, `met`
+/// follows the policy.
+pub fn evaluate_quorum_with(
+    cluster_enabled: bool,
+    expected_nodes: u32,
+    observed_nodes: u32,
+    policy: QuorumPolicy,
+) -> Quorum {
     let expected_nodes = expected_nodes.max(1);
-    let (status, met) = if !cluster_enabled {
-        (QuorumStatus::SingleNode, true)
+    let status = if !cluster_enabled {
+        QuorumStatus::SingleNode
     } else if observed_nodes == 0 {
-        (QuorumStatus::Partitioned, false)
+        QuorumStatus::Partitioned
     } else if observed_nodes < expected_nodes {
-        (QuorumStatus::Degraded, false)
+        QuorumStatus::Degraded
     } else {
-        (QuorumStatus::Nominal, true)
+        QuorumStatus::Nominal
     };
-    Quorum { status, met, observed_nodes, expected_nodes }
+    let (required_nodes, met) = if cluster_enabled {
+        let required = policy.required_nodes(expected_nodes);
+        (required, observed_nodes >= required)
+    } else {
+        (1, true)
+    };
+    let failure_tolerance = if met && cluster_enabled { observed_nodes - required_nodes } else { 0 };
+    Quorum { status, met, observed_nodes, expected_nodes, policy, required_nodes, failure_tolerance }
 }
 
 #[cfg(test)]
@@ -101,13 +161,47 @@ mod tests {
         assert_eq!(evaluate_quorum(true, 0, 5).expected_nodes, 1);
     }
 
+    #[test]
+    fn majority_keeps_the_bigger_side_of_a_split() {
+        let two = evaluate_quorum_with(true, 3, 2, QuorumPolicy::Majority);
+        let one = evaluate_quorum_with(true, 3, 1, QuorumPolicy::Majority);
+        assert_eq!(
+            (two.status, two.met, two.required_nodes, two.failure_tolerance),
+            (QuorumStatus::Degraded, true, 2, 0)
+        );
+        assert_eq!((one.status, one.met), (QuorumStatus::Degraded, false));
+        let five = evaluate_quorum_with(true, 5, 5, QuorumPolicy::Majority);
+        assert_eq!((five.required_nodes, five.failure_tolerance), (3, 2));
+        assert_eq!(evaluate_quorum_with(true, 4, 2, QuorumPolicy::Majority).met, false, "2 of 4 is not a majority");
+    }
+
+    #[test]
+    fn explicit_count() {
+        let q = evaluate_quorum_with(true, 5, 2, QuorumPolicy::AtLeast(2));
+        assert_eq!((q.met, q.required_nodes, q.failure_tolerance, q.status), (true, 2, 0, QuorumStatus::Degraded));
+        assert!(!evaluate_quorum_with(true, 5, 1, QuorumPolicy::AtLeast(2)).met);
+        assert_eq!(evaluate_quorum_with(true, 3, 3, QuorumPolicy::All).failure_tolerance, 0);
+        assert_eq!(evaluate_quorum_with(true, 3, 4, QuorumPolicy::All).failure_tolerance, 1);
+    }
+
     proptest! {
         #[test]
-        fn met_exactly_when_nominal_or_single(enabled in any::<bool>(), expected in 0u32..100, observed in 0u32..100) {
+        fn all_policy_met_exactly_when_nominal_or_single(enabled in any::<bool>(), expected in 0u32..100, observed in 0u32..100) {
             let q = evaluate_quorum(enabled, expected, observed);
             prop_assert_eq!(q.met, matches!(q.status, QuorumStatus::Nominal | QuorumStatus::SingleNode));
             prop_assert!(q.expected_nodes >= 1);
             prop_assert_eq!(q.observed_nodes, observed);
+        }
+
+        #[test]
+        fn policies_never_change_status(expected in 0u32..50, observed in 0u32..60, n in 1u32..60) {
+            let base = evaluate_quorum(true, expected, observed);
+            for policy in [QuorumPolicy::Majority, QuorumPolicy::AtLeast(n)] {
+                let q = evaluate_quorum_with(true, expected, observed, policy);
+                prop_assert_eq!(q.status, base.status);
+                prop_assert_eq!(q.met, observed >= q.required_nodes);
+                prop_assert!(!q.met || observed - q.failure_tolerance == q.required_nodes);
+            }
         }
     }
 }

@@ -213,6 +213,40 @@ pub struct ClusterConfig {
     pub membership: MembershipConfig,
     /// Install the fault-injection wrapper around the gossip transport.
     pub fault_injection_enabled: bool,
+    pub quorum_policy: QuorumPolicySetting,
+    pub quorum_loss_grace: Duration,
+    pub quorum_recovery_stable: Duration,
+}
+
+/// `cluster.quorumPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumPolicySetting {
+    All,
+    Majority,
+    AtLeast(u32),
+}
+
+impl QuorumPolicySetting {
+    /// Parses `all`, `majority` (any case) or a positive integer.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let text = raw.trim().to_ascii_lowercase();
+        match text.as_str() {
+            "all" => Ok(Self::All),
+            "majority" => Ok(Self::Majority),
+            _ => match value::parse_integer(&text) {
+                Ok(n) if n >= 1 => u32::try_from(n).map(Self::AtLeast).map_err(|_| format!("{n} is too large")),
+                _ => Err(format!("expected all, majority or a positive integer, got {raw:?}")),
+            },
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::All => "all".to_owned(),
+            Self::Majority => "majority".to_owned(),
+            Self::AtLeast(n) => n.to_string(),
+        }
+    }
 }
 
 /// Which membership source observes the cluster.
@@ -254,6 +288,9 @@ pub struct GossipConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownConfig {
     pub graceful_timeout: Duration,
+    /// How long a draining node keeps serving (out of rotation) before it
+    /// stops accepting connections.
+    pub drain_delay: Duration,
 }
 
 /// Resolves the environment name: `--env`, else `ARLEN_ENV`/`MOJOOBJC_ENV`,
@@ -431,6 +468,7 @@ impl<'a> Loader<'a> {
             }
             Kind::Text | Kind::Secret => Ok(Typed::Text(text.trim().to_owned())),
             Kind::Address => value::parse_address(&text).map(Typed::Text),
+            Kind::QuorumPolicy => QuorumPolicySetting::parse(&text).map(|p| Typed::Text(p.name())),
             Kind::AddressList => unreachable!("handled above"),
             Kind::OneOf(words) => {
                 let lower = text.trim().to_ascii_lowercase();
@@ -516,6 +554,11 @@ impl<'a> Loader<'a> {
                     setting.value = Typed::Text("default".to_owned());
                     setting.source = Source::ComputedDefault("empty name means default");
                 }
+                "shutdown.drainDelaySeconds" if is_default => {
+                    let quick = matches!(env_name, "development" | "test");
+                    setting.value = Typed::Integer(if quick { 0 } else { 5 });
+                    setting.source = Source::ComputedDefault("from the environment name");
+                }
                 "cluster.gossip.listen" if is_default => {
                     setting.value = Typed::Text(http_address.clone());
                     setting.source = Source::ComputedDefault("host:port of the HTTP listener");
@@ -584,6 +627,7 @@ fn expected_name(kind: Kind) -> &'static str {
         Kind::Integer { .. } => "an integer",
         Kind::Text | Kind::Secret | Kind::OneOf(_) => "text",
         Kind::Address => "`host:port`",
+        Kind::QuorumPolicy => "a quorum policy",
         Kind::AddressList => "a list of `host:port`",
     }
 }
@@ -631,6 +675,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
     let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
+    let millis = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
     Config {
         env,
         app_root,
@@ -664,6 +709,9 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             observed_nodes: to_u32(int("cluster.observedNodes")),
             emit_headers: flag("cluster.emitHeaders"),
             fault_injection_enabled: flag("cluster.faultInjection.enabled"),
+            quorum_policy: QuorumPolicySetting::parse(&text("cluster.quorumPolicy")).expect("validated when loaded"),
+            quorum_loss_grace: millis(int("cluster.quorumLossGraceMs")),
+            quorum_recovery_stable: millis(int("cluster.quorumRecoveryStableMs")),
             membership: MembershipConfig {
                 source: if text("cluster.membership.source") == "gossip" {
                     MembershipSource::Gossip
@@ -680,7 +728,10 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
                 },
             },
         },
-        shutdown: ShutdownConfig { graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")) },
+        shutdown: ShutdownConfig {
+            graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")),
+            drain_delay: seconds(int("shutdown.drainDelaySeconds")),
+        },
     }
 }
 

@@ -35,6 +35,8 @@ pub enum Kind {
     Address,
     /// A list of `host:port`: comma-separated text, or a list in a file.
     AddressList,
+    /// `all`, `majority`, or a positive integer.
+    QuorumPolicy,
 }
 
 /// A key's default.
@@ -89,6 +91,7 @@ impl KeySpec {
             Kind::OneOf(words) => format!("one of {}", words.join(", ")),
             Kind::Address => "`host:port`".to_owned(),
             Kind::AddressList => "comma-separated `host:port` list".to_owned(),
+            Kind::QuorumPolicy => "`all`, `majority` or a positive integer".to_owned(),
         }
     }
 
@@ -267,6 +270,9 @@ pub const KEYS: &[KeySpec] = &[
         Default::Computed("`cluster.enabled`"),
         "`X-Arlen-Cluster-*` headers on every response (needs `cluster.enabled`)"
     ),
+    key!("cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), or at least N"),
+    key!("cluster.quorumLossGraceMs", "CLUSTER_QUORUM_LOSS_GRACE_MS", AT_LEAST_0, Default::Integer(0), "readiness stays ready until quorum has been lost this long"),
+    key!("cluster.quorumRecoveryStableMs", "CLUSTER_QUORUM_RECOVERY_STABLE_MS", AT_LEAST_0, Default::Integer(0), "readiness returns only after quorum has held this long"),
     key!("cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`) or live (`gossip`)"),
     key!("cluster.gossip.listen", "CLUSTER_GOSSIP_LISTEN", Kind::Address, Default::Computed("`host:port` of the HTTP listener"), "UDP address gossip binds"),
     key!("cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
@@ -275,13 +281,8 @@ pub const KEYS: &[KeySpec] = &[
     key!("cluster.gossip.phiThreshold", "CLUSTER_GOSSIP_PHI_THRESHOLD", Kind::Integer { min: 2, max: 100, out_of_range: OutOfRange::Clamp }, Default::Integer(8), "a member is dead after this many mean heartbeat intervals of silence"),
     key!("cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
     key!("cluster.faultInjection.enabled", "CLUSTER_FAULT_INJECTION_ENABLED", Kind::Bool, Default::Bool(false), "wrap the gossip transport in fault rules (drills); off costs nothing"),
-    key!(
-        "shutdown.gracefulTimeoutSeconds",
-        "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS",
-        AT_LEAST_0,
-        Default::Integer(10),
-        "on SIGTERM/SIGINT, in-flight requests get this long to finish"
-    ),
+    key!("shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
+    key!("shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
 ];
 
 /// The key spec for a dotted key, if Arlen knows it.

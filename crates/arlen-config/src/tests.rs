@@ -69,6 +69,9 @@ fn defaults_match_the_contract_table() {
             observed_nodes: 1,
             emit_headers: false,
             fault_injection_enabled: false,
+            quorum_policy: QuorumPolicySetting::All,
+            quorum_loss_grace: Duration::ZERO,
+            quorum_recovery_stable: Duration::ZERO,
             membership: MembershipConfig {
                 source: MembershipSource::StaticConfig,
                 gossip: GossipConfig {
@@ -83,6 +86,7 @@ fn defaults_match_the_contract_table() {
         }
     );
     assert_eq!(c.shutdown.graceful_timeout, Duration::from_secs(10));
+    assert_eq!(c.shutdown.drain_delay, Duration::ZERO, "no drain delay in development");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
 
@@ -91,6 +95,34 @@ fn production_defaults_follow_the_environment_name() {
     let loaded = App::new().load(&[("ARLEN_ENV", "production")]).unwrap();
     assert_eq!(loaded.config.env, "production");
     assert_eq!((loaded.config.log_format, loaded.config.log_level.as_str()), (LogFormat::Json, "info"));
+    assert_eq!(loaded.config.shutdown.drain_delay, Duration::from_secs(5));
+    let test_env = App::new().load(&[("ARLEN_ENV", "test")]).unwrap();
+    assert_eq!(test_env.config.shutdown.drain_delay, Duration::ZERO);
+}
+
+#[test]
+fn quorum_policy_and_hysteresis_keys() {
+    let config = App::new()
+        .load(&[
+            ("ARLEN_CLUSTER_QUORUM_POLICY", " Majority "),
+            ("ARLEN_CLUSTER_QUORUM_LOSS_GRACE_MS", "1500"),
+            ("MOJOOBJC_CLUSTER_QUORUM_RECOVERY_STABLE_MS", "250"),
+        ])
+        .unwrap()
+        .config;
+    assert_eq!(config.cluster.quorum_policy, QuorumPolicySetting::Majority);
+    assert_eq!(config.cluster.quorum_loss_grace, Duration::from_millis(1500));
+    assert_eq!(config.cluster.quorum_recovery_stable, Duration::from_millis(250));
+    let config = App::new().load(&[("ARLEN_CLUSTER_QUORUM_POLICY", "2")]).unwrap().config;
+    assert_eq!(config.cluster.quorum_policy, QuorumPolicySetting::AtLeast(2));
+    for bad in ["0", "-1", "most", "2.5"] {
+        let errors = App::new().load(&[("ARLEN_CLUSTER_QUORUM_POLICY", bad)]).unwrap_err();
+        assert!(
+            errors.0[0].to_string().starts_with("variable ARLEN_CLUSTER_QUORUM_POLICY (key cluster.quorumPolicy): expected all, majority or a positive integer"),
+            "{bad}: {}",
+            errors.0[0]
+        );
+    }
 }
 
 #[test]

@@ -10,9 +10,10 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 
 use arlen_cluster::{
-    snapshot_channel, MembershipView, NodeIdentity, RuntimeSettings, Snapshot, SnapshotPublisher, SnapshotReader,
+    snapshot_channel, Clock, GateWindows, MembershipView, NodeIdentity, QuorumPolicy, RuntimeSettings, Snapshot,
+    SnapshotPublisher, SnapshotReader, Timestamp,
 };
-use arlen_config::{Config, RequestLimits};
+use arlen_config::{Config, QuorumPolicySetting, RequestLimits};
 use axum::body::Body;
 use axum::response::Response;
 use futures_util::FutureExt as _;
@@ -27,11 +28,45 @@ use crate::trace::RequestIds;
 /// Header naming why a request was turned away under load.
 pub const X_ARLEN_BACKPRESSURE_REASON: HeaderName = HeaderName::from_static("x-arlen-backpressure-reason");
 
+/// Header set on responses while the node drains (with the cluster headers).
+pub const X_ARLEN_DRAINING: HeaderName = HeaderName::from_static("x-arlen-draining");
+
+/// The process's clock: monotonic time since the runtime was created, and wall time.
+#[derive(Debug)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    pub fn new() -> Self {
+        Self { origin: Instant::now() }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp { monotonic: self.origin.elapsed(), wall: SystemTime::now() }
+    }
+}
+
 /// The settings of a configuration that may change while the node runs.
 pub fn runtime_settings(config: &Config) -> RuntimeSettings {
     let o = &config.observability;
+    let c = &config.cluster;
     RuntimeSettings {
-        expected_nodes: config.cluster.expected_nodes,
+        expected_nodes: c.expected_nodes,
+        quorum_policy: match c.quorum_policy {
+            QuorumPolicySetting::All => QuorumPolicy::All,
+            QuorumPolicySetting::Majority => QuorumPolicy::Majority,
+            QuorumPolicySetting::AtLeast(n) => QuorumPolicy::AtLeast(n),
+        },
+        gate_windows: GateWindows { loss_grace: c.quorum_loss_grace, recovery_stable: c.quorum_recovery_stable },
         emit_headers: config.cluster.emit_headers,
         health_details_enabled: o.health_details_enabled,
         readiness_requires_startup: o.readiness_requires_startup,
@@ -87,10 +122,19 @@ impl Runtime {
             node_identity(config),
             runtime_settings(config),
             MembershipView::uninitialised("unstarted"),
+            Arc::new(SystemClock::new()),
         );
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(apply_due_transitions(publisher.clone(), reader.clone()));
+        }
         let shared =
             Shared { reader, metrics: Metrics::new(), limits: config.request_limits, started_at: Instant::now() };
         Self { shared: Arc::new(shared), publisher }
+    }
+
+    /// Applies the run-time settings of a reloaded configuration.
+    pub fn apply_settings(&self, config: &Config) {
+        self.publisher.set_settings(runtime_settings(config));
     }
 
     /// Where membership sources and the lifecycle publish.
@@ -138,6 +182,29 @@ impl Runtime {
     }
 }
 
+/// Publishes a refresh when a pending hysteresis transition falls due, so the
+/// snapshot (and its metrics and waiters) catch up with the clock. Readers do
+/// not depend on it: they judge the gate at their own time.
+async fn apply_due_transitions(publisher: SnapshotPublisher, mut reader: SnapshotReader) {
+    loop {
+        let snapshot = reader.current_and_mark_seen();
+        match snapshot.gate.pending {
+            Some(pending) => {
+                let wait = pending.effective_at.monotonic.saturating_sub(reader.now().monotonic);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => publisher.refresh(),
+                    alive = reader.changed() => if !alive { return },
+                }
+            }
+            None => {
+                if !reader.changed().await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl Shared {
     /// Adds cluster, identity and trace headers, and records metrics.
     fn finish(&self, response: &mut Response, snapshot: &Snapshot, ids: &RequestIds, started: Instant) {
@@ -147,6 +214,9 @@ impl Shared {
         if let Some(cluster_headers) = &snapshot.headers {
             for (name, value) in cluster_headers.iter() {
                 headers.insert(name.clone(), value.clone());
+            }
+            if snapshot.lifecycle.draining {
+                headers.insert(X_ARLEN_DRAINING, HeaderValue::from_static("1"));
             }
         }
         ids.apply(headers);
@@ -190,27 +260,31 @@ impl Shared {
         let snapshot = self.reader.current();
         let _active = self.metrics.begin();
         let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
-        let mut response = if let Some(rejection) = self.check_limits(&request) {
-            rejection
+        let (mut response, snapshot) = if let Some(rejection) = self.check_limits(&request) {
+            (rejection, snapshot)
         } else if let Some(endpoint) = endpoints::match_reserved(request.uri().path()) {
             let (parts, _body) = request.into_parts();
+            let now = self.reader.now();
             let cx = endpoints::Context {
                 metrics: &self.metrics,
                 uptime_seconds: self.started_at.elapsed().as_secs(),
-                now: SystemTime::now(),
+                now: now.wall,
+                monotonic_now: now.monotonic,
             };
-            endpoints::answer(endpoint, &parts, &snapshot, &cx)
+            let answered = endpoints::answer(endpoint, &parts, snapshot, &self.reader, &cx).await;
+            (answered.response, answered.snapshot)
         } else {
             let max_body = self.limits.max_body_bytes;
             let request = request.map(|body| Body::new(http_body_util::Limited::new(body, max_body)));
-            match AssertUnwindSafe(inner.oneshot(request)).catch_unwind().await {
+            let response = match AssertUnwindSafe(inner.oneshot(request)).catch_unwind().await {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
                 Err(_panic) => {
                     tracing::error!("request handler panicked; answering 500");
                     plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
                 }
-            }
+            };
+            (response, snapshot)
         };
         self.finish(&mut response, &snapshot, &ids, started);
         response

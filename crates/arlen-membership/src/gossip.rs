@@ -34,6 +34,7 @@ const KEY_HTTP_URL: &str = "http_url";
 const KEY_STATE: &str = "state";
 const STATE_ALIVE: &str = "alive";
 const STATE_LEFT: &str = "left";
+const STATE_DRAINING: &str = "draining";
 
 /// Upper bound on how long a leaving node waits for its news to spread.
 const MAX_LEAVE_WAIT: Duration = Duration::from_millis(600);
@@ -200,6 +201,11 @@ impl GossipSource {
         self.traffic.clone()
     }
 
+    /// Marks this node `draining`: peers stop counting it at once.
+    pub(crate) async fn announce_draining(&self) {
+        self.handle.with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_STATE, STATE_DRAINING)).await;
+    }
+
     /// Marks this node `left`, gives gossip a few rounds to carry it, stops.
     pub(crate) async fn leave(self) {
         self.handle.with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_STATE, STATE_LEFT)).await;
@@ -318,14 +324,15 @@ impl Observer {
         let mut members: Vec<Member> = observed
             .iter()
             .map(|o| {
-                let left = o.state.as_deref() == Some(STATE_LEFT);
+                let announced = o.state.as_deref();
                 let replaced = newest_live
                     .get(&(o.node_id.as_str(), o.gossip_address))
                     .is_some_and(|newest| *newest > o.generation);
-                let state = match (left, o.is_self || o.live, replaced) {
-                    (true, _, _) => MemberState::Left,
-                    (false, true, false) => MemberState::Alive,
-                    _ => MemberState::Dead,
+                let state = match (announced, o.is_self || o.live, replaced) {
+                    (Some(STATE_LEFT), _, _) => MemberState::Left,
+                    (_, true, true) | (_, false, _) => MemberState::Dead,
+                    (Some(STATE_DRAINING), true, false) => MemberState::Draining,
+                    (_, true, false) => MemberState::Alive,
                 };
                 Member {
                     node_id: o.node_id.clone(),

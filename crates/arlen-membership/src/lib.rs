@@ -65,6 +65,14 @@ impl RunningSource {
         }
     }
 
+    /// Tells peers this node is draining (still serving, about to leave); they
+    /// stop counting it. A no-op for `static_config`.
+    pub async fn announce_draining(&self) {
+        if let Inner::Gossip(source) = &self.inner {
+            source.announce_draining().await;
+        }
+    }
+
     /// Gossip traffic counters, when the source is gossip.
     pub fn gossip_traffic(&self) -> Option<std::sync::Arc<GossipTraffic>> {
         match &self.inner {
@@ -131,6 +139,7 @@ mod tests {
             tests_support::identity(&config),
             tests_support::settings(3),
             MembershipView::uninitialised("unstarted"),
+            tests_support::clock(),
         );
         assert_eq!(reader.current().quorum.status, arlen_cluster::QuorumStatus::Partitioned);
         let source = start(&config, publisher).await.unwrap();
@@ -164,17 +173,20 @@ pub(crate) mod tests_support {
     }
 
     pub fn settings(expected_nodes: u32) -> RuntimeSettings {
-        RuntimeSettings {
-            expected_nodes,
-            emit_headers: true,
-            health_details_enabled: true,
-            readiness_requires_startup: false,
-            readiness_requires_cluster_quorum: false,
-            metrics_enabled: true,
-            trace_propagation_enabled: true,
-            response_identity_headers_enabled: true,
-            session_enabled: false,
-            session_secret_configured: false,
+        RuntimeSettings::contract_defaults(expected_nodes)
+    }
+
+    /// The real clock, for tests that run on tokio's clock.
+    #[derive(Debug)]
+    pub struct TokioClock(tokio::time::Instant);
+
+    impl arlen_cluster::Clock for TokioClock {
+        fn now(&self) -> arlen_cluster::Timestamp {
+            arlen_cluster::Timestamp { monotonic: self.0.elapsed(), wall: std::time::SystemTime::now() }
         }
+    }
+
+    pub fn clock() -> std::sync::Arc<dyn arlen_cluster::Clock> {
+        std::sync::Arc::new(TokioClock(tokio::time::Instant::now()))
     }
 }

@@ -52,6 +52,7 @@ async fn start_node(transport: &ChannelTransport, settings: GossipSettings, expe
         },
         crate::tests_support::settings(expected),
         MembershipView::uninitialised("unstarted"),
+        crate::tests_support::clock(),
     );
     let faults = FaultRules::with_seed(1);
     let port = settings.listen.port();
@@ -266,4 +267,21 @@ async fn one_way_loss_makes_the_deaf_node_see_nobody() {
     wait_for(&nodes[2], "deaf node alone", Duration::from_secs(5), observed(1)).await;
     nodes[2].faults.heal();
     wait_for(&nodes[2], "healed", Duration::from_secs(5), observed(3)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_node_is_visible_and_no_longer_counted() {
+    let transport = ChannelTransport::default();
+    let nodes = start_cluster(&transport, "alpha", &[18001, 18002, 18003]).await;
+    for node in &nodes {
+        wait_for(node, "3 observed", Duration::from_secs(5), observed(3)).await;
+    }
+    nodes[2].source.as_ref().unwrap().announce_draining().await;
+    for node in &nodes[..2] {
+        wait_for(node, "drain seen", Duration::from_secs(2), observed(2)).await;
+        let member = node.reader.current().membership.members.iter().find(|m| m.node_id == "node-3").cloned().unwrap();
+        assert_eq!(member.state, MemberState::Draining);
+    }
+    let own = nodes[2].reader.current();
+    assert_eq!(own.membership.members.iter().find(|m| m.is_self).unwrap().state, MemberState::Draining);
 }

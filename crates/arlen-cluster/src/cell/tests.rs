@@ -1,0 +1,163 @@
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::gate::GateWindows;
+use crate::membership::SourceHealth;
+use crate::QuorumStatus;
+
+/// A clock the test moves by hand.
+#[derive(Debug, Default)]
+pub(crate) struct ManualClock(Mutex<Duration>);
+
+impl ManualClock {
+    pub(crate) fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        let monotonic = *self.0.lock().unwrap();
+        Timestamp { monotonic, wall: SystemTime::UNIX_EPOCH + monotonic }
+    }
+}
+
+fn identity() -> NodeIdentity {
+    NodeIdentity { cluster_enabled: true, cluster_name: "alpha".into(), node_id: "node-a".into(), worker_pid: 42 }
+}
+
+fn settings(expected: u32) -> RuntimeSettings {
+    RuntimeSettings { readiness_requires_cluster_quorum: true, ..RuntimeSettings::contract_defaults(expected) }
+}
+
+fn view(observed: u32) -> MembershipView {
+    MembershipView {
+        source: "static_config",
+        observed_nodes: observed,
+        members: Vec::new(),
+        health: SourceHealth { ok: true, detail: "static".into(), last_membership_change: None },
+        duplicate_node_ids: Vec::new(),
+        heard: None,
+    }
+}
+
+fn channel(settings: RuntimeSettings, observed: u32) -> (SnapshotPublisher, SnapshotReader, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::default());
+    let (publisher, reader) = snapshot_channel(identity(), settings, view(observed), clock.clone());
+    (publisher, reader, clock)
+}
+
+#[test]
+fn every_change_bumps_the_generation_and_no_change_does_not() {
+    let (publisher, reader, _) = channel(settings(3), 3);
+    assert_eq!(reader.current().generation, 1);
+    publisher.set_membership(view(2));
+    assert_eq!(reader.current().generation, 2);
+    publisher.set_membership(view(2));
+    assert_eq!(reader.current().generation, 2, "identical view publishes nothing");
+    publisher.mark_started();
+    publisher.mark_started();
+    assert_eq!(reader.current().generation, 3);
+    publisher.set_settings(settings(2));
+    let snapshot = reader.current();
+    assert_eq!(snapshot.generation, 4);
+    assert_eq!(snapshot.quorum.status, QuorumStatus::Nominal);
+    // 3/3 nominal → 2/3 degraded → (expected 2) nominal: two transitions, one membership change.
+    assert_eq!((snapshot.status_transitions, snapshot.membership_changes), (2, 1));
+    publisher.refresh();
+    assert_eq!(reader.current().generation, 4, "nothing due, nothing published");
+}
+
+#[test]
+fn headers_body_and_readiness_come_from_one_snapshot() {
+    let (publisher, reader, _) = channel(settings(3), 3);
+    let before = reader.current();
+    publisher.set_membership(view(2));
+    let after = reader.current();
+    let header = |s: &Snapshot, name: &str| {
+        s.headers.as_ref().unwrap().iter().find(|(n, _)| n.as_str() == name).unwrap().1.clone()
+    };
+    assert_eq!(header(&before, "x-arlen-cluster-status"), "nominal");
+    assert!(before.readiness().ready);
+    assert_eq!(header(&after, "x-arlen-cluster-status"), "degraded");
+    assert_eq!(header(&after, "x-arlen-cluster-observed-nodes"), "2");
+    assert!(!after.readiness().ready);
+    assert_eq!(header(&after, "x-arlen-worker-pid"), "42");
+}
+
+#[test]
+fn headers_need_both_flags() {
+    let off = RuntimeSettings { emit_headers: false, ..settings(1) };
+    let (_, reader, _) = channel(off, 1);
+    assert!(reader.current().headers.is_none());
+    let clock = Arc::new(ManualClock::default());
+    let (_, reader) =
+        snapshot_channel(NodeIdentity { cluster_enabled: false, ..identity() }, settings(1), view(1), clock);
+    assert!(reader.current().headers.is_none());
+}
+
+#[test]
+fn readiness_gates_and_drain() {
+    let (publisher, reader, _) = channel(RuntimeSettings { readiness_requires_startup: true, ..settings(3) }, 3);
+    let r = reader.current().readiness();
+    assert_eq!((r.ready, r.startup_ok, r.quorum_ok), (false, false, true));
+    publisher.mark_started();
+    assert!(reader.current().readiness().ready);
+    publisher.set_membership(view(0));
+    let r = reader.current().readiness();
+    assert_eq!((r.ready, r.quorum_required, r.quorum_ok), (false, true, false));
+    publisher.set_membership(view(3));
+    publisher.mark_draining();
+    let snapshot = reader.current();
+    let r = snapshot.readiness();
+    assert_eq!((r.ready, r.draining, r.quorum_ok), (false, true, true));
+    assert!(snapshot.lifecycle.started && snapshot.lifecycle.draining_since.is_some());
+}
+
+#[test]
+fn hysteresis_holds_readiness_through_a_blip_and_flips_after_the_grace() {
+    let windows = GateWindows { loss_grace: Duration::from_millis(2000), recovery_stable: Duration::from_millis(1000) };
+    let (publisher, reader, clock) = channel(RuntimeSettings { gate_windows: windows, ..settings(3) }, 3);
+    clock.advance(Duration::from_secs(10));
+    publisher.set_membership(view(2));
+    let snapshot = reader.current();
+    assert_eq!(snapshot.quorum.status, QuorumStatus::Degraded, "raw status shows the present");
+    assert!(snapshot.readiness_at(reader.now().monotonic).ready, "still ready inside the grace");
+    let pending = snapshot.gate.pending.unwrap();
+    assert_eq!(pending.effective_at.monotonic, Duration::from_secs(12));
+    // The blip ends inside the grace: nothing ever flipped.
+    clock.advance(Duration::from_millis(1500));
+    publisher.set_membership(view(3));
+    assert!(reader.current().gate.pending.is_none() && reader.current().gate.met);
+    // A real loss: not ready once the grace has passed, even before a publish.
+    publisher.set_membership(view(1));
+    clock.advance(Duration::from_millis(2001));
+    assert!(!reader.current().readiness_at(reader.now().monotonic).ready);
+    publisher.refresh();
+    let snapshot = reader.current();
+    assert!(!snapshot.gate.met && snapshot.gate.pending.is_none());
+    assert_eq!(snapshot.gate.since.monotonic, Duration::from_millis(13_500));
+}
+
+#[test]
+fn unprintable_names_still_make_valid_headers() {
+    let clock = Arc::new(ManualClock::default());
+    let (_, reader) =
+        snapshot_channel(NodeIdentity { cluster_name: "a\u{7}b".into(), ..identity() }, settings(1), view(1), clock);
+    let snapshot = reader.current();
+    let (_, value) = snapshot.headers.as_ref().unwrap().iter().next().unwrap();
+    assert_eq!(value, "a_b");
+}
+
+#[tokio::test]
+async fn readers_wake_on_change() {
+    let (publisher, mut reader, _) = channel(settings(3), 3);
+    reader.current_and_mark_seen();
+    let waiter = tokio::spawn(async move {
+        assert!(reader.changed().await);
+        reader.current().quorum.observed_nodes
+    });
+    publisher.set_membership(view(1));
+    assert_eq!(waiter.await.unwrap(), 1);
+}

@@ -1,0 +1,381 @@
+//! `/clusterz`: the status document (CONTRACT §3.2 plus additive fields), and
+//! waiting for a state: `?wait_for_status=nominal|degraded&wait_for_nodes=>=3&timeout=10s`
+//! answers as soon as the condition holds (200) or at the timeout (408, with
+//! the current document). Waiting wakes on snapshot changes; it never polls.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader};
+use http::StatusCode;
+use serde::Serialize;
+
+use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, Context};
+
+/// The longest a request may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The wait when `timeout` is not given.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// A comparison on the observed count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    AtLeast(u32),
+    AtMost(u32),
+    Above(u32),
+    Below(u32),
+    Exactly(u32),
+}
+
+impl Comparison {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (make, number): (fn(u32) -> Comparison, &str) = if let Some(n) = text.strip_prefix(">=") {
+            (Comparison::AtLeast, n)
+        } else if let Some(n) = text.strip_prefix("<=") {
+            (Comparison::AtMost, n)
+        } else if let Some(n) = text.strip_prefix("==") {
+            (Comparison::Exactly, n)
+        } else if let Some(n) = text.strip_prefix('>') {
+            (Comparison::Above, n)
+        } else if let Some(n) = text.strip_prefix('<') {
+            (Comparison::Below, n)
+        } else if let Some(n) = text.strip_prefix('=') {
+            (Comparison::Exactly, n)
+        } else {
+            (Comparison::Exactly, text)
+        };
+        number
+            .trim()
+            .parse::<u32>()
+            .map(make)
+            .map_err(|_| format!("expected a count like >=3, <=2, =3 or 3, got {text:?}"))
+    }
+
+    fn holds(self, observed: u32) -> bool {
+        match self {
+            Comparison::AtLeast(n) => observed >= n,
+            Comparison::AtMost(n) => observed <= n,
+            Comparison::Above(n) => observed > n,
+            Comparison::Below(n) => observed < n,
+            Comparison::Exactly(n) => observed == n,
+        }
+    }
+}
+
+/// What a `/clusterz` request waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitCondition {
+    /// Any of these statuses (empty: any status).
+    pub statuses: Vec<QuorumStatus>,
+    pub nodes: Option<Comparison>,
+    pub timeout: Duration,
+}
+
+/// Parses `10s`, `500ms`, `1m`, or a bare number of seconds.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("expected a duration like 10s or 500ms, got {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a duration"))
+}
+
+impl WaitCondition {
+    /// The condition a request asks for, if any. `Err((parameter, message))`
+    /// names the bad parameter.
+    pub fn from_query(pairs: &[(String, String)]) -> Result<Option<Self>, (&'static str, String)> {
+        let last = |name: &str| pairs.iter().filter(|(k, _)| k == name).last().map(|(_, v)| v.as_str());
+        let status = last("wait_for_status");
+        let nodes = last("wait_for_nodes");
+        if status.is_none() && nodes.is_none() {
+            if last("timeout").is_some() {
+                return Err(("timeout", "needs wait_for_status or wait_for_nodes".to_owned()));
+            }
+            return Ok(None);
+        }
+        let statuses = match status {
+            Some(text) => text
+                .split(['|', ','])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<QuorumStatus>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ("wait_for_status", e))?,
+            None => Vec::new(),
+        };
+        let nodes = nodes.map(Comparison::parse).transpose().map_err(|e| ("wait_for_nodes", e))?;
+        let timeout = match last("timeout") {
+            Some(text) => parse_timeout(text).map_err(|e| ("timeout", e))?,
+            None => DEFAULT_WAIT,
+        };
+        Ok(Some(Self { statuses, nodes, timeout: timeout.min(MAX_WAIT) }))
+    }
+
+    pub fn holds(&self, snapshot: &Snapshot) -> bool {
+        let status_ok = self.statuses.is_empty() || self.statuses.contains(&snapshot.quorum.status);
+        let nodes_ok = self.nodes.is_none_or(|c| c.holds(snapshot.quorum.observed_nodes));
+        status_ok && nodes_ok
+    }
+}
+
+pub(super) async fn clusterz(
+    parts: &http::request::Parts,
+    snapshot: Arc<Snapshot>,
+    reader: &SnapshotReader,
+    cx: &Context<'_>,
+) -> Answered {
+    let condition = match WaitCondition::from_query(&query_pairs(parts)) {
+        Ok(condition) => condition,
+        Err((parameter, message)) => return Answered { response: bad_parameter(parameter, &message), snapshot },
+    };
+    let Some(condition) = condition else {
+        let response = json_response(StatusCode::OK, &document(&snapshot, cx.now));
+        return Answered { response, snapshot };
+    };
+    let deadline = tokio::time::Instant::now() + condition.timeout;
+    let mut reader = reader.clone();
+    let mut current = snapshot;
+    loop {
+        if condition.holds(&current) {
+            let response = json_response(StatusCode::OK, &document(&current, SystemTime::now()));
+            return Answered { response, snapshot: current };
+        }
+        tokio::select! {
+            alive = reader.changed() => {
+                if !alive {
+                    break;
+                }
+                current = reader.current_and_mark_seen();
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let current = reader.current();
+    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, SystemTime::now()));
+    Answered { response, snapshot: current }
+}
+
+#[derive(Serialize)]
+struct ClusterDocument {
+    ok: bool,
+    cluster: ClusterSection,
+    contracts: Contracts,
+    coordination: Coordination,
+}
+
+#[derive(Serialize)]
+struct ClusterSection {
+    enabled: bool,
+    name: String,
+    node_id: String,
+    expected_nodes: u32,
+    observed_nodes: u32,
+    worker_pid: u32,
+    mode: &'static str,
+    quorum: QuorumSection,
+    generation: u64,
+    lifecycle: LifecycleSection,
+    members: Vec<MemberEntry>,
+}
+
+#[derive(Serialize)]
+struct QuorumSection {
+    status: &'static str,
+    met: bool,
+    observed_nodes: u32,
+    expected_nodes: u32,
+    policy: String,
+    required_nodes: u32,
+    failure_tolerance: u32,
+}
+
+#[derive(Serialize)]
+struct LifecycleSection {
+    started: bool,
+    draining: bool,
+    draining_since_utc: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MemberEntry {
+    node_id: String,
+    generation: u64,
+    http_url: Option<String>,
+    gossip_address: Option<String>,
+    state: &'static str,
+    #[serde(rename = "self")]
+    is_self: bool,
+    last_heard_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Contracts {
+    session: SessionContract,
+    realtime: RealtimeContract,
+}
+
+#[derive(Serialize)]
+struct SessionContract {
+    enabled: bool,
+    mode: &'static str,
+    shared_secret_required: bool,
+    shared_secret_configured: bool,
+}
+
+#[derive(Serialize)]
+struct RealtimeContract {
+    mode: &'static str,
+    cluster_broadcast: &'static str,
+}
+
+#[derive(Serialize)]
+struct Coordination {
+    membership_source: &'static str,
+    state: &'static str,
+    capability_matrix: CapabilityMatrix,
+    source_health: SourceHealthSection,
+    duplicate_node_ids: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct CapabilityMatrix {
+    cross_node_request_routing: &'static str,
+    cross_node_realtime_fanout: &'static str,
+    cross_node_jobs_deduplication: &'static str,
+    cross_node_cache_coherence: &'static str,
+}
+
+#[derive(Serialize)]
+struct SourceHealthSection {
+    ok: bool,
+    detail: String,
+    last_membership_change_utc: Option<String>,
+}
+
+fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
+    let identity = &snapshot.identity;
+    let quorum = &snapshot.quorum;
+    let membership = &snapshot.membership;
+    let settings = &snapshot.settings;
+    ClusterDocument {
+        ok: true,
+        cluster: ClusterSection {
+            enabled: identity.cluster_enabled,
+            name: identity.cluster_name.clone(),
+            node_id: identity.node_id.clone(),
+            expected_nodes: quorum.expected_nodes,
+            observed_nodes: quorum.observed_nodes,
+            worker_pid: identity.worker_pid,
+            mode: if identity.cluster_enabled { "multi_node" } else { "single_node" },
+            quorum: QuorumSection {
+                status: quorum.status.as_str(),
+                met: quorum.met,
+                observed_nodes: quorum.observed_nodes,
+                expected_nodes: quorum.expected_nodes,
+                policy: quorum.policy.name(),
+                required_nodes: quorum.required_nodes,
+                failure_tolerance: quorum.failure_tolerance,
+            },
+            generation: snapshot.generation,
+            lifecycle: LifecycleSection {
+                started: snapshot.lifecycle.started,
+                draining: snapshot.lifecycle.draining,
+                draining_since_utc: snapshot.lifecycle.draining_since.map(timestamp_utc),
+            },
+            members: membership
+                .members
+                .iter()
+                .map(|m| MemberEntry {
+                    node_id: m.node_id.clone(),
+                    generation: m.generation,
+                    http_url: m.http_url.clone(),
+                    gossip_address: m.gossip_address.clone(),
+                    state: m.state.as_str(),
+                    is_self: m.is_self,
+                    last_heard_ms: membership
+                        .heard
+                        .as_ref()
+                        .and_then(|clock| clock.last_heard(&m.node_id, m.generation))
+                        .map(|t| {
+                            u64::try_from(now.duration_since(t).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+                        }),
+                })
+                .collect(),
+        },
+        contracts: Contracts {
+            session: SessionContract {
+                enabled: settings.session_enabled,
+                mode: "cookie_signed",
+                shared_secret_required: settings.session_enabled && identity.cluster_enabled,
+                shared_secret_configured: settings.session_secret_configured,
+            },
+            realtime: RealtimeContract { mode: "node_local_pubsub", cluster_broadcast: "external_broker_required" },
+        },
+        coordination: Coordination {
+            membership_source: membership.source,
+            state: quorum.status.as_str(),
+            capability_matrix: CapabilityMatrix {
+                cross_node_request_routing: "external_load_balancer_required",
+                cross_node_realtime_fanout: "external_broker_required",
+                cross_node_jobs_deduplication: "external_queue_required",
+                cross_node_cache_coherence: "external_cache_required",
+            },
+            source_health: SourceHealthSection {
+                ok: membership.health.ok,
+                detail: membership.health.detail.clone(),
+                last_membership_change_utc: membership.health.last_membership_change.map(timestamp_utc),
+            },
+            duplicate_node_ids: membership.duplicate_node_ids.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    #[test]
+    fn wait_parameters() {
+        assert_eq!(WaitCondition::from_query(&pairs("format=json")), Ok(None));
+        let c =
+            WaitCondition::from_query(&pairs("wait_for_status=nominal|degraded&wait_for_nodes=%3E%3D3&timeout=500ms"))
+                .unwrap()
+                .unwrap();
+        assert_eq!(c.statuses, vec![QuorumStatus::Nominal, QuorumStatus::Degraded]);
+        assert_eq!(c.nodes, Some(Comparison::AtLeast(3)));
+        assert_eq!(c.timeout, Duration::from_millis(500));
+        let c = WaitCondition::from_query(&pairs("wait_for_nodes=2&timeout=10m")).unwrap().unwrap();
+        assert_eq!((c.nodes, c.timeout), (Some(Comparison::Exactly(2)), MAX_WAIT), "capped");
+        assert_eq!(WaitCondition::from_query(&pairs("wait_for_nodes=<3")).unwrap().unwrap().timeout, DEFAULT_WAIT);
+    }
+
+    #[test]
+    fn bad_wait_parameters_name_the_parameter() {
+        assert_eq!(WaitCondition::from_query(&pairs("wait_for_status=great")).unwrap_err().0, "wait_for_status");
+        assert_eq!(WaitCondition::from_query(&pairs("wait_for_nodes=lots")).unwrap_err().0, "wait_for_nodes");
+        assert_eq!(WaitCondition::from_query(&pairs("wait_for_nodes=3&timeout=5h")).unwrap_err().0, "timeout");
+        assert_eq!(WaitCondition::from_query(&pairs("timeout=5s")).unwrap_err().0, "timeout");
+    }
+
+    #[test]
+    fn comparisons() {
+        for (text, observed, holds) in
+            [(">=3", 3, true), (">3", 3, false), ("<3", 2, true), ("<=2", 3, false), ("=4", 4, true)]
+        {
+            assert_eq!(Comparison::parse(text).unwrap().holds(observed), holds, "{text} {observed}");
+        }
+    }
+}

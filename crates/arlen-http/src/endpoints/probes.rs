@@ -1,0 +1,307 @@
+//! `/healthz`, `/livez`, `/readyz`: the contract's text and JSON answers, and
+//! the Kubernetes grammar (`?verbose`, `?exclude=`, `/<signal>/<check>`).
+
+use arlen_cluster::Snapshot;
+use axum::response::Response;
+use http::StatusCode;
+use serde::Serialize;
+
+use super::{json_response, plain, query_pairs, timestamp_utc, wants_json, Context};
+use crate::metrics::REGISTRY_SOURCE;
+
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Health,
+    Live,
+    Ready,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Health => "health",
+            Signal::Live => "live",
+            Signal::Ready => "ready",
+        }
+    }
+
+    fn path_name(self) -> &'static str {
+        match self {
+            Signal::Health => "healthz",
+            Signal::Live => "livez",
+            Signal::Ready => "readyz",
+        }
+    }
+
+    /// The checks this probe's verdict is made of (liveness never looks at
+    /// the cluster).
+    fn checks(self) -> &'static [&'static str] {
+        match self {
+            Signal::Ready => &READY_CHECKS,
+            Signal::Health | Signal::Live => &READY_CHECKS[..3],
+        }
+    }
+}
+
+/// Every readiness check, in report order.
+pub const READY_CHECKS: [&str; 6] =
+    ["request_dispatch", "metrics_registry", "active_requests", "startup", "cluster_quorum", "draining"];
+
+/// One check's outcome.
+struct Outcome {
+    name: &'static str,
+    ok: bool,
+    reason: String,
+}
+
+fn outcomes(snapshot: &Snapshot, cx: &Context<'_>) -> Vec<Outcome> {
+    let readiness = snapshot.readiness_at(cx.monotonic_now);
+    let quorum = &snapshot.quorum;
+    let quorum_reason = format!(
+        "quorum not met: {}, {} of {} expected observed, {} required (policy {})",
+        quorum.status,
+        quorum.observed_nodes,
+        quorum.expected_nodes,
+        quorum.required_nodes,
+        quorum.policy.name()
+    );
+    vec![
+        Outcome { name: "request_dispatch", ok: true, reason: String::new() },
+        Outcome { name: "metrics_registry", ok: true, reason: String::new() },
+        Outcome { name: "active_requests", ok: true, reason: String::new() },
+        Outcome { name: "startup", ok: readiness.startup_ok, reason: "the node has not finished starting".to_owned() },
+        Outcome { name: "cluster_quorum", ok: readiness.quorum_ok, reason: quorum_reason },
+        Outcome { name: "draining", ok: !readiness.draining, reason: "the node is draining for shutdown".to_owned() },
+    ]
+}
+
+/// `exclude` parameters (repeatable, or comma-separated).
+fn excluded(parts: &http::request::Parts) -> Vec<String> {
+    query_pairs(parts)
+        .into_iter()
+        .filter(|(k, _)| k == "exclude")
+        .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+fn verbose(parts: &http::request::Parts) -> bool {
+    query_pairs(parts)
+        .iter()
+        .any(|(k, v)| k == "verbose" && !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no"))
+}
+
+pub(super) fn probe(
+    signal: Signal,
+    check: Option<&str>,
+    parts: &http::request::Parts,
+    snapshot: &Snapshot,
+    cx: &Context<'_>,
+) -> Response {
+    let all = outcomes(snapshot, cx);
+    let mine: Vec<&Outcome> = all.iter().filter(|o| signal.checks().contains(&o.name)).collect();
+    if let Some(name) = check {
+        return single_check(signal, name, &mine);
+    }
+    let excluded = excluded(parts);
+    let unknown: Vec<&String> = excluded.iter().filter(|e| !signal.checks().contains(&e.as_str())).collect();
+    let ok = signal != Signal::Ready || mine.iter().filter(|o| !excluded.iter().any(|e| e == o.name)).all(|o| o.ok);
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let warning = (!unknown.is_empty()).then(|| {
+        let names: Vec<String> = unknown.iter().map(|n| format!("{n:?}")).collect();
+        format!("warn: some health checks cannot be excluded: no matches for {}\n", names.join(", "))
+    });
+    if wants_json(parts, snapshot) {
+        return json_response(status, &document(signal, ok, snapshot, cx, &all, &excluded, &unknown));
+    }
+    if verbose(parts) {
+        let mut body = String::new();
+        for outcome in &mine {
+            let is_excluded = excluded.iter().any(|e| e == outcome.name);
+            let mark = if outcome.ok || is_excluded { '+' } else { '-' };
+            let verdict = match (is_excluded, outcome.ok) {
+                (true, true) => "excluded: ok".to_owned(),
+                (true, false) => format!("excluded: failed: {}", outcome.reason),
+                (false, true) => "ok".to_owned(),
+                (false, false) => format!("failed: {}", outcome.reason),
+            };
+            body.push_str(&format!("[{mark}]{} {verdict}\n", outcome.name));
+        }
+        body.push_str(warning.as_deref().unwrap_or(""));
+        body.push_str(&format!("{} check {}\n", signal.path_name(), if ok { "passed" } else { "failed" }));
+        return plain(status, body);
+    }
+    let word = match (signal, ok) {
+        (Signal::Health, _) => "ok\n",
+        (Signal::Live, _) => "live\n",
+        (Signal::Ready, true) => "ready\n",
+        (Signal::Ready, false) => "not_ready\n",
+    };
+    match warning {
+        Some(warning) => plain(status, format!("{word}{warning}")),
+        None => plain(status, word),
+    }
+}
+
+fn single_check(signal: Signal, name: &str, mine: &[&Outcome]) -> Response {
+    match mine.iter().find(|o| o.name == name) {
+        None => plain(
+            StatusCode::NOT_FOUND,
+            format!("no check named {name:?} on /{}; checks: {}\n", signal.path_name(), signal.checks().join(", ")),
+        ),
+        Some(outcome) if outcome.ok => plain(StatusCode::OK, "ok\n"),
+        Some(outcome) => {
+            plain(StatusCode::SERVICE_UNAVAILABLE, format!("[-]{} failed: {}\n", outcome.name, outcome.reason))
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProbeDocument {
+    ok: bool,
+    signal: &'static str,
+    status: &'static str,
+    timestamp_utc: String,
+    uptime_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready: Option<bool>,
+    checks: Checks,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    excluded: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unknown_excluded: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    request_dispatch: RequestDispatch,
+    metrics_registry: MetricsRegistry,
+    active_requests: ActiveRequests,
+    startup: Startup,
+    cluster_quorum: ClusterQuorum,
+    draining: Draining,
+}
+
+#[derive(Serialize)]
+struct RequestDispatch {
+    ok: bool,
+    mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct MetricsRegistry {
+    ok: bool,
+    source: &'static str,
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+struct ActiveRequests {
+    ok: bool,
+    value: f64,
+}
+
+#[derive(Serialize)]
+struct Startup {
+    ok: bool,
+    started: bool,
+    required_for_readyz: bool,
+}
+
+#[derive(Serialize)]
+struct ClusterQuorum {
+    ok: bool,
+    required_for_readyz: bool,
+    status: &'static str,
+    observed_nodes: u32,
+    expected_nodes: u32,
+    /// The gated verdict readiness uses.
+    met: bool,
+    /// The verdict of this moment, before hysteresis.
+    met_now: bool,
+    policy: String,
+    required_nodes: u32,
+    failure_tolerance: u32,
+    since_utc: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<PendingSection>,
+}
+
+#[derive(Serialize)]
+struct PendingSection {
+    met: bool,
+    effective_at_utc: String,
+}
+
+#[derive(Serialize)]
+struct Draining {
+    ok: bool,
+    draining: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since_utc: Option<String>,
+}
+
+fn document(
+    signal: Signal,
+    ok: bool,
+    snapshot: &Snapshot,
+    cx: &Context<'_>,
+    outcomes: &[Outcome],
+    excluded: &[String],
+    unknown: &[&String],
+) -> ProbeDocument {
+    let ok_of = |name: &str| outcomes.iter().find(|o| o.name == name).is_none_or(|o| o.ok);
+    let settings = &snapshot.settings;
+    let quorum = &snapshot.quorum;
+    let readiness = snapshot.readiness_at(cx.monotonic_now);
+    let gate = snapshot.gate;
+    let pending = gate.pending.filter(|p| p.effective_at.monotonic > cx.monotonic_now);
+    let (gated_met, since) = match gate.pending {
+        Some(p) if p.effective_at.monotonic <= cx.monotonic_now => (p.to_met, p.effective_at.wall),
+        _ => (gate.met, gate.since.wall),
+    };
+    ProbeDocument {
+        ok,
+        signal: signal.name(),
+        status: match (signal, ok) {
+            (Signal::Ready, true) => "ready",
+            (Signal::Ready, false) => "not_ready",
+            _ => "ok",
+        },
+        timestamp_utc: timestamp_utc(cx.now),
+        uptime_seconds: cx.uptime_seconds,
+        ready: (signal == Signal::Ready).then_some(ok),
+        checks: Checks {
+            request_dispatch: RequestDispatch { ok: true, mode: "in_process" },
+            metrics_registry: MetricsRegistry { ok: true, source: REGISTRY_SOURCE, enabled: settings.metrics_enabled },
+            active_requests: ActiveRequests { ok: true, value: cx.metrics.active_requests() as f64 },
+            startup: Startup {
+                ok: ok_of("startup"),
+                started: snapshot.lifecycle.started,
+                required_for_readyz: settings.readiness_requires_startup,
+            },
+            cluster_quorum: ClusterQuorum {
+                ok: ok_of("cluster_quorum"),
+                required_for_readyz: readiness.quorum_required,
+                status: quorum.status.as_str(),
+                observed_nodes: quorum.observed_nodes,
+                expected_nodes: quorum.expected_nodes,
+                met: gated_met,
+                met_now: quorum.met,
+                policy: quorum.policy.name(),
+                required_nodes: quorum.required_nodes,
+                failure_tolerance: quorum.failure_tolerance,
+                since_utc: timestamp_utc(since),
+                pending: pending
+                    .map(|p| PendingSection { met: p.to_met, effective_at_utc: timestamp_utc(p.effective_at.wall) }),
+            },
+            draining: Draining {
+                ok: ok_of("draining"),
+                draining: snapshot.lifecycle.draining,
+                since_utc: snapshot.lifecycle.draining_since.map(timestamp_utc),
+            },
+        },
+        excluded: excluded.iter().filter(|e| signal.checks().contains(&e.as_str())).cloned().collect(),
+        unknown_excluded: unknown.iter().map(|s| (*s).clone()).collect(),
+    }
+}
