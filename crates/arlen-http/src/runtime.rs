@@ -94,6 +94,8 @@ pub fn node_identity(config: &Config) -> NodeIdentity {
 pub(crate) struct Shared {
     pub(crate) reader: SnapshotReader,
     pub(crate) metrics: Metrics,
+    /// The listener has closed: every response asks the client to close.
+    closing: std::sync::atomic::AtomicBool,
     limits: RequestLimits,
     started_at: Instant,
 }
@@ -127,9 +129,19 @@ impl Runtime {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(apply_due_transitions(publisher.clone(), reader.clone()));
         }
-        let shared =
-            Shared { reader, metrics: Metrics::new(), limits: config.request_limits, started_at: Instant::now() };
+        let shared = Shared {
+            reader,
+            metrics: Metrics::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            limits: config.request_limits,
+            started_at: Instant::now(),
+        };
         Self { shared: Arc::new(shared), publisher }
+    }
+
+    /// From now on every response carries `Connection: close`.
+    pub fn set_closing(&self) {
+        self.shared.closing.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Applies the run-time settings of a reloaded configuration.
@@ -220,6 +232,9 @@ impl Shared {
             }
         }
         ids.apply(headers);
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         self.metrics.finish(response.status().as_u16(), started.elapsed());
     }
 

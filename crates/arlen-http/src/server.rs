@@ -15,6 +15,7 @@ use std::time::Duration;
 use arlen_config::Config;
 use axum::body::Body;
 use axum::response::Response;
+use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -108,24 +109,11 @@ where
     S::Future: Send + 'static,
 {
     let builder = connection_builder(&settings);
-    let mut busy_builder = connection_builder(&settings);
-    busy_builder.keep_alive(false);
+    let mut closing_builder = connection_builder(&settings);
+    closing_builder.keep_alive(false);
     let sessions = Arc::new(Semaphore::new(settings.max_sessions));
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off briefly and keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, builder: &hyper::server::conn::http1::Builder| {
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(stream);
         match sessions.clone().try_acquire_owned() {
@@ -146,23 +134,56 @@ where
                     let response = runtime.busy_response(request.headers());
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let connection = busy_builder.serve_connection(io, TowerToHyperService::new(busy));
+                let connection = closing_builder.serve_connection(io, TowerToHyperService::new(busy));
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
             }
         }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off briefly and keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        serve_one(stream, peer, &builder);
+    }
+    // Connections the kernel already completed are in the accept backlog: serve
+    // them (one request each) rather than let closing the socket reset them.
+    while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+        serve_one(stream, peer, &closing_builder);
     }
     drop(listener);
     tracing::info!(
         timeout_seconds = settings.graceful_timeout.as_secs(),
         "stopped accepting; finishing in-flight requests"
     );
+    let deadline = tokio::time::Instant::now() + settings.graceful_timeout;
+    // For a moment, requests still arriving on kept-alive connections are
+    // answered, with `Connection: close`, instead of racing a closing socket.
+    runtime.set_closing();
+    let linger_until = tokio::time::Instant::now() + CLOSING_LINGER.min(settings.graceful_timeout);
+    while graceful.count() > 0 && tokio::time::Instant::now() < linger_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(settings.graceful_timeout) => {
+        () = tokio::time::sleep_until(deadline) => {
             tracing::warn!("graceful timeout elapsed with connections still open; closing them");
         }
     }
     Ok(())
 }
+
+/// How long, after the listener closes, idle kept-alive connections stay open
+/// so a request already on its way is answered (with `Connection: close`).
+const CLOSING_LINGER: Duration = Duration::from_secs(1);

@@ -583,3 +583,170 @@ async fn one_snapshot_feeds_headers_and_body_while_membership_changes() {
     flipper.await.unwrap();
     assert!(generations.len() > 1, "membership changed during the run");
 }
+
+fn static_view(observed: u32) -> MembershipView {
+    MembershipView {
+        source: "static_config",
+        observed_nodes: observed,
+        members: Vec::new(),
+        health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
+        duplicate_node_ids: Vec::new(),
+        heard: None,
+    }
+}
+
+#[tokio::test]
+async fn majority_policy_keeps_two_of_three_ready_and_not_one() {
+    let node = start(
+        &[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"), ("ARLEN_CLUSTER_QUORUM_POLICY", "majority")]]
+            .concat(),
+        true,
+    )
+    .await;
+    let response = node.get("/readyz?format=json").await;
+    assert_eq!(response.status, 200, "2 of 3 is a majority");
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("degraded"), "status keeps its meaning");
+    let quorum = node.get("/clusterz").await.json()["cluster"]["quorum"].clone();
+    assert_contract_fields(
+        &quorum,
+        serde_json::json!({"status": "degraded", "met": true, "policy": "majority", "required_nodes": 2, "failure_tolerance": 0}),
+    );
+    node.runtime.publisher().set_membership(static_view(1));
+    assert_eq!(node.get("/readyz").await.status, 503, "a lone node is not a majority");
+    node.runtime.publisher().set_membership(static_view(3));
+    assert_eq!(node.get("/clusterz").await.json()["cluster"]["quorum"]["failure_tolerance"], 1);
+}
+
+#[tokio::test]
+async fn kubernetes_probe_grammar() {
+    let node = start(&[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1")]].concat(), true).await;
+    let verbose = node.get("/readyz?verbose").await;
+    assert_eq!(verbose.status, 503);
+    assert_eq!(
+        verbose.text(),
+        "[+]request_dispatch ok\n[+]metrics_registry ok\n[+]active_requests ok\n[+]startup ok\n\
+         [-]cluster_quorum failed: quorum not met: degraded, 2 of 3 expected observed, 3 required (policy all)\n\
+         [+]draining ok\nreadyz check failed\n"
+    );
+    let excluded = node.get("/readyz?verbose&exclude=cluster_quorum&exclude=nonsense").await;
+    assert_eq!(excluded.status, 200);
+    let text = excluded.text();
+    assert!(text.contains("[+]cluster_quorum excluded: failed: quorum not met"), "{text}");
+    assert!(text.contains("warn: some health checks cannot be excluded: no matches for \"nonsense\"\n"), "{text}");
+    assert!(text.ends_with("readyz check passed\n"), "{text}");
+    let plain = node.get("/readyz?exclude=cluster_quorum").await;
+    assert_eq!((plain.status, plain.text().as_str()), (200, "ready\n"));
+
+    let check = node.get("/readyz/cluster_quorum").await;
+    assert_eq!(check.status, 503);
+    assert!(check.text().starts_with("[-]cluster_quorum failed: quorum not met"), "{}", check.text());
+    assert_cluster_headers(&check, "degraded", "2");
+    let ok = node.get("/readyz/startup").await;
+    assert_eq!((ok.status, ok.text().as_str()), (200, "ok\n"));
+    let missing = node.get("/readyz/nope").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("checks: request_dispatch, metrics_registry"), "{}", missing.text());
+    assert_eq!(node.get("/livez/cluster_quorum").await.status, 404, "liveness has no cluster check");
+
+    let live = node.get("/livez?verbose").await;
+    assert_eq!(
+        (live.status, live.text().as_str()),
+        (200, "[+]request_dispatch ok\n[+]metrics_registry ok\n[+]active_requests ok\nlivez check passed\n")
+    );
+    let json = node.get("/readyz?format=json&exclude=cluster_quorum").await.json();
+    assert_eq!((json["ready"].clone(), json["excluded"].clone()), (true.into(), serde_json::json!(["cluster_quorum"])));
+}
+
+#[tokio::test]
+async fn clusterz_waits_for_a_state_and_wakes_on_change() {
+    let node = start(ALPHA, true).await;
+    let immediate = node.get("/clusterz?wait_for_status=degraded&wait_for_nodes=%3E%3D2&timeout=5s").await;
+    assert_eq!(immediate.status, 200);
+
+    let waiting = tokio::spawn({
+        let address = node.address;
+        async move { get_async(address, "/clusterz?wait_for_status=nominal&wait_for_nodes=%3E%3D3&timeout=20s", &[]).await }
+    });
+    // Once the waiting request is in flight, make the condition true.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.runtime.metrics().active_requests() < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "waiting request never arrived");
+        tokio::task::yield_now().await;
+    }
+    node.runtime.publisher().set_membership(static_view(3));
+    let response = waiting.await.unwrap().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["cluster"]["quorum"]["status"], "nominal");
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("nominal"), "headers from the snapshot that answered");
+
+    let timed_out = node.get("/clusterz?wait_for_status=partitioned&timeout=200ms").await;
+    assert_eq!(timed_out.status, 408);
+    assert_eq!(timed_out.json()["cluster"]["quorum"]["status"], "nominal");
+
+    let bad = node.get("/clusterz?wait_for_nodes=many").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().starts_with("bad request parameter wait_for_nodes:"), "{}", bad.text());
+}
+
+#[tokio::test]
+async fn hysteresis_holds_readiness_through_the_grace_then_flips_by_itself() {
+    let node = start(
+        &[
+            ALPHA,
+            &[
+                ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
+                ("ARLEN_CLUSTER_OBSERVED_NODES", "3"),
+                ("ARLEN_CLUSTER_QUORUM_LOSS_GRACE_MS", "400"),
+                ("ARLEN_CLUSTER_QUORUM_RECOVERY_STABLE_MS", "300"),
+            ],
+        ]
+        .concat(),
+        true,
+    )
+    .await;
+    // Recovery from the initial nothing-observed state must hold for 300 ms first.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.get("/readyz").await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost_at = tokio::time::Instant::now();
+    node.runtime.publisher().set_membership(static_view(2));
+    let during = node.get("/readyz?format=json").await;
+    if lost_at.elapsed() < Duration::from_millis(350) {
+        assert_eq!(during.status, 200, "inside the grace");
+        let quorum = &during.json()["checks"]["cluster_quorum"];
+        assert_eq!(
+            (quorum["status"].as_str(), quorum["met"].as_bool(), quorum["met_now"].as_bool()),
+            (Some("degraded"), Some(true), Some(false))
+        );
+        assert_eq!(quorum["pending"]["met"], false);
+        assert!(quorum["pending"]["effective_at_utc"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(during.header("X-Arlen-Cluster-Status"), Some("degraded"), "raw status shows the present");
+    // No further publish: the gate flips by itself once the grace has passed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.get("/readyz").await.status != 503 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lost_at.elapsed() >= Duration::from_millis(400), "flipped before the grace: {:?}", lost_at.elapsed());
+}
+
+#[tokio::test]
+async fn draining_takes_the_node_out_of_rotation_and_says_so() {
+    let node = start(ALPHA, true).await;
+    assert!(node.get("/").await.header("X-Arlen-Draining").is_none());
+    node.runtime.publisher().mark_draining();
+    let ready = node.get("/readyz?format=json").await;
+    assert_eq!(ready.status, 503);
+    let draining = &ready.json()["checks"]["draining"];
+    assert_eq!((draining["ok"].as_bool(), draining["draining"].as_bool()), (Some(false), Some(true)));
+    assert!(ready.has_exact_header("X-Arlen-Draining"));
+    assert_eq!(node.get("/livez").await.status, 200);
+    assert_eq!(node.get("/healthz").await.status, 200);
+    let app = node.get("/").await;
+    assert_eq!((app.status, app.header("X-Arlen-Draining")), (200, Some("1")));
+    assert_eq!(node.get("/clusterz").await.json()["cluster"]["lifecycle"]["draining"], true);
+    assert_eq!(node.get("/readyz/draining").await.status, 503);
+}

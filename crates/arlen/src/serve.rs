@@ -1,14 +1,49 @@
-//! `arlen serve`: one node.
+//! `arlen serve`: one node, from start to a drained stop.
+//!
+//! Start: configuration (exit 2 on error, nothing bound) → logging → runtime
+//! → HTTP listener → membership source → `started`.
+//! SIGHUP: reload the configuration files; apply what can change at run time.
+//! SIGTERM/SIGINT: drain — `/readyz` fails, peers are told, the node keeps
+//! serving for `shutdown.drainDelaySeconds` (a second signal skips it), then
+//! stops accepting, finishes in-flight requests within
+//! `shutdown.gracefulTimeoutSeconds`, leaves the cluster and exits 0.
 
 use std::process::ExitCode;
 
-use arlen_config::Config;
+use arlen_config::{Config, LoadOptions, Loaded, ProcessEnvironment};
 use arlen_http::{Runtime, ServerSettings};
 use axum::routing::get;
 use axum::Router;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::ServeArgs;
 use crate::config_cmd::{load_options, load_or_report};
+
+/// Keys whose new value only takes effect after a restart.
+const RESTART_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "logFormat",
+    "logLevel",
+    "listenBacklog",
+    "connectionTimeoutSeconds",
+    "enableReusePort",
+    "requestLimits.maxRequestLineBytes",
+    "requestLimits.maxHeaderBytes",
+    "requestLimits.maxBodyBytes",
+    "runtimeLimits.maxConcurrentHTTPSessions",
+    "cluster.enabled",
+    "cluster.name",
+    "cluster.nodeID",
+    "cluster.membership.source",
+    "cluster.gossip.listen",
+    "cluster.gossip.advertise",
+    "cluster.gossip.seeds",
+    "cluster.gossip.intervalMs",
+    "cluster.gossip.phiThreshold",
+    "cluster.gossip.deadMemberTtlSeconds",
+    "cluster.faultInjection.enabled",
+];
 
 pub fn run(args: ServeArgs) -> ExitCode {
     let mut options = load_options(&args.location);
@@ -24,7 +59,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(serve(loaded.config)) {
+    match runtime.block_on(serve(options, loaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -41,10 +76,49 @@ fn demo_app(config: &Config) -> Router {
     Router::new().route("/", get(move || async move { greeting }))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    // Install signal handlers before anything else, so an early SIGTERM is a
-    // graceful stop rather than the default abrupt exit.
-    let signals = ShutdownSignals::install()?;
+/// The signals `serve` reacts to, installed before anything else so an early
+/// SIGTERM is a graceful stop rather than the default abrupt exit.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+enum Received {
+    Stop(&'static str),
+    Reload,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = self.terminate.recv() => Received::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => Received::Stop("SIGINT"),
+            _ = self.hangup.recv() => Received::Reload,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (SIGHUP is ignored while stopping).
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let Received::Stop(name) = self.next().await {
+                return name;
+            }
+        }
+    }
+}
+
+async fn serve(options: LoadOptions, loaded: Loaded) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let config = loaded.config.clone();
     let runtime = Runtime::new(&config);
     let listener = arlen_http::bind(&config)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}:{}: {error}", config.host, config.port))?;
@@ -68,32 +142,62 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     runtime.publisher().mark_started();
     tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
 
-    let signal = signals.recv().await;
-    tracing::info!(signal, "shutting down");
-    membership.leave().await;
+    let mut current = loaded.clone();
+    let signal = loop {
+        match signals.next().await {
+            Received::Reload => current = reload(&options, &loaded, current, &runtime),
+            Received::Stop(name) => break name,
+        }
+    };
+
+    let shutdown = current.config.shutdown;
+    runtime.publisher().mark_draining();
+    membership.announce_draining().await;
+    tracing::info!(
+        signal,
+        drain_delay_seconds = shutdown.drain_delay.as_secs(),
+        "draining: /readyz answers 503 and the node keeps serving until the drain delay ends (a second signal skips it)"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(shutdown.drain_delay) => {}
+        second = signals.next_stop() => tracing::info!(signal = second, "second signal: skipping the rest of the drain delay"),
+    }
     let _ = stop_tx.send(());
     server.await??;
+    membership.leave().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-struct ShutdownSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
-    }
-
-    async fn recv(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+/// Reloads the configuration files. A configuration that does not load is
+/// rejected with its errors logged, and the running one kept. `started` is the
+/// configuration the node started with (what restart-only keys still run on).
+fn reload(options: &LoadOptions, started: &Loaded, current: Loaded, runtime: &Runtime) -> Loaded {
+    tracing::info!("SIGHUP: reloading configuration");
+    let next = match arlen_config::load(options, &ProcessEnvironment) {
+        Ok(next) => next,
+        Err(errors) => {
+            tracing::error!("configuration reload rejected, keeping the running configuration: {errors}");
+            return current;
         }
+    };
+    for warning in &next.warnings {
+        tracing::warn!("{warning}");
     }
+    let needs_restart: Vec<&str> = RESTART_KEYS
+        .iter()
+        .copied()
+        .filter(|key| started.setting(key).map(|s| &s.value) != next.setting(key).map(|s| &s.value))
+        .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(keys = ?needs_restart, "these changes need a restart to take effect; the running values stay");
+    }
+    runtime.apply_settings(&next.config);
+    if started.config.cluster.membership.source == arlen_config::MembershipSource::StaticConfig {
+        runtime.publisher().set_membership(arlen_membership::static_view(&next.config, std::time::SystemTime::now()));
+    }
+    tracing::info!("configuration reloaded");
+    next
 }
 
 fn register_gossip_metrics(runtime: &Runtime, traffic: &std::sync::Arc<arlen_membership::GossipTraffic>) {

@@ -1,0 +1,201 @@
+//! Drain on SIGTERM, the second signal, and SIGHUP reload, on real processes.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arlen_testkit::{free_port, poll_until, ArlenProcess, RawResponse};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+const CLUSTER: &[(&str, &str)] = &[
+    ("ARLEN_CLUSTER_ENABLED", "1"),
+    ("ARLEN_CLUSTER_NAME", "alpha"),
+    ("ARLEN_CLUSTER_NODE_ID", "node-a"),
+    ("ARLEN_CLUSTER_EXPECTED_NODES", "3"),
+];
+
+/// Reads one response from a kept-alive connection (needs Content-Length).
+fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return RawResponse::parse(&bytes[..end + 4 + length]).map_err(std::io::Error::other);
+            }
+        }
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {} bytes", bytes.len()),
+            ));
+        }
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// What the client saw while the node drained.
+#[derive(Debug, Default)]
+struct Tally {
+    complete: usize,
+    while_not_ready: usize,
+    with_connection_close: usize,
+    failed: Vec<String>,
+    refused: bool,
+}
+
+/// Sends `GET /` on kept-alive connections (reconnecting when asked to close)
+/// and checks `/readyz` every few requests, until the listener refuses.
+fn keep_sending(address: SocketAddr, limit: Duration) -> Tally {
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    let mut connection: Option<TcpStream> = None;
+    let mut not_ready_seen = false;
+    for sent in 0..200_000usize {
+        assert!(started.elapsed() < limit, "the node never stopped accepting: {tally:?}");
+        let stream = match connection.as_mut() {
+            Some(stream) => stream,
+            None => match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    connection.insert(stream)
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tally.refused = true;
+                    return tally;
+                }
+                Err(error) => panic!("connect failed: {error}"),
+            },
+        };
+        let target = if sent % 5 == 0 { "/readyz" } else { "/" };
+        let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let outcome = stream.write_all(request.as_bytes()).and_then(|()| read_response(stream));
+        match outcome {
+            Ok(response) => {
+                tally.complete += 1;
+                if target == "/readyz" && response.status == 503 {
+                    not_ready_seen = true;
+                }
+                if target == "/" && not_ready_seen {
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.header("X-Arlen-Draining"), Some("1"), "{}", response.head);
+                    tally.while_not_ready += 1;
+                }
+                if response.header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                    tally.with_connection_close += 1;
+                    connection = None;
+                }
+            }
+            Err(error) => {
+                tally.failed.push(format!("request {sent} to {target}: {error}"));
+                connection = None;
+            }
+        }
+    }
+    tally
+}
+
+#[test]
+fn drain_serves_every_request_sent_before_the_listener_closed() {
+    let app = tempfile::tempdir().unwrap();
+    let mut node = ArlenProcess::serve(
+        binary(),
+        app.path(),
+        &[CLUSTER, &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "1"), ("ARLEN_SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", "5")]]
+            .concat(),
+    );
+    node.wait_live();
+    let address = node.address();
+    let client = std::thread::spawn(move || keep_sending(address, Duration::from_secs(30)));
+    // Let traffic flow, then ask the node to stop.
+    poll_until("some traffic", Duration::from_secs(10), || {
+        arlen_testkit::get(address, "/metrics", &[])
+            .ok()
+            .and_then(|r| arlen_testkit::get(address, "/metrics", &[]).ok().map(|_| r))
+            .and_then(|r| arlen_http_total(&r.text()).filter(|n| *n > 50.0))
+    });
+    node.signal("TERM");
+    let tally = client.join().unwrap();
+    assert!(tally.failed.is_empty(), "requests failed during the drain: {:#?}", tally.failed);
+    assert!(tally.refused, "the client stopped only when the listener refused");
+    assert!(tally.while_not_ready > 0, "traffic was still served while /readyz said 503: {tally:?}");
+    assert!(tally.with_connection_close > 0, "kept-alive connections were told to close: {tally:?}");
+    assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", node.stderr());
+    let stderr = node.stderr();
+    assert!(stderr.contains("draining: /readyz answers 503"), "{stderr}");
+}
+
+fn arlen_http_total(metrics: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix("aln_http_requests_total ").and_then(|v| v.parse().ok()))
+}
+
+#[test]
+fn a_second_signal_skips_the_drain_delay() {
+    let app = tempfile::tempdir().unwrap();
+    let mut node =
+        ArlenProcess::serve(binary(), app.path(), &[CLUSTER, &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "60")]].concat());
+    node.wait_live();
+    node.signal("TERM");
+    poll_until("draining", Duration::from_secs(10), || (node.get("/readyz").status == 503).then_some(()));
+    assert_eq!(node.get("/livez").status, 200, "liveness holds while draining");
+    let signalled = Instant::now();
+    node.signal("INT");
+    assert_eq!(node.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    assert!(node.stderr().contains("second signal: skipping the rest of the drain delay"), "{}", node.stderr());
+}
+
+#[test]
+fn sighup_reloads_what_can_change_and_keeps_the_rest() {
+    let app = tempfile::tempdir().unwrap();
+    let config = app.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let write = |text: &str| std::fs::write(config.join("app.toml"), text).unwrap();
+    write("[cluster]\nenabled = true\nname = \"alpha\"\nexpectedNodes = 3\nobservedNodes = 2\n");
+    let mut node = ArlenProcess::serve(binary(), app.path(), &[("ARLEN_CLUSTER_NODE_ID", "node-a")]);
+    node.wait_live();
+    assert_eq!(node.get("/").header("X-Arlen-Cluster-Status"), Some("degraded"));
+
+    write("[cluster]\nenabled = true\nname = \"alpha\"\nexpectedNodes = 2\nobservedNodes = 2\nquorumPolicy = \"majority\"\n[observability]\nreadinessRequiresClusterQuorum = true\n");
+    node.signal("HUP");
+    poll_until("reload applied", Duration::from_secs(10), || {
+        (node.get("/").header("X-Arlen-Cluster-Status") == Some("nominal")).then_some(())
+    });
+    let quorum = node.get("/clusterz").json()["cluster"]["quorum"].clone();
+    assert_eq!((quorum["expected_nodes"].as_u64(), quorum["policy"].as_str()), (Some(2), Some("majority")));
+    assert_eq!(node.get("/readyz?format=json").json()["checks"]["cluster_quorum"]["required_for_readyz"], true);
+
+    // A broken file is rejected; the running configuration stays.
+    write("[cluster]\nexpectedNodes = \"lots\"\n");
+    node.signal("HUP");
+    poll_until("rejection logged", Duration::from_secs(10), || {
+        node.stderr().contains("configuration reload rejected, keeping the running configuration").then_some(())
+    });
+    assert!(node.stderr().contains("key cluster.expectedNodes"), "{}", node.stderr());
+    assert_eq!(node.get("/clusterz").json()["cluster"]["expected_nodes"], 2);
+
+    // Listener settings need a restart, and the log says so. (The port in the
+    // file would not even count: the --port flag beats it.)
+    let other_port = free_port();
+    write(&format!(
+        "port = {other_port}\nconnectionTimeoutSeconds = 7\n[cluster]\nenabled = true\nname = \"alpha\"\nexpectedNodes = 2\nobservedNodes = 2\n"
+    ));
+    node.signal("HUP");
+    poll_until("restart warning", Duration::from_secs(10), || {
+        node.stderr().contains("these changes need a restart to take effect").then_some(())
+    });
+    let stderr = node.stderr();
+    assert!(stderr.contains("\"connectionTimeoutSeconds\""), "{stderr}");
+    assert!(!stderr.contains("\"port\""), "the flag keeps the port: {stderr}");
+    assert_eq!(node.get("/livez").status, 200, "still on the old port");
+}
