@@ -274,3 +274,32 @@ fn arlen_up_refuses_a_taken_port() {
     assert!(stderr.contains(&format!("port {port} is taken for HTTP (TCP)")), "{stderr}");
     assert!(stderr.contains("choose another --base-port"), "{stderr}");
 }
+
+#[test]
+fn a_draining_node_is_shown_draining_to_peers_then_left() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<ArlenProcess> = (0..3)
+        .map(|i| start_node("gamma", i, &ports, &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "2")]))
+        .collect();
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    let mut draining = nodes.pop().unwrap();
+    draining.signal("TERM");
+    for node in &nodes {
+        poll_until("peers to see gamma-3 draining", Duration::from_secs(5), || {
+            (member_state(node, "gamma-3").as_deref() == Some("draining")).then_some(())
+        });
+        assert_eq!(observed(node), Some(2), "a draining node is not counted");
+    }
+    // Still serving while it drains, out of rotation.
+    let ready = draining.get("/readyz");
+    assert_eq!((ready.status, ready.header("X-Arlen-Draining")), (503, Some("1")));
+    assert_eq!(clusterz(&draining).unwrap()["cluster"]["lifecycle"]["draining"], true);
+    for node in &nodes {
+        poll_until("peers to see gamma-3 leave", Duration::from_secs(10), || {
+            (member_state(node, "gamma-3").as_deref() == Some("left")).then_some(())
+        });
+    }
+    assert_eq!(draining.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
