@@ -278,9 +278,8 @@ fn arlen_up_refuses_a_taken_port() {
 #[test]
 fn a_draining_node_is_shown_draining_to_peers_then_left() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<ArlenProcess> = (0..3)
-        .map(|i| start_node("gamma", i, &ports, &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "2")]))
-        .collect();
+    let mut nodes: Vec<ArlenProcess> =
+        (0..3).map(|i| start_node("gamma", i, &ports, &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "2")])).collect();
     for node in &nodes {
         wait_observed(node, 3, Duration::from_secs(15));
     }
