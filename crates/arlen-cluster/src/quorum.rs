@@ -172,7 +172,7 @@ mod tests {
         assert_eq!((one.status, one.met), (QuorumStatus::Degraded, false));
         let five = evaluate_quorum_with(true, 5, 5, QuorumPolicy::Majority);
         assert_eq!((five.required_nodes, five.failure_tolerance), (3, 2));
-        assert_eq!(evaluate_quorum_with(true, 4, 2, QuorumPolicy::Majority).met, false, "2 of 4 is not a majority");
+        assert!(!evaluate_quorum_with(true, 4, 2, QuorumPolicy::Majority).met, "2 of 4 is not a majority");
     }
 
     #[test]

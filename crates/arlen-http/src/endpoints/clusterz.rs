@@ -93,7 +93,7 @@ impl WaitCondition {
     /// The condition a request asks for, if any. `Err((parameter, message))`
     /// names the bad parameter.
     pub fn from_query(pairs: &[(String, String)]) -> Result<Option<Self>, (&'static str, String)> {
-        let last = |name: &str| pairs.iter().filter(|(k, _)| k == name).last().map(|(_, v)| v.as_str());
+        let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let status = last("wait_for_status");
         let nodes = last("wait_for_nodes");
         if status.is_none() && nodes.is_none() {

@@ -164,8 +164,7 @@ fn wants_json(parts: &http::request::Parts, snapshot: &Snapshot) -> bool {
     if !snapshot.settings.health_details_enabled {
         return false;
     }
-    let format =
-        query_pairs(parts).into_iter().filter(|(k, _)| k == "format").last().map(|(_, v)| v.to_ascii_lowercase());
+    let format = query_pairs(parts).into_iter().rev().find(|(k, _)| k == "format").map(|(_, v)| v.to_ascii_lowercase());
     match format {
         Some(format) if format == "json" => true,
         _ => accepts_json(parts),
