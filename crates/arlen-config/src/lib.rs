@@ -254,6 +254,7 @@ impl QuorumPolicySetting {
 pub enum MembershipSource {
     StaticConfig,
     Gossip,
+    Etcd,
 }
 
 impl MembershipSource {
@@ -261,6 +262,7 @@ impl MembershipSource {
         match self {
             MembershipSource::StaticConfig => "static_config",
             MembershipSource::Gossip => "gossip",
+            MembershipSource::Etcd => "etcd",
         }
     }
 }
@@ -269,6 +271,31 @@ impl MembershipSource {
 pub struct MembershipConfig {
     pub source: MembershipSource,
     pub gossip: GossipConfig,
+    pub etcd: EtcdConfig,
+}
+
+/// Settings of the `etcd` membership source.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Members register at `<prefix><node id>`.
+    pub prefix: String,
+    pub lease_ttl: Duration,
+    pub username: String,
+    /// Never printed; `Debug` masks it.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("username", &self.username)
+            .field("password_configured", &!self.password.is_empty())
+            .finish()
+    }
 }
 
 /// Settings of the `gossip` membership source.
@@ -433,7 +460,10 @@ impl<'a> Loader<'a> {
 
     fn parse_value(&mut self, spec: &'static KeySpec, raw: Raw, source: &Source) -> Result<Typed, String> {
         if spec.kind == Kind::AddressList {
-            return parse_address_list(raw);
+            return parse_list(raw, value::parse_address);
+        }
+        if spec.kind == Kind::UrlList {
+            return parse_list(raw, value::parse_url);
         }
         let text = match raw {
             Raw::Text(text) => text,
@@ -469,7 +499,7 @@ impl<'a> Loader<'a> {
             Kind::Text | Kind::Secret => Ok(Typed::Text(text.trim().to_owned())),
             Kind::Address => value::parse_address(&text).map(Typed::Text),
             Kind::QuorumPolicy => QuorumPolicySetting::parse(&text).map(|p| Typed::Text(p.name())),
-            Kind::AddressList => unreachable!("handled above"),
+            Kind::AddressList | Kind::UrlList => unreachable!("handled above"),
             Kind::OneOf(words) => {
                 let lower = text.trim().to_ascii_lowercase();
                 if words.contains(&lower.as_str()) {
@@ -495,6 +525,18 @@ impl<'a> Loader<'a> {
     /// Rules that span keys; run after every default is known.
     fn check_cross_key_rules(&mut self, settings: &[Setting]) {
         let get = |key: &str| settings.iter().find(|s| s.spec.key == key);
+        let uses_etcd = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("etcd".into()));
+        if let Some(endpoints) = get("cluster.etcd.endpoints").filter(|_| uses_etcd) {
+            if endpoints.value == Typed::List(Vec::new()) && !self.errors.iter().any(|e| e.key.as_deref() == Some("cluster.etcd.endpoints")) {
+                self.errors.push(
+                    ConfigError::new(format!(
+                        "required when cluster.membership.source is etcd; set {} to the etcd client URLs",
+                        endpoints.spec.variable()
+                    ))
+                    .for_key("cluster.etcd.endpoints"),
+                );
+            }
+        }
         let uses_gossip = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("gossip".into()));
         // An advertise address derived from a value that already failed would
         // only repeat that error.
@@ -530,6 +572,10 @@ impl<'a> Loader<'a> {
             (Some(Typed::Text(host)), Some(Typed::Integer(port))) => value::join_host_port(&host, port),
             _ => String::new(),
         };
+        let cluster_name = match value_of(settings, "cluster.name") {
+            Some(Typed::Text(name)) if !name.trim().is_empty() => name.trim().to_owned(),
+            _ => "default".to_owned(),
+        };
         let hostname = self.env.hostname().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty());
         for setting in settings.iter_mut() {
             let is_default = setting.source == Source::Default;
@@ -553,6 +599,10 @@ impl<'a> Loader<'a> {
                 "cluster.name" if setting.value == Typed::Text(String::new()) => {
                     setting.value = Typed::Text("default".to_owned());
                     setting.source = Source::ComputedDefault("empty name means default");
+                }
+                "cluster.etcd.prefix" if is_default => {
+                    setting.value = Typed::Text(format!("/arlen/clusters/{cluster_name}/members/"));
+                    setting.source = Source::ComputedDefault("from cluster.name");
                 }
                 "shutdown.drainDelaySeconds" if is_default => {
                     let quick = matches!(env_name, "development" | "test");
@@ -579,7 +629,7 @@ impl<'a> Loader<'a> {
     }
 }
 
-fn parse_address_list(raw: Raw) -> Result<Typed, String> {
+fn parse_list(raw: Raw, parse_item: fn(&str) -> Result<String, String>) -> Result<Typed, String> {
     let items: Vec<String> = match raw {
         Raw::Text(text) | Raw::Json(Value::String(text)) => {
             text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
@@ -593,19 +643,19 @@ fn parse_address_list(raw: Raw) -> Result<Typed, String> {
             .collect::<Result<_, _>>()?,
         Raw::Json(other) => return Err(format!("expected a list of `host:port`, found {}", json_kind(&other))),
     };
-    items.iter().map(|item| value::parse_address(item)).collect::<Result<Vec<_>, _>>().map(Typed::List)
+    items.iter().map(|item| parse_item(item)).collect::<Result<Vec<_>, _>>().map(Typed::List)
 }
 
 fn plain_default(spec: &KeySpec) -> Typed {
     match spec.default {
         registry::Default::Bool(b) => Typed::Bool(b),
         registry::Default::Integer(i) => Typed::Integer(i),
-        registry::Default::Text("") if spec.kind == Kind::AddressList => Typed::List(Vec::new()),
+        registry::Default::Text("") if matches!(spec.kind, Kind::AddressList | Kind::UrlList) => Typed::List(Vec::new()),
         registry::Default::Text(t) => Typed::Text(t.to_owned()),
         registry::Default::Computed(_) => match spec.kind {
             Kind::Bool => Typed::Bool(false),
             Kind::Integer { min, .. } => Typed::Integer(min),
-            Kind::AddressList => Typed::List(Vec::new()),
+            Kind::AddressList | Kind::UrlList => Typed::List(Vec::new()),
             _ => Typed::Text(String::new()),
         },
     }
@@ -628,6 +678,7 @@ fn expected_name(kind: Kind) -> &'static str {
         Kind::Text | Kind::Secret | Kind::OneOf(_) => "text",
         Kind::Address => "`host:port`",
         Kind::QuorumPolicy => "a quorum policy",
+        Kind::UrlList => "a list of URLs",
         Kind::AddressList => "a list of `host:port`",
     }
 }
@@ -713,10 +764,17 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             quorum_loss_grace: millis(int("cluster.quorumLossGraceMs")),
             quorum_recovery_stable: millis(int("cluster.quorumRecoveryStableMs")),
             membership: MembershipConfig {
-                source: if text("cluster.membership.source") == "gossip" {
-                    MembershipSource::Gossip
-                } else {
-                    MembershipSource::StaticConfig
+                source: match text("cluster.membership.source").as_str() {
+                    "gossip" => MembershipSource::Gossip,
+                    "etcd" => MembershipSource::Etcd,
+                    _ => MembershipSource::StaticConfig,
+                },
+                etcd: EtcdConfig {
+                    endpoints: list("cluster.etcd.endpoints"),
+                    prefix: text("cluster.etcd.prefix"),
+                    lease_ttl: seconds(int("cluster.etcd.leaseTtlSeconds")),
+                    username: text("cluster.etcd.username"),
+                    password: text("cluster.etcd.password"),
                 },
                 gossip: GossipConfig {
                     listen: text("cluster.gossip.listen"),

@@ -37,6 +37,8 @@ pub enum Kind {
     AddressList,
     /// `all`, `majority`, or a positive integer.
     QuorumPolicy,
+    /// A list of `http://` or `https://` URLs: comma-separated text, or a list in a file.
+    UrlList,
 }
 
 /// A key's default.
@@ -92,6 +94,7 @@ impl KeySpec {
             Kind::Address => "`host:port`".to_owned(),
             Kind::AddressList => "comma-separated `host:port` list".to_owned(),
             Kind::QuorumPolicy => "`all`, `majority` or a positive integer".to_owned(),
+            Kind::UrlList => "comma-separated `http(s)://host:port` list".to_owned(),
         }
     }
 
@@ -273,13 +276,18 @@ pub const KEYS: &[KeySpec] = &[
     key!("cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), or at least N"),
     key!("cluster.quorumLossGraceMs", "CLUSTER_QUORUM_LOSS_GRACE_MS", AT_LEAST_0, Default::Integer(0), "readiness stays ready until quorum has been lost this long"),
     key!("cluster.quorumRecoveryStableMs", "CLUSTER_QUORUM_RECOVERY_STABLE_MS", AT_LEAST_0, Default::Integer(0), "readiness returns only after quorum has held this long"),
-    key!("cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`) or live (`gossip`)"),
+    key!("cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip", "etcd"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`), or live (`gossip`, `etcd`)"),
     key!("cluster.gossip.listen", "CLUSTER_GOSSIP_LISTEN", Kind::Address, Default::Computed("`host:port` of the HTTP listener"), "UDP address gossip binds"),
     key!("cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
     key!("cluster.gossip.seeds", "CLUSTER_GOSSIP_SEEDS", Kind::AddressList, Default::Text(""), "peers to join through; names are re-resolved every minute"),
     key!("cluster.gossip.intervalMs", "CLUSTER_GOSSIP_INTERVAL_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "gossip round period; also the heartbeat period"),
     key!("cluster.gossip.phiThreshold", "CLUSTER_GOSSIP_PHI_THRESHOLD", Kind::Integer { min: 2, max: 100, out_of_range: OutOfRange::Clamp }, Default::Integer(8), "a member is dead after this many mean heartbeat intervals of silence"),
     key!("cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
+    key!("cluster.etcd.endpoints", "CLUSTER_ETCD_ENDPOINTS", Kind::UrlList, Default::Text(""), "etcd client URLs, comma-separated; required when the source is `etcd`"),
+    key!("cluster.etcd.prefix", "CLUSTER_ETCD_PREFIX", Kind::Text, Default::Computed("`/arlen/clusters/<cluster.name>/members/`"), "key prefix under which members register"),
+    key!("cluster.etcd.leaseTtlSeconds", "CLUSTER_ETCD_LEASE_TTL_SECONDS", Kind::Integer { min: 2, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(3), "registration lease; a crashed node disappears after it, and a node that cannot reach etcd this long reports `partitioned`"),
+    key!("cluster.etcd.username", "CLUSTER_ETCD_USERNAME", Kind::Text, Default::Text(""), "etcd user, when etcd has authentication on"),
+    key!("cluster.etcd.password", "CLUSTER_ETCD_PASSWORD", Kind::Secret, Default::Text(""), "etcd password; never printed"),
     key!("cluster.faultInjection.enabled", "CLUSTER_FAULT_INJECTION_ENABLED", Kind::Bool, Default::Bool(false), "wrap the gossip transport in fault rules (drills); off costs nothing"),
     key!("shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
     key!("shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),

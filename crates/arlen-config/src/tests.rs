@@ -82,6 +82,13 @@ fn defaults_match_the_contract_table() {
                     phi_threshold: 8,
                     dead_member_ttl: Duration::from_secs(60),
                 },
+                etcd: EtcdConfig {
+                    endpoints: Vec::new(),
+                    prefix: "/arlen/clusters/default/members/".into(),
+                    lease_ttl: Duration::from_secs(3),
+                    username: String::new(),
+                    password: String::new(),
+                },
             },
         }
     );
@@ -420,4 +427,34 @@ fn gossip_needs_a_reachable_advertise_address_and_valid_addresses() {
         "key cluster.gossip.advertise: 0.0.0.0:3000 is not an address peers can reach; set cluster.gossip.advertise (ARLEN_CLUSTER_GOSSIP_ADVERTISE) to this node's reachable address"
     );
     assert!(App::new().load(&[("ARLEN_HOST", "0.0.0.0")]).is_ok(), "static membership does not care");
+}
+
+#[test]
+fn etcd_source_needs_endpoints_and_masks_the_password() {
+    let errors = App::new().load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd")]).unwrap_err();
+    assert_eq!(
+        errors.0[0].to_string(),
+        "key cluster.etcd.endpoints: required when cluster.membership.source is etcd; set ARLEN_CLUSTER_ETCD_ENDPOINTS to the etcd client URLs"
+    );
+    let loaded = App::new()
+        .load(&[
+            ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd"),
+            ("ARLEN_CLUSTER_NAME", "shop"),
+            ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "http://10.0.0.1:2379, https://etcd.example:2379/"),
+            ("ARLEN_CLUSTER_ETCD_LEASE_TTL_SECONDS", "1"),
+            ("ARLEN_CLUSTER_ETCD_PASSWORD", "pw-secret"),
+        ])
+        .unwrap();
+    let etcd = &loaded.config.cluster.membership.etcd;
+    assert_eq!(etcd.endpoints, vec!["http://10.0.0.1:2379", "https://etcd.example:2379"]);
+    assert_eq!(etcd.prefix, "/arlen/clusters/shop/members/");
+    assert_eq!(etcd.lease_ttl, Duration::from_secs(2), "clamped to etcd's minimum");
+    assert!(loaded.warnings.iter().any(|w| w.contains("cluster.etcd.leaseTtlSeconds = 1")), "{:?}", loaded.warnings);
+    assert_eq!(loaded.setting("cluster.etcd.password").unwrap().display_value(), "(configured)");
+    assert!(!format!("{:?}", loaded.config).contains("pw-secret"));
+    let errors = App::new()
+        .load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd"), ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "10.0.0.1:2379")])
+        .unwrap_err();
+    assert!(errors.0[0].to_string().contains("expected an http:// or https:// URL"), "{}", errors.0[0]);
+    assert_eq!(errors.0.len(), 1, "no second error about missing endpoints: {:?}", errors.0);
 }

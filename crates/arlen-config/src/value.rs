@@ -42,6 +42,18 @@ pub fn parse_address(raw: &str) -> Result<String, String> {
     }
 }
 
+/// Validates an `http://` or `https://` URL with a `host:port`.
+pub fn parse_url(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| format!("expected an http:// or https:// URL, got {raw:?}"))?;
+    let authority = rest.trim_end_matches('/');
+    parse_address(authority).map_err(|_| format!("expected http(s)://host:port, got {raw:?}"))?;
+    Ok(trimmed.trim_end_matches('/').to_owned())
+}
+
 /// `host:port`, with IPv6 literals in brackets.
 pub fn join_host_port(host: &str, port: i64) -> String {
     if host.contains(':') && !host.starts_with('[') {
