@@ -527,7 +527,9 @@ impl<'a> Loader<'a> {
         let get = |key: &str| settings.iter().find(|s| s.spec.key == key);
         let uses_etcd = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("etcd".into()));
         if let Some(endpoints) = get("cluster.etcd.endpoints").filter(|_| uses_etcd) {
-            if endpoints.value == Typed::List(Vec::new()) && !self.errors.iter().any(|e| e.key.as_deref() == Some("cluster.etcd.endpoints")) {
+            if endpoints.value == Typed::List(Vec::new())
+                && !self.errors.iter().any(|e| e.key.as_deref() == Some("cluster.etcd.endpoints"))
+            {
                 self.errors.push(
                     ConfigError::new(format!(
                         "required when cluster.membership.source is etcd; set {} to the etcd client URLs",
@@ -650,7 +652,9 @@ fn plain_default(spec: &KeySpec) -> Typed {
     match spec.default {
         registry::Default::Bool(b) => Typed::Bool(b),
         registry::Default::Integer(i) => Typed::Integer(i),
-        registry::Default::Text("") if matches!(spec.kind, Kind::AddressList | Kind::UrlList) => Typed::List(Vec::new()),
+        registry::Default::Text("") if matches!(spec.kind, Kind::AddressList | Kind::UrlList) => {
+            Typed::List(Vec::new())
+        }
         registry::Default::Text(t) => Typed::Text(t.to_owned()),
         registry::Default::Computed(_) => match spec.kind {
             Kind::Bool => Typed::Bool(false),

@@ -2,13 +2,15 @@
 //! are alive and publishes [`MembershipView`]s through a
 //! [`SnapshotPublisher`]; it is the only place membership IO happens.
 //!
-//! Sources: `static_config` (the operator states `cluster.observedNodes`) and
-//! `gossip` (live membership over UDP gossip, on chitchat). Nothing outside
-//! this crate imports chitchat: callers see [`start`], [`RunningSource`] and
+//! Sources: `static_config` (the operator states `cluster.observedNodes`),
+//! `gossip` (live membership over UDP gossip, on chitchat) and `etcd`
+//! (lease-registered members in etcd). Nothing outside this crate imports
+//! chitchat or etcd-client: callers see [`start`], [`RunningSource`] and
 //! the snapshot types of `arlen-cluster`.
 
 #![forbid(unsafe_code)]
 
+mod etcd;
 pub mod faults;
 mod gossip;
 pub mod static_config;
@@ -18,6 +20,7 @@ use std::time::SystemTime;
 use arlen_cluster::{MembershipView, SnapshotPublisher};
 use arlen_config::{Config, MembershipSource};
 
+pub use etcd::ETCD_NAME;
 pub use faults::{FaultRule, FaultRules};
 pub use gossip::{GossipTraffic, GOSSIP_NAME};
 
@@ -40,6 +43,7 @@ pub struct RunningSource {
 enum Inner {
     Static,
     Gossip(gossip::GossipSource),
+    Etcd(etcd::EtcdSource),
 }
 
 impl std::fmt::Debug for RunningSource {
@@ -54,30 +58,33 @@ impl RunningSource {
         match &self.inner {
             Inner::Static => STATIC_CONFIG,
             Inner::Gossip(_) => GOSSIP_NAME,
+            Inner::Etcd(_) => ETCD_NAME,
         }
     }
 
     /// Fault-injection rules of the gossip transport, when the source is gossip.
     pub fn fault_rules(&self) -> Option<FaultRules> {
         match &self.inner {
-            Inner::Static => None,
             Inner::Gossip(source) => source.fault_rules(),
+            Inner::Static | Inner::Etcd(_) => None,
         }
     }
 
     /// Tells peers this node is draining (still serving, about to leave); they
     /// stop counting it. A no-op for `static_config`.
     pub async fn announce_draining(&self) {
-        if let Inner::Gossip(source) = &self.inner {
-            source.announce_draining().await;
+        match &self.inner {
+            Inner::Gossip(source) => source.announce_draining().await,
+            Inner::Etcd(source) => source.announce_draining().await,
+            Inner::Static => {}
         }
     }
 
     /// Gossip traffic counters, when the source is gossip.
     pub fn gossip_traffic(&self) -> Option<std::sync::Arc<GossipTraffic>> {
         match &self.inner {
-            Inner::Static => None,
             Inner::Gossip(source) => Some(source.traffic()),
+            Inner::Static | Inner::Etcd(_) => None,
         }
     }
 
@@ -87,6 +94,7 @@ impl RunningSource {
         match self.inner {
             Inner::Static => tracing::debug!("static membership stopped"),
             Inner::Gossip(source) => source.leave().await,
+            Inner::Etcd(source) => source.leave().await,
         }
     }
 }
@@ -102,6 +110,10 @@ pub async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<Runn
         MembershipSource::Gossip => {
             let source = gossip::GossipSource::start(config, publisher, gossip::udp_transport()).await?;
             Ok(RunningSource { inner: Inner::Gossip(source) })
+        }
+        MembershipSource::Etcd => {
+            let source = etcd::EtcdSource::start(config, publisher).await?;
+            Ok(RunningSource { inner: Inner::Etcd(source) })
         }
     }
 }

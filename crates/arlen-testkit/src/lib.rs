@@ -274,3 +274,120 @@ mod tests {
         assert_eq!(response.body, b"body");
     }
 }
+
+/// A real etcd cluster of `etcd` processes on loopback, for tests. Each member
+/// has its own data directory, so a stopped member can be started again.
+/// Killed on drop.
+pub struct EtcdCluster {
+    members: Vec<EtcdMember>,
+    _dir: tempdir::Dir,
+}
+
+struct EtcdMember {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until the cluster is healthy.
+    pub fn start(size: usize) -> Self {
+        let dir = tempdir::Dir::new();
+        let members: Vec<EtcdMember> = (0..size)
+            .map(|i| EtcdMember {
+                name: format!("etcd{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("etcd{i}.data")),
+                log: dir.path().join(format!("etcd{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Self { members, _dir: dir };
+        for i in 0..size {
+            cluster.spawn(i, "new");
+        }
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, index: usize, state: &str) {
+        let initial_cluster = self.initial_cluster();
+        let member = &mut self.members[index];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&member.log).expect("etcd log");
+        let client_url = format!("http://127.0.0.1:{}", member.client_port);
+        let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", &member.name, "--data-dir"])
+            .arg(&member.data_dir)
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", state])
+            .args(["--initial-cluster-token", "arlen-test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start etcd ({error}); install Debian's etcd-server (./scripts/test does)")
+            });
+        member.child = Some(child);
+    }
+
+    /// Client URLs of every member, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until every running member reports `{"health":"true"}`.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        poll_until("etcd to be healthy", timeout, || {
+            self.members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .all(|m| {
+                    get(SocketAddr::from(([127, 0, 0, 1], m.client_port)), "/health", &[])
+                        .is_ok_and(|r| r.text().contains("\"health\":\"true\""))
+                })
+                .then_some(())
+        });
+    }
+
+    /// Stops one member (SIGKILL, as a crash would).
+    pub fn stop_member(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped member again with its data.
+    pub fn start_member(&mut self, index: usize) {
+        assert!(self.members[index].child.is_none(), "member {index} is running");
+        self.spawn(index, "existing");
+    }
+
+    /// What the members logged, for failure messages.
+    pub fn logs(&self) -> String {
+        self.members.iter().map(|m| std::fs::read_to_string(&m.log).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            self.stop_member(index);
+        }
+    }
+}

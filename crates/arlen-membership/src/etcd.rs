@@ -1,0 +1,534 @@
+//! `etcd`: members register under a lease in etcd and watch each other.
+//!
+//! Each node writes `<prefix><node id>` with a JSON value (`node_id`,
+//! `generation`, `http_url`, `started_utc`, `state`) under its own lease and
+//! keeps the lease alive. A full read of the prefix followed by a watch from
+//! the next revision gives the member list without missing an event; any
+//! watch gap ends the session and the next one reads everything again.
+//!
+//! A node that cannot reach a quorum of etcd (no keep-alive answered) for
+//! longer than the lease TTL can vouch for nobody, itself included: it reports
+//! `observed_nodes = 0` (`partitioned`) and an unhealthy source, and keeps
+//! trying; when etcd answers again it re-registers (keeping its lease if
+//! etcd still has it) and recovers without a restart. A second live process
+//! with the same node id finds the key held by another generation and is
+//! refused.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arlen_cluster::{Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
+use arlen_config::Config;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::MembershipError;
+
+/// Source name on the wire.
+pub const ETCD_NAME: &str = "etcd";
+
+/// How long members that left or died stay listed (as `left` / `dead`).
+const GONE_MEMBER_TTL: Duration = Duration::from_secs(60);
+
+/// What each node stores under its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Registration {
+    node_id: String,
+    generation: u64,
+    http_url: String,
+    started_utc: String,
+    state: String,
+}
+
+/// Settings resolved from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub lease_ttl: Duration,
+    pub username: String,
+    pub password: String,
+    pub node_id: String,
+    pub generation: u64,
+    pub http_url: String,
+}
+
+impl EtcdSettings {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        let etcd = &config.cluster.membership.etcd;
+        Self {
+            endpoints: etcd.endpoints.clone(),
+            prefix: etcd.prefix.clone(),
+            lease_ttl: etcd.lease_ttl,
+            username: etcd.username.clone(),
+            password: etcd.password.clone(),
+            node_id: config.cluster.node_id.clone(),
+            generation: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            http_url: format!("http://{}:{}", crate::url_host(&config.host), config.port),
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{}{}", self.prefix, self.node_id)
+    }
+}
+
+enum Command {
+    Drain(oneshot::Sender<()>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A running etcd source.
+pub(crate) struct EtcdSource {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+/// How the first attempt to register ended.
+enum FirstOutcome {
+    Registered,
+    Duplicate(String),
+}
+
+impl EtcdSource {
+    pub(crate) async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<Self, MembershipError> {
+        let settings = EtcdSettings::from_config(config);
+        let (commands, commands_rx) = mpsc::channel(4);
+        let (first_tx, first_rx) = oneshot::channel();
+        let mut runner = Runner::new(settings.clone(), publisher);
+        runner.publish();
+        let task = tokio::spawn(runner.run(commands_rx, Some(first_tx)));
+        // Wait for the first registration, but never block start-up on an
+        // unreachable etcd: then the node starts `partitioned` and keeps trying.
+        let wait = settings.lease_ttl * 2;
+        match tokio::time::timeout(wait, first_rx).await {
+            Ok(Ok(FirstOutcome::Registered)) => {}
+            Ok(Ok(FirstOutcome::Duplicate(detail))) => {
+                task.abort();
+                return Err(MembershipError::Start { source_name: ETCD_NAME, detail });
+            }
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(endpoints = ?settings.endpoints, "etcd did not answer during start-up; starting partitioned and retrying");
+            }
+        }
+        tracing::info!(endpoints = ?settings.endpoints, key = %settings.key(), generation = settings.generation, "etcd membership started");
+        Ok(Self { commands, task })
+    }
+
+    /// Marks this node `draining` in its registration.
+    pub(crate) async fn announce_draining(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Drain(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+    }
+
+    /// Marks this node `left` and revokes its lease, so peers see it go at once.
+    pub(crate) async fn leave(self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+        }
+        self.task.abort();
+        tracing::info!("left etcd membership");
+    }
+}
+
+/// A member that left or died recently, still listed.
+struct Gone {
+    member: Member,
+    since: Instant,
+}
+
+/// The source's state and the loop that keeps it current.
+struct Runner {
+    settings: EtcdSettings,
+    publisher: SnapshotPublisher,
+    client: Option<Client>,
+    /// The endpoint the current client talks to; a failed session moves to the
+    /// next one, so one dead etcd member never holds a node back.
+    endpoint: usize,
+    lease: Option<i64>,
+    /// Registered members by node id, as last read.
+    members: BTreeMap<String, Registration>,
+    gone: Vec<Gone>,
+    /// Last answered keep-alive: proof that etcd (a quorum of it) hears us.
+    last_contact: Option<Instant>,
+    registered: bool,
+    own_state: &'static str,
+    problem: Option<String>,
+    last_change: Option<SystemTime>,
+    last_published: Option<(u32, Vec<(String, u64, MemberState)>)>,
+}
+
+enum SessionEnd {
+    Left,
+    Failed(String),
+}
+
+impl Runner {
+    fn new(settings: EtcdSettings, publisher: SnapshotPublisher) -> Self {
+        Self {
+            settings,
+            publisher,
+            client: None,
+            endpoint: 0,
+            lease: None,
+            members: BTreeMap::new(),
+            gone: Vec::new(),
+            last_contact: None,
+            registered: false,
+            own_state: "alive",
+            problem: Some("connecting to etcd".to_owned()),
+            last_change: None,
+            last_published: None,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut first: Option<oneshot::Sender<FirstOutcome>>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.session(&mut commands, &mut first).await {
+                SessionEnd::Left => return,
+                SessionEnd::Failed(reason) => {
+                    let endpoint = &self.settings.endpoints[self.endpoint % self.settings.endpoints.len()];
+                    tracing::warn!(%endpoint, %reason, "etcd session ended; retrying on the next endpoint");
+                    self.problem = Some(reason);
+                    self.client = None;
+                    self.endpoint = (self.endpoint + 1) % self.settings.endpoints.len();
+                    if self.last_contact.is_some_and(|t| t.elapsed() < self.settings.lease_ttl) {
+                        // We were in touch a moment ago: try the next member at once.
+                        backoff = Duration::from_millis(20);
+                    }
+                    self.publish();
+                }
+            }
+            // Retry soon, but watch the clock: past the TTL we can vouch for nobody.
+            let retry_at = tokio::time::Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(retry_at) => break,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => self.publish(),
+                    command = commands.recv() => match command {
+                        Some(Command::Drain(done)) => {
+                            self.own_state = "draining";
+                            let _ = done.send(());
+                        }
+                        // etcd is out of reach: the lease will lapse by itself.
+                        Some(Command::Leave(done)) => {
+                            let _ = done.send(());
+                            return;
+                        }
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        }
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(self.settings.lease_ttl.max(Duration::from_secs(2)))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
+        if !self.settings.username.is_empty() {
+            options = options.with_user(self.settings.username.clone(), self.settings.password.clone());
+        }
+        options
+    }
+
+    fn registration(&self) -> Registration {
+        Registration {
+            node_id: self.settings.node_id.clone(),
+            generation: self.settings.generation,
+            http_url: self.settings.http_url.clone(),
+            started_utc: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            state: self.own_state.to_owned(),
+        }
+    }
+
+    async fn session(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        first: &mut Option<oneshot::Sender<FirstOutcome>>,
+    ) -> SessionEnd {
+        let failed = |what: &str, error: etcd_client::Error| SessionEnd::Failed(format!("{what}: {error}"));
+        if self.client.is_none() {
+            let endpoint = [self.settings.endpoints[self.endpoint % self.settings.endpoints.len()].clone()];
+            match Client::connect(endpoint, Some(self.connect_options())).await {
+                Ok(client) => self.client = Some(client),
+                Err(error) => return failed("cannot connect to etcd", error),
+            }
+        }
+        let mut client = self.client.clone().expect("connected above");
+        let ttl_seconds = i64::try_from(self.settings.lease_ttl.as_secs()).unwrap_or(3);
+
+        // Keep our lease if etcd still has it (it survives an etcd restart).
+        if let Some(lease) = self.lease {
+            match client.lease_time_to_live(lease, None).await {
+                Ok(answer) if answer.ttl() > 0 => {}
+                Ok(_) => self.lease = None,
+                Err(error) => return failed("cannot check the lease", error),
+            }
+        }
+        let lease = match self.lease {
+            Some(lease) => lease,
+            None => match client.lease_grant(ttl_seconds, None).await {
+                Ok(granted) => {
+                    self.lease = Some(granted.id());
+                    granted.id()
+                }
+                Err(error) => return failed("cannot obtain a lease", error),
+            },
+        };
+        let (mut keeper, mut keepalive) = match client.lease_keep_alive(lease).await {
+            Ok(pair) => pair,
+            Err(error) => return failed("cannot keep the lease alive", error),
+        };
+        self.last_contact = Some(Instant::now());
+
+        match self.register(&mut client, lease).await {
+            Ok(true) => {
+                self.registered = true;
+                if let Some(first) = first.take() {
+                    let _ = first.send(FirstOutcome::Registered);
+                }
+            }
+            Ok(false) => {}
+            Err(end) => return end,
+        }
+        if let (Some(problem), Some(first)) = (&self.problem, first.take()) {
+            let _ = first.send(FirstOutcome::Duplicate(problem.clone()));
+            return SessionEnd::Left;
+        }
+
+        let listing = match client.get(self.settings.prefix.clone(), Some(GetOptions::new().with_prefix())).await {
+            Ok(listing) => listing,
+            Err(error) => return failed("cannot read the members", error),
+        };
+        let revision = listing.header().map_or(0, |h| h.revision());
+        self.replace_members(listing.kvs());
+        let watch_options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        let mut watch = match client.watch(self.settings.prefix.clone(), Some(watch_options)).await {
+            Ok(watch) => watch,
+            Err(error) => return failed("cannot watch the members", error),
+        };
+        if self.registered {
+            self.problem = None;
+        }
+        self.publish();
+
+        let mut renew = tokio::time::interval(self.settings.lease_ttl / 3);
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = renew.tick() => {
+                    if let Err(error) = keeper.keep_alive().await {
+                        return failed("keep-alive failed", error);
+                    }
+                }
+                answer = keepalive.message() => match answer {
+                    Ok(Some(answer)) if answer.ttl() > 0 => self.last_contact = Some(Instant::now()),
+                    Ok(Some(_)) => {
+                        self.lease = None;
+                        self.registered = false;
+                        return SessionEnd::Failed("the lease expired in etcd".to_owned());
+                    }
+                    Ok(None) => return SessionEnd::Failed("keep-alive stream closed".to_owned()),
+                    Err(error) => return failed("keep-alive stream failed", error),
+                },
+                event = watch.message() => match event {
+                    Ok(Some(response)) => {
+                        if response.canceled() || response.compact_revision() > 0 {
+                            return SessionEnd::Failed(format!("watch canceled ({})", response.cancel_reason()));
+                        }
+                        for event in response.events() {
+                            if let Some(kv) = event.kv() {
+                                self.apply_event(event.event_type(), kv);
+                            }
+                        }
+                        // Our own key vanished (lease expired while we were cut off): register again.
+                        if self.registered && !self.members.contains_key(&self.settings.node_id) {
+                            self.registered = false;
+                            return SessionEnd::Failed("our registration disappeared".to_owned());
+                        }
+                        self.publish();
+                    }
+                    Ok(None) => return SessionEnd::Failed("watch stream closed".to_owned()),
+                    Err(error) => return failed("watch failed", error),
+                },
+                _ = check.tick() => self.publish(),
+                command = commands.recv() => match command {
+                    Some(Command::Drain(done)) => {
+                        self.own_state = "draining";
+                        if self.registered {
+                            let _ = self.put_own(&mut client, lease).await;
+                        }
+                        let _ = done.send(());
+                    }
+                    Some(Command::Leave(done)) => {
+                        self.own_state = "left";
+                        if self.registered {
+                            let _ = self.put_own(&mut client, lease).await;
+                        }
+                        let _ = client.lease_revoke(lease).await;
+                        let _ = done.send(());
+                        return SessionEnd::Left;
+                    }
+                    None => return SessionEnd::Left,
+                },
+            }
+        }
+    }
+
+    async fn put_own(&self, client: &mut Client, lease: i64) -> Result<(), etcd_client::Error> {
+        let value = serde_json::to_string(&self.registration()).expect("registration serialises");
+        client.put(self.settings.key(), value, Some(PutOptions::new().with_lease(lease))).await.map(|_| ())
+    }
+
+    /// Writes our key if nobody holds it, or if it is ours from an earlier
+    /// lease. `Ok(false)` when another process holds it (recorded as the problem).
+    async fn register(&mut self, client: &mut Client, lease: i64) -> Result<bool, SessionEnd> {
+        let key = self.settings.key();
+        let value = serde_json::to_string(&self.registration()).expect("registration serialises");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let answer = client.txn(txn).await.map_err(|e| SessionEnd::Failed(format!("cannot register: {e}")))?;
+        if answer.succeeded() {
+            return Ok(true);
+        }
+        let existing = answer.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+            _ => None,
+        });
+        let holder = existing.as_ref().and_then(|kv| serde_json::from_slice::<Registration>(kv.value()).ok());
+        match holder {
+            Some(holder) if holder.generation == self.settings.generation => {
+                // Ours, from a lease we lost: take it over with the current one.
+                self.put_own(client, lease).await.map_err(|e| SessionEnd::Failed(format!("cannot register: {e}")))?;
+                Ok(true)
+            }
+            Some(holder) => {
+                let detail = format!(
+                    "node id {} is already registered in etcd at {key} by another live process (generation {}, {}); refusing to register a second one",
+                    self.settings.node_id, holder.generation, holder.http_url
+                );
+                tracing::error!("{detail}");
+                self.problem = Some(detail);
+                Ok(false)
+            }
+            None => Err(SessionEnd::Failed(format!("{key} holds a value that is not an Arlen registration"))),
+        }
+    }
+
+    fn replace_members(&mut self, kvs: &[KeyValue]) {
+        let previous = std::mem::take(&mut self.members);
+        for kv in kvs {
+            if let Some(registration) = parse(kv) {
+                self.members.insert(registration.node_id.clone(), registration);
+            }
+        }
+        for (node_id, registration) in previous {
+            if !self.members.contains_key(&node_id) {
+                self.remember_gone(registration);
+            }
+        }
+    }
+
+    fn apply_event(&mut self, kind: EventType, kv: &KeyValue) {
+        let node_id = kv.key_str().ok().and_then(|key| key.strip_prefix(&self.settings.prefix)).map(str::to_owned);
+        let Some(node_id) = node_id else { return };
+        match kind {
+            EventType::Put => {
+                if let Some(registration) = parse(kv) {
+                    self.gone.retain(|g| g.member.node_id != node_id);
+                    self.members.insert(node_id, registration);
+                }
+            }
+            EventType::Delete => {
+                if let Some(registration) = self.members.remove(&node_id) {
+                    self.remember_gone(registration);
+                }
+            }
+        }
+    }
+
+    fn remember_gone(&mut self, registration: Registration) {
+        let state = if registration.state == "left" { MemberState::Left } else { MemberState::Dead };
+        self.gone.push(Gone { member: self.member(&registration, state), since: Instant::now() });
+    }
+
+    fn member(&self, registration: &Registration, state: MemberState) -> Member {
+        Member {
+            node_id: registration.node_id.clone(),
+            generation: registration.generation,
+            http_url: Some(registration.http_url.clone()),
+            gossip_address: None,
+            state,
+            is_self: registration.node_id == self.settings.node_id
+                && registration.generation == self.settings.generation,
+        }
+    }
+
+    /// Publishes the current view (the cell ignores an unchanged one).
+    fn publish(&mut self) {
+        let in_contact = self.last_contact.is_some_and(|t| t.elapsed() <= self.settings.lease_ttl);
+        self.gone.retain(|g| g.since.elapsed() < GONE_MEMBER_TTL);
+        let mut members: Vec<Member> = self
+            .members
+            .values()
+            .map(|r| {
+                let state = match r.state.as_str() {
+                    "draining" => MemberState::Draining,
+                    "left" => MemberState::Left,
+                    _ => MemberState::Alive,
+                };
+                self.member(r, state)
+            })
+            .collect();
+        members.extend(self.gone.iter().map(|g| g.member.clone()));
+        members.sort_by(|a, b| (&a.node_id, a.generation).cmp(&(&b.node_id, b.generation)));
+        let alive = members.iter().filter(|m| m.state == MemberState::Alive).count();
+        let observed_nodes = if in_contact { u32::try_from(alive).unwrap_or(u32::MAX) } else { 0 };
+        let signature: Vec<(String, u64, MemberState)> =
+            members.iter().map(|m| (m.node_id.clone(), m.generation, m.state)).collect();
+        if self.last_published.as_ref() != Some(&(observed_nodes, signature.clone())) {
+            self.last_published = Some((observed_nodes, signature));
+            self.last_change = Some(SystemTime::now());
+        }
+        let (ok, detail) = match (&self.problem, in_contact) {
+            (problem, false) => (
+                false,
+                format!(
+                    "no answer from etcd for more than the lease TTL ({} s): cannot vouch for any member{}",
+                    self.settings.lease_ttl.as_secs(),
+                    problem.as_ref().map(|p| format!("; last error: {p}")).unwrap_or_default()
+                ),
+            ),
+            (Some(problem), true) if !self.registered => (false, problem.clone()),
+            _ => (true, format!("registered at {}; {alive} alive of {} known", self.settings.key(), members.len())),
+        };
+        self.publisher.set_membership(MembershipView {
+            source: ETCD_NAME,
+            observed_nodes,
+            members,
+            health: SourceHealth { ok, detail, last_membership_change: self.last_change },
+            duplicate_node_ids: Vec::new(),
+            heard: None,
+        });
+    }
+}
+
+fn parse(kv: &KeyValue) -> Option<Registration> {
+    serde_json::from_slice(kv.value()).ok()
+}
