@@ -8,9 +8,11 @@ processes on loopback (release build). Prints figures; writes nothing.
   idle     N nodes left alone for a while: quorum status transitions (want 0)
   busy     the same while every core runs a busy loop
   cost     per node: CPU %, RSS, gossip bytes/s sent and received, at idle
+  etcd-outage  (etcd) stop etcd: time to partitioned; start it: time to nominal
 
 usage: bench/membership.py [--trials 20] [--nodes 3] [--idle-seconds 600]
                            [--busy-seconds 120] [--only detect,leave,...]
+                           [--source gossip|etcd]
 Every loop is bounded in count and time; traffic stays on 127.0.0.1.
 """
 import argparse, json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
@@ -44,13 +46,45 @@ def get(port, path, timeout=0.5):
         return None, b""
 
 
+class Etcd:
+    """A single-member etcd on free loopback ports (Debian's etcd-server)."""
+
+    def __init__(self, directory):
+        self.client, self.peer = free_ports(2)
+        self.url = f"http://127.0.0.1:{self.client}"
+        self.dir = directory
+        self.proc = None
+        self.start()
+
+    def start(self):
+        peer = f"http://127.0.0.1:{self.peer}"
+        log = open(os.path.join(self.dir, "etcd.log"), "ab")
+        self.proc = subprocess.Popen(["etcd", "--name", "bench", "--data-dir", os.path.join(self.dir, "etcd.data"),
+                                      "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                                      "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                      "--initial-cluster", f"bench={peer}"], stdout=subprocess.DEVNULL, stderr=log)
+        start = time.monotonic()
+        while b'"health":"true"' not in get(self.client, "/health")[1]:
+            if time.monotonic() - start > 30:
+                raise SystemExit("etcd did not become healthy")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 class Cluster:
-    def __init__(self, size, name, extra=None):
+    def __init__(self, size, name, extra=None, source="gossip"):
         self.ports = free_ports(size)
         self.name = name
-        self.extra = extra or {}
+        self.extra = dict(extra or {})
         self.procs = [None] * size
         self.logs = tempfile.mkdtemp(prefix="arlen-bench-")
+        self.etcd = None
+        if source == "etcd":
+            self.etcd = Etcd(self.logs)
+            self.extra.update(ARLEN_CLUSTER_MEMBERSHIP_SOURCE="etcd", ARLEN_CLUSTER_ETCD_ENDPOINTS=self.etcd.url)
         for i in range(size):
             self.start(i)
 
@@ -59,7 +93,8 @@ class Cluster:
         env = dict(os.environ, ARLEN_ENV="production", ARLEN_LOG_LEVEL="warn", ARLEN_CLUSTER_ENABLED="1",
                    ARLEN_CLUSTER_NAME=self.name, ARLEN_CLUSTER_NODE_ID=f"node-{i + 1}",
                    ARLEN_CLUSTER_EXPECTED_NODES=str(len(self.ports)), ARLEN_CLUSTER_MEMBERSHIP_SOURCE="gossip",
-                   ARLEN_CLUSTER_GOSSIP_SEEDS=seeds, ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM="1", **self.extra)
+                   ARLEN_CLUSTER_GOSSIP_SEEDS=seeds, ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM="1")
+        env.update(self.extra)
         log = open(os.path.join(self.logs, f"node-{i + 1}.log"), "ab")
         self.procs[i] = subprocess.Popen([BIN, "serve", "--port", str(self.ports[i]), "--app-root", "/nonexistent"],
                                          env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -99,6 +134,8 @@ class Cluster:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if self.etcd:
+            self.etcd.stop()
 
 
 def summary(name, values, target=None):
@@ -110,7 +147,7 @@ def summary(name, values, target=None):
 
 
 def detect_and_rejoin(args):
-    c = Cluster(args.nodes, "bench-detect")
+    c = Cluster(args.nodes, "bench-detect", source=args.source)
     detect, rejoin = [], []
     try:
         c.wait("convergence", c.all_nominal)
@@ -135,12 +172,13 @@ def detect_and_rejoin(args):
             time.sleep(1.0)
     finally:
         c.stop()
-    summary(f"detection, kill -9 -> every survivor /readyz 503 ({args.nodes} nodes)", detect, "median <= 1500 ms, worst <= 3000 ms")
-    summary("rejoin, restart -> nominal everywhere (includes process start)", rejoin, "<= 1000 ms")
+    target = "median <= 1500 ms, worst <= 3000 ms" if args.source == "gossip" else "<= lease TTL (3 s) + 1 s"
+    summary(f"[{args.source}] detection, kill -9 -> every survivor /readyz 503 ({args.nodes} nodes)", detect, target)
+    summary(f"[{args.source}] rejoin, restart -> nominal everywhere (includes process start)", rejoin, "<= 1000 ms")
 
 
 def leave(args):
-    c = Cluster(args.nodes, "bench-leave")
+    c = Cluster(args.nodes, "bench-leave", source=args.source)
     times = []
     try:
         c.wait("convergence", c.all_nominal)
@@ -157,7 +195,28 @@ def leave(args):
             time.sleep(0.5)
     finally:
         c.stop()
-    summary("graceful leave, SIGTERM -> every peer counts it out", times, "<= 500 ms")
+    summary(f"[{args.source}] graceful leave, SIGTERM -> every peer counts it out", times, "<= 500 ms")
+
+
+def etcd_outage(args):
+    c = Cluster(args.nodes, "bench-outage", source="etcd")
+    lost, healed = [], []
+    try:
+        c.wait("convergence", c.all_nominal)
+        for _ in range(min(args.trials, 10)):
+            c.etcd.stop()
+            stopped = time.monotonic()
+            c.wait("partitioned everywhere", lambda: all(c.observed(i) == 0 for i in range(args.nodes)), limit=30)
+            lost.append(time.monotonic() - stopped)
+            c.etcd.start()
+            started = time.monotonic()
+            c.wait("nominal again", c.all_nominal, limit=60)
+            healed.append(time.monotonic() - started)
+            time.sleep(1)
+    finally:
+        c.stop()
+    summary("[etcd] etcd stopped -> every node partitioned", lost, "<= lease TTL (3 s) + 1 s")
+    summary("[etcd] etcd healthy again -> every node nominal, no restart", healed, None)
 
 
 def quiet(args, seconds, busy):
@@ -231,6 +290,7 @@ def main():
     parser.add_argument("--idle-seconds", type=int, default=600)
     parser.add_argument("--busy-seconds", type=int, default=120)
     parser.add_argument("--only", default="detect,leave,cost,idle,busy")
+    parser.add_argument("--source", choices=["gossip", "etcd"], default="gossip")
     args = parser.parse_args()
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "arlen"], cwd=ROOT, check=True)
@@ -246,6 +306,8 @@ def main():
         quiet(args, args.idle_seconds, busy=False)
     if "busy" in only:
         quiet(args, args.busy_seconds, busy=True)
+    if "etcd-outage" in only:
+        etcd_outage(args)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ pub enum Command {
     /// configuration error, before binding any socket.
     Serve(ServeArgs),
     /// Start a local cluster: N `arlen serve` nodes on loopback wired by
-    /// gossip, their URLs, and a live status table until Ctrl-C (which stops
-    /// every node gracefully). Kill a node from another terminal
+    /// gossip (or a throwaway etcd), their URLs, and a live status table until
+    /// Ctrl-C (which stops every node gracefully). Kill a node from another terminal
     /// (`kill -9 <pid>`) and watch the others turn `degraded`.
     Up(UpArgs),
     /// Print the effective configuration, each value with its source
@@ -72,6 +72,12 @@ pub struct ConfigArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpSource {
+    Gossip,
+    Etcd,
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// How many nodes to start
@@ -89,6 +95,10 @@ pub struct UpArgs {
     /// Cluster name
     #[arg(long, default_value = "local")]
     pub cluster: String,
+    /// Membership source: gossip between the nodes, or a throwaway
+    /// single-member etcd that `arlen up` starts (needs the `etcd` binary)
+    #[arg(long, value_enum, default_value_t = UpSource::Gossip)]
+    pub source: UpSource,
     /// Table refresh period in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub refresh_ms: u64,

@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::cli::UpArgs;
+use crate::cli::{UpArgs, UpSource};
 use crate::probe::{client, probe, NodeReport};
 
 /// One child node.
@@ -56,6 +56,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir)?;
     let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
     let binary = std::env::current_exe()?;
+    let mut etcd = match args.source {
+        UpSource::Gossip => None,
+        UpSource::Etcd => Some(start_etcd(&log_dir).await?),
+    };
 
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
@@ -68,7 +72,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .env("ARLEN_CLUSTER_NAME", &args.cluster)
             .env("ARLEN_CLUSTER_NODE_ID", &id)
             .env("ARLEN_CLUSTER_EXPECTED_NODES", expected.to_string())
-            .env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")
             .env("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds)
             .env("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", if args.quorum_required { "1" } else { "0" })
             .env("ARLEN_LOG_FORMAT", "text")
@@ -78,6 +81,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             // Own process group: Ctrl-C reaches `arlen up`, which stops the nodes in order.
             .process_group(0)
             .kill_on_drop(true);
+        match &etcd {
+            None => command.env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+            Some(etcd) => {
+                command.env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd").env("ARLEN_CLUSTER_ETCD_ENDPOINTS", &etcd.url)
+            }
+        };
         let child = command.spawn()?;
         nodes.push(Node { id, url: format!("http://127.0.0.1:{port}"), child, log });
     }
@@ -86,6 +95,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.cluster,
         if args.quorum_required { ", quorum required for readiness" } else { "" }
     );
+    if let Some(etcd) = &etcd {
+        println!("  etcd    {}  pid {}  log {}", etcd.url, etcd.child.id().unwrap_or(0), etcd.log.display());
+    }
     for node in &nodes {
         println!("  {}  {}  pid {}  log {}", node.id, node.url, node.child.id().unwrap_or(0), node.log.display());
     }
@@ -93,7 +105,63 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let result = watch(&mut nodes, args.refresh_ms).await;
     stop(&mut nodes).await;
+    if let Some(etcd) = etcd.as_mut() {
+        let _ = etcd.child.kill().await;
+        println!("  etcd stopped");
+    }
     result
+}
+
+/// The throwaway etcd of `arlen up --source etcd`.
+struct Etcd {
+    url: String,
+    child: Child,
+    log: PathBuf,
+}
+
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+async fn start_etcd(dir: &std::path::Path) -> anyhow::Result<Etcd> {
+    let client_port = free_loopback_port()?;
+    let peer_port = free_loopback_port()?;
+    let url = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let log = dir.join("etcd.log");
+    let child = Command::new("etcd")
+        .args(["--name", "arlen-up", "--data-dir"])
+        .arg(dir.join("etcd.data"))
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("arlen-up={peer}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "--source etcd needs the etcd binary on PATH ({error}); on Debian: apt-get install etcd-server"
+            )
+        })?;
+    let http = client(Duration::from_millis(300));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let healthy = http.get(format!("{url}/health")).send().await.ok();
+        if let Some(response) = healthy {
+            if response.text().await.is_ok_and(|body| body.contains("\"health\":\"true\"")) {
+                return Ok(Etcd { url, child, log });
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "etcd did not become healthy within 20 s; see {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Refreshes the table until SIGINT/SIGTERM.

@@ -191,3 +191,47 @@ fn a_second_process_with_the_same_node_id_is_refused() {
     assert_eq!(clusterz(&first)["coordination"]["source_health"]["ok"], true);
     assert_eq!(clusterz(&first)["cluster"]["observed_nodes"], 1);
 }
+
+#[test]
+fn arlen_up_with_etcd_runs_its_own_etcd_and_stops_it() {
+    use std::io::{BufRead as _, BufReader};
+    let base = loop {
+        let base = arlen_testkit::free_port();
+        if base < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            break base;
+        }
+    };
+    let mut up = std::process::Command::new(binary())
+        .args(["up", "--nodes", "3", "--base-port", &base.to_string(), "--source", "etcd", "--refresh-ms", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let mut etcd_pid = None;
+    let mut nominal = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.by_ref() {
+        assert!(Instant::now() < deadline, "no nominal table in time");
+        if let Some(rest) = line.trim_start().strip_prefix("etcd ") {
+            etcd_pid = rest.split("pid ").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
+        }
+        if line.starts_with("NODE") {
+            nominal = 0;
+        } else if line.starts_with("node-") && line.split_whitespace().nth(2) == Some("nominal") {
+            nominal += 1;
+            if nominal == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(nominal, 3);
+    let etcd_pid = etcd_pid.expect("arlen up names its etcd");
+    assert!(std::process::Command::new("kill").args(["-INT", &up.id().to_string()]).status().unwrap().success());
+    let status = poll_until("arlen up to exit", Duration::from_secs(30), || up.try_wait().unwrap());
+    assert!(status.success());
+    poll_until("its etcd to be gone", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{etcd_pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z")).then_some(())
+    });
+}
