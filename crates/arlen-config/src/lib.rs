@@ -190,7 +190,7 @@ impl std::fmt::Debug for SessionConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ObservabilityConfig {
     pub health_details_enabled: bool,
     pub readiness_requires_startup: bool,
@@ -198,6 +198,22 @@ pub struct ObservabilityConfig {
     pub metrics_enabled: bool,
     pub trace_propagation_enabled: bool,
     pub response_identity_headers_enabled: bool,
+    /// Bearer token of the operations endpoints; empty means they do not exist.
+    pub ops_token: String,
+}
+
+impl std::fmt::Debug for ObservabilityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservabilityConfig")
+            .field("health_details_enabled", &self.health_details_enabled)
+            .field("readiness_requires_startup", &self.readiness_requires_startup)
+            .field("readiness_requires_cluster_quorum", &self.readiness_requires_cluster_quorum)
+            .field("metrics_enabled", &self.metrics_enabled)
+            .field("trace_propagation_enabled", &self.trace_propagation_enabled)
+            .field("response_identity_headers_enabled", &self.response_identity_headers_enabled)
+            .field("ops_token_configured", &!self.ops_token.is_empty())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -755,6 +771,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
             metrics_enabled: flag("observability.metricsEnabled"),
             trace_propagation_enabled: flag("observability.tracePropagationEnabled"),
             response_identity_headers_enabled: flag("observability.responseIdentityHeadersEnabled"),
+            ops_token: text("observability.opsToken"),
         },
         cluster: ClusterConfig {
             enabled: flag("cluster.enabled"),

@@ -237,6 +237,7 @@ pub const KEYS: &[KeySpec] = &[
         Default::Bool(true),
         "`X-Request-Id` and `X-Correlation-Id` on responses"
     ),
+    key!("observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/faults`); unset means they do not exist"),
     key!(
         "cluster.enabled",
         "CLUSTER_ENABLED",

@@ -57,6 +57,7 @@ fn defaults_match_the_contract_table() {
             metrics_enabled: true,
             trace_propagation_enabled: true,
             response_identity_headers_enabled: true,
+            ops_token: String::new(),
         }
     );
     assert_eq!(

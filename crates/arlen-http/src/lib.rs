@@ -30,6 +30,7 @@
 
 pub mod endpoints;
 pub mod metrics;
+pub mod ops;
 mod runtime;
 mod server;
 pub mod trace;

@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// The listener has closed: every response asks the client to close.
     closing: std::sync::atomic::AtomicBool,
+    /// Operations endpoints, when enabled.
+    ops: std::sync::OnceLock<crate::ops::Ops>,
     limits: RequestLimits,
     started_at: Instant,
 }
@@ -133,10 +135,17 @@ impl Runtime {
             reader,
             metrics: Metrics::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            ops: std::sync::OnceLock::new(),
             limits: config.request_limits,
             started_at: Instant::now(),
         };
         Self { shared: Arc::new(shared), publisher }
+    }
+
+    /// Enables `/_arlen/faults` for requests bearing `token` (once; later calls
+    /// are ignored). Without this the path is the application's.
+    pub fn enable_fault_endpoint(&self, token: String, control: Arc<dyn crate::ops::FaultControl>) {
+        let _ = self.shared.ops.set(crate::ops::Ops::new(token, control));
     }
 
     /// From now on every response carries `Connection: close`.
@@ -277,6 +286,8 @@ impl Shared {
         let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
         let (mut response, snapshot) = if let Some(rejection) = self.check_limits(&request) {
             (rejection, snapshot)
+        } else if let Some(ops) = self.ops.get().filter(|ops| ops.claims(&request)) {
+            (ops.answer(request, self.limits.max_body_bytes).await, snapshot)
         } else if let Some(endpoint) = endpoints::match_reserved(request.uri().path()) {
             let (parts, _body) = request.into_parts();
             let now = self.reader.now();

@@ -33,6 +33,13 @@ pub enum Command {
     /// Ctrl-C (which stops every node gracefully). Kill a node from another terminal
     /// (`kill -9 <pid>`) and watch the others turn `degraded`.
     Up(UpArgs),
+    /// Diagnose a running cluster: for each node, readiness JSON, /clusterz and
+    /// the X-Arlen-* headers of sampled requests, then findings in plain words
+    /// (who sees whom, unreachable nodes, quorum required but unmet, headers
+    /// that contradict /clusterz). Give one URL and the others are found from
+    /// its members. Exit status: 0 nominal, 1 degraded, 2 partitioned or
+    /// disagreeing views, 3 some node unreachable.
+    Triage(TriageArgs),
     /// Print the effective configuration, each value with its source
     /// (default, file with line, variable or flag). Secrets are masked.
     /// Exits 2 and lists every error when the configuration is invalid.
@@ -102,4 +109,29 @@ pub struct UpArgs {
     /// Table refresh period in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub refresh_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TriageArgs {
+    /// Node URLs (http://host:port); the rest are discovered from /clusterz members
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Print JSON for automation
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh in place until Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
+    /// Requests sampled per node for their X-Arlen-* headers
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub samples: u32,
+    /// Path of the sampled requests (live traffic)
+    #[arg(long, value_name = "P", default_value = "/")]
+    pub path: String,
+    /// Refresh period of --watch, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Per-request timeout, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timeout_ms: u64,
 }

@@ -5,8 +5,10 @@
 mod cli;
 mod config_cmd;
 mod logging;
+mod ops;
 mod probe;
 mod serve;
+mod triage;
 mod up;
 
 use std::process::ExitCode;
@@ -19,5 +21,6 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Config(args) => config_cmd::run(args),
         cli::Command::Up(args) => up::run(args),
+        cli::Command::Triage(args) => triage::run(args),
     }
 }

@@ -139,6 +139,7 @@ async fn serve(options: LoadOptions, loaded: Loaded) -> anyhow::Result<()> {
     if let Some(traffic) = membership.gossip_traffic() {
         register_gossip_metrics(&runtime, &traffic);
     }
+    crate::ops::enable_fault_endpoint(&config, &runtime, &membership);
     runtime.publisher().mark_started();
     tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
 

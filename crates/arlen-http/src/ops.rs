@@ -1,0 +1,113 @@
+//! Operations endpoints under `/_arlen/`. Today: `/_arlen/faults`, the
+//! fault-injection rules of the gossip transport, for drills.
+//!
+//! The endpoint exists only when the node enabled it (fault injection on and
+//! an operations token set), and answers only requests that carry
+//! `Authorization: Bearer <token>` (compared in constant time). Any other
+//! request goes to the application as if the path were not reserved, so a
+//! production node shows no trace of it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{ALLOW, AUTHORIZATION};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+
+use crate::endpoints::{json_response, plain};
+
+/// The path of the fault-rules endpoint.
+pub const FAULTS_PATH: &str = "/_arlen/faults";
+
+/// What the fault endpoint controls (implemented over the gossip transport's rules).
+pub trait FaultControl: Send + Sync + 'static {
+    /// The current rules and counters, as JSON.
+    fn describe(&self) -> serde_json::Value;
+    /// Replaces every rule from a JSON body; the error names the field.
+    fn replace(&self, body: &[u8]) -> Result<(), String>;
+    /// Removes every rule.
+    fn heal(&self);
+}
+
+pub(crate) struct Ops {
+    token: String,
+    faults: Arc<dyn FaultControl>,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").finish_non_exhaustive()
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+}
+
+impl Ops {
+    pub(crate) fn new(token: String, faults: Arc<dyn FaultControl>) -> Self {
+        Self { token, faults }
+    }
+
+    /// True when the request is for an operations endpoint and is authorised.
+    pub(crate) fn claims(&self, request: &Request<Body>) -> bool {
+        let path = request.uri().path();
+        if path != FAULTS_PATH && path != "/_arlen/faults/" {
+            return false;
+        }
+        let presented = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.trim().as_bytes(), self.token.as_bytes())
+    }
+
+    pub(crate) async fn answer(&self, request: Request<Body>, max_body: usize) -> Response {
+        match *request.method() {
+            Method::GET | Method::HEAD => json_response(StatusCode::OK, &self.faults.describe()),
+            Method::DELETE => {
+                self.faults.heal();
+                tracing::warn!("fault rules removed");
+                json_response(StatusCode::OK, &self.faults.describe())
+            }
+            Method::PUT => {
+                let body = match http_body_util::Limited::new(request.into_body(), max_body).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(error) => return plain(StatusCode::BAD_REQUEST, format!("cannot read the body: {error}\n")),
+                };
+                match self.faults.replace(&body) {
+                    Ok(()) => {
+                        tracing::warn!(rules = %self.faults.describe()["rules"], "fault rules replaced");
+                        json_response(StatusCode::OK, &self.faults.describe())
+                    }
+                    Err(error) => plain(StatusCode::BAD_REQUEST, format!("{error}\n")),
+                }
+            }
+            _ => {
+                let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, PUT, DELETE"));
+                response
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,55 @@
+//! Wires the gossip transport's fault rules to `/_arlen/faults`.
+
+use std::sync::Arc;
+
+use arlen_config::Config;
+use arlen_http::ops::FaultControl;
+use arlen_http::Runtime;
+use arlen_membership::{FaultRule, FaultRules, RunningSource};
+use serde::Deserialize;
+
+struct RulesControl(FaultRules);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceBody {
+    rules: Vec<FaultRule>,
+}
+
+impl FaultControl for RulesControl {
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "rules": self.0.list(), "counters": self.0.counters() })
+    }
+
+    fn replace(&self, body: &[u8]) -> Result<(), String> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(body);
+        let parsed: ReplaceBody = serde_path_to_error::deserialize(deserializer)
+            .map_err(|error| format!("bad fault rules at {}: {}", error.path(), error.inner()))?;
+        self.0.replace(parsed.rules)
+    }
+
+    fn heal(&self) {
+        self.0.heal();
+    }
+}
+
+/// Enables the endpoint when the configuration asks for it and it can work.
+pub fn enable_fault_endpoint(config: &Config, runtime: &Runtime, membership: &RunningSource) {
+    if !config.cluster.fault_injection_enabled {
+        return;
+    }
+    let token = &config.observability.ops_token;
+    match (membership.fault_rules(), token.is_empty()) {
+        (None, _) => tracing::warn!(
+            source = membership.name(),
+            "cluster.faultInjection.enabled only applies to the gossip membership source; /_arlen/faults stays off"
+        ),
+        (Some(_), true) => {
+            tracing::warn!("cluster.faultInjection.enabled without observability.opsToken: /_arlen/faults stays off")
+        }
+        (Some(rules), false) => {
+            runtime.enable_fault_endpoint(token.clone(), Arc::new(RulesControl(rules)));
+            tracing::warn!("fault injection is on: /_arlen/faults accepts rules from holders of the operations token");
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! `arlen triage`: the contract's triage workflow (CONTRACT §5) in one
+//! command — readiness JSON, `/clusterz`, and the `X-Arlen-*` headers of
+//! sampled requests, for every node — with findings in plain words.
+//!
+//! Exit status: 0 nominal, 1 degraded, 2 partitioned or disagreeing views,
+//! 3 some node unreachable (the highest that applies).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::TriageArgs;
+
+/// The headers of one sampled request.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HeaderSample {
+    pub http_status: u16,
+    pub node: Option<String>,
+    pub status: Option<String>,
+    pub observed: Option<u64>,
+    pub expected: Option<u64>,
+}
+
+/// Everything triage learned about one node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeReport {
+    pub url: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub node_id: Option<String>,
+    pub ready: Option<bool>,
+    pub quorum_required: Option<bool>,
+    pub status: Option<String>,
+    pub observed: Option<u64>,
+    pub expected: Option<u64>,
+    pub policy: Option<String>,
+    pub source: Option<String>,
+    pub draining: Option<bool>,
+    pub generation: Option<u64>,
+    /// Node ids this node counts alive.
+    pub sees: Vec<String>,
+    /// Other members' URLs, for discovery.
+    #[serde(skip)]
+    pub member_urls: Vec<String>,
+    pub samples: Vec<HeaderSample>,
+    /// `/clusterz` status read again after sampling (to tell change from contradiction).
+    #[serde(skip)]
+    pub status_after: Option<String>,
+}
+
+/// A finding, in plain words.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    nodes: &'a [NodeReport],
+    findings: &'a [Finding],
+    exit_code: u8,
+}
+
+pub fn run(args: TriageArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    ExitCode::from(runtime.block_on(triage(args)))
+}
+
+async fn triage(args: TriageArgs) -> u8 {
+    let client = crate::probe::client(Duration::from_millis(args.timeout_ms));
+    let tty = std::io::stdout().is_terminal();
+    let mut drawn = 0usize;
+    loop {
+        let reports = collect(&client, &args).await;
+        let (findings, code) = analyze(&reports);
+        let text = if args.json {
+            serde_json::to_string_pretty(&JsonReport { nodes: &reports, findings: &findings, exit_code: code })
+                .expect("json")
+                + "\n"
+        } else {
+            render(&reports, &findings, code)
+        };
+        if args.watch && tty && drawn > 0 {
+            print!("\x1b[{drawn}A\x1b[J");
+        }
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+        drawn = text.lines().count();
+        if !args.watch {
+            return code;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
+            _ = tokio::signal::ctrl_c() => return code,
+        }
+        if !tty {
+            println!();
+        }
+    }
+}
+
+fn normalise(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// Reads every node given, and every member they name.
+async fn collect(client: &reqwest::Client, args: &TriageArgs) -> Vec<NodeReport> {
+    let mut queue: Vec<String> = args.urls.iter().map(|u| normalise(u)).collect();
+    let mut seen: BTreeSet<String> = queue.iter().cloned().collect();
+    let mut reports = Vec::new();
+    while !queue.is_empty() {
+        let batch = std::mem::take(&mut queue);
+        let results = futures_util::future::join_all(batch.iter().map(|url| read_node(client, url, args))).await;
+        for report in results {
+            for member in &report.member_urls {
+                let member = normalise(member);
+                if seen.insert(member.clone()) {
+                    queue.push(member);
+                }
+            }
+            reports.push(report);
+        }
+    }
+    reports.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.url.cmp(&b.url)));
+    reports
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Result<(u16, Value), String> {
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.map_err(|e| format!("{url}: not JSON: {e}"))?;
+    Ok((status, body))
+}
+
+async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> NodeReport {
+    let mut report = NodeReport { url: url.to_owned(), ..NodeReport::default() };
+    let ready = get_json(client, &format!("{url}/readyz?format=json")).await;
+    let clusterz = get_json(client, &format!("{url}/clusterz")).await;
+    let (ready, clusterz) = match (ready, clusterz) {
+        (Ok(ready), Ok((_, clusterz))) => (ready, clusterz),
+        (Err(error), _) | (_, Err(error)) => {
+            report.error = Some(error);
+            return report;
+        }
+    };
+    report.reachable = true;
+    report.ready = Some(ready.0 == 200);
+    report.quorum_required = ready.1["checks"]["cluster_quorum"]["required_for_readyz"].as_bool();
+    let cluster = &clusterz["cluster"];
+    report.node_id = cluster["node_id"].as_str().map(str::to_owned);
+    report.status = cluster["quorum"]["status"].as_str().map(str::to_owned);
+    report.observed = cluster["observed_nodes"].as_u64();
+    report.expected = cluster["expected_nodes"].as_u64();
+    report.policy = cluster["quorum"]["policy"].as_str().map(str::to_owned);
+    report.source = clusterz["coordination"]["membership_source"].as_str().map(str::to_owned);
+    report.draining = cluster["lifecycle"]["draining"].as_bool();
+    report.generation = cluster["generation"].as_u64();
+    let members = cluster["members"].as_array().cloned().unwrap_or_default();
+    report.sees = members
+        .iter()
+        .filter(|m| m["state"] == "alive")
+        .filter_map(|m| m["node_id"].as_str().map(str::to_owned))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    report.member_urls = members
+        .iter()
+        .filter(|m| m["self"] != true)
+        .filter_map(|m| m["http_url"].as_str().map(str::to_owned))
+        .collect();
+    for _ in 0..args.samples {
+        match client.get(format!("{url}{}", args.path)).send().await {
+            Ok(response) => {
+                let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                report.samples.push(HeaderSample {
+                    http_status: response.status().as_u16(),
+                    node: header("x-arlen-node"),
+                    status: header("x-arlen-cluster-status"),
+                    observed: header("x-arlen-cluster-observed-nodes").and_then(|v| v.parse().ok()),
+                    expected: header("x-arlen-cluster-expected-nodes").and_then(|v| v.parse().ok()),
+                });
+            }
+            Err(error) => {
+                report.samples.push(HeaderSample::default());
+                report.error = Some(format!("sampling {}: {error}", args.path));
+            }
+        }
+    }
+    report.status_after = get_json(client, &format!("{url}/clusterz"))
+        .await
+        .ok()
+        .and_then(|(_, doc)| doc["cluster"]["quorum"]["status"].as_str().map(str::to_owned));
+    report
+}
+
+fn name(report: &NodeReport) -> String {
+    report.node_id.clone().unwrap_or_else(|| report.url.clone())
+}
+
+/// Findings and the exit status, from what was collected. Pure.
+pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
+    let mut findings = Vec::new();
+    let mut code = 0u8;
+    let mut raise = |code_now: u8, findings: &mut Vec<Finding>, kind: &'static str, message: String| {
+        code = code.max(code_now);
+        findings.push(Finding { kind, message });
+    };
+    for r in reports.iter().filter(|r| !r.reachable) {
+        raise(
+            3,
+            &mut findings,
+            "unreachable",
+            format!("{} did not answer: {}", r.url, r.error.as_deref().unwrap_or("no answer")),
+        );
+    }
+    let reachable: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable).collect();
+    for r in &reachable {
+        let counts = format!("{} of {} expected observed", r.observed.unwrap_or(0), r.expected.unwrap_or(0));
+        match r.status.as_deref() {
+            Some("partitioned") => raise(
+                2,
+                &mut findings,
+                "partitioned",
+                format!("{} reports partitioned: it observes no node ({counts})", name(r)),
+            ),
+            Some("degraded") => raise(1, &mut findings, "degraded", format!("{} reports degraded: {counts}", name(r))),
+            _ => {}
+        }
+        if r.quorum_required == Some(true) && r.ready == Some(false) && r.status.as_deref() != Some("nominal") {
+            raise(
+                1,
+                &mut findings,
+                "quorum_unmet",
+                format!(
+                    "{} requires quorum for readiness and does not have it (policy {}, {counts}): /readyz is 503, it is out of rotation",
+                    name(r),
+                    r.policy.as_deref().unwrap_or("all")
+                ),
+            );
+        }
+        if r.draining == Some(true) {
+            raise(1, &mut findings, "draining", format!("{} is draining (shutting down, out of rotation)", name(r)));
+        }
+        for sample in &r.samples {
+            let contradicts = sample.status.is_some() && sample.status != r.status && sample.status != r.status_after;
+            let wrong_node = sample.node.is_some() && sample.node != r.node_id;
+            if contradicts || wrong_node {
+                raise(
+                    2,
+                    &mut findings,
+                    "header_contradiction",
+                    format!(
+                        "{}: sampled response headers say node {} status {} ({}/{}), but /clusterz says node {} status {}",
+                        r.url,
+                        sample.node.as_deref().unwrap_or("?"),
+                        sample.status.as_deref().unwrap_or("?"),
+                        sample.observed.map_or("?".into(), |v| v.to_string()),
+                        sample.expected.map_or("?".into(), |v| v.to_string()),
+                        name(r),
+                        r.status.as_deref().unwrap_or("?")
+                    ),
+                );
+                break;
+            }
+        }
+    }
+    // Who sees whom: differing views of membership are a likely partition.
+    let mut views: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for r in reachable.iter().filter(|r| r.source.as_deref() != Some("static_config")) {
+        views.entry(r.sees.clone()).or_default().push(name(r));
+    }
+    if views.len() > 1 {
+        let described: Vec<String> = views
+            .iter()
+            .map(|(sees, who)| {
+                format!("{} see{} {{{}}}", who.join(", "), if who.len() == 1 { "s" } else { "" }, sees.join(", "))
+            })
+            .collect();
+        raise(
+            2,
+            &mut findings,
+            "disagreement",
+            format!("nodes disagree about membership, a likely partition: {}", described.join("; ")),
+        );
+    }
+    (findings, code)
+}
+
+fn render(reports: &[NodeReport], findings: &[Finding], code: u8) -> String {
+    let mut rows =
+        vec![["NODE", "URL", "REACHABLE", "READY", "STATUS", "OBSERVED", "SOURCE", "DRAINING", "GENERATION", "SEES"]
+            .map(str::to_owned)];
+    for r in reports {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let yes_no = |v: Option<bool>| v.map_or("-".to_owned(), |b| if b { "yes".into() } else { "no".into() });
+        rows.push([
+            opt(&r.node_id),
+            r.url.clone(),
+            yes_no(Some(r.reachable)),
+            yes_no(r.ready),
+            opt(&r.status),
+            match (r.observed, r.expected) {
+                (Some(o), Some(e)) => format!("{o}/{e}"),
+                _ => "-".into(),
+            },
+            opt(&r.source),
+            yes_no(r.draining),
+            r.generation.map_or("-".into(), |g| g.to_string()),
+            r.sees.join(","),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    if findings.is_empty() {
+        out.push_str("findings: none — every node is reachable, nominal and agrees\n");
+    } else {
+        out.push_str("findings:\n");
+        for finding in findings {
+            out.push_str(&format!("  - {}\n", finding.message));
+        }
+    }
+    let verdict = match code {
+        0 => "nominal",
+        1 => "degraded",
+        2 => "partitioned or disagreeing views",
+        _ => "some node unreachable",
+    };
+    out.push_str(&format!("verdict: {verdict} (exit {code})\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, status: &str, sees: &[&str]) -> NodeReport {
+        NodeReport {
+            url: format!("http://{id}"),
+            reachable: true,
+            node_id: Some(id.into()),
+            ready: Some(true),
+            quorum_required: Some(false),
+            status: Some(status.into()),
+            status_after: Some(status.into()),
+            observed: Some(sees.len() as u64),
+            expected: Some(3),
+            source: Some("gossip".into()),
+            draining: Some(false),
+            sees: sees.iter().map(|s| (*s).to_owned()).collect(),
+            ..NodeReport::default()
+        }
+    }
+
+    #[test]
+    fn all_nominal_and_agreeing_is_exit_0() {
+        let abc = ["a", "b", "c"];
+        let (findings, code) =
+            analyze(&[node("a", "nominal", &abc), node("b", "nominal", &abc), node("c", "nominal", &abc)]);
+        assert_eq!((findings, code), (vec![], 0));
+    }
+
+    #[test]
+    fn header_contradiction_is_found() {
+        let mut a = node("a", "nominal", &["a", "b", "c"]);
+        a.samples.push(HeaderSample {
+            http_status: 200,
+            node: Some("a".into()),
+            status: Some("degraded".into()),
+            observed: Some(2),
+            expected: Some(3),
+        });
+        let (findings, code) = analyze(&[a]);
+        assert_eq!(code, 2);
+        assert_eq!(findings[0].kind, "header_contradiction");
+        assert!(
+            findings[0]
+                .message
+                .contains("headers say node a status degraded (2/3), but /clusterz says node a status nominal"),
+            "{}",
+            findings[0].message
+        );
+    }
+
+    #[test]
+    fn a_status_that_changed_during_sampling_is_not_a_contradiction() {
+        let mut a = node("a", "nominal", &["a", "b", "c"]);
+        a.status_after = Some("degraded".into());
+        a.samples.push(HeaderSample {
+            http_status: 200,
+            node: Some("a".into()),
+            status: Some("degraded".into()),
+            observed: Some(2),
+            expected: Some(3),
+        });
+        assert!(analyze(&[a]).0.iter().all(|f| f.kind != "header_contradiction"));
+    }
+}

@@ -1,0 +1,155 @@
+//! `arlen triage` and the fault endpoint against real gossip clusters, put
+//! into each state through `/_arlen/faults`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use arlen_testkit::{free_port, poll_until, send_raw, ArlenProcess};
+
+const TOKEN: &str = "drill-token";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+fn start_cluster(cluster: &str, size: usize, expected: usize, extra: &[(&str, &str)]) -> Vec<ArlenProcess> {
+    let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+    let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let expected = expected.to_string();
+    let nodes: Vec<ArlenProcess> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let node_id = format!("{cluster}-{}", i + 1);
+            let mut vars = vec![
+                ("ARLEN_CLUSTER_ENABLED", "1"),
+                ("ARLEN_CLUSTER_NAME", cluster),
+                ("ARLEN_CLUSTER_NODE_ID", node_id.as_str()),
+                ("ARLEN_CLUSTER_EXPECTED_NODES", expected.as_str()),
+                ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+                ("ARLEN_CLUSTER_GOSSIP_SEEDS", seeds.as_str()),
+                ("ARLEN_CLUSTER_FAULT_INJECTION_ENABLED", "1"),
+                ("ARLEN_OPS_TOKEN", TOKEN),
+            ];
+            vars.extend_from_slice(extra);
+            let mut node = ArlenProcess::spawn(
+                binary(),
+                &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent"],
+                &vars,
+                *port,
+            );
+            node.wait_live();
+            node
+        })
+        .collect();
+    let size = size as u64;
+    for node in &nodes {
+        poll_until("convergence", Duration::from_secs(15), || {
+            (node.get("/clusterz").json()["cluster"]["observed_nodes"] == size).then_some(())
+        });
+    }
+    nodes
+}
+
+fn faults(node: &ArlenProcess, method: &str, token: Option<&str>, body: &str) -> arlen_testkit::RawResponse {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} /_arlen/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    send_raw(node.address(), request.as_bytes()).unwrap()
+}
+
+/// Cuts `node` off from everyone, both ways.
+fn isolate(node: &ArlenProcess) {
+    let response = faults(node, "PUT", Some(TOKEN), r#"{"rules": [{"direction": "both"}]}"#);
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+fn triage(url: &str, extra: &[&str]) -> (i32, String) {
+    let output = Command::new(binary()).arg("triage").arg(url).args(extra).output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn the_fault_endpoint_needs_the_flag_and_the_token_and_validates_rules() {
+    let nodes = start_cluster("fe", 2, 2, &[]);
+    let node = &nodes[0];
+    for token in [None, Some("wrong")] {
+        let response = faults(node, "GET", token, "");
+        assert_eq!(response.status, 404, "no trace without the token");
+        assert!(response.has_exact_header("X-Arlen-Cluster"), "an ordinary application 404");
+    }
+    let listing = faults(node, "GET", Some(TOKEN), "");
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.json()["rules"], serde_json::json!([]));
+    let bad = faults(node, "PUT", Some(TOKEN), r#"{"rules": [{"direction": "sideways"}]}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("rules[0].direction"), "{}", bad.text());
+    let bad = faults(node, "PUT", Some(TOKEN), r#"{"rules": [{"direction": "both", "drop_percent": 101}]}"#);
+    assert!(bad.text().contains("rules[0]: drop_percent must be 0..100"), "{}", bad.text());
+    isolate(node);
+    assert_eq!(faults(node, "GET", Some(TOKEN), "").json()["rules"][0]["direction"], "both");
+    poll_until("isolated node alone", Duration::from_secs(10), || {
+        (node.get("/clusterz").json()["cluster"]["observed_nodes"] == 1).then_some(())
+    });
+    assert_eq!(faults(node, "DELETE", Some(TOKEN), "").json()["rules"], serde_json::json!([]));
+    poll_until("healed", Duration::from_secs(10), || {
+        (node.get("/clusterz").json()["cluster"]["observed_nodes"] == 2).then_some(())
+    });
+
+    // A node without fault injection has no such endpoint, token or not.
+    let port = free_port();
+    let mut plain = ArlenProcess::spawn(
+        binary(),
+        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent"],
+        &[("ARLEN_OPS_TOKEN", TOKEN), ("ARLEN_CLUSTER_ENABLED", "1")],
+        port,
+    );
+    plain.wait_live();
+    assert_eq!(faults(&plain, "GET", Some(TOKEN), "").status, 404);
+}
+
+#[test]
+fn triage_reports_nominal_then_a_partition_then_an_unreachable_node() {
+    let nodes = start_cluster("tr", 3, 3, &[]);
+    let url = format!("http://127.0.0.1:{}", nodes[0].port);
+    let (code, text) = triage(&url, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("tr-")).count(), 3, "discovers all three from one URL:\n{text}");
+    assert!(text.contains("findings: none"), "{text}");
+
+    isolate(&nodes[2]);
+    poll_until("partition seen", Duration::from_secs(10), || {
+        (nodes[2].get("/clusterz").json()["cluster"]["observed_nodes"] == 1).then_some(())
+    });
+    let (code, text) = triage(&url, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("nodes disagree about membership, a likely partition"), "{text}");
+    assert!(text.contains("tr-3 sees {tr-3}"), "{text}");
+    assert!(text.contains("tr-1, tr-2 see {tr-1, tr-2}"), "{text}");
+
+    let (code, json) = triage(&url, &["--json"]);
+    assert_eq!(code, 2);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["exit_code"], 2);
+    assert!(report["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "disagreement"));
+
+    faults(&nodes[2], "DELETE", Some(TOKEN), "");
+    nodes[1].signal("KILL");
+    let (code, text) = triage(&url, &[]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains(&format!("http://127.0.0.1:{} did not answer", nodes[1].port)), "{text}");
+}
+
+#[test]
+fn triage_reports_degraded_and_quorum_required_but_unmet() {
+    // Three nodes that expect four: every node degraded, all agree.
+    let nodes = start_cluster("tq", 3, 4, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1")]);
+    let (code, text) = triage(&format!("http://127.0.0.1:{}", nodes[0].port), &["--samples", "2"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("tq-1 reports degraded: 3 of 4 expected observed"), "{text}");
+    assert!(text.contains("tq-2 requires quorum for readiness and does not have it (policy all"), "{text}");
+    assert!(!text.contains("disagree"), "{text}");
+}
