@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod cluster;
 mod config_cmd;
 mod logging;
 mod ops;
