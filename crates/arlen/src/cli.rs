@@ -40,6 +40,12 @@ pub enum Command {
     /// its members. Exit status: 0 nominal, 1 degraded, 2 partitioned or
     /// disagreeing views, 3 some node unreachable.
     Triage(TriageArgs),
+    /// Rehearse failures on a real local cluster: crashes, churn, partitions,
+    /// one-way and flaky links, etcd outages. Measures detection, readiness
+    /// flip and recovery against budgets, counts spurious transitions and
+    /// failed requests of background traffic, and writes report.json,
+    /// report.md and timeline.svg. Exits 1 when a budget is missed.
+    Drill(DrillArgs),
     /// Print the effective configuration, each value with its source
     /// (default, file with line, variable or flag). Secrets are masked.
     /// Exits 2 and lists every error when the configuration is invalid.
@@ -134,4 +140,46 @@ pub struct TriageArgs {
     /// Per-request timeout, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(subcommand)]
+    pub command: DrillCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// List the scenarios and their default budgets
+    List,
+    /// Run one scenario
+    Run(DrillRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillRunArgs {
+    /// Scenario name (see `arlen drill list`)
+    pub scenario: String,
+    /// How many nodes
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Membership source of the cluster
+    #[arg(long, value_enum, default_value_t = UpSource::Gossip)]
+    pub source: UpSource,
+    /// Where to write report.json, report.md and timeline.svg
+    /// [default: drill-reports/<scenario>-<time>]
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Override a budget, e.g. --budget detection_ms=1000 (repeatable)
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub budget: Vec<String>,
+    /// How long a fault is held before it is healed, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub hold_ms: u64,
+    /// Sampling period of every node, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub sample_ms: u64,
+    /// Do not run background traffic
+    #[arg(long)]
+    pub no_traffic: bool,
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod cluster;
 mod config_cmd;
+mod drill;
 mod logging;
 mod ops;
 mod probe;
@@ -23,5 +24,6 @@ fn main() -> ExitCode {
         cli::Command::Config(args) => config_cmd::run(args),
         cli::Command::Up(args) => up::run(args),
         cli::Command::Triage(args) => triage::run(args),
+        cli::Command::Drill(args) => drill::run(args),
     }
 }

@@ -1,0 +1,122 @@
+//! Sampling every node at a fixed interval, and background traffic that
+//! follows readiness like a load balancer would.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// What one sample of one node said (from one `/readyz` response: its
+/// status code and its `X-Arlen-Cluster-*` headers come from one snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeState {
+    pub reachable: bool,
+    pub ready: bool,
+    pub status: String,
+    pub observed: Option<u64>,
+}
+
+impl NodeState {
+    fn unreachable() -> Self {
+        Self { reachable: false, ready: false, status: "unreachable".to_owned(), observed: None }
+    }
+}
+
+/// A change in one node's state at `t_ms` after the drill started.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub t_ms: u64,
+    pub state: NodeState,
+}
+
+/// Everything sampled so far.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// Per node: the state at each change.
+    pub changes: Vec<Vec<Change>>,
+    pub samples: u64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub failures: Vec<String>,
+}
+
+impl Timeline {
+    pub fn latest(&self, node: usize) -> Option<&NodeState> {
+        self.changes.get(node).and_then(|c| c.last()).map(|c| &c.state)
+    }
+}
+
+pub type Shared = Arc<Mutex<Timeline>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Timeline> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn sample(client: &reqwest::Client, url: &str) -> NodeState {
+    match client.get(format!("{url}/readyz")).send().await {
+        Ok(response) => {
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            NodeState {
+                reachable: true,
+                ready: response.status().is_success(),
+                status: header("x-arlen-cluster-status").unwrap_or_else(|| "unknown".to_owned()),
+                observed: header("x-arlen-cluster-observed-nodes").and_then(|v| v.parse().ok()),
+            }
+        }
+        Err(_) => NodeState::unreachable(),
+    }
+}
+
+/// Samples every node every `interval` until `stop` is set; bounded by `limit`.
+pub async fn run_sampler(urls: Vec<String>, started: Instant, interval: Duration, shared: Shared, limit: Duration) {
+    let client = crate::probe::client(Duration::from_millis(400));
+    lock(&shared).changes = vec![Vec::new(); urls.len()];
+    let mut ticker = tokio::time::interval(interval);
+    while started.elapsed() < limit {
+        ticker.tick().await;
+        let states = futures_util::future::join_all(urls.iter().map(|url| sample(&client, url))).await;
+        let t_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut timeline = lock(&shared);
+        timeline.samples += 1;
+        for (node, state) in states.into_iter().enumerate() {
+            if timeline.latest(node) != Some(&state) {
+                timeline.changes[node].push(Change { t_ms, state });
+            }
+        }
+    }
+}
+
+/// Sends `GET /` round-robin to the nodes last sampled ready, about every
+/// `interval`, until `limit`. A failure is a connection error or a 5xx.
+pub async fn run_traffic(urls: Vec<String>, started: Instant, interval: Duration, shared: Shared, limit: Duration) {
+    let client = crate::probe::client(Duration::from_secs(2));
+    let mut next = 0usize;
+    let mut ticker = tokio::time::interval(interval);
+    while started.elapsed() < limit {
+        ticker.tick().await;
+        let ready: Vec<usize> = {
+            let timeline = lock(&shared);
+            (0..urls.len()).filter(|n| timeline.latest(*n).is_some_and(|s| s.ready)).collect()
+        };
+        if ready.is_empty() {
+            continue;
+        }
+        let node = ready[next % ready.len()];
+        next += 1;
+        let outcome = client.get(format!("{}/", urls[node])).send().await;
+        let t_ms = started.elapsed().as_millis();
+        let mut timeline = lock(&shared);
+        match outcome {
+            Ok(response) if !response.status().is_server_error() => timeline.requests_ok += 1,
+            Ok(response) => {
+                timeline.requests_failed += 1;
+                timeline.failures.push(format!("t={t_ms} ms node-{}: HTTP {}", node + 1, response.status()));
+            }
+            Err(error) => {
+                timeline.requests_failed += 1;
+                timeline.failures.push(format!("t={t_ms} ms node-{}: {error}", node + 1));
+            }
+        }
+    }
+}
