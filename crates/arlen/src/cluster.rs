@@ -244,7 +244,9 @@ impl Etcd {
             .kill_on_drop(true)
             .spawn()
             .map_err(|error| {
-                anyhow::anyhow!("the etcd source needs the etcd binary on PATH ({error}); on Debian: apt-get install etcd-server")
+                anyhow::anyhow!(
+                    "the etcd source needs the etcd binary on PATH ({error}); on Debian: apt-get install etcd-server"
+                )
             })?;
         self.child = Some(child);
         let http = crate::probe::client(Duration::from_millis(300));

@@ -39,7 +39,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         if args.quorum_required { ", quorum required for readiness" } else { "" }
     );
     if let Some(etcd) = &cluster.etcd {
-        println!("  etcd    {}  pid {}  log {}", etcd.url, etcd.child.as_ref().and_then(|c| c.id()).unwrap_or(0), etcd.log.display());
+        println!(
+            "  etcd    {}  pid {}  log {}",
+            etcd.url,
+            etcd.child.as_ref().and_then(|c| c.id()).unwrap_or(0),
+            etcd.log.display()
+        );
     }
     for node in &cluster.nodes {
         println!("  {}  {}  pid {}  log {}", node.id, node.url, node.pid().unwrap_or(0), node.log.display());

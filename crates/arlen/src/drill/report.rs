@@ -74,7 +74,14 @@ pub fn markdown(report: &Report) -> String {
     out.push_str("| figure | measured | budget | |\n|---|---|---|---|\n");
     for f in &report.figures {
         let budget = f.budget.map_or("—".to_owned(), |b| format!("≤ {}", number(b, f.unit)));
-        let _ = writeln!(out, "| {} | {} | {} | {} |", f.name, number(f.value, f.unit), budget, if f.within_budget { "ok" } else { "**over budget**" });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            f.name,
+            number(f.value, f.unit),
+            budget,
+            if f.within_budget { "ok" } else { "**over budget**" }
+        );
     }
     out.push_str("\n## Events\n\n");
     for e in &report.events {
@@ -161,7 +168,8 @@ pub fn svg(report: &Report) -> String {
         }
     }
     let axis_y = top + row * report.node_ids.len() as f64 + 10.0;
-    let _ = writeln!(out, "<line x1=\"{left}\" y1=\"{axis_y}\" x2=\"{}\" y2=\"{axis_y}\" stroke=\"#333\"/>", left + width);
+    let _ =
+        writeln!(out, "<line x1=\"{left}\" y1=\"{axis_y}\" x2=\"{}\" y2=\"{axis_y}\" stroke=\"#333\"/>", left + width);
     let step = if total > 20_000.0 { 5000 } else { 1000 };
     let mut t = 0u64;
     while t as f64 <= total {

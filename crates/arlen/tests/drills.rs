@@ -1,0 +1,125 @@
+//! Every drill scenario end-to-end on a real local cluster, with short
+//! durations; each must pass its budget. An impossible budget must fail.
+
+use std::path::Path;
+use std::process::Command;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+/// Runs a drill and returns its exit code and parsed report.
+fn drill(scenario: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(binary())
+        .args(["drill", "run", scenario, "--hold-ms", "1500", "--report"])
+        .arg(dir.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let report = std::fs::read_to_string(dir.path().join("report.json"))
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    if report != serde_json::Value::Null {
+        let markdown = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(markdown.starts_with(&format!("# Drill `{scenario}`")), "{markdown}");
+        let svg = std::fs::read_to_string(dir.path().join("timeline.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(">fault</text>") && svg.contains("node-1"), "{svg}");
+    }
+    (output.status.code().unwrap_or(-1), report, stdout)
+}
+
+fn assert_passes(scenario: &str, extra: &[&str]) -> serde_json::Value {
+    let (code, report, output) = drill(scenario, extra);
+    assert_eq!(code, 0, "drill {scenario} failed:\n{output}");
+    assert_eq!(report["passed"], true);
+    for figure in report["figures"].as_array().unwrap() {
+        assert_eq!(figure["within_budget"], true, "{figure}");
+    }
+    assert!(report["samples"].as_u64().unwrap() > 10, "sampled throughout");
+    report
+}
+
+fn figure(report: &serde_json::Value, name: &str) -> f64 {
+    report["figures"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap()["value"].as_f64().unwrap()
+}
+
+#[test]
+fn drill_crash() {
+    let report = assert_passes("crash", &[]);
+    assert!(figure(&report, "detection_ms") > 0.0);
+    let timeline = report["timeline"].as_array().unwrap();
+    assert!(
+        timeline[2].as_array().unwrap().iter().any(|c| c["state"]["status"] == "unreachable"),
+        "the victim went down"
+    );
+    assert!(timeline[0].as_array().unwrap().iter().any(|c| c["state"]["status"] == "degraded"), "a survivor saw it");
+}
+
+#[test]
+fn drill_churn() {
+    let report = assert_passes("churn", &[]);
+    assert_eq!(figure(&report, "graceful_failed_requests"), 0.0);
+    assert!(report["requests_ok"].as_u64().unwrap() > 0, "traffic flowed");
+}
+
+#[test]
+fn drill_partition() {
+    assert_passes("partition", &[]);
+}
+
+#[test]
+fn drill_split() {
+    let report = assert_passes("split", &[]);
+    let events: Vec<String> =
+        report["events"].as_array().unwrap().iter().map(|e| e["what"].as_str().unwrap().to_owned()).collect();
+    assert!(events.iter().any(|e| e.starts_with("majority ready, minority not after")), "{events:?}");
+}
+
+#[test]
+fn drill_one_way() {
+    assert_passes("one-way", &[]);
+}
+
+#[test]
+fn drill_flaky_link() {
+    let report = assert_passes("flaky-link", &[]);
+    assert_eq!(figure(&report, "spurious_transitions"), 0.0);
+}
+
+#[test]
+fn drill_crash_on_etcd() {
+    assert_passes("crash", &["--source", "etcd"]);
+}
+
+#[test]
+fn drill_etcd_outage() {
+    let report = assert_passes("etcd-outage", &["--source", "etcd"]);
+    assert!(figure(&report, "recovery_ms") > 0.0);
+}
+
+#[test]
+fn drill_with_an_impossible_budget_fails() {
+    let (code, report, output) = drill("crash", &["--budget", "detection_ms=1"]);
+    assert_eq!(code, 1, "{output}");
+    assert_eq!(report["passed"], false);
+    assert!(output.contains("OVER BUDGET"), "{output}");
+}
+
+#[test]
+fn drill_refuses_unknown_scenarios_and_budgets() {
+    let output = Command::new(binary()).args(["drill", "run", "meteor"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scenario \"meteor\""));
+    let output = Command::new(binary()).args(["drill", "run", "crash", "--budget", "speed=1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("has no budget \"speed\""));
+    let output = Command::new(binary()).args(["drill", "run", "partition", "--source", "etcd"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let listing = Command::new(binary()).args(["drill", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    for scenario in ["crash", "churn", "partition", "split", "one-way", "flaky-link", "etcd-outage"] {
+        assert!(text.contains(scenario), "{text}");
+    }
+}
