@@ -62,6 +62,9 @@ pub struct Metrics {
     requests: Counter,
     active: Gauge,
     responses: Family<StatusLabels, Counter>,
+    /// Each status code's counter, looked up once (the family takes a lock
+    /// and a hash per lookup; this is an index and an atomic add).
+    by_status: Box<[std::sync::OnceLock<Counter>]>,
     duration: Histogram,
 }
 
@@ -95,7 +98,16 @@ impl Metrics {
         registry.register("aln_http_requests_active", "HTTP requests being handled now", active.clone());
         registry.register("aln_http_responses", "HTTP responses sent, by status code", responses.clone());
         registry.register("aln_http_request_duration_seconds", "time from request to response head", duration.clone());
-        Self { registry, late: std::sync::RwLock::new(Registry::default()), requests, active, responses, duration }
+        let by_status = (0..600).map(|_| std::sync::OnceLock::new()).collect();
+        Self {
+            registry,
+            late: std::sync::RwLock::new(Registry::default()),
+            requests,
+            active,
+            responses,
+            by_status,
+            duration,
+        }
     }
 
     /// Adds a counter whose value `read` returns at each scrape. `name` is
@@ -119,7 +131,10 @@ impl Metrics {
 
     /// Records a response.
     pub fn finish(&self, status: u16, elapsed: Duration) {
-        self.responses.get_or_create(&StatusLabels { status }).inc();
+        match self.by_status.get(usize::from(status)) {
+            Some(slot) => slot.get_or_init(|| self.responses.get_or_create(&StatusLabels { status }).clone()).inc(),
+            None => self.responses.get_or_create(&StatusLabels { status }).inc(),
+        };
         self.duration.observe(elapsed.as_secs_f64());
     }
 

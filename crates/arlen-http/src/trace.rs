@@ -18,19 +18,29 @@ pub struct RequestIds {
     trace: Option<(HeaderValue, HeaderValue)>,
 }
 
-fn hex_id(bits: u128, digits: usize) -> String {
-    format!("{bits:0digits$x}")
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes the low `out.len()` hex digits of `bits`, lower-case.
+fn write_hex(bits: u128, out: &mut [u8]) {
+    let digits = out.len();
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((bits >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
 }
 
-/// A random non-zero id of `digits` hex digits (32 or 16).
-fn fresh_id(digits: usize) -> String {
+/// A random value that is non-zero in its low `digits` hex digits.
+fn fresh_bits(digits: usize) -> u128 {
+    let mask = if digits >= 32 { u128::MAX } else { (1u128 << (digits * 4)) - 1 };
     loop {
-        let bits: u128 = rand::random();
-        let bits = if digits >= 32 { bits } else { bits & ((1u128 << (digits * 4)) - 1) };
+        let bits = rand::random::<u128>() & mask;
         if bits != 0 {
-            return hex_id(bits, digits);
+            return bits;
         }
     }
+}
+
+fn header_from_ascii(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).expect("hex and dashes are a valid header value")
 }
 
 /// A valid W3C `traceparent`: `(trace-id, flags)` from
@@ -56,18 +66,24 @@ pub fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
 impl RequestIds {
     /// Decides the ids for a request with these headers.
     pub fn for_request(request_headers: &HeaderMap, identity_enabled: bool, trace_enabled: bool) -> Self {
-        let request_id = identity_enabled.then(|| HeaderValue::try_from(fresh_id(32)).expect("hex is a valid header"));
+        let request_id = identity_enabled.then(|| {
+            let mut id = [0u8; 32];
+            write_hex(fresh_bits(32), &mut id);
+            header_from_ascii(&id)
+        });
         let trace = trace_enabled.then(|| {
+            // "00-" trace-id(32) "-" parent-id(16) "-" flags(2)
+            let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-01";
             let incoming = request_headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
-            let (trace_id, flags) = match incoming {
-                Some((trace_id, flags)) => (trace_id.to_owned(), flags.to_owned()),
-                None => (fresh_id(32), "01".to_owned()),
-            };
-            let traceparent = format!("00-{trace_id}-{}-{flags}", fresh_id(16));
-            (
-                HeaderValue::try_from(trace_id).expect("hex is a valid header"),
-                HeaderValue::try_from(traceparent).expect("hex is a valid header"),
-            )
+            match incoming {
+                Some((trace_id, flags)) => {
+                    traceparent[3..35].copy_from_slice(trace_id.as_bytes());
+                    traceparent[53..55].copy_from_slice(flags.as_bytes());
+                }
+                None => write_hex(fresh_bits(32), &mut traceparent[3..35]),
+            }
+            write_hex(fresh_bits(16), &mut traceparent[36..52]);
+            (header_from_ascii(&traceparent[3..35]), header_from_ascii(&traceparent))
         });
         Self { request_id, trace }
     }

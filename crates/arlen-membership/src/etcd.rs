@@ -141,6 +141,9 @@ impl EtcdSource {
     }
 }
 
+/// Who is listed in which state: what a membership change changes.
+type MembershipSignature = Vec<(String, u64, MemberState)>;
+
 /// A member that left or died recently, still listed.
 struct Gone {
     member: Member,
@@ -165,7 +168,7 @@ struct Runner {
     own_state: &'static str,
     problem: Option<String>,
     last_change: Option<SystemTime>,
-    last_published: Option<(u32, Vec<(String, u64, MemberState)>)>,
+    last_published: Option<(u32, MembershipSignature)>,
 }
 
 enum SessionEnd {
@@ -500,7 +503,7 @@ impl Runner {
         members.sort_by(|a, b| (&a.node_id, a.generation).cmp(&(&b.node_id, b.generation)));
         let alive = members.iter().filter(|m| m.state == MemberState::Alive).count();
         let observed_nodes = if in_contact { u32::try_from(alive).unwrap_or(u32::MAX) } else { 0 };
-        let signature: Vec<(String, u64, MemberState)> =
+        let signature: MembershipSignature =
             members.iter().map(|m| (m.node_id.clone(), m.generation, m.state)).collect();
         if self.last_published.as_ref() != Some(&(observed_nodes, signature.clone())) {
             self.last_published = Some((observed_nodes, signature));

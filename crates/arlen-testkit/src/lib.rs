@@ -259,22 +259,6 @@ impl Drop for ArlenProcess {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_exact_header_names_and_content_length() {
-        let raw = b"HTTP/1.1 503 Service Unavailable\r\nX-Arlen-Cluster: a\r\nContent-Length: 4\r\n\r\nbodyEXTRA";
-        let response = RawResponse::parse(raw).unwrap();
-        assert_eq!(response.status, 503);
-        assert!(response.has_exact_header("X-Arlen-Cluster"));
-        assert!(!response.has_exact_header("x-arlen-cluster"));
-        assert_eq!(response.header("x-arlen-cluster"), Some("a"));
-        assert_eq!(response.body, b"body");
-    }
-}
-
 /// A real etcd cluster of `etcd` processes on loopback, for tests. Each member
 /// has its own data directory, so a stopped member can be started again.
 /// Killed on drop.
@@ -389,5 +373,21 @@ impl Drop for EtcdCluster {
         for index in 0..self.members.len() {
             self.stop_member(index);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exact_header_names_and_content_length() {
+        let raw = b"HTTP/1.1 503 Service Unavailable\r\nX-Arlen-Cluster: a\r\nContent-Length: 4\r\n\r\nbodyEXTRA";
+        let response = RawResponse::parse(raw).unwrap();
+        assert_eq!(response.status, 503);
+        assert!(response.has_exact_header("X-Arlen-Cluster"));
+        assert!(!response.has_exact_header("x-arlen-cluster"));
+        assert_eq!(response.header("x-arlen-cluster"), Some("a"));
+        assert_eq!(response.body, b"body");
     }
 }
