@@ -29,6 +29,7 @@ out=$(mktemp)
   echo '```'
   python3 bench/perf.py "${perf[@]}"
   ./bench/header-instructions.sh
+  python3 bench/request_instructions.py
   python3 bench/membership.py "${membership[@]}" "${idle[@]}" --only detect,leave,cost,idle,busy
   python3 bench/membership.py "${membership[@]}" --source etcd --only detect,leave,etcd-outage
   python3 bench/drills.py "${drills[@]}"

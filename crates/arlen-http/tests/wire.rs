@@ -558,14 +558,7 @@ async fn one_snapshot_feeds_headers_and_body_while_membership_changes() {
             let mut observed = 0u32;
             while flipping.load(std::sync::atomic::Ordering::Relaxed) {
                 observed = (observed + 1) % 5;
-                publisher.set_membership(MembershipView {
-                    source: "static_config",
-                    observed_nodes: observed,
-                    members: Vec::new(),
-                    health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
-                    duplicate_node_ids: Vec::new(),
-                    heard: None,
-                });
+                publisher.set_membership(static_view(observed));
                 tokio::task::yield_now().await;
             }
         }
