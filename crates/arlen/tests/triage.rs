@@ -121,8 +121,10 @@ fn triage_reports_nominal_then_a_partition_then_an_unreachable_node() {
     assert!(text.contains("findings: none"), "{text}");
 
     isolate(&nodes[2]);
-    poll_until("partition seen", Duration::from_secs(10), || {
-        (nodes[2].get("/clusterz").json()["cluster"]["observed_nodes"] == 1).then_some(())
+    let observed = |node: &ArlenProcess| node.get("/clusterz").json()["cluster"]["observed_nodes"].as_u64();
+    poll_until("the partition seen from both sides", Duration::from_secs(10), || {
+        (observed(&nodes[0]) == Some(2) && observed(&nodes[1]) == Some(2) && observed(&nodes[2]) == Some(1))
+            .then_some(())
     });
     let (code, text) = triage(&url, &[]);
     assert_eq!(code, 2, "{text}");
