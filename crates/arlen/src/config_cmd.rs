@@ -13,11 +13,16 @@ pub const CONFIG_ERROR_EXIT: u8 = 2;
 
 /// Load options from `--env`/`--app-root` and `ARLEN_APP_ROOT`.
 pub fn load_options(location: &Location) -> LoadOptions {
-    let app_root = location
-        .app_root
-        .clone()
-        .or_else(|| lookup_variable(&ProcessEnvironment, "APP_ROOT").map(|found| PathBuf::from(found.value)))
-        .unwrap_or_else(|| PathBuf::from("."));
+    let from_variable = || {
+        lookup_variable(&ProcessEnvironment, "APP_ROOT").map(|found| {
+            if found.legacy {
+                // Logging is not set up yet (it depends on the configuration).
+                eprintln!("warning: {} is a legacy variable name; use ARLEN_APP_ROOT instead", found.name);
+            }
+            PathBuf::from(found.value)
+        })
+    };
+    let app_root = location.app_root.clone().or_else(from_variable).unwrap_or_else(|| PathBuf::from("."));
     LoadOptions { app_root, env_name: location.env.clone(), host: None, port: None }
 }
 
