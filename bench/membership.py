@@ -74,10 +74,26 @@ class Etcd:
         self.proc.wait()
 
 
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+
 class Cluster:
-    def __init__(self, size, name, extra=None, source="gossip"):
+    """N `arlen serve` processes on free loopback ports, started at once.
+    `seeds`: how many of the first nodes every node is seeded with (default all)."""
+
+    def __init__(self, size, name, extra=None, source="gossip", seeds=None):
         self.ports = free_ports(size)
         self.name = name
+        self.seed_count = seeds or size
         self.extra = dict(extra or {})
         self.procs = [None] * size
         self.logs = tempfile.mkdtemp(prefix="arlen-bench-")
@@ -89,11 +105,12 @@ class Cluster:
             self.start(i)
 
     def start(self, i):
-        seeds = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        seeds = ",".join(f"127.0.0.1:{p}" for p in self.ports[:self.seed_count])
         env = dict(os.environ, ARLEN_ENV="production", ARLEN_LOG_LEVEL="warn", ARLEN_CLUSTER_ENABLED="1",
                    ARLEN_CLUSTER_NAME=self.name, ARLEN_CLUSTER_NODE_ID=f"node-{i + 1}",
                    ARLEN_CLUSTER_EXPECTED_NODES=str(len(self.ports)), ARLEN_CLUSTER_MEMBERSHIP_SOURCE="gossip",
-                   ARLEN_CLUSTER_GOSSIP_SEEDS=seeds, ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM="1")
+                   ARLEN_CLUSTER_GOSSIP_SEEDS=seeds, ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM="1",
+                   ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS="0")
         env.update(self.extra)
         log = open(os.path.join(self.logs, f"node-{i + 1}.log"), "ab")
         self.procs[i] = subprocess.Popen([BIN, "serve", "--port", str(self.ports[i]), "--app-root", "/nonexistent"],
@@ -104,6 +121,10 @@ class Cluster:
         if status != 200:
             return None
         return json.loads(body)["cluster"]["observed_nodes"]
+
+    def status(self, i):
+        status, body = get(self.ports[i], "/clusterz", timeout=2)
+        return json.loads(body)["cluster"]["quorum"]["status"] if status == 200 else None
 
     def wait(self, what, predicate, limit=30.0, step=0.005):
         start = time.monotonic()
@@ -257,22 +278,15 @@ def cost(args):
     try:
         c.wait("convergence", c.all_nominal)
         time.sleep(3)
-        def ticks(p):
-            with open(f"/proc/{p.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return int(fields[11]) + int(fields[12])
         window = 30
-        t0 = [ticks(p) for p in c.procs]
+        t0 = [cpu_ticks(p.pid) for p in c.procs]
         s0 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(nodes)]
         r0 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(nodes)]
         time.sleep(window)
-        t1 = [ticks(p) for p in c.procs]
+        t1 = [cpu_ticks(p.pid) for p in c.procs]
         s1 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(nodes)]
         r1 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(nodes)]
-        rss = []
-        for p in c.procs:
-            with open(f"/proc/{p.pid}/status") as f:
-                rss.append(next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024)
+        rss = [rss_mb(p.pid) for p in c.procs]
         cpu = [100 * (b - a) / hz / window for a, b in zip(t0, t1)]
         sent = [(b - a) / window for a, b in zip(s0, s1)]
         recv = [(b - a) / window for a, b in zip(r0, r1)]

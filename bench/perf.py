@@ -15,7 +15,9 @@ median of per-round ratios with min-max. Every load is bounded in time.
 usage: bench/perf.py [request-path|scale|under-load ...] [--rounds 5] [--seconds 3]
                      [--sizes 3,10,25,50] [--trials 5]
 """
-import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+from membership import Cluster, cpu_ticks, rss_mb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARLEN = os.path.join(ROOT, "target", "release", "arlen")
@@ -110,58 +112,6 @@ def request_path(args):
         arlen.terminate(); baseline.terminate(); arlen.wait(); baseline.wait()
 
 
-class Cluster:
-    def __init__(self, size, name):
-        self.ports = [free_port() for _ in range(size)]
-        self.name = name
-        self.procs = [None] * size
-        self.logs = tempfile.mkdtemp(prefix=f"arlen-{name}-")
-
-    def start(self, i):
-        seeds = ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
-        env = dict(os.environ, ARLEN_ENV="production", ARLEN_LOG_LEVEL="warn", ARLEN_CLUSTER_ENABLED="1",
-                   ARLEN_CLUSTER_NAME=self.name, ARLEN_CLUSTER_NODE_ID=f"node-{i + 1}",
-                   ARLEN_CLUSTER_EXPECTED_NODES=str(len(self.ports)), ARLEN_CLUSTER_MEMBERSHIP_SOURCE="gossip",
-                   ARLEN_CLUSTER_GOSSIP_SEEDS=seeds, ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS="0")
-        self.procs[i] = subprocess.Popen([ARLEN, "serve", "--port", str(self.ports[i]), "--app-root", "/nonexistent"],
-                                         env=env, stdout=subprocess.DEVNULL,
-                                         stderr=open(os.path.join(self.logs, f"node-{i + 1}.log"), "ab"))
-
-    def observed(self, i):
-        status, body = get(self.ports[i], "/clusterz", timeout=2)
-        return json.loads(body)["cluster"]["observed_nodes"] if status == 200 else None
-
-    def status(self, i):
-        status, body = get(self.ports[i], "/clusterz", timeout=2)
-        return json.loads(body)["cluster"]["quorum"]["status"] if status == 200 else None
-
-    def wait(self, what, predicate, limit=60.0):
-        start = time.monotonic()
-        while time.monotonic() - start < limit:
-            if predicate():
-                return time.monotonic() - start
-            time.sleep(0.01)
-        raise SystemExit(f"timed out after {limit}s waiting for {what}")
-
-    def metric(self, i, series):
-        _, body = get(self.ports[i], "/metrics", timeout=2)
-        for line in body.decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        return 0.0
-
-    def stop(self):
-        for p in self.procs:
-            if p and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            if p:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-
 def all_true(cluster, nodes, check):
     return all(check(i) for i in nodes)
 
@@ -172,30 +122,21 @@ def scale(args):
     print("| nodes | convergence (last start → all nominal) | kill -9 detection, median (worst) over trials | CPU per node, idle | RSS per node | gossip sent B/s per node | received B/s |")
     print("|---|---|---|---|---|---|---|")
     for size in [int(x) for x in args.sizes.split(",")]:
-        c = Cluster(size, f"scale{size}")
+        c = Cluster(size, f"scale{size}", extra={"ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS": "0"}, seeds=3)
         try:
-            for i in range(size):
-                c.start(i)
             last_started = time.monotonic()
             c.wait("convergence", lambda: all_true(c, range(size), lambda i: c.observed(i) == size), limit=120)
             convergence = time.monotonic() - last_started
             time.sleep(2)
-            def ticks(p):
-                with open(f"/proc/{p.pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                return int(fields[11]) + int(fields[12])
             window = 10
-            t0 = [ticks(p) for p in c.procs]
+            t0 = [cpu_ticks(p.pid) for p in c.procs]
             s0 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(size)]
             r0 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(size)]
             time.sleep(window)
-            t1 = [ticks(p) for p in c.procs]
+            t1 = [cpu_ticks(p.pid) for p in c.procs]
             s1 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(size)]
             r1 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(size)]
-            rss = []
-            for p in c.procs:
-                with open(f"/proc/{p.pid}/status") as f:
-                    rss.append(next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024)
+            rss = [rss_mb(p.pid) for p in c.procs]
             cpu = [100 * (b - a) / hz / window for a, b in zip(t0, t1)]
             sent = [(b - a) / window for a, b in zip(s0, s1)]
             received = [(b - a) / window for a, b in zip(r0, r1)]
@@ -225,8 +166,6 @@ def under_load(args):
     c = Cluster(3, "loaded")
     idle, loaded = [], []
     try:
-        for i in range(3):
-            c.start(i)
         c.wait("convergence", lambda: all_true(c, range(3), lambda i: c.observed(i) == 3))
         for trial in range(args.trials * 2):
             with_load = trial % 2 == 1
