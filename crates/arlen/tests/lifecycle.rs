@@ -199,3 +199,68 @@ fn sighup_reloads_what_can_change_and_keeps_the_rest() {
     assert!(!stderr.contains("\"port\""), "the flag keeps the port: {stderr}");
     assert_eq!(node.get("/livez").status, 200, "still on the old port");
 }
+
+/// Writes `config/app.toml` with the given observed count.
+fn write_cluster_config(app: &Path, observed: u32, extra: &str) {
+    let config = app.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("app.toml"),
+        format!("[cluster]\nenabled = true\nname = \"alpha\"\nexpectedNodes = 3\nobservedNodes = {observed}\n{extra}\n[observability]\nreadinessRequiresClusterQuorum = true\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn hysteresis_on_a_real_process_holds_readiness_through_the_grace() {
+    let app = tempfile::tempdir().unwrap();
+    write_cluster_config(app.path(), 3, "quorumLossGraceMs = 1500");
+    let mut node = ArlenProcess::serve(binary(), app.path(), &[("ARLEN_CLUSTER_NODE_ID", "node-a")]);
+    node.wait_live();
+    assert_eq!(node.get("/readyz").status, 200);
+    write_cluster_config(app.path(), 2, "quorumLossGraceMs = 1500");
+    node.signal("HUP");
+    poll_until("the loss to be seen", Duration::from_secs(10), || {
+        (node.get("/").header("X-Arlen-Cluster-Status") == Some("degraded")).then_some(())
+    });
+    let seen = Instant::now();
+    let ready = node.get("/readyz?format=json");
+    if seen.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(ready.status, 200, "still ready inside the grace: {}", ready.text());
+        assert!(ready.json()["checks"]["cluster_quorum"]["pending"]["effective_at_utc"].is_string());
+    }
+    poll_until("readiness to flip after the grace", Duration::from_secs(10), || {
+        (node.get("/readyz").status == 503).then_some(())
+    });
+    assert!(seen.elapsed() >= Duration::from_millis(1000), "flipped too early: {:?}", seen.elapsed());
+}
+
+#[test]
+fn a_wait_on_a_real_process_returns_when_the_state_arrives() {
+    let app = tempfile::tempdir().unwrap();
+    write_cluster_config(app.path(), 2, "");
+    let mut node = ArlenProcess::serve(binary(), app.path(), &[("ARLEN_CLUSTER_NODE_ID", "node-a")]);
+    node.wait_live();
+    let address = node.address();
+    let waiting = std::thread::spawn(move || {
+        arlen_testkit::get(address, "/clusterz?wait_for_status=nominal&wait_for_nodes=%3E%3D3&timeout=20s", &[])
+            .unwrap()
+    });
+    // Once the request waits (two active requests: it and this metrics read), make the state true.
+    poll_until("the wait to be in flight", Duration::from_secs(10), || {
+        let metrics = node.get("/metrics").text();
+        arlen_http_active(&metrics).filter(|active| *active >= 2.0)
+    });
+    write_cluster_config(app.path(), 3, "");
+    node.signal("HUP");
+    let response = waiting.join().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["cluster"]["quorum"]["status"], "nominal");
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("nominal"));
+    let timed_out = node.get("/clusterz?wait_for_status=partitioned&timeout=300ms");
+    assert_eq!(timed_out.status, 408);
+}
+
+fn arlen_http_active(metrics: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix("aln_http_requests_active ").and_then(|v| v.parse().ok()))
+}
