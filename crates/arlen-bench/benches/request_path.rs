@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arlen_cluster::{snapshot_channel, Clock, MembershipView, NodeIdentity, RuntimeSettings, SourceHealth, Timestamp};
+use arlen_cluster::{snapshot_channel, Clock, MembershipView, NodeIdentity, RuntimeSettings, Timestamp};
 use arlen_config::Config;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tower::{Service, ServiceExt as _};
@@ -22,14 +22,7 @@ impl Clock for FixedClock {
 }
 
 fn view(observed: u32) -> MembershipView {
-    MembershipView {
-        source: "static_config",
-        observed_nodes: observed,
-        members: Vec::new(),
-        health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
-        duplicate_node_ids: Vec::new(),
-        heard: None,
-    }
+    MembershipView::counted("static_config", observed)
 }
 
 fn snapshot(c: &mut Criterion) {

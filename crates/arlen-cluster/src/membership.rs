@@ -101,6 +101,19 @@ pub struct MembershipView {
 }
 
 impl MembershipView {
+    /// A view that reports only a count (no member list), healthy: what a
+    /// configured count looks like, and a convenient fixture.
+    pub fn counted(source: &'static str, observed_nodes: u32) -> Self {
+        Self {
+            source,
+            observed_nodes,
+            members: Vec::new(),
+            health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
+            duplicate_node_ids: Vec::new(),
+            heard: None,
+        }
+    }
+
     /// The view before any source has reported: nothing observed.
     pub fn uninitialised(source: &'static str) -> Self {
         Self {

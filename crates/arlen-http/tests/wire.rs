@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arlen_cluster::{MembershipView, SourceHealth};
+use arlen_cluster::MembershipView;
 use arlen_config::Config;
 use arlen_http::{Runtime, ServerSettings};
 use arlen_testkit::{get_async, request_text, send_raw_async, RawResponse};
@@ -578,14 +578,7 @@ async fn one_snapshot_feeds_headers_and_body_while_membership_changes() {
 }
 
 fn static_view(observed: u32) -> MembershipView {
-    MembershipView {
-        source: "static_config",
-        observed_nodes: observed,
-        members: Vec::new(),
-        health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
-        duplicate_node_ids: Vec::new(),
-        heard: None,
-    }
+    MembershipView::counted("static_config", observed)
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::gate::GateWindows;
-use crate::membership::SourceHealth;
 use crate::QuorumStatus;
 
 /// A clock the test moves by hand.
@@ -32,14 +31,7 @@ fn settings(expected: u32) -> RuntimeSettings {
 }
 
 fn view(observed: u32) -> MembershipView {
-    MembershipView {
-        source: "static_config",
-        observed_nodes: observed,
-        members: Vec::new(),
-        health: SourceHealth { ok: true, detail: "static".into(), last_membership_change: None },
-        duplicate_node_ids: Vec::new(),
-        heard: None,
-    }
+    MembershipView::counted("static_config", observed)
 }
 
 fn channel(settings: RuntimeSettings, observed: u32) -> (SnapshotPublisher, SnapshotReader, Arc<ManualClock>) {
