@@ -3,14 +3,14 @@
 //! - [`RawResponse`]: HTTP/1.1 responses read as bytes, so header names keep
 //!   the exact capitalisation that went over the wire (client libraries
 //!   normalise them).
-//! - [`free_port`]: a loopback port nobody listens on right now.
+//! - [`free_port`]: a loopback port that no server and no other test process holds.
 //! - [`poll_until`]: wait for a condition with a deadline, never a fixed sleep.
 //! - [`ArlenProcess`]: the built `arlen` binary as a child process, killed on drop.
 
 #![forbid(unsafe_code)]
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -118,9 +118,125 @@ pub async fn get_async(address: SocketAddr, target: &str, headers: &[(&str, &str
     send_raw_async(address, request_text("GET", target, headers).as_bytes()).await
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port, free for TCP and UDP, that no other test process holds.
+///
+/// Tests run in parallel processes and start servers some time after choosing
+/// their ports, so "free a moment ago" is not enough: with ports from
+/// `bind(0)`, two tests could pick the same one, or an outgoing connection
+/// could take it first, and a test would then talk to somebody else's server.
+/// So ports come from [`claimed_ports`]: below the kernel's ephemeral range
+/// (neither `bind(0)` nor `connect` hands those out) and claimed with a file
+/// lock that this process holds until it exits.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+    free_port_range(1)
+}
+
+/// The first of `count` consecutive ports claimed as in [`free_port`] (for
+/// commands that take a base port).
+pub fn free_port_range(count: u16) -> u16 {
+    claimed_ports::claim(count).unwrap_or_else(|e| panic!("claim {count} loopback port(s): {e}"))
+}
+
+pub mod claimed_ports {
+    //! Cross-process port claims: one lock file per port under the system
+    //! temporary directory, locked (`flock`) for the life of the claiming
+    //! process, so a crashed test leaves nothing behind.
+
+    use std::fs::{File, OpenOptions};
+    use std::net::{TcpListener, UdpSocket};
+    use std::ops::Range;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    /// Locks held by this process.
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+    /// Ports handed out: the 12 000 below the ephemeral range (Linux default
+    /// 32768–60999, read from procfs when available).
+    pub fn range() -> Range<u16> {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let end = ephemeral_low.min(32768);
+        end.saturating_sub(12_000).max(1024)..end
+    }
+
+    fn lock_dir() -> std::io::Result<PathBuf> {
+        let dir = std::env::temp_dir().join("arlen-test-ports");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Claims `count` consecutive ports, each free for TCP and UDP on
+    /// 127.0.0.1 right now; returns the first.
+    pub fn claim(count: u16) -> std::io::Result<u16> {
+        let range = range();
+        let span = range.len() as u32;
+        if count == 0 || u32::from(count) > span {
+            return Err(std::io::Error::other(format!("cannot claim {count} ports in {range:?}")));
+        }
+        let dir = lock_dir()?;
+        let candidates = span - u32::from(count) + 1;
+        let offset = random_u32() % candidates;
+        for step in 0..candidates {
+            let base = range.start + ((offset + step) % candidates) as u16;
+            if let Some(locks) = try_claim(&dir, base, count)? {
+                HELD.lock().unwrap_or_else(|e| e.into_inner()).extend(locks);
+                return Ok(base);
+            }
+        }
+        Err(std::io::Error::other(format!("no {count} consecutive free ports in {range:?}")))
+    }
+
+    fn try_claim(dir: &std::path::Path, base: u16, count: u16) -> std::io::Result<Option<Vec<File>>> {
+        let mut locks = Vec::with_capacity(usize::from(count));
+        for port in base..base + count {
+            let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+            if !free {
+                return Ok(None);
+            }
+            locks.push(file);
+        }
+        Ok(Some(locks))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_claimed_port_is_never_handed_out_again() {
+            let base = claim(3).unwrap();
+            assert!(range().contains(&base) && range().contains(&(base + 2)));
+            let dir = lock_dir().unwrap();
+            for port in base..base + 3 {
+                // A second open file description conflicts with the held lock,
+                // as another process's would.
+                assert!(try_claim(&dir, port, 1).unwrap().is_none(), "port {port} claimed twice");
+            }
+            let more: Vec<u16> = (0..20).map(|_| claim(1).unwrap()).collect();
+            let mut distinct = more.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), more.len(), "{more:?}");
+            assert!(more.iter().all(|p| !(base..base + 3).contains(p)));
+        }
+    }
+
+    /// A random start so parallel processes rarely contend for one lock.
+    fn random_u32() -> u32 {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish() as u32
+    }
 }
 
 /// Calls `check` until it returns `Some` or `timeout` passes; panics with
@@ -132,6 +248,27 @@ pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
             return value;
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`poll_until`] that adds `explain()` (say, each node's view and log) to
+/// the panic message on timeout, so a failure in CI can be diagnosed from its
+/// output alone.
+pub fn poll_until_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -213,6 +350,25 @@ impl ArlenProcess {
     /// What the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// A few lines for a failure message: pid, port, the node's `/clusterz`
+    /// members (or why it could not be read) and the end of its log.
+    pub fn describe(&self) -> String {
+        let members = match get(self.address(), "/clusterz", &[]) {
+            Ok(response) => match serde_json::from_slice::<serde_json::Value>(&response.body) {
+                Ok(doc) => format!(
+                    "status {} observed {} members {}",
+                    doc["cluster"]["status"], doc["cluster"]["observed_nodes"], doc["cluster"]["members"]
+                ),
+                Err(_) => format!("/clusterz answered {}: {}", response.status, response.text()),
+            },
+            Err(e) => format!("/clusterz unreachable: {e}"),
+        };
+        let log = self.stderr();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("--- pid {} port {}: {members}\n{}\n", self.child.id(), self.port, tail.join("\n"))
     }
 
     /// Waits until `/livez` answers 200.

@@ -195,12 +195,7 @@ fn a_second_process_with_the_same_node_id_is_refused() {
 #[test]
 fn arlen_up_with_etcd_runs_its_own_etcd_and_stops_it() {
     use std::io::{BufRead as _, BufReader};
-    let base = loop {
-        let base = arlen_testkit::free_port();
-        if base < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            break base;
-        }
-    };
+    let base = arlen_testkit::free_port_range(3);
     let mut up = std::process::Command::new(binary())
         .args(["up", "--nodes", "3", "--base-port", &base.to_string(), "--source", "etcd", "--refresh-ms", "100"])
         .stdout(std::process::Stdio::piped())

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arlen_testkit::{free_port, poll_until, ArlenProcess, RawResponse};
+use arlen_testkit::{free_port, free_port_range, poll_until, poll_until_explained, ArlenProcess, RawResponse};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
@@ -54,9 +54,12 @@ fn observed(node: &ArlenProcess) -> Option<u64> {
 }
 
 fn wait_observed(node: &ArlenProcess, count: u64, timeout: Duration) {
-    poll_until(&format!("node on {} to observe {count}", node.port), timeout, || {
-        (observed(node) == Some(count)).then_some(())
-    });
+    poll_until_explained(
+        &format!("node on {} to observe {count}", node.port),
+        timeout,
+        || (observed(node) == Some(count)).then_some(()),
+        || node.describe(),
+    );
 }
 
 fn member_state(node: &ArlenProcess, node_id: &str) -> Option<String> {
@@ -175,21 +178,6 @@ fn clusters_with_different_names_on_the_same_seeds_never_count_each_other() {
             assert_eq!(doc["cluster"]["members"].as_array().unwrap().len(), 2, "{doc}");
         }
     }
-}
-
-/// Four consecutive free ports (TCP and UDP).
-fn free_port_range(count: u16) -> u16 {
-    for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 1000) * 40 + attempt * 7 % 20_000;
-        let free = (0..count).all(|i| {
-            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports found");
 }
 
 #[test]

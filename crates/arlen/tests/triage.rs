@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use arlen_testkit::{free_port, poll_until, send_raw, ArlenProcess};
+use arlen_testkit::{free_port, poll_until, poll_until_explained, send_raw, ArlenProcess};
 
 const TOKEN: &str = "drill-token";
 
@@ -45,9 +45,12 @@ fn start_cluster(cluster: &str, size: usize, expected: usize, extra: &[(&str, &s
         .collect();
     let size = size as u64;
     for node in &nodes {
-        poll_until("convergence", Duration::from_secs(15), || {
-            (node.get("/clusterz").json()["cluster"]["observed_nodes"] == size).then_some(())
-        });
+        poll_until_explained(
+            "convergence",
+            Duration::from_secs(15),
+            || (node.get("/clusterz").json()["cluster"]["observed_nodes"] == size).then_some(()),
+            || nodes.iter().map(ArlenProcess::describe).collect(),
+        );
     }
     nodes
 }
