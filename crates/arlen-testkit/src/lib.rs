@@ -207,6 +207,14 @@ pub mod claimed_ports {
         Ok(Some(locks))
     }
 
+    /// A random start so parallel processes rarely contend for one lock.
+    fn random_u32() -> u32 {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish() as u32
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -228,14 +236,6 @@ pub mod claimed_ports {
             assert_eq!(distinct.len(), more.len(), "{more:?}");
             assert!(more.iter().all(|p| !(base..base + 3).contains(p)));
         }
-    }
-
-    /// A random start so parallel processes rarely contend for one lock.
-    fn random_u32() -> u32 {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.finish() as u32
     }
 }
 
