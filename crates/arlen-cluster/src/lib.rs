@@ -20,4 +20,5 @@ pub use membership::{HeardClock, Member, MemberState, MembershipView, SourceHeal
 pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
 pub use snapshot::{
     ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, CLUSTER_HEADER_NAMES,
+    DRAINING_HEADER_NAME,
 };

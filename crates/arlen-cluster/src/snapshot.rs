@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::gate::{GateWindows, QuorumGate, Timestamp};
@@ -83,8 +84,9 @@ pub struct Readiness {
 }
 
 /// Names of the six cluster headers, with the contract's capitalisation.
-/// (The `http` crate stores names lower-case; the server writes them in
-/// title case, which gives exactly these spellings on the HTTP/1.1 wire.)
+/// (The `http` crate stores names lower-case; a server writes them either in
+/// title case, which gives exactly these spellings on the HTTP/1.1 wire, or
+/// from [`ClusterHeaders::wire_lines`].)
 pub const CLUSTER_HEADER_NAMES: [&str; 6] = [
     "X-Arlen-Cluster",
     "X-Arlen-Node",
@@ -103,14 +105,22 @@ const LOWERCASE_HEADER_NAMES: [&str; 6] = [
     "x-arlen-cluster-expected-nodes",
 ];
 
-/// The six header values of one snapshot, ready to copy into a response.
+/// The header set on every response while the node drains, with the
+/// contract's capitalisation.
+pub const DRAINING_HEADER_NAME: &str = "X-Arlen-Draining";
+
+/// The six header values of one snapshot, ready to copy into a response: as
+/// name/value pairs for a `HeaderMap`, and as the HTTP/1.1 lines themselves,
+/// in the contract's spelling (plus `X-Arlen-Draining: 1` while draining),
+/// for a server that writes pre-rendered lines.
 #[derive(Debug, Clone)]
 pub struct ClusterHeaders {
     pairs: [(HeaderName, HeaderValue); 6],
+    wire_lines: Bytes,
 }
 
 impl ClusterHeaders {
-    fn new(identity: &NodeIdentity, quorum: &Quorum) -> Self {
+    fn new(identity: &NodeIdentity, quorum: &Quorum, draining: bool) -> Self {
         let values = [
             header_value(&identity.cluster_name),
             header_value(&identity.node_id),
@@ -120,7 +130,18 @@ impl ClusterHeaders {
             HeaderValue::from(quorum.expected_nodes),
         ];
         let pairs = std::array::from_fn(|i| (HeaderName::from_static(LOWERCASE_HEADER_NAMES[i]), values[i].clone()));
-        Self { pairs }
+        let mut lines = Vec::with_capacity(256);
+        for (name, value) in CLUSTER_HEADER_NAMES.iter().zip(&values) {
+            lines.extend_from_slice(name.as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        if draining {
+            lines.extend_from_slice(DRAINING_HEADER_NAME.as_bytes());
+            lines.extend_from_slice(b": 1\r\n");
+        }
+        Self { pairs, wire_lines: Bytes::from(lines) }
     }
 
     /// A copy whose values share no buffers with `self`, so that cloning them
@@ -130,7 +151,14 @@ impl ClusterHeaders {
             let value = HeaderValue::from_bytes(value.as_bytes()).expect("copied from a valid header value");
             (name, value)
         });
-        Self { pairs }
+        Self { pairs, wire_lines: Bytes::copy_from_slice(&self.wire_lines) }
+    }
+
+    /// The lines `Name: value\r\n` of every header this snapshot adds to a
+    /// response (the six, and `X-Arlen-Draining` while draining), exactly as
+    /// they go on the HTTP/1.1 wire.
+    pub fn wire_lines(&self) -> &Bytes {
+        &self.wire_lines
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
@@ -188,7 +216,7 @@ impl Snapshot {
             None => QuorumGate::new(quorum.met, now),
         };
         let headers = (identity.cluster_enabled && settings.emit_headers)
-            .then(|| Arc::new(ClusterHeaders::new(&identity, &quorum)));
+            .then(|| Arc::new(ClusterHeaders::new(&identity, &quorum, lifecycle.draining)));
         Self {
             generation,
             identity,

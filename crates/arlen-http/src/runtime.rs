@@ -10,8 +10,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 
 use arlen_cluster::{
-    snapshot_channel, Clock, GateWindows, MembershipView, NodeIdentity, QuorumPolicy, RuntimeSettings, Snapshot,
-    SnapshotPublisher, SnapshotReader, Timestamp,
+    snapshot_channel, Clock, ClusterHeaders, GateWindows, MembershipView, NodeIdentity, QuorumPolicy, RuntimeSettings,
+    Snapshot, SnapshotPublisher, SnapshotReader, Timestamp,
 };
 use arlen_config::{Config, QuorumPolicySetting, RequestLimits};
 use axum::body::Body;
@@ -19,6 +19,7 @@ use axum::response::Response;
 use futures_util::FutureExt as _;
 use http::header::{CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request, StatusCode};
+use hyper::ext::RawHeaderLines;
 use tower::{Layer, Service, ServiceExt as _};
 
 use crate::endpoints::{self, plain};
@@ -89,6 +90,8 @@ pub fn node_identity(config: &Config) -> NodeIdentity {
     }
 }
 
+static NEXT_RUNTIME_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// State shared by every request of one node.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -100,7 +103,29 @@ pub(crate) struct Shared {
     ops: std::sync::OnceLock<crate::ops::Ops>,
     limits: RequestLimits,
     started_at: Instant,
+    /// Distinguishes runtimes in one process (for [`RAW_LINES`]).
+    id: u64,
+    /// The server writes [`RawHeaderLines`] (see [`Runtime::write_raw_header_lines`]).
+    raw_header_lines: std::sync::atomic::AtomicBool,
 }
+
+thread_local! {
+    /// The validated header lines of the last snapshot this thread answered
+    /// from: (runtime id, snapshot generation, lines). Validation scans the
+    /// bytes, so it is done once per thread and snapshot, not per response.
+    static RAW_LINES: std::cell::RefCell<Option<(u64, u64, RawHeaderLines)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Lower-case names of the headers [`ClusterHeaders::wire_lines`] renders.
+const RENDERED_NAMES: [&str; 7] = [
+    "x-arlen-cluster",
+    "x-arlen-node",
+    "x-arlen-worker-pid",
+    "x-arlen-cluster-status",
+    "x-arlen-cluster-observed-nodes",
+    "x-arlen-cluster-expected-nodes",
+    "x-arlen-draining",
+];
 
 /// The runtime of one node: its snapshot cell, metrics and request limits.
 ///
@@ -138,6 +163,8 @@ impl Runtime {
             ops: std::sync::OnceLock::new(),
             limits: config.request_limits,
             started_at: Instant::now(),
+            id: NEXT_RUNTIME_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            raw_header_lines: std::sync::atomic::AtomicBool::new(false),
         };
         Self { shared: Arc::new(shared), publisher }
     }
@@ -146,6 +173,14 @@ impl Runtime {
     /// are ignored). Without this the path is the application's.
     pub fn enable_fault_endpoint(&self, token: String, control: Arc<dyn crate::ops::FaultControl>) {
         let _ = self.shared.ops.set(crate::ops::Ops::new(token, control));
+    }
+
+    /// Hands the cluster headers to the server as pre-rendered lines
+    /// ([`RawHeaderLines`] in the response extensions) instead of `HeaderMap`
+    /// entries. Only for a server that writes them — [`crate::serve`] calls
+    /// this; under any other server the headers stay in the `HeaderMap`.
+    pub(crate) fn write_raw_header_lines(&self) {
+        self.shared.raw_header_lines.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// From now on every response carries `Connection: close`.
@@ -229,22 +264,58 @@ async fn apply_due_transitions(publisher: SnapshotPublisher, mut reader: Snapsho
 impl Shared {
     /// Adds cluster, identity and trace headers, and records metrics.
     fn finish(&self, response: &mut Response, snapshot: &Snapshot, ids: &RequestIds, started: Instant) {
+        let raw_lines = match &snapshot.headers {
+            Some(cluster_headers) if self.raw_header_lines.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.raw_lines(snapshot.generation, cluster_headers)
+            }
+            _ => None,
+        };
         let headers = response.headers_mut();
-        // Room for six cluster and four identity/trace headers in one allocation.
-        headers.reserve(10);
-        if let Some(cluster_headers) = &snapshot.headers {
-            for (name, value) in cluster_headers.iter() {
-                headers.insert(name.clone(), value.clone());
+        if let Some(raw_lines) = raw_lines {
+            // The lines are the only copy: drop any the application set itself.
+            if headers.keys().any(|name| name.as_str().starts_with("x-arlen-")) {
+                for name in RENDERED_NAMES {
+                    headers.remove(name);
+                }
             }
-            if snapshot.lifecycle.draining {
-                headers.insert(X_ARLEN_DRAINING, HeaderValue::from_static("1"));
+            ids.apply(headers);
+            response.extensions_mut().insert(raw_lines);
+        } else {
+            if let Some(cluster_headers) = &snapshot.headers {
+                // Room for six cluster and four identity/trace headers in one allocation.
+                headers.reserve(10);
+                for (name, value) in cluster_headers.iter() {
+                    headers.insert(name.clone(), value.clone());
+                }
+                if snapshot.lifecycle.draining {
+                    headers.insert(X_ARLEN_DRAINING, HeaderValue::from_static("1"));
+                }
             }
+            ids.apply(headers);
         }
-        ids.apply(headers);
+        let headers = response.headers_mut();
         if self.closing.load(std::sync::atomic::Ordering::Acquire) {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         self.metrics.finish(response.status().as_u16(), started.elapsed());
+    }
+
+    /// This thread's validated copy of the snapshot's header lines; `None`
+    /// (use the `HeaderMap`) if they were refused, which the values'
+    /// sanitising in the snapshot rules out.
+    fn raw_lines(&self, generation: u64, cluster_headers: &ClusterHeaders) -> Option<RawHeaderLines> {
+        RAW_LINES.with_borrow_mut(|cache| match cache {
+            Some((id, cached_generation, lines)) if *id == self.id && *cached_generation == generation => {
+                Some(lines.clone())
+            }
+            _ => {
+                let lines = RawHeaderLines::new(cluster_headers.wire_lines().clone())
+                    .inspect_err(|error| tracing::error!(%error, "cluster header lines refused; using the header map"))
+                    .ok()?;
+                *cache = Some((self.id, generation, lines.clone()));
+                Some(lines)
+            }
+        })
     }
 
     /// A response for a request that breaks a configured limit, if it does.

@@ -1,9 +1,11 @@
 //! The HTTP/1.1 server: binding, the accept loop, the session limit and
 //! graceful shutdown.
 //!
-//! Response header names are written in title case on the wire, which gives
-//! the contract's exact spellings (`X-Arlen-Cluster-Status`); hyper would
-//! otherwise write them lower-case.
+//! The cluster headers go on the wire as the snapshot's pre-rendered lines
+//! (`hyper::ext::RawHeaderLines`, from our patched hyper — vendor/README.md),
+//! in the contract's exact spellings (`X-Arlen-Cluster-Status`) at the cost of
+//! one copy. Other response header names are written in title case; hyper
+//! would otherwise write them lower-case.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -108,6 +110,8 @@ where
     S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
+    // This server writes the cluster headers from pre-rendered lines.
+    runtime.write_raw_header_lines();
     let builder = connection_builder(&settings);
     let mut closing_builder = connection_builder(&settings);
     closing_builder.keep_alive(false);

@@ -63,6 +63,12 @@ fn app(release: Arc<Notify>) -> Router {
         .route("/healthz", get(|| async { "shadowed by the application\n" }))
         .route("/boom", get(|| async { panic!("handler failure") as &'static str }))
         .route("/error", get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "app error\n") }))
+        .route(
+            "/spoof",
+            get(|| async {
+                ([("x-arlen-cluster", "spoofed"), ("x-arlen-draining", "1"), ("x-app", "kept")], "spoof\n")
+            }),
+        )
         .route("/echo", post(|body: axum::body::Bytes| async move { format!("{} bytes\n", body.len()) }))
         .route(
             "/slow",
@@ -104,6 +110,8 @@ async fn start(vars: &[(&str, &str)], started: bool) -> Node {
 fn assert_cluster_headers(response: &RawResponse, status: &str, observed: &str) {
     for name in CLUSTER_HEADERS {
         assert!(response.has_exact_header(name), "missing {name} with exact casing in:\n{}", response.head);
+        let count = response.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+        assert_eq!(count, 1, "{name} {count} times in:\n{}", response.head);
     }
     assert_eq!(response.header("X-Arlen-Cluster"), Some("alpha"));
     assert_eq!(response.header("X-Arlen-Node"), Some("node-a"));
@@ -143,10 +151,51 @@ async fn cluster_headers_on_every_kind_of_response() {
         (node.get("/readyz").await, 503),
         (node.get("/clusterz").await, 200),
         (node.get("/metrics").await, 200),
+        (node.get("/spoof").await, 200),
     ];
     for (response, status) in &cases {
         assert_eq!(response.status, *status, "{}", response.head);
         assert_cluster_headers(response, "degraded", "2");
+    }
+}
+
+#[tokio::test]
+async fn the_runtime_owns_the_cluster_headers_an_application_sets() {
+    let node = start(ALPHA, true).await;
+    let response = node.get("/spoof").await;
+    assert_cluster_headers(&response, "degraded", "2");
+    assert_eq!(response.header("X-Arlen-Draining"), None, "{}", response.head);
+    assert_eq!(response.header("X-App"), Some("kept"));
+}
+
+/// Under a server other than `arlen_http::serve` (here: called in-process, no
+/// server at all) the cluster headers are ordinary `HeaderMap` entries.
+#[tokio::test]
+async fn without_arlen_s_server_the_headers_are_in_the_header_map() {
+    use tower::ServiceExt as _;
+    let config = config(ALPHA);
+    let runtime = Runtime::new(&config);
+    runtime.publisher().set_membership(arlen_membership::static_view(&config, std::time::SystemTime::now()));
+    runtime.publisher().mark_draining();
+    let request = http::Request::get("/").body(axum::body::Body::empty()).unwrap();
+    let response = runtime.wrap(app(Arc::new(Notify::new()))).oneshot(request).await.unwrap();
+    let headers = response.headers();
+    assert_eq!(headers["x-arlen-cluster"], "alpha");
+    assert_eq!(headers["x-arlen-cluster-status"], "degraded");
+    assert_eq!(headers["x-arlen-cluster-observed-nodes"], "2");
+    assert_eq!(headers["x-arlen-draining"], "1");
+    assert!(response.extensions().get::<hyper::ext::RawHeaderLines>().is_none());
+}
+
+/// The vendored hyper's patch (vendor/README.md) is not a workspace member,
+/// so its contract is checked here: lines are validated once, when made.
+#[test]
+fn patched_hyper_refuses_header_injection_in_raw_lines() {
+    use hyper::ext::RawHeaderLines;
+    let lines = |text: &'static str| RawHeaderLines::new(bytes::Bytes::from_static(text.as_bytes()));
+    assert!(lines("X-Arlen-Cluster: alpha\r\nX-Arlen-Node: a\r\n").is_ok());
+    for bad in ["X-A: 1", "X-A: 1\r\nX-B: 2\nX-C: 3\r\n", "X-A: 1\r\n\r\n", "X A: 1\r\n", "Content-Length: 1\r\n"] {
+        assert!(lines(bad).is_err(), "{bad:?} accepted");
     }
 }
 
@@ -733,6 +782,8 @@ async fn draining_takes_the_node_out_of_rotation_and_says_so() {
     assert_eq!(node.get("/healthz").await.status, 200);
     let app = node.get("/").await;
     assert_eq!((app.status, app.header("X-Arlen-Draining")), (200, Some("1")));
+    assert!(app.has_exact_header("X-Arlen-Draining"), "{}", app.head);
+    assert_cluster_headers(&app, "degraded", "2");
     assert_eq!(node.get("/clusterz").await.json()["cluster"]["lifecycle"]["draining"], true);
     assert_eq!(node.get("/readyz/draining").await.status, 503);
 }

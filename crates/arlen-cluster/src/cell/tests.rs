@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::gate::GateWindows;
-use crate::QuorumStatus;
+use crate::{QuorumStatus, CLUSTER_HEADER_NAMES, DRAINING_HEADER_NAME};
 
 /// A clock the test moves by hand.
 #[derive(Debug, Default)]
@@ -130,6 +130,26 @@ fn hysteresis_holds_readiness_through_a_blip_and_flips_after_the_grace() {
     let snapshot = reader.current();
     assert!(!snapshot.gate.met && snapshot.gate.pending.is_none());
     assert_eq!(snapshot.gate.since.monotonic, Duration::from_millis(13_500));
+}
+
+#[test]
+fn wire_lines_spell_the_same_headers_as_the_pairs_and_follow_draining() {
+    let (publisher, reader, _) = channel(settings(3), 3);
+    publisher.set_membership(view(2));
+    let expected: String = CLUSTER_HEADER_NAMES
+        .iter()
+        .zip(reader.current().headers.as_ref().unwrap().iter())
+        .map(|(spelled, (name, value))| {
+            assert!(spelled.eq_ignore_ascii_case(name.as_str()));
+            format!("{spelled}: {}\r\n", value.to_str().unwrap())
+        })
+        .collect();
+    let lines = |s: &Snapshot| String::from_utf8(s.headers.as_ref().unwrap().wire_lines().to_vec()).unwrap();
+    assert_eq!(lines(&reader.current()), expected);
+    assert!(expected.starts_with("X-Arlen-Cluster: alpha\r\nX-Arlen-Node: "), "{expected}");
+    assert!(expected.contains("X-Arlen-Cluster-Status: degraded\r\nX-Arlen-Cluster-Observed-Nodes: 2\r\n"));
+    publisher.mark_draining();
+    assert_eq!(lines(&reader.current()), format!("{expected}{DRAINING_HEADER_NAME}: 1\r\n"));
 }
 
 #[test]
