@@ -19,7 +19,7 @@ use axum::response::Response;
 use futures_util::FutureExt as _;
 use http::header::{CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request, StatusCode};
-use hyper::ext::RawHeaderLines;
+use hyper::ext::{RawHeaderLines, RawHeaderLinesSlot};
 use tower::{Layer, Service, ServiceExt as _};
 
 use crate::endpoints::{self, plain};
@@ -105,8 +105,13 @@ pub(crate) struct Shared {
     started_at: Instant,
     /// Distinguishes runtimes in one process (for [`RAW_LINES`]).
     id: u64,
-    /// The server writes [`RawHeaderLines`] (see [`Runtime::write_raw_header_lines`]).
-    raw_header_lines: std::sync::atomic::AtomicBool,
+}
+
+tokio::task_local! {
+    /// The slot of the connection whose task is running: [`crate::serve`]
+    /// gives each connection one, and hyper (patched, vendor/README.md)
+    /// writes what it holds into that connection's next response head.
+    pub(crate) static CONNECTION_SLOT: RawHeaderLinesSlot;
 }
 
 thread_local! {
@@ -115,17 +120,6 @@ thread_local! {
     /// bytes, so it is done once per thread and snapshot, not per response.
     static RAW_LINES: std::cell::RefCell<Option<(u64, u64, RawHeaderLines)>> = const { std::cell::RefCell::new(None) };
 }
-
-/// Lower-case names of the headers [`ClusterHeaders::wire_lines`] renders.
-const RENDERED_NAMES: [&str; 7] = [
-    "x-arlen-cluster",
-    "x-arlen-node",
-    "x-arlen-worker-pid",
-    "x-arlen-cluster-status",
-    "x-arlen-cluster-observed-nodes",
-    "x-arlen-cluster-expected-nodes",
-    "x-arlen-draining",
-];
 
 /// The runtime of one node: its snapshot cell, metrics and request limits.
 ///
@@ -164,7 +158,6 @@ impl Runtime {
             limits: config.request_limits,
             started_at: Instant::now(),
             id: NEXT_RUNTIME_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            raw_header_lines: std::sync::atomic::AtomicBool::new(false),
         };
         Self { shared: Arc::new(shared), publisher }
     }
@@ -173,14 +166,6 @@ impl Runtime {
     /// are ignored). Without this the path is the application's.
     pub fn enable_fault_endpoint(&self, token: String, control: Arc<dyn crate::ops::FaultControl>) {
         let _ = self.shared.ops.set(crate::ops::Ops::new(token, control));
-    }
-
-    /// Hands the cluster headers to the server as pre-rendered lines
-    /// ([`RawHeaderLines`] in the response extensions) instead of `HeaderMap`
-    /// entries. Only for a server that writes them — [`crate::serve`] calls
-    /// this; under any other server the headers stay in the `HeaderMap`.
-    pub(crate) fn write_raw_header_lines(&self) {
-        self.shared.raw_header_lines.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// From now on every response carries `Connection: close`.
@@ -264,24 +249,17 @@ async fn apply_due_transitions(publisher: SnapshotPublisher, mut reader: Snapsho
 impl Shared {
     /// Adds cluster, identity and trace headers, and records metrics.
     fn finish(&self, response: &mut Response, snapshot: &Snapshot, ids: &RequestIds, started: Instant) {
-        let raw_lines = match &snapshot.headers {
-            Some(cluster_headers) if self.raw_header_lines.load(std::sync::atomic::Ordering::Relaxed) => {
-                self.raw_lines(snapshot.generation, cluster_headers)
-            }
-            _ => None,
-        };
         let headers = response.headers_mut();
-        if let Some(raw_lines) = raw_lines {
-            // The lines are the only copy: drop any the application set itself.
-            if headers.keys().any(|name| name.as_str().starts_with("x-arlen-")) {
-                for name in RENDERED_NAMES {
-                    headers.remove(name);
+        if let Some(cluster_headers) = &snapshot.headers {
+            if self.hand_off(snapshot.generation, cluster_headers) {
+                // The lines are the only copy: drop any the application set itself.
+                if headers.keys().any(|name| name.as_str().starts_with("x-arlen-")) {
+                    for (name, _) in cluster_headers.iter() {
+                        headers.remove(name);
+                    }
+                    headers.remove(X_ARLEN_DRAINING);
                 }
-            }
-            ids.apply(headers);
-            response.extensions_mut().insert(raw_lines);
-        } else {
-            if let Some(cluster_headers) = &snapshot.headers {
+            } else {
                 // Room for six cluster and four identity/trace headers in one allocation.
                 headers.reserve(10);
                 for (name, value) in cluster_headers.iter() {
@@ -291,13 +269,22 @@ impl Shared {
                     headers.insert(X_ARLEN_DRAINING, HeaderValue::from_static("1"));
                 }
             }
-            ids.apply(headers);
         }
-        let headers = response.headers_mut();
+        ids.apply(headers);
         if self.closing.load(std::sync::atomic::Ordering::Acquire) {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         self.metrics.finish(response.status().as_u16(), started.elapsed());
+    }
+
+    /// Under [`crate::serve`], leaves the snapshot's pre-rendered header lines
+    /// in the running connection's slot and returns true. Anywhere else
+    /// (another server, a task of its own) returns false: the caller puts the
+    /// headers in the `HeaderMap`.
+    fn hand_off(&self, generation: u64, cluster_headers: &ClusterHeaders) -> bool {
+        CONNECTION_SLOT
+            .try_with(|slot| self.raw_lines(generation, cluster_headers).map(|lines| slot.set(lines)).is_some())
+            .unwrap_or(false)
     }
 
     /// This thread's validated copy of the snapshot's header lines; `None`

@@ -1,11 +1,13 @@
 //! The HTTP/1.1 server: binding, the accept loop, the session limit and
 //! graceful shutdown.
 //!
-//! The cluster headers go on the wire as the snapshot's pre-rendered lines
-//! (`hyper::ext::RawHeaderLines`, from our patched hyper — vendor/README.md),
-//! in the contract's exact spellings (`X-Arlen-Cluster-Status`) at the cost of
-//! one copy. Other response header names are written in title case; hyper
-//! would otherwise write them lower-case.
+//! The cluster headers go on the wire as the snapshot's pre-rendered lines,
+//! in the contract's exact spellings (`X-Arlen-Cluster-Status`), at the cost
+//! of one copy: each connection gets a `hyper::ext::RawHeaderLinesSlot` (from
+//! our patched hyper — vendor/README.md), reachable by the runtime layer
+//! through a task-local while the connection's task runs. Other response
+//! header names are written in title case; hyper would otherwise write them
+//! lower-case.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +21,7 @@ use axum::body::Body;
 use axum::response::Response;
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
+use hyper::ext::RawHeaderLinesSlot;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -27,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
 
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, CONNECTION_SLOT};
 
 /// Settings of the server itself (taken from [`Config`]).
 #[derive(Debug, Clone)]
@@ -110,8 +113,6 @@ where
     S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    // This server writes the cluster headers from pre-rendered lines.
-    runtime.write_raw_header_lines();
     let builder = connection_builder(&settings);
     let mut closing_builder = connection_builder(&settings);
     closing_builder.keep_alive(false);
@@ -123,13 +124,19 @@ where
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
                 let service = service.clone().map_request(|request: http::Request<Incoming>| request.map(Body::new));
-                let connection = graceful.watch(builder.serve_connection(io, TowerToHyperService::new(service)));
-                tokio::spawn(async move {
+                let slot = RawHeaderLinesSlot::new();
+                let connection = graceful.watch(
+                    builder
+                        .clone()
+                        .raw_header_lines_slot(slot.clone())
+                        .serve_connection(io, TowerToHyperService::new(service)),
+                );
+                tokio::spawn(CONNECTION_SLOT.scope(slot, async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
                     drop(permit);
-                });
+                }));
             }
             Err(_) => {
                 tracing::warn!(%peer, limit = settings.max_sessions, "session limit reached; answering 503");
@@ -138,10 +145,14 @@ where
                     let response = runtime.busy_response(request.headers());
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let connection = closing_builder.serve_connection(io, TowerToHyperService::new(busy));
-                tokio::spawn(async move {
+                let slot = RawHeaderLinesSlot::new();
+                let connection = closing_builder
+                    .clone()
+                    .raw_header_lines_slot(slot.clone())
+                    .serve_connection(io, TowerToHyperService::new(busy));
+                tokio::spawn(CONNECTION_SLOT.scope(slot, async move {
                     let _ = connection.await;
-                });
+                }));
             }
         }
     };

@@ -184,7 +184,30 @@ async fn without_arlen_s_server_the_headers_are_in_the_header_map() {
     assert_eq!(headers["x-arlen-cluster-status"], "degraded");
     assert_eq!(headers["x-arlen-cluster-observed-nodes"], "2");
     assert_eq!(headers["x-arlen-draining"], "1");
-    assert!(response.extensions().get::<hyper::ext::RawHeaderLines>().is_none());
+}
+
+/// Pipelined requests on one connection: each response carries the lines
+/// once, including one the application answers with an error.
+#[tokio::test]
+async fn pipelined_responses_each_carry_the_cluster_headers_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let node = start(ALPHA, true).await;
+    let mut stream = tokio::net::TcpStream::connect(node.address).await.unwrap();
+    let one = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let requests = format!(
+        "{one}GET /error HTTP/1.1\r\nHost: x\r\n\r\n{one}GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut bytes)).await.unwrap().unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let heads: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(heads.len(), 4, "{text}");
+    for (head, status) in heads.iter().zip(["200", "500", "200", "200"]) {
+        assert!(head.starts_with(status), "{head}");
+        assert_eq!(head.matches("\r\nX-Arlen-Cluster-Status: degraded\r\n").count(), 1, "{head}");
+        assert_eq!(head.matches("X-Arlen-Cluster:").count(), 1, "{head}");
+    }
 }
 
 /// The vendored hyper's patch (vendor/README.md) is not a workspace member,

@@ -1,16 +1,19 @@
 // ARLEN PATCH (see vendor/README.md in the Arlen repository): this file is new.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 
 /// Header lines written verbatim into an HTTP/1 response head, after the
 /// fields of the response's `HeaderMap`.
 ///
-/// Put a `RawHeaderLines` in a response's extensions and a server connection
-/// writes its bytes as they are, in the capitalisation given, without looking
-/// at them again. This is for headers that many responses share and whose
-/// exact spelling matters on the wire: they are rendered and validated once,
-/// and each response then costs a copy of the bytes instead of a `HeaderMap`
-/// insert and a per-byte title-casing pass each.
+/// Leave a `RawHeaderLines` in a connection's [`RawHeaderLinesSlot`] and the
+/// server connection writes its bytes into the next response head as they
+/// are, in the capitalisation given, without looking at them again. This is
+/// for headers that many responses share and whose exact spelling matters on
+/// the wire: they are rendered and validated once, and each response then
+/// costs a copy of the bytes instead of a `HeaderMap` insert and a per-byte
+/// title-casing pass each.
 ///
 /// The lines are checked when the value is made: each is `name: value\r\n`,
 /// the name an RFC 9110 token, the value made of visible ASCII, spaces, tabs
@@ -19,8 +22,7 @@ use bytes::Bytes;
 /// `date`, `trailer`, `upgrade`, `keep-alive`) are refused, because hyper
 /// frames the message from the `HeaderMap` alone.
 ///
-/// Only HTTP/1 server connections write them; the HTTP/2 encoder and the
-/// client ignore this extension.
+/// Only HTTP/1 server connections write them.
 ///
 /// # Example
 ///
@@ -32,6 +34,37 @@ use bytes::Bytes;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawHeaderLines(Bytes);
+
+/// A connection's hand-off point for [`RawHeaderLines`].
+///
+/// Give a clone to [`http1::Builder::raw_header_lines_slot`] for one
+/// connection and keep one where that connection's service can reach it (a
+/// task-local around the connection future, say). Lines [`set`] there are
+/// written into the next response head the connection writes, which empties
+/// the slot. An HTTP/1 server connection has at most one request in flight,
+/// so the lines set while answering a request go out with its response.
+///
+/// [`http1::Builder::raw_header_lines_slot`]: crate::server::conn::http1::Builder::raw_header_lines_slot
+/// [`set`]: RawHeaderLinesSlot::set
+#[derive(Clone, Debug, Default)]
+pub struct RawHeaderLinesSlot(Arc<Mutex<Option<RawHeaderLines>>>);
+
+impl RawHeaderLinesSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lines for the next response head (replacing any not written yet).
+    pub fn set(&self, lines: RawHeaderLines) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(lines);
+    }
+
+    /// Takes the lines for the response head being written.
+    pub(crate) fn take(&self) -> Option<RawHeaderLines> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 /// Why bytes were refused by [`RawHeaderLines::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]

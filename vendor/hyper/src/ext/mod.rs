@@ -58,7 +58,7 @@ pub use h1_reason_phrase::ReasonPhrase;
 #[cfg(all(feature = "http1", feature = "server"))]
 mod h1_raw_header_lines;
 #[cfg(all(feature = "http1", feature = "server"))]
-pub use h1_raw_header_lines::{InvalidRawHeaderLines, RawHeaderLines};
+pub use h1_raw_header_lines::{InvalidRawHeaderLines, RawHeaderLines, RawHeaderLinesSlot};
 
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;

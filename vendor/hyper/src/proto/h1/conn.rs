@@ -69,6 +69,8 @@ where
                 date_header: true,
                 #[cfg(feature = "server")]
                 timer: Time::Empty,
+                #[cfg(feature = "server")]
+                raw_header_lines: None,
                 preserve_header_case: false,
                 #[cfg(feature = "ffi")]
                 preserve_header_order: false,
@@ -122,6 +124,12 @@ where
 
     pub(crate) fn set_title_case_headers(&mut self) {
         self.state.title_case_headers = true;
+    }
+
+    // ARLEN PATCH
+    #[cfg(feature = "server")]
+    pub(crate) fn set_raw_header_lines_slot(&mut self, slot: crate::ext::RawHeaderLinesSlot) {
+        self.state.raw_header_lines = Some(slot);
     }
 
     pub(crate) fn set_preserve_header_case(&mut self) {
@@ -644,6 +652,12 @@ where
                 title_case_headers: self.state.title_case_headers,
                 #[cfg(feature = "server")]
                 date_header: self.state.date_header,
+                #[cfg(feature = "server")]
+                raw_header_lines: self
+                    .state
+                    .raw_header_lines
+                    .as_ref()
+                    .and_then(crate::ext::RawHeaderLinesSlot::take),
             },
             buf,
         ) {
@@ -963,6 +977,9 @@ struct State {
     date_header: bool,
     #[cfg(feature = "server")]
     timer: Time,
+    /// ARLEN PATCH: where the service leaves lines for the next response head.
+    #[cfg(feature = "server")]
+    raw_header_lines: Option<crate::ext::RawHeaderLinesSlot>,
     preserve_header_case: bool,
     #[cfg(feature = "ffi")]
     preserve_header_order: bool,

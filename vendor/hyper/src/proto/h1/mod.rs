@@ -92,6 +92,9 @@ pub(crate) struct Encode<'encode, T> {
     title_case_headers: bool,
     #[cfg(feature = "server")]
     date_header: bool,
+    /// ARLEN PATCH: lines to write after the `HeaderMap` (server only).
+    #[cfg(feature = "server")]
+    raw_header_lines: Option<crate::ext::RawHeaderLines>,
 }
 
 /// Extra flags that a request "wants", like expect-continue or upgrades.

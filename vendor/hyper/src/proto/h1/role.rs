@@ -475,8 +475,9 @@ impl Http1Transaction for Server {
             orig_headers => orig_headers,
         };
         // ARLEN PATCH: pre-rendered lines, written after the `HeaderMap`.
-        let raw_lines = extensions
-            .get::<crate::ext::RawHeaderLines>()
+        let raw_header_lines = msg.raw_header_lines.take();
+        let raw_lines = raw_header_lines
+            .as_ref()
             .map_or(&[][..], |lines| lines.as_bytes());
         let encoder = if let Some(orig_headers) = orig_headers {
             Self::encode_headers_with_original_case(
@@ -2806,6 +2807,8 @@ mod tests {
                             title_case_headers: false,
                             #[cfg(feature = "server")]
                             date_header: true,
+                            #[cfg(feature = "server")]
+                            raw_header_lines: None,
                         },
                         &mut vec,
                     )
@@ -2862,6 +2865,8 @@ mod tests {
                     title_case_headers: false,
                     #[cfg(feature = "server")]
                     date_header: true,
+                    #[cfg(feature = "server")]
+                    raw_header_lines: None,
                 },
                 &mut vec,
             )
@@ -2903,6 +2908,8 @@ mod tests {
                 title_case_headers: true,
                 #[cfg(feature = "server")]
                 date_header: true,
+                #[cfg(feature = "server")]
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -2937,6 +2944,8 @@ mod tests {
                 title_case_headers: false,
                 #[cfg(feature = "server")]
                 date_header: true,
+                #[cfg(feature = "server")]
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -2974,6 +2983,8 @@ mod tests {
                 title_case_headers: true,
                 #[cfg(feature = "server")]
                 date_header: true,
+                #[cfg(feature = "server")]
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -3000,12 +3011,48 @@ mod tests {
                 req_method: &mut Some(Method::CONNECT),
                 title_case_headers: false,
                 date_header: true,
+                raw_header_lines: None,
             },
             &mut vec,
         )
         .unwrap();
 
         assert!(encoder.is_last());
+    }
+
+    // ARLEN PATCH
+    #[test]
+    fn test_server_response_encode_raw_header_lines() {
+        use crate::proto::BodyLength;
+        use http::header::HeaderValue;
+
+        let mut head = MessageHead::default();
+        head.headers
+            .insert("content-type", HeaderValue::from_static("text/plain"));
+        let lines = crate::ext::RawHeaderLines::new(bytes::Bytes::from_static(
+            b"X-Arlen-Cluster: alpha\r\nX-Arlen-Cluster-Status: nominal\r\n",
+        ))
+        .unwrap();
+
+        let mut vec = Vec::new();
+        Server::encode(
+            Encode {
+                head: &mut head,
+                body: Some(BodyLength::Known(10)),
+                keep_alive: true,
+                req_method: &mut None,
+                title_case_headers: false,
+                date_header: false,
+                raw_header_lines: Some(lines),
+            },
+            &mut vec,
+        )
+        .unwrap();
+
+        assert_eq!(
+            &vec[..],
+            &b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\nX-Arlen-Cluster: alpha\r\nX-Arlen-Cluster-Status: nominal\r\n\r\n"[..]
+        );
     }
 
     #[cfg(feature = "server")]
@@ -3031,6 +3078,7 @@ mod tests {
                 req_method: &mut None,
                 title_case_headers: true,
                 date_header: true,
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -3067,6 +3115,7 @@ mod tests {
                 req_method: &mut None,
                 title_case_headers: false,
                 date_header: true,
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -3103,6 +3152,7 @@ mod tests {
                 req_method: &mut None,
                 title_case_headers: true,
                 date_header: true,
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -3140,6 +3190,7 @@ mod tests {
                 req_method: &mut None,
                 title_case_headers: true,
                 date_header: false,
+                raw_header_lines: None,
             },
             &mut vec,
         )
@@ -3604,6 +3655,7 @@ mod tests {
                     req_method: &mut Some(Method::GET),
                     title_case_headers: false,
                     date_header: true,
+                    raw_header_lines: None,
                 },
                 &mut vec,
             )
@@ -3633,6 +3685,7 @@ mod tests {
                     req_method: &mut Some(Method::GET),
                     title_case_headers: false,
                     date_header: true,
+                    raw_header_lines: None,
                 },
                 &mut vec,
             )

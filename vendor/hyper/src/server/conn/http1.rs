@@ -83,6 +83,8 @@ pub struct Builder {
     max_buf_size: Option<usize>,
     pipeline_flush: bool,
     date_header: bool,
+    // ARLEN PATCH
+    h1_raw_header_lines: Option<crate::ext::RawHeaderLinesSlot>,
 }
 
 /// Deconstructed parts of a `Connection`.
@@ -255,6 +257,7 @@ impl Builder {
             max_buf_size: None,
             pipeline_flush: false,
             date_header: true,
+            h1_raw_header_lines: None,
         }
     }
     /// Set whether HTTP/1 connections should support half-closures.
@@ -284,6 +287,17 @@ impl Builder {
     /// Default is `false`.
     pub fn title_case_headers(&mut self, enabled: bool) -> &mut Self {
         self.h1_title_case_headers = enabled;
+        self
+    }
+
+    /// ARLEN PATCH: the slot from which connections served by this builder
+    /// take [`RawHeaderLines`](crate::ext::RawHeaderLines) for each response
+    /// head they write (see [`RawHeaderLinesSlot`](crate::ext::RawHeaderLinesSlot)).
+    /// Meant for a builder cloned per connection, with a slot per connection.
+    ///
+    /// Default is none.
+    pub fn raw_header_lines_slot(&mut self, slot: crate::ext::RawHeaderLinesSlot) -> &mut Self {
+        self.h1_raw_header_lines = Some(slot);
         self
     }
 
@@ -489,6 +503,9 @@ impl Builder {
         }
         if self.h1_preserve_header_case {
             conn.set_preserve_header_case();
+        }
+        if let Some(slot) = &self.h1_raw_header_lines {
+            conn.set_raw_header_lines_slot(slot.clone());
         }
         if let Some(max_headers) = self.h1_max_headers {
             conn.set_http1_max_headers(max_headers);
