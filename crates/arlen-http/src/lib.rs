@@ -1,7 +1,8 @@
 //! Arlen's HTTP layer on axum/tower: the reserved operability endpoints
 //! (`/healthz`, `/livez`, `/readyz`, `/clusterz`, `/metrics`), the
 //! `X-Arlen-Cluster-*`, identity and trace headers on every response, request
-//! limits, metrics, and a server with title-case headers and graceful
+//! limits, metrics, and a server that writes the headers in the contract's
+//! exact spelling (the cluster headers as pre-rendered lines) with graceful
 //! shutdown.
 //!
 //! **Architecture invariant:** request handling never waits on membership IO.
