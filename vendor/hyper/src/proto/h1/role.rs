@@ -465,22 +465,16 @@ impl Http1Transaction for Server {
             extend(dst, b"\r\n");
         }
 
-        let orig_headers;
         let extensions = std::mem::take(&mut msg.head.extensions);
-        let orig_headers = match extensions.get::<HeaderCaseMap>() {
-            None if msg.title_case_headers => {
-                orig_headers = HeaderCaseMap::default();
-                Some(&orig_headers)
-            }
-            orig_headers => orig_headers,
-        };
         // ARLEN PATCH: pre-rendered lines, written after the `HeaderMap`.
         let raw_header_lines = msg.raw_header_lines.take();
         let raw_lines = raw_header_lines
             .as_ref()
             .map_or(&[][..], |lines| lines.as_bytes());
-        let encoder = if let Some(orig_headers) = orig_headers {
-            Self::encode_headers_with_original_case(
+        // ARLEN PATCH: title case without a lookup in an empty case map per
+        // header (same output as the original-case writer with no map).
+        let encoder = match extensions.get::<HeaderCaseMap>() {
+            Some(orig_headers) => Self::encode_headers_with_original_case(
                 msg,
                 dst,
                 is_last,
@@ -488,9 +482,13 @@ impl Http1Transaction for Server {
                 wrote_len,
                 orig_headers,
                 raw_lines,
-            )?
-        } else {
-            Self::encode_headers_with_lower_case(msg, dst, is_last, orig_len, wrote_len, raw_lines)?
+            )?,
+            None if msg.title_case_headers => Self::encode_headers_with_title_case(
+                msg, dst, is_last, orig_len, wrote_len, raw_lines,
+            )?,
+            None => Self::encode_headers_with_lower_case(
+                msg, dst, is_last, orig_len, wrote_len, raw_lines,
+            )?,
         };
 
         ret.map(|()| encoder)
@@ -598,6 +596,57 @@ impl Server {
             orig_len,
             wrote_len,
             LowercaseWriter,
+            raw_lines,
+        )
+    }
+
+    // ARLEN PATCH: `title_case_headers` without a `HeaderCaseMap`.
+    fn encode_headers_with_title_case(
+        msg: Encode<'_, StatusCode>,
+        dst: &mut Vec<u8>,
+        is_last: bool,
+        orig_len: usize,
+        wrote_len: bool,
+        raw_lines: &[u8],
+    ) -> crate::Result<Encoder> {
+        struct TitleCaseWriter;
+
+        impl HeaderNameWriter for TitleCaseWriter {
+            #[inline]
+            fn write_full_header_line(
+                &mut self,
+                dst: &mut Vec<u8>,
+                _: &str,
+                (name, rest): (HeaderName, &str),
+            ) {
+                title_case(dst, name.as_str().as_bytes());
+                extend(dst, rest.as_bytes());
+            }
+
+            #[inline]
+            fn write_header_name_with_colon(
+                &mut self,
+                dst: &mut Vec<u8>,
+                _: &str,
+                name: HeaderName,
+            ) {
+                title_case(dst, name.as_str().as_bytes());
+                extend(dst, b": ");
+            }
+
+            #[inline]
+            fn write_header_name(&mut self, dst: &mut Vec<u8>, name: &HeaderName) {
+                title_case(dst, name.as_str().as_bytes());
+            }
+        }
+
+        Self::encode_headers(
+            msg,
+            dst,
+            is_last,
+            orig_len,
+            wrote_len,
+            TitleCaseWriter,
             raw_lines,
         )
     }
@@ -1632,16 +1681,17 @@ fn record_header_indices(
 
 // Write header names as title case. The header name is assumed to be ASCII.
 fn title_case(dst: &mut Vec<u8>, name: &[u8]) {
-    dst.reserve(name.len());
+    // ARLEN PATCH: copy, then upper-case in place (no per-byte push).
+    let start = dst.len();
+    dst.extend_from_slice(name);
 
     // Ensure first character is uppercased
-    let mut prev = b'-';
-    for &(mut c) in name {
-        if prev == b'-' {
+    let mut upper = true;
+    for c in &mut dst[start..] {
+        if upper {
             c.make_ascii_uppercase();
         }
-        dst.push(c);
-        prev = c;
+        upper = *c == b'-';
     }
 }
 
