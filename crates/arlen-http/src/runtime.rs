@@ -359,7 +359,12 @@ impl Shared {
             (answered.response, answered.snapshot)
         } else {
             let max_body = self.limits.max_body_bytes;
-            let request = request.map(|body| Body::new(http_body_util::Limited::new(body, max_body)));
+            // A body already at its end (most GETs) has nothing to limit.
+            let request = if http_body::Body::is_end_stream(request.body()) {
+                request
+            } else {
+                request.map(|body| Body::new(http_body_util::Limited::new(body, max_body)))
+            };
             let response = match AssertUnwindSafe(inner.oneshot(request)).catch_unwind().await {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},

@@ -20,11 +20,14 @@ pub struct RequestIds {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes the low `out.len()` hex digits of `bits`, lower-case.
+/// Writes the low `out.len()` hex digits of `bits`, lower-case (`out.len()`
+/// even, at most 32), a byte at a time.
 fn write_hex(bits: u128, out: &mut [u8]) {
-    let digits = out.len();
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = HEX[((bits >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    let bytes = bits.to_be_bytes();
+    let low = &bytes[16 - out.len() / 2..];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(low) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
 }
 
@@ -114,6 +117,16 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_digits_are_the_low_ones_in_order() {
+        let mut out = [0u8; 32];
+        write_hex(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, &mut out);
+        assert_eq!(&out, b"0123456789abcdeffedcba9876543210");
+        let mut out = [0u8; 16];
+        write_hex(0xffff_0000_0000_0000_00f0_67aa_0ba9_02b7, &mut out);
+        assert_eq!(&out, b"00f067aa0ba902b7");
+    }
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
