@@ -241,15 +241,8 @@ pub mod claimed_ports {
 
 /// Calls `check` until it returns `Some` or `timeout` passes; panics with
 /// `what` on timeout. Polls every 20 ms.
-pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub fn poll_until<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll_until_explained(what, timeout, check, String::new)
 }
 
 /// [`poll_until`] that adds `explain()` (say, each node's view and log) to

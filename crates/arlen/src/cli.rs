@@ -166,6 +166,10 @@ pub struct DrillRunArgs {
     /// Membership source of the cluster
     #[arg(long, value_enum, default_value_t = UpSource::Gossip)]
     pub source: UpSource,
+    /// HTTP port of the first node; node i uses base+i-1 for HTTP (TCP) and
+    /// gossip (UDP) [default: free ports anywhere]
+    #[arg(long, value_name = "P")]
+    pub base_port: Option<u16>,
     /// Where to write report.json, report.md and timeline.svg
     /// [default: drill-reports/<scenario>-<time>]
     #[arg(long, value_name = "DIR")]

@@ -11,8 +11,11 @@ fn binary() -> &'static Path {
 /// Runs a drill and returns its exit code and parsed report.
 fn drill(scenario: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
+    // Ports claimed for this test process, so a parallel test cannot take
+    // one between the drill choosing it and a node binding it.
+    let base_port = arlen_testkit::free_port_range(3).to_string();
     let output = Command::new(binary())
-        .args(["drill", "run", scenario, "--hold-ms", "1500", "--report"])
+        .args(["drill", "run", scenario, "--hold-ms", "1500", "--base-port", &base_port, "--report"])
         .arg(dir.path())
         .args(extra)
         .output()

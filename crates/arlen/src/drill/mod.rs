@@ -293,7 +293,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     }
     let spec = ClusterSpec {
         nodes,
-        base_port: None,
+        base_port: args.base_port,
         expected: nodes,
         cluster: format!("drill-{}", scenario.name),
         source: args.source,
