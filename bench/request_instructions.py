@@ -5,6 +5,7 @@ off and on, and where arlen's extra instructions go (per function, self cost).
 
 Each server runs twice, with N1 and N2 keep-alive requests; (Ir(N2) - Ir(N1)) /
 (N2 - N1) is the per-request cost with start-up and shutdown cancelled out.
+Servers run one tokio worker (TOKIO_WORKER_THREADS=1) so counts repeat.
 
 usage: bench/request_instructions.py [--n1 500] [--n2 2500] [--top 12]
 """
@@ -22,7 +23,9 @@ def free_port():
 
 def run(kind, count, out):
     port = free_port()
-    env = dict(os.environ, ARLEN_ENV="production", ARLEN_LOG_LEVEL="warn", ARLEN_CLUSTER_ENABLED="1",
+    # One tokio worker: with two, an idle worker's spinning depends on timing
+    # and moves the count by up to ±1 000 instructions per request.
+    env = dict(os.environ, TOKIO_WORKER_THREADS="1", ARLEN_ENV="production", ARLEN_LOG_LEVEL="warn", ARLEN_CLUSTER_ENABLED="1",
                ARLEN_CLUSTER_NAME="bench", ARLEN_CLUSTER_NODE_ID="node-a", ARLEN_CLUSTER_EXPECTED_NODES="3")
     if kind == "baseline":
         command = [BASELINE, str(port), BODY]
