@@ -145,6 +145,24 @@ class Cluster:
                 return float(line.split()[-1])
         return None
 
+    def idle_cost(self, window):
+        """Per node over `window` seconds: (CPU %, RSS MB, gossip bytes/s sent, received)."""
+        hz = os.sysconf("SC_CLK_TCK")
+        nodes = range(len(self.procs))
+
+        def read():
+            return ([cpu_ticks(p.pid) for p in self.procs],
+                    [self.metric(i, "aln_gossip_sent_bytes_total") for i in nodes],
+                    [self.metric(i, "aln_gossip_received_bytes_total") for i in nodes])
+
+        t0, s0, r0 = read()
+        time.sleep(window)  # the measurement window, not synchronisation
+        t1, s1, r1 = read()
+        rss = [rss_mb(p.pid) for p in self.procs]
+        rate = lambda before, after: [(b - a) / window for a, b in zip(before, after)]
+        cpu = [100 * ticks / hz for ticks in rate(t0, t1)]
+        return cpu, rss, rate(s0, s1), rate(r0, r1)
+
     def stop(self):
         for p in self.procs:
             if p and p.poll() is None:
@@ -274,22 +292,11 @@ def quiet(args, seconds, busy):
 def cost(args):
     nodes = max(args.nodes, 3)
     c = Cluster(nodes, "bench-cost")
-    hz = os.sysconf("SC_CLK_TCK")
     try:
         c.wait("convergence", c.all_nominal)
         time.sleep(3)
         window = 30
-        t0 = [cpu_ticks(p.pid) for p in c.procs]
-        s0 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(nodes)]
-        r0 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(nodes)]
-        time.sleep(window)
-        t1 = [cpu_ticks(p.pid) for p in c.procs]
-        s1 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(nodes)]
-        r1 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(nodes)]
-        rss = [rss_mb(p.pid) for p in c.procs]
-        cpu = [100 * (b - a) / hz / window for a, b in zip(t0, t1)]
-        sent = [(b - a) / window for a, b in zip(s0, s1)]
-        recv = [(b - a) / window for a, b in zip(r0, r1)]
+        cpu, rss, sent, recv = c.idle_cost(window)
         print(f"idle cost per node ({nodes} nodes, {window} s): CPU {statistics.median(cpu):.2f}% (max {max(cpu):.2f}%), "
               f"RSS {statistics.median(rss):.1f} MB (max {max(rss):.1f} MB), gossip sent {statistics.median(sent):.0f} B/s, "
               f"received {statistics.median(recv):.0f} B/s   (targets: CPU < 1%, RSS < 20 MB)", flush=True)

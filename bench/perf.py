@@ -17,7 +17,7 @@ usage: bench/perf.py [request-path|scale|under-load ...] [--rounds 5] [--seconds
 """
 import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
-from membership import Cluster, cpu_ticks, rss_mb
+from membership import Cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARLEN = os.path.join(ROOT, "target", "release", "arlen")
@@ -117,7 +117,6 @@ def all_true(cluster, nodes, check):
 
 
 def scale(args):
-    hz = os.sysconf("SC_CLK_TCK")
     print("cluster scale, gossip on loopback (seeds: the first 3 nodes), release build", flush=True)
     print("| nodes | convergence (last start → all nominal) | kill -9 detection, median (worst) over trials | CPU per node, idle | RSS per node | gossip sent B/s per node | received B/s |")
     print("|---|---|---|---|---|---|---|")
@@ -128,18 +127,7 @@ def scale(args):
             c.wait("convergence", lambda: all_true(c, range(size), lambda i: c.observed(i) == size), limit=120)
             convergence = time.monotonic() - last_started
             time.sleep(2)
-            window = 10
-            t0 = [cpu_ticks(p.pid) for p in c.procs]
-            s0 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(size)]
-            r0 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(size)]
-            time.sleep(window)
-            t1 = [cpu_ticks(p.pid) for p in c.procs]
-            s1 = [c.metric(i, "aln_gossip_sent_bytes_total") for i in range(size)]
-            r1 = [c.metric(i, "aln_gossip_received_bytes_total") for i in range(size)]
-            rss = [rss_mb(p.pid) for p in c.procs]
-            cpu = [100 * (b - a) / hz / window for a, b in zip(t0, t1)]
-            sent = [(b - a) / window for a, b in zip(s0, s1)]
-            received = [(b - a) / window for a, b in zip(r0, r1)]
+            cpu, rss, sent, received = c.idle_cost(10)
             detections = []
             for trial in range(args.trials):
                 victim = size - 1 - (trial % max(1, size - 3))
