@@ -99,6 +99,18 @@ fn connection_builder(settings: &ServerSettings) -> hyper::server::conn::http1::
     builder
 }
 
+/// A builder for one connection, and the slot from which that connection's
+/// response heads take the runtime's header lines; the connection's task runs
+/// inside [`CONNECTION_SLOT`] holding the same slot.
+fn with_slot(
+    builder: &hyper::server::conn::http1::Builder,
+) -> (hyper::server::conn::http1::Builder, RawHeaderLinesSlot) {
+    let slot = RawHeaderLinesSlot::new();
+    let mut builder = builder.clone();
+    builder.raw_header_lines_slot(slot.clone());
+    (builder, slot)
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish (up to `graceful_timeout`) and
 /// returns.
@@ -124,13 +136,8 @@ where
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
                 let service = service.clone().map_request(|request: http::Request<Incoming>| request.map(Body::new));
-                let slot = RawHeaderLinesSlot::new();
-                let connection = graceful.watch(
-                    builder
-                        .clone()
-                        .raw_header_lines_slot(slot.clone())
-                        .serve_connection(io, TowerToHyperService::new(service)),
-                );
+                let (builder, slot) = with_slot(builder);
+                let connection = graceful.watch(builder.serve_connection(io, TowerToHyperService::new(service)));
                 tokio::spawn(CONNECTION_SLOT.scope(slot, async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -145,11 +152,8 @@ where
                     let response = runtime.busy_response(request.headers());
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let slot = RawHeaderLinesSlot::new();
-                let connection = closing_builder
-                    .clone()
-                    .raw_header_lines_slot(slot.clone())
-                    .serve_connection(io, TowerToHyperService::new(busy));
+                let (builder, slot) = with_slot(&closing_builder);
+                let connection = builder.serve_connection(io, TowerToHyperService::new(busy));
                 tokio::spawn(CONNECTION_SLOT.scope(slot, async move {
                     let _ = connection.await;
                 }));

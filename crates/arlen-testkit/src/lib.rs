@@ -124,7 +124,7 @@ pub async fn get_async(address: SocketAddr, target: &str, headers: &[(&str, &str
 /// their ports, so "free a moment ago" is not enough: with ports from
 /// `bind(0)`, two tests could pick the same one, or an outgoing connection
 /// could take it first, and a test would then talk to somebody else's server.
-/// So ports come from [`claimed_ports`]: below the kernel's ephemeral range
+/// So ports come from below the kernel's ephemeral range
 /// (neither `bind(0)` nor `connect` hands those out) and claimed with a file
 /// lock that this process holds until it exits.
 pub fn free_port() -> u16 {
@@ -137,7 +137,7 @@ pub fn free_port_range(count: u16) -> u16 {
     claimed_ports::claim(count).unwrap_or_else(|e| panic!("claim {count} loopback port(s): {e}"))
 }
 
-pub mod claimed_ports {
+mod claimed_ports {
     //! Cross-process port claims: one lock file per port under the system
     //! temporary directory, locked (`flock`) for the life of the claiming
     //! process, so a crashed test leaves nothing behind.
