@@ -13,6 +13,7 @@
 pub mod environment;
 pub mod error;
 pub mod files;
+pub mod gossip_keys;
 pub mod registry;
 pub mod value;
 
@@ -25,7 +26,13 @@ use serde_json::{Map, Value};
 pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvironment};
 pub use error::{ConfigError, ConfigErrors, Position};
 use files::FileLayer;
+pub use gossip_keys::GossipKeys;
 pub use registry::{KeySpec, Kind, KEYS};
+
+/// The inline gossip keys (a secret).
+pub const GOSSIP_KEYS_KEY: &str = "cluster.gossip.keys";
+/// The gossip keys file.
+pub const GOSSIP_KEYS_FILE_KEY: &str = "cluster.gossip.keysFile";
 
 /// The environment name used when none is given.
 pub const DEFAULT_ENV: &str = "development";
@@ -109,6 +116,10 @@ impl Setting {
     pub fn display_value(&self) -> String {
         match (&self.spec.kind, &self.value) {
             (Kind::Secret, Typed::Text(t)) if t.is_empty() => "(not configured)".to_owned(),
+            // How many keys, never the keys.
+            (Kind::Secret, Typed::Text(t)) if self.spec.key == GOSSIP_KEYS_KEY => {
+                format!("({} configured)", t.split(',').filter(|k| !k.trim().is_empty()).count())
+            }
             (Kind::Secret, _) => "(configured)".to_owned(),
             (_, Typed::Bool(true)) => "YES".to_owned(),
             (_, Typed::Bool(false)) => "NO".to_owned(),
@@ -314,6 +325,18 @@ impl std::fmt::Debug for EtcdConfig {
     }
 }
 
+/// `cluster.gossip.unsealedTraffic`: what happens to unsealed datagrams
+/// while keys are set (the switch for turning sealing on in a running cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsealedTrafficSetting {
+    /// Send sealed, accept only sealed.
+    Refuse,
+    /// Send sealed, accept both.
+    Accept,
+    /// Send unsealed, accept both.
+    Send,
+}
+
 /// Settings of the `gossip` membership source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GossipConfig {
@@ -323,9 +346,20 @@ pub struct GossipConfig {
     pub advertise: String,
     /// `host:port` of peers to join through.
     pub seeds: Vec<String>,
+    /// SWIM probe period and gossip round.
     pub interval: std::time::Duration,
-    pub phi_threshold: u32,
+    /// How long a probe waits for a direct answer.
+    pub probe_timeout: std::time::Duration,
+    /// How long a suspected member has to refute.
+    pub suspicion_timeout: std::time::Duration,
     pub dead_member_ttl: std::time::Duration,
+    pub max_members: usize,
+    /// From `cluster.gossip.keys` or `cluster.gossip.keysFile`; never printed.
+    pub keys: GossipKeys,
+    /// `cluster.gossip.keysFile`, resolved, when set (re-read on reload).
+    pub keys_file: Option<PathBuf>,
+    pub allow_unauthenticated: bool,
+    pub unsealed_traffic: UnsealedTrafficSetting,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,11 +437,13 @@ impl<'a> Loader<'a> {
         for layer in &layers {
             self.warn_about_typos(layer);
         }
+        self.warn_about_retired_keys(&layers);
 
         let mut settings: Vec<Setting> = KEYS.iter().map(|spec| self.resolve_explicit(spec, &layers)).collect();
         self.apply_computed_defaults(&mut settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
         self.apply_second_pass_defaults(&mut settings);
         self.check_cross_key_rules(&settings);
+        let gossip_keys = self.resolve_gossip_keys(&settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
 
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
@@ -419,7 +455,8 @@ impl<'a> Loader<'a> {
         for setting in &settings {
             set_dotted(&mut tree, setting.spec.key, setting.value.to_json());
         }
-        let config = build_config(&settings, env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()), root.clone());
+        let config =
+            build_config(&settings, env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()), root.clone(), gossip_keys);
         Ok(Loaded { config, settings, tree, warnings: self.warnings })
     }
 
@@ -430,9 +467,86 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// A retired key that is still set draws a warning naming its replacement.
+    fn warn_about_retired_keys(&mut self, layers: &[&FileLayer]) {
+        for retired in registry::RETIRED {
+            let mut places: Vec<String> = layers
+                .iter()
+                .filter(|layer| layer.get(retired.key).is_some())
+                .map(|layer| match layer.positions.get(retired.key) {
+                    Some(p) => format!("{}:{}:{}", layer.display.display(), p.line, p.column),
+                    None => layer.display.display().to_string(),
+                })
+                .collect();
+            if let Some(found) = lookup_variable(self.env, retired.env) {
+                places.push(format!("variable {}", found.name));
+            }
+            for place in places {
+                self.warnings.push(format!("{place}: {} is no longer used; {}", retired.key, retired.replacement));
+            }
+        }
+    }
+
+    /// Reads the gossip keys (inline or from the keys file) and applies the
+    /// secure-by-default rule: outside development and test, gossip needs
+    /// keys unless `cluster.gossip.allowUnauthenticated` says otherwise.
+    fn resolve_gossip_keys(&mut self, settings: &[Setting], env_name: &str) -> GossipKeys {
+        let get = |key: &str| settings.iter().find(|s| s.spec.key == key).expect("registered key");
+        let text_of = |setting: &Setting| match &setting.value {
+            Typed::Text(t) => t.clone(),
+            _ => String::new(),
+        };
+        let inline = get(GOSSIP_KEYS_KEY);
+        let file = get(GOSSIP_KEYS_FILE_KEY);
+        let (inline_text, file_text) = (text_of(inline), text_of(file));
+        let keys = match (inline_text.is_empty(), file_text.is_empty()) {
+            (false, false) => {
+                self.errors.push(located_error(
+                    format!("set either {GOSSIP_KEYS_KEY} or {GOSSIP_KEYS_FILE_KEY}, not both"),
+                    inline.spec,
+                    &inline.source,
+                ));
+                GossipKeys::default()
+            }
+            (false, true) => GossipKeys::parse_list(&inline_text).unwrap_or_else(|(position, error)| {
+                self.errors.push(located_error(format!("key {position} {error}"), inline.spec, &inline.source));
+                GossipKeys::default()
+            }),
+            (true, false) => {
+                let path = gossip_keys::resolve_keys_file(&self.options.app_root, &file_text);
+                GossipKeys::read_file(&path).unwrap_or_else(|(line, error)| {
+                    let message = match line {
+                        Some(line) => format!("{}:{line}: the key on this line {error}", path.display()),
+                        None => error,
+                    };
+                    self.errors.push(located_error(message, file.spec, &file.source));
+                    GossipKeys::default()
+                })
+            }
+            (true, true) => GossipKeys::default(),
+        };
+        let uses_gossip = get("cluster.membership.source").value == Typed::Text("gossip".into());
+        let allowed = get("cluster.gossip.allowUnauthenticated").value == Typed::Bool(true);
+        let relaxed_env = matches!(env_name, "development" | "test");
+        let failed_already =
+            self.errors.iter().any(|e| matches!(e.key.as_deref(), Some(GOSSIP_KEYS_KEY | GOSSIP_KEYS_FILE_KEY)));
+        if uses_gossip && keys.is_empty() && !allowed && !relaxed_env && !failed_already {
+            self.errors.push(
+                ConfigError::new(format!(
+                    "gossip in the {env_name} environment needs keys, so that nobody who can send a datagram decides what this node reports: \
+                     make one with `arlen gossip keygen` and set it in {} (or one a line in the file named by {GOSSIP_KEYS_FILE_KEY}); \
+                     to run gossip unauthenticated anyway, set cluster.gossip.allowUnauthenticated = YES",
+                    inline.spec.variable()
+                ))
+                .for_key(GOSSIP_KEYS_KEY),
+            );
+        }
+        keys
+    }
+
     fn warn_about_typos(&mut self, layer: &FileLayer) {
         for key in layer.leaf_keys() {
-            if registry::find(&key).is_some() {
+            if registry::find(&key).is_some() || registry::RETIRED.iter().any(|r| r.key == key) {
                 continue;
             }
             if let Some(spec) = registry::closest(&key) {
@@ -728,7 +842,7 @@ fn set_dotted(tree: &mut Map<String, Value>, dotted: &str, value: Value) {
     current.insert(last.to_owned(), value);
 }
 
-fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config {
+fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_keys: GossipKeys) -> Config {
     let get = |key: &str| &settings.iter().find(|s| s.spec.key == key).expect("registered key").value;
     let flag = |key: &str| matches!(get(key), Typed::Bool(true));
     let int = |key: &str| match get(key) {
@@ -747,6 +861,9 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
     let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
     let millis = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
+    let keys_file = Some(text(GOSSIP_KEYS_FILE_KEY))
+        .filter(|path| !path.is_empty())
+        .map(|path| gossip_keys::resolve_keys_file(&app_root, &path));
     Config {
         env,
         app_root,
@@ -801,9 +918,19 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf) -> Config 
                     listen: text("cluster.gossip.listen"),
                     advertise: text("cluster.gossip.advertise"),
                     seeds: list("cluster.gossip.seeds"),
-                    interval: Duration::from_millis(u64::try_from(int("cluster.gossip.intervalMs")).unwrap_or(100)),
-                    phi_threshold: to_u32(int("cluster.gossip.phiThreshold")),
+                    interval: millis(int("cluster.gossip.intervalMs")),
+                    probe_timeout: millis(int("cluster.gossip.probeTimeoutMs")),
+                    suspicion_timeout: millis(int("cluster.gossip.suspicionTimeoutMs")),
                     dead_member_ttl: seconds(int("cluster.gossip.deadMemberTtlSeconds")),
+                    max_members: to_usize(int("cluster.gossip.maxMembers")),
+                    keys: gossip_keys,
+                    keys_file,
+                    allow_unauthenticated: flag("cluster.gossip.allowUnauthenticated"),
+                    unsealed_traffic: match text("cluster.gossip.unsealedTraffic").as_str() {
+                        "accept" => UnsealedTrafficSetting::Accept,
+                        "send" => UnsealedTrafficSetting::Send,
+                        _ => UnsealedTrafficSetting::Refuse,
+                    },
                 },
             },
         },

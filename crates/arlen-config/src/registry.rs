@@ -282,7 +282,13 @@ pub const KEYS: &[KeySpec] = &[
     key!("cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
     key!("cluster.gossip.seeds", "CLUSTER_GOSSIP_SEEDS", Kind::AddressList, Default::Text(""), "peers to join through; names are re-resolved every minute"),
     key!("cluster.gossip.intervalMs", "CLUSTER_GOSSIP_INTERVAL_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "gossip round period; also the heartbeat period"),
-    key!("cluster.gossip.phiThreshold", "CLUSTER_GOSSIP_PHI_THRESHOLD", Kind::Integer { min: 2, max: 100, out_of_range: OutOfRange::Clamp }, Default::Integer(8), "a member is dead after this many mean heartbeat intervals of silence"),
+    key!("cluster.gossip.probeTimeoutMs", "CLUSTER_GOSSIP_PROBE_TIMEOUT_MS", Kind::Integer { min: 1, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(40), "how long a probe waits for a direct answer before asking other members to probe (kept below `intervalMs`)"),
+    key!("cluster.gossip.suspicionTimeoutMs", "CLUSTER_GOSSIP_SUSPICION_TIMEOUT_MS", Kind::Integer { min: 10, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(200), "how long a suspected member has to refute before it is declared dead (replaces `phiThreshold`)"),
+    key!("cluster.gossip.maxMembers", "CLUSTER_GOSSIP_MAX_MEMBERS", Kind::Integer { min: 2, max: 65_535, out_of_range: OutOfRange::Clamp }, Default::Integer(1024), "members (alive, suspect and recently dead) a node keeps at most; datagrams that would add more are dropped and counted"),
+    key!("cluster.gossip.keys", "CLUSTER_GOSSIP_KEYS", Kind::Secret, Default::Text(""), "comma-separated base64 32-byte keys (`arlen gossip keygen`): the first seals every datagram, any opens; never printed"),
+    key!("cluster.gossip.keysFile", "CLUSTER_GOSSIP_KEYS_FILE", Kind::Text, Default::Text(""), "a file of gossip keys, one a line (first seals); re-read on SIGHUP; relative to the app root"),
+    key!("cluster.gossip.allowUnauthenticated", "CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED", Kind::Bool, Default::Bool(false), "outside development and test, gossip without keys is refused unless this is YES"),
+    key!("cluster.gossip.unsealedTraffic", "CLUSTER_GOSSIP_UNSEALED_TRAFFIC", Kind::OneOf(&["refuse", "accept", "send"]), Default::Text("refuse"), "with keys: `refuse` unsealed datagrams; `accept` them while sending sealed; or `send` unsealed while accepting both (for turning keys on in a running cluster; reloads on SIGHUP)"),
     key!("cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
     key!("cluster.etcd.endpoints", "CLUSTER_ETCD_ENDPOINTS", Kind::UrlList, Default::Text(""), "etcd client URLs, comma-separated; required when the source is `etcd`"),
     key!("cluster.etcd.prefix", "CLUSTER_ETCD_PREFIX", Kind::Text, Default::Computed("`/arlen/clusters/<cluster.name>/members/`"), "key prefix under which members register"),
@@ -293,6 +299,21 @@ pub const KEYS: &[KeySpec] = &[
     key!("shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
     key!("shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
 ];
+
+/// A key Arlen no longer reads, and what replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetiredKey {
+    pub key: &'static str,
+    pub env: &'static str,
+    pub replacement: &'static str,
+}
+
+/// Keys that are still recognised so that setting one draws a warning naming its replacement.
+pub const RETIRED: &[RetiredKey] = &[RetiredKey {
+    key: "cluster.gossip.phiThreshold",
+    env: "CLUSTER_GOSSIP_PHI_THRESHOLD",
+    replacement: "gossip is SWIM now (phi accrual is gone); set cluster.gossip.suspicionTimeoutMs and cluster.gossip.probeTimeoutMs instead",
+}];
 
 /// The key spec for a dotted key, if Arlen knows it.
 pub fn find(key: &str) -> Option<&'static KeySpec> {

@@ -53,6 +53,35 @@ impl prometheus_client::collector::Collector for FnCounter {
     }
 }
 
+/// A counter family with one label, read from a function at scrape time.
+struct LabeledFnCounter {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: Vec<&'static str>,
+    read: Box<dyn Fn(&str) -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for LabeledFnCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabeledFnCounter").field("name", &self.name).finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for LabeledFnCounter {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let metric_type = prometheus_client::metrics::MetricType::Counter;
+        let mut family = encoder.encode_descriptor(self.name, self.help, None, metric_type)?;
+        for value in &self.values {
+            let counter = prometheus_client::metrics::counter::ConstCounter::new((self.read)(value));
+            let labels = [(self.label, *value)];
+            counter.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The node's request metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -120,6 +149,20 @@ impl Metrics {
     ) {
         let mut late = self.late.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         late.register_collector(Box::new(FnCounter { name, help, read: Box::new(read) }));
+    }
+
+    /// Registers a counter family with one label whose values are known up
+    /// front (`values`), each read by `read(value)` at scrape time.
+    pub fn register_labeled_counter_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: Vec<&'static str>,
+        read: impl Fn(&str) -> u64 + Send + Sync + 'static,
+    ) {
+        let mut late = self.late.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.register_collector(Box::new(LabeledFnCounter { name, help, label, values, read: Box::new(read) }));
     }
 
     /// Counts a request in; the guard counts it out of the active gauge.

@@ -24,9 +24,13 @@ use etcd_client::{
     WatchOptions,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt as _;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::supervise::{fail_closed, panic_message, Failures, Progress};
 use crate::MembershipError;
 
 /// Source name on the wire.
@@ -89,6 +93,7 @@ enum Command {
 pub(crate) struct EtcdSource {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
+    fatal: watch::Receiver<Option<String>>,
 }
 
 /// How the first attempt to register ended.
@@ -102,9 +107,8 @@ impl EtcdSource {
         let settings = EtcdSettings::from_config(config);
         let (commands, commands_rx) = mpsc::channel(4);
         let (first_tx, first_rx) = oneshot::channel();
-        let mut runner = Runner::new(settings.clone(), publisher);
-        runner.publish();
-        let task = tokio::spawn(runner.run(commands_rx, Some(first_tx)));
+        let (fatal_tx, fatal) = watch::channel(None);
+        let task = tokio::spawn(supervise(settings.clone(), publisher, commands_rx, first_tx, fatal_tx));
         // Wait for the first registration, but never block start-up on an
         // unreachable etcd: then the node starts `partitioned` and keeps trying.
         let wait = settings.lease_ttl * 2;
@@ -119,7 +123,17 @@ impl EtcdSource {
             }
         }
         tracing::info!(endpoints = ?settings.endpoints, key = %settings.key(), generation = settings.generation, "etcd membership started");
-        Ok(Self { commands, task })
+        Ok(Self { commands, task, fatal })
+    }
+
+    /// Resolves with the reason when the etcd task cannot be kept running.
+    pub(crate) async fn failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        let reason = fatal.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Marks this node `draining` in its registration.
@@ -150,8 +164,47 @@ struct Gone {
     since: Instant,
 }
 
+/// Runs the etcd task; when it panics or stops making progress, reports
+/// `partitioned` and starts it again (a fresh session: the lease is taken
+/// over or granted anew), and gives up after too many failures.
+async fn supervise(
+    settings: EtcdSettings,
+    publisher: SnapshotPublisher,
+    mut commands: mpsc::Receiver<Command>,
+    first: oneshot::Sender<FirstOutcome>,
+    fatal: watch::Sender<Option<String>>,
+) {
+    let mut first = Some(first);
+    let mut failures = Failures::default();
+    // Every etcd call has a deadline of at most the lease TTL (2 s at least);
+    // a loop that has not published for twice that is stuck.
+    let stall_limit = settings.lease_ttl.max(Duration::from_secs(2)) * 2 + Duration::from_secs(1);
+    loop {
+        let progress = Progress::default();
+        let mut runner = Runner::new(settings.clone(), publisher.clone(), &progress);
+        runner.publish();
+        let reason = tokio::select! {
+            outcome = AssertUnwindSafe(runner.run(&mut commands, first.take())).catch_unwind() => match outcome {
+                Ok(()) => return,
+                Err(panic) => format!("the etcd task panicked: {}", panic_message(&*panic)),
+            },
+            stalled = progress.stalled(stall_limit) => format!("the etcd task {stalled}"),
+        };
+        tracing::error!(%reason, "etcd membership failed; this node reports partitioned until it is restarted");
+        fail_closed(&publisher, ETCD_NAME, &reason);
+        if failures.record() {
+            let reason = failures.give_up_reason("etcd task");
+            tracing::error!(%reason, "etcd membership cannot be kept running; the process exits so that its supervisor restarts it");
+            let _ = fatal.send(Some(reason));
+            return;
+        }
+        tokio::time::sleep(failures.backoff()).await;
+    }
+}
+
 /// The source's state and the loop that keeps it current.
-struct Runner {
+struct Runner<'p> {
+    progress: &'p Progress,
     settings: EtcdSettings,
     publisher: SnapshotPublisher,
     client: Option<Client>,
@@ -176,9 +229,10 @@ enum SessionEnd {
     Failed(String),
 }
 
-impl Runner {
-    fn new(settings: EtcdSettings, publisher: SnapshotPublisher) -> Self {
+impl<'p> Runner<'p> {
+    fn new(settings: EtcdSettings, publisher: SnapshotPublisher, progress: &'p Progress) -> Self {
         Self {
+            progress,
             settings,
             publisher,
             client: None,
@@ -195,10 +249,10 @@ impl Runner {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut first: Option<oneshot::Sender<FirstOutcome>>) {
+    async fn run(mut self, commands: &mut mpsc::Receiver<Command>, mut first: Option<oneshot::Sender<FirstOutcome>>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.session(&mut commands, &mut first).await {
+            match self.session(commands, &mut first).await {
                 SessionEnd::Left => return,
                 SessionEnd::Failed(reason) => {
                     let endpoint = &self.settings.endpoints[self.endpoint % self.settings.endpoints.len()];
@@ -485,6 +539,7 @@ impl Runner {
 
     /// Publishes the current view (the cell ignores an unchanged one).
     fn publish(&mut self) {
+        self.progress.beat();
         let in_contact = self.last_contact.is_some_and(|t| t.elapsed() <= self.settings.lease_ttl);
         self.gone.retain(|g| g.since.elapsed() < GONE_MEMBER_TTL);
         let mut members: Vec<Member> = self

@@ -1,9 +1,10 @@
-//! Fault injection in the gossip transport: drop messages to and/or from
-//! chosen peers (one way or both), drop a share of them, or delay them.
+//! Fault injection in the gossip transport: drop datagrams to and/or from
+//! chosen peers (one way or both), drop a share of them, or delay them; and
+//! crash or stall the gossip task itself (to rehearse its supervision).
 //!
 //! [`FaultRules`] is the handle an operator (through the HTTP layer) or a
-//! test changes at run time; [`FaultyTransport`] wraps the real transport and
-//! consults it for every message. The wrapper is only installed when fault
+//! test changes at run time; [`FaultyNetwork`] wraps the real sockets and
+//! consults it for every datagram (sealed bytes, as they cross the wire). The wrapper is only installed when fault
 //! injection is enabled, so a production node pays nothing for it.
 
 use std::net::SocketAddr;
@@ -12,12 +13,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
-use chitchat::ChitchatEnvelope;
 use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+use rand::{RngExt as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+
+use crate::gossip::{Network, Transport};
 
 /// Which messages a rule applies to, seen from the node that holds the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +70,16 @@ impl FaultRule {
     }
 }
 
+/// A fault of the gossip task itself, taken once by the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskFault {
+    /// The task panics.
+    Crash,
+    /// The task stops making progress (awaits forever).
+    Stall,
+}
+
 /// What happened to messages because of the rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FaultCounters {
@@ -89,6 +99,7 @@ struct RulesInner {
     active: AtomicBool,
     rules: RwLock<Vec<FaultRule>>,
     rng: Mutex<StdRng>,
+    task_fault: Mutex<Option<TaskFault>>,
     dropped_inbound: AtomicU64,
     dropped_outbound: AtomicU64,
     delayed_outbound: AtomicU64,
@@ -116,6 +127,7 @@ impl FaultRules {
                 active: AtomicBool::new(false),
                 rules: RwLock::new(Vec::new()),
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                task_fault: Mutex::new(None),
                 dropped_inbound: AtomicU64::new(0),
                 dropped_outbound: AtomicU64::new(0),
                 delayed_outbound: AtomicU64::new(0),
@@ -137,6 +149,15 @@ impl FaultRules {
     /// Removes every rule.
     pub fn heal(&self) {
         let _ = self.replace(Vec::new());
+    }
+
+    /// Makes the gossip task crash or stall the next time it looks.
+    pub fn inject_task_fault(&self, fault: TaskFault) {
+        *self.inner.task_fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fault);
+    }
+
+    pub(crate) fn take_task_fault(&self) -> Option<TaskFault> {
+        self.inner.task_fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     pub fn list(&self) -> Vec<FaultRule> {
@@ -185,94 +206,53 @@ impl FaultRules {
     }
 }
 
-/// A transport that applies [`FaultRules`] to every message of another.
-pub struct FaultyTransport {
-    inner: Box<dyn Transport>,
+/// A network whose sockets apply [`FaultRules`] to every datagram.
+pub(crate) struct FaultyNetwork {
+    inner: Arc<dyn Network>,
     rules: FaultRules,
 }
 
-impl FaultyTransport {
-    pub fn new(inner: Box<dyn Transport>, rules: FaultRules) -> Self {
+impl FaultyNetwork {
+    pub(crate) fn new(inner: Arc<dyn Network>, rules: FaultRules) -> Self {
         Self { inner, rules }
     }
 }
 
 #[async_trait]
-impl Transport for FaultyTransport {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let socket = self.inner.open(listen_addr).await?;
-        let local_addr = socket.local_addr()?;
-        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-        let (inbox_tx, inbox_rx) = mpsc::channel(1024);
-        tokio::spawn(pump(socket, outbox_rx, inbox_tx));
-        Ok(Box::new(FaultySocket { local_addr, rules: self.rules.clone(), outbox: outbox_tx, inbox: inbox_rx }))
+impl Network for FaultyNetwork {
+    async fn bind(&self, listen: SocketAddr) -> std::io::Result<Arc<dyn Transport>> {
+        let inner = self.inner.bind(listen).await?;
+        Ok(Arc::new(FaultyTransport { inner, rules: self.rules.clone() }))
     }
 }
 
-/// Owns the real socket: sends what the outbox holds, forwards what arrives.
-/// Ends when the faulty socket is dropped.
-async fn pump(
-    mut socket: Box<dyn Socket>,
-    mut outbox: mpsc::UnboundedReceiver<(SocketAddr, ChitchatEnvelope)>,
-    inbox: mpsc::Sender<anyhow::Result<RecvOutcome>>,
-) {
-    loop {
-        tokio::select! {
-            outgoing = outbox.recv() => match outgoing {
-                Some((to, envelope)) => {
-                    if let Err(error) = socket.send(to, envelope).await {
-                        tracing::debug!(%to, %error, "gossip send failed");
-                    }
-                }
-                None => return,
-            },
-            // Chitchat's sockets are cancel-safe on recv (its own server selects on it).
-            incoming = socket.recv() => {
-                let fatal = incoming.is_err();
-                if inbox.send(incoming).await.is_err() || fatal {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-struct FaultySocket {
-    local_addr: SocketAddr,
+struct FaultyTransport {
+    inner: Arc<dyn Transport>,
     rules: FaultRules,
-    outbox: mpsc::UnboundedSender<(SocketAddr, ChitchatEnvelope)>,
-    inbox: mpsc::Receiver<anyhow::Result<RecvOutcome>>,
 }
 
 #[async_trait]
-impl Socket for FaultySocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.local_addr)
-    }
-
-    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
-        match self.rules.verdict(to, Direction::Outbound) {
-            Verdict::Pass => {
-                self.outbox.send((to, envelope)).map_err(|_| anyhow::anyhow!("gossip socket closed"))?;
-            }
-            Verdict::Drop => {}
-            Verdict::Delay(delay) => {
-                let outbox = self.outbox.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = outbox.send((to, envelope));
-                });
+impl Transport for FaultyTransport {
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        loop {
+            let (len, from) = self.inner.recv_from(buf).await?;
+            if self.rules.verdict(from, Direction::Inbound) != Verdict::Drop {
+                return Ok((len, from));
             }
         }
-        // Bytes are counted where they really leave (the socket below).
-        Ok(SendOutcome { num_bytes_sent: 0 })
     }
 
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        loop {
-            let outcome = self.inbox.recv().await.ok_or_else(|| anyhow::anyhow!("gossip socket closed"))??;
-            if self.rules.verdict(outcome.from_addr, Direction::Inbound) != Verdict::Drop {
-                return Ok(outcome);
+    fn send_to(&self, to: SocketAddr, datagram: &[u8]) {
+        match self.rules.verdict(to, Direction::Outbound) {
+            Verdict::Pass => self.inner.send_to(to, datagram),
+            Verdict::Drop => {}
+            Verdict::Delay(delay) => {
+                let inner = self.inner.clone();
+                let datagram = datagram.to_vec();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    inner.send_to(to, &datagram);
+                });
             }
         }
     }

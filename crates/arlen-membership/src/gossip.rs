@@ -1,65 +1,70 @@
-//! `gossip`: live membership over UDP gossip between the nodes, on chitchat.
+//! `gossip`: live membership over UDP between the nodes — SWIM on foca.
 //!
-//! Each node gossips its `http_url` and its `state` (`alive`, `left`) under a
-//! chitchat id of `(node_id, generation, gossip address)`; the generation is
-//! new on every start, so a restarted node replaces its old incarnation. The
-//! chitchat cluster id is `cluster.name`, which keeps clusters that share a
-//! network apart. Chitchat's phi-accrual detector decides who is alive; an
-//! observer task turns chitchat's state into [`MembershipView`]s.
+//! Each node is a foca member whose identity ([`identity::GossipId`]) carries
+//! its node id, generation (new on every start), gossip address, HTTP URL and
+//! announced state (`alive`, `draining`, `left`). SWIM probes decide who is
+//! alive: a member that misses a probe and the indirect probes is suspected,
+//! gets `cluster.gossip.suspicionTimeoutMs` to refute (by renewing its
+//! incarnation), then is down. A restart at the same address replaces the
+//! old incarnation (a later generation wins the address).
+//!
+//! Layers, outside in: the supervised task and the socket (`driver.rs`), the
+//! datagram seal and its bounds (`seal.rs`), the sans-IO protocol core
+//! (`core.rs`: foca plus Arlen's rules), the bounded wire identity
+//! (`identity.rs`). The [`Observer`] turns the core's members into
+//! [`MembershipView`]s. Nothing outside this module imports foca.
+
+mod core;
+mod driver;
+pub(crate) mod identity;
+pub(crate) mod seal;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arlen_cluster::{HeardClock, Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
-use arlen_config::Config;
-use async_trait::async_trait;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
-use chitchat::{
-    spawn_chitchat, Chitchat, ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, FailureDetectorConfig,
-    Heartbeat, ProtocolVersion,
-};
-use tokio::sync::{watch, Mutex};
+use arlen_config::{Config, UnsealedTrafficSetting};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::faults::{FaultRules, FaultyTransport};
+use self::core::{Core, Protocol};
+use self::driver::{Command, Supervised};
+pub(crate) use self::driver::{Network, Transport, Udp};
+use self::identity::{Announced, GossipId};
+pub use self::seal::Rejection;
+use self::seal::{Sealing, UnsealedTraffic};
+use crate::faults::{FaultRules, FaultyNetwork};
 use crate::MembershipError;
 
 /// Source name on the wire.
 pub const GOSSIP_NAME: &str = "gossip";
 
-const KEY_HTTP_URL: &str = "http_url";
-const KEY_STATE: &str = "state";
-const STATE_ALIVE: &str = "alive";
-const STATE_LEFT: &str = "left";
-const STATE_DRAINING: &str = "draining";
+/// How often seed names are resolved again.
+const SEED_RESOLVE_EVERY: Duration = Duration::from_secs(60);
 
-/// Upper bound on how long a leaving node waits for its news to spread.
-const MAX_LEAVE_WAIT: Duration = Duration::from_millis(600);
-
-pub(crate) fn udp_transport() -> Box<dyn Transport> {
-    Box::new(UdpTransport)
-}
-
-/// Bytes and messages through the gossip socket.
+/// Bytes and messages through the gossip socket, and datagrams refused.
 #[derive(Debug, Default)]
 pub struct GossipTraffic {
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub messages_received: AtomicU64,
+    rejected: [AtomicU64; Rejection::ALL.len()],
 }
 
-/// A running gossip source.
-pub(crate) struct GossipSource {
-    handle: ChitchatHandle,
-    observer: JoinHandle<()>,
-    stop: watch::Sender<bool>,
-    interval: Duration,
-    faults: Option<FaultRules>,
-    traffic: Arc<GossipTraffic>,
+impl GossipTraffic {
+    /// Datagrams dropped for `reason` so far.
+    pub fn rejected(&self, reason: Rejection) -> u64 {
+        self.rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts one; returns the new total.
+    fn count_rejection(&self, reason: Rejection) -> u64 {
+        self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
+    }
 }
 
 /// What the gossip source needs from the configuration, resolved.
@@ -72,9 +77,9 @@ pub(crate) struct GossipSettings {
     pub advertise: SocketAddr,
     pub seeds: Vec<String>,
     pub http_url: String,
-    pub interval: Duration,
-    pub phi_threshold: f64,
-    pub dead_member_ttl: Duration,
+    pub protocol: Protocol,
+    pub keys: Vec<[u8; 32]>,
+    pub unsealed: UnsealedTraffic,
 }
 
 async fn resolve(key: &str, address: &str) -> Result<SocketAddr, MembershipError> {
@@ -83,6 +88,14 @@ async fn resolve(key: &str, address: &str) -> Result<SocketAddr, MembershipError
         .await
         .map_err(|error| failed(format!("cannot resolve {key} {address}: {error}")))?;
     found.next().ok_or_else(|| failed(format!("{key} {address} resolves to no address")))
+}
+
+fn unsealed_traffic(setting: UnsealedTrafficSetting) -> UnsealedTraffic {
+    match setting {
+        UnsealedTrafficSetting::Refuse => UnsealedTraffic::Refuse,
+        UnsealedTrafficSetting::Accept => UnsealedTraffic::Accept,
+        UnsealedTrafficSetting::Send => UnsealedTraffic::Send,
+    }
 }
 
 impl GossipSettings {
@@ -103,10 +116,36 @@ impl GossipSettings {
             advertise,
             seeds: gossip.seeds.clone(),
             http_url: format!("http://{}:{}", crate::url_host(&http_host), config.port),
-            interval: gossip.interval,
-            phi_threshold: f64::from(gossip.phi_threshold),
-            dead_member_ttl: gossip.dead_member_ttl,
+            protocol: Protocol {
+                interval: gossip.interval,
+                probe_timeout: gossip.probe_timeout,
+                suspicion_timeout: gossip.suspicion_timeout,
+                dead_member_ttl: gossip.dead_member_ttl,
+                max_members: gossip.max_members,
+                expected_nodes: config.cluster.expected_nodes,
+            },
+            keys: gossip.keys.bytes().to_vec(),
+            unsealed: unsealed_traffic(gossip.unsealed_traffic),
         })
+    }
+
+    fn identity(&self) -> GossipId {
+        GossipId {
+            node_id: self.node_id.clone(),
+            generation: self.generation,
+            seq: 0,
+            addr: self.advertise,
+            http_url: self.http_url.clone(),
+            state: Announced::Alive,
+        }
+    }
+
+    fn sealing(&self) -> Sealing {
+        Sealing::new(&self.cluster_name, &self.keys, self.unsealed)
+    }
+
+    fn core(&self, identity: GossipId, sealing: Sealing, heard: HeardClock, traffic: Arc<GossipTraffic>) -> Core {
+        Core::new(identity, &self.cluster_name, &self.protocol, sealing, rand::random(), heard, traffic)
     }
 }
 
@@ -115,170 +154,192 @@ fn new_generation() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Resolves seed names (IP literals resolve at once).
+async fn resolve_seeds(seeds: &[String]) -> Vec<SocketAddr> {
+    let mut resolved = Vec::new();
+    for seed in seeds {
+        match tokio::net::lookup_host(seed.as_str()).await {
+            Ok(mut found) => resolved.extend(found.next()),
+            Err(error) => tracing::warn!(%seed, %error, "cannot resolve gossip seed"),
+        }
+    }
+    resolved
+}
+
+/// A running gossip source.
+pub(crate) struct GossipSource {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+    resolver: JoinHandle<()>,
+    faults: Option<FaultRules>,
+    traffic: Arc<GossipTraffic>,
+    sealing: Arc<Mutex<Sealing>>,
+    cluster_name: String,
+    fatal: watch::Receiver<Option<String>>,
+}
+
 impl GossipSource {
     pub(crate) async fn start(
         config: &Config,
         publisher: SnapshotPublisher,
-        transport: Box<dyn Transport>,
+        network: Arc<dyn Network>,
     ) -> Result<Self, MembershipError> {
         let settings = GossipSettings::from_config(config).await?;
         // The fault wrapper is only installed when fault injection is on.
         let faults = config.cluster.fault_injection_enabled.then(FaultRules::default);
-        Self::start_with(settings, publisher, transport, faults).await
+        Self::start_with(settings, publisher, network, faults).await
     }
 
     pub(crate) async fn start_with(
         settings: GossipSettings,
         publisher: SnapshotPublisher,
-        transport: Box<dyn Transport>,
+        network: Arc<dyn Network>,
         faults: Option<FaultRules>,
     ) -> Result<Self, MembershipError> {
-        let traffic = Arc::new(GossipTraffic::default());
-        let counting: Box<dyn Transport> = Box::new(CountingTransport { inner: transport, traffic: traffic.clone() });
-        let transport: Box<dyn Transport> = match &faults {
-            Some(rules) => Box::new(FaultyTransport::new(counting, rules.clone())),
-            None => counting,
+        let network: Arc<dyn Network> = match &faults {
+            Some(rules) => Arc::new(FaultyNetwork::new(network, rules.clone())),
+            None => network,
         };
-        let chitchat_id = ChitchatId::new(settings.node_id.clone(), settings.generation, settings.advertise);
-        let chitchat_config = ChitchatConfig {
-            chitchat_id,
-            cluster_id: settings.cluster_name.clone(),
-            gossip_interval: settings.interval,
-            listen_addr: settings.listen,
-            seed_nodes: settings.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: settings.phi_threshold,
-                // A short window adapts to the real heartbeat interval quickly.
-                sampling_window_size: 100,
-                max_interval: Duration::from_secs(10),
-                // Prior for the mean interval of a new member: one gossip round.
-                initial_interval: settings.interval,
-                dead_node_grace_period: settings.dead_member_ttl,
-            },
-            marked_for_deletion_grace_period: settings.dead_member_ttl,
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: ProtocolVersion::V0,
-        };
-        let initial =
-            vec![(KEY_HTTP_URL.to_owned(), settings.http_url.clone()), (KEY_STATE.to_owned(), STATE_ALIVE.to_owned())];
-        let handle = spawn_chitchat(chitchat_config, initial, transport.as_ref()).await.map_err(|error| {
-            MembershipError::Start {
-                source_name: GOSSIP_NAME,
-                detail: format!("cannot open the gossip socket on {}: {error:#}", settings.listen),
-            }
+        let transport = network.bind(settings.listen).await.map_err(|error| MembershipError::Start {
+            source_name: GOSSIP_NAME,
+            detail: format!("cannot open the gossip socket on {}: {error}", settings.listen),
         })?;
-        let (stop, stop_rx) = watch::channel(false);
-        let chitchat = handle.chitchat();
+        let traffic = Arc::new(GossipTraffic::default());
+        let sealing = settings.sealing();
         let mut observer = Observer::new(&settings);
+        let core = settings.core(settings.identity(), sealing.clone(), observer.heard(), traffic.clone());
         // Publish the first view before returning: the node is "initialised".
-        publisher.set_membership(observer.observe(&*chitchat.lock().await, SystemTime::now()));
-        let observer = tokio::spawn(observe_loop(observer, chitchat, publisher, settings.interval, stop_rx));
+        publisher.set_membership(observer.view_of(&core, SystemTime::now()));
+
+        let (seeds_tx, seeds) = watch::channel(resolve_seeds(&settings.seeds).await);
+        let names = settings.seeds.clone();
+        let resolver = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SEED_RESOLVE_EVERY).await;
+                if seeds_tx.send(resolve_seeds(&names).await).is_err() {
+                    return;
+                }
+            }
+        });
+        let (commands, commands_rx) = mpsc::channel(16);
+        let (fatal_tx, fatal) = watch::channel(None);
+        let shared_sealing = Arc::new(Mutex::new(sealing));
         tracing::info!(
             listen = %settings.listen,
             advertise = %settings.advertise,
             seeds = ?settings.seeds,
             generation = settings.generation,
+            sealed = core.sealing().seals(),
             "gossip membership started"
         );
-        Ok(Self { handle, observer, stop, interval: settings.interval, faults, traffic })
+        let cluster_name = settings.cluster_name.clone();
+        let supervised = Supervised {
+            settings,
+            network,
+            publisher,
+            observer,
+            faults: faults.clone(),
+            traffic: traffic.clone(),
+            seeds,
+            sealing: shared_sealing.clone(),
+        };
+        let task = tokio::spawn(supervised.run(core, transport, commands_rx, fatal_tx));
+        Ok(Self { commands, task, resolver, faults, traffic, sealing: shared_sealing, cluster_name, fatal })
     }
 
     pub(crate) fn fault_rules(&self) -> Option<FaultRules> {
         self.faults.clone()
     }
 
-    /// Stops without announcing anything, as a crash would (for tests).
-    #[cfg(test)]
-    pub(crate) async fn crash(self) {
-        self.observer.abort();
-        self.handle.abort();
-        // Resolves once the server task is gone and its socket released.
-        let _ = self.handle.termination_watcher().await;
-    }
-
     pub(crate) fn traffic(&self) -> Arc<GossipTraffic> {
         self.traffic.clone()
     }
 
+    /// Resolves with the reason when gossip cannot be kept running.
+    pub(crate) async fn failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        let reason = fatal.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies reloadable settings: the keys and the unsealed-traffic switch.
+    pub(crate) async fn reload(&self, config: &Config) {
+        let gossip = &config.cluster.membership.gossip;
+        let sealing = Sealing::new(&self.cluster_name, gossip.keys.bytes(), unsealed_traffic(gossip.unsealed_traffic));
+        *self.sealing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sealing.clone();
+        let _ = self.commands.send(Command::Reseal(sealing)).await;
+    }
+
+    /// Stops without announcing anything, as a crash would (for tests).
+    #[cfg(test)]
+    pub(crate) async fn crash(self) {
+        self.task.abort();
+        self.resolver.abort();
+        let _ = self.task.await;
+    }
+
     /// Marks this node `draining`: peers stop counting it at once.
     pub(crate) async fn announce_draining(&self) {
-        self.handle.with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_STATE, STATE_DRAINING)).await;
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Announce(Announced::Draining, done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
     }
 
     /// Marks this node `left`, gives gossip a few rounds to carry it, stops.
     pub(crate) async fn leave(self) {
-        self.handle.with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_STATE, STATE_LEFT)).await;
-        tokio::time::sleep((self.interval * 3).min(MAX_LEAVE_WAIT)).await;
-        let _ = self.stop.send(true);
-        let _ = self.observer.await;
-        if let Err(error) = self.handle.shutdown().await {
-            tracing::warn!(%error, "gossip did not shut down cleanly");
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+        drop(self.commands);
+        self.resolver.abort();
+        if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
+            tracing::warn!("gossip did not shut down in time");
         }
         tracing::info!("left the gossip cluster");
     }
 }
 
-async fn observe_loop(
-    mut observer: Observer,
-    chitchat: Arc<Mutex<Chitchat>>,
-    publisher: SnapshotPublisher,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut live_changes = chitchat.lock().await.live_nodes_watcher();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            changed = live_changes.changed() => if changed.is_err() { return },
-            _ = stop.changed() => return,
-        }
-        let view = observer.observe(&*chitchat.lock().await, SystemTime::now());
-        publisher.set_membership(view);
-    }
-}
-
-/// One node as chitchat knows it.
+/// One member as the core knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Observation {
     pub node_id: String,
     pub generation: u64,
     pub gossip_address: SocketAddr,
-    pub http_url: Option<String>,
-    pub state: Option<String>,
-    pub heartbeat: Heartbeat,
+    pub http_url: String,
+    pub state: Announced,
     pub live: bool,
     pub is_self: bool,
 }
 
-fn observations(chitchat: &Chitchat) -> Vec<Observation> {
-    let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
-    let self_id = chitchat.self_chitchat_id();
-    chitchat
-        .node_states()
-        .iter()
-        .map(|(id, state)| Observation {
-            node_id: id.node_id.to_string(),
-            generation: id.generation_id,
-            gossip_address: id.gossip_advertise_addr,
-            http_url: state.get(KEY_HTTP_URL).map(str::to_owned),
-            state: state.get(KEY_STATE).map(str::to_owned),
-            heartbeat: state.heartbeat(),
-            live: live.contains(id),
-            is_self: id == self_id,
-        })
+fn observations(core: &Core) -> Vec<Observation> {
+    let observation = |id: &GossipId, live: bool, is_self: bool| Observation {
+        node_id: id.node_id.clone(),
+        generation: id.generation,
+        gossip_address: id.addr,
+        http_url: id.http_url.clone(),
+        state: id.state,
+        live,
+        is_self,
+    };
+    std::iter::once(observation(core.identity(), true, true))
+        .chain(core.members().map(|m| observation(m.id(), core::is_live(m), false)))
         .collect()
 }
 
-/// Turns chitchat's state into membership views, remembering what it needs
-/// between rounds (heartbeats seen, the last membership, when it changed).
+/// Turns the core's members into membership views, remembering what it
+/// needs between rounds (when members went down, the last membership, when
+/// it changed).
 pub(crate) struct Observer {
     listen: SocketAddr,
     advertise: SocketAddr,
+    dead_member_ttl: Duration,
     heard: HeardClock,
-    heartbeats: HashMap<(String, u64), Heartbeat>,
+    down_since: HashMap<(SocketAddr, u64), SystemTime>,
     last_membership: Vec<(String, u64, MemberState)>,
     last_change: Option<SystemTime>,
     reported_duplicates: BTreeSet<String>,
@@ -289,55 +350,55 @@ impl Observer {
         Self {
             listen: settings.listen,
             advertise: settings.advertise,
+            dead_member_ttl: settings.protocol.dead_member_ttl,
             heard: HeardClock::default(),
-            heartbeats: HashMap::new(),
+            down_since: HashMap::new(),
             last_membership: Vec::new(),
             last_change: None,
             reported_duplicates: BTreeSet::new(),
         }
     }
 
-    fn observe(&mut self, chitchat: &Chitchat, now: SystemTime) -> MembershipView {
-        self.view_of(observations(chitchat), now)
+    pub(crate) fn heard(&self) -> HeardClock {
+        self.heard.clone()
     }
 
-    pub(crate) fn view_of(&mut self, observed: Vec<Observation>, now: SystemTime) -> MembershipView {
-        for o in observed.iter().filter(|o| !o.is_self) {
-            let key = (o.node_id.clone(), o.generation);
-            if self.heartbeats.get(&key) != Some(&o.heartbeat) {
-                self.heartbeats.insert(key, o.heartbeat);
-                self.heard.record(&o.node_id, o.generation, now);
-            }
+    fn view_of(&mut self, core: &Core, now: SystemTime) -> MembershipView {
+        self.view_from(observations(core), now)
+    }
+
+    pub(crate) fn view_from(&mut self, mut observed: Vec<Observation>, now: SystemTime) -> MembershipView {
+        // Down members stay listed (as dead or left) for the TTL.
+        let down: BTreeSet<(SocketAddr, u64)> =
+            observed.iter().filter(|o| !o.live).map(|o| (o.gossip_address, o.generation)).collect();
+        self.down_since.retain(|key, _| down.contains(key));
+        for key in &down {
+            self.down_since.entry(*key).or_insert(now);
         }
+        let ttl = self.dead_member_ttl;
+        let down_since = &self.down_since;
+        observed.retain(|o| {
+            o.live
+                || down_since
+                    .get(&(o.gossip_address, o.generation))
+                    .is_none_or(|since| now.duration_since(*since).unwrap_or_default() < ttl)
+        });
         let known: BTreeSet<(String, u64)> = observed.iter().map(|o| (o.node_id.clone(), o.generation)).collect();
-        self.heartbeats.retain(|key, _| known.contains(key));
         self.heard.retain(|node_id, generation| known.contains(&(node_id.to_owned(), generation)));
 
-        // A newer live generation at the same gossip address is a restart: it
-        // replaces the old incarnation. At another address it may be a second
-        // process, so both stay visible (reported below, counted once).
-        let mut newest_live: HashMap<(&str, SocketAddr), u64> = HashMap::new();
-        for o in observed.iter().filter(|o| o.live || o.is_self) {
-            let newest = newest_live.entry((o.node_id.as_str(), o.gossip_address)).or_insert(o.generation);
-            *newest = (*newest).max(o.generation);
-        }
         let mut members: Vec<Member> = observed
             .iter()
             .map(|o| {
-                let announced = o.state.as_deref();
-                let replaced = newest_live
-                    .get(&(o.node_id.as_str(), o.gossip_address))
-                    .is_some_and(|newest| *newest > o.generation);
-                let state = match (announced, o.is_self || o.live, replaced) {
-                    (Some(STATE_LEFT), _, _) => MemberState::Left,
-                    (_, true, true) | (_, false, _) => MemberState::Dead,
-                    (Some(STATE_DRAINING), true, false) => MemberState::Draining,
-                    (_, true, false) => MemberState::Alive,
+                let state = match (o.state, o.live) {
+                    (Announced::Left, _) => MemberState::Left,
+                    (_, false) => MemberState::Dead,
+                    (Announced::Draining, true) => MemberState::Draining,
+                    (Announced::Alive, true) => MemberState::Alive,
                 };
                 Member {
                     node_id: o.node_id.clone(),
                     generation: o.generation,
-                    http_url: o.http_url.clone(),
+                    http_url: Some(o.http_url.clone()),
                     gossip_address: Some(o.gossip_address.to_string()),
                     state,
                     is_self: o.is_self,
@@ -391,46 +452,6 @@ impl Observer {
             duplicate_node_ids,
             heard: Some(self.heard.clone()),
         }
-    }
-}
-
-/// Counts bytes and messages through a transport's sockets.
-struct CountingTransport {
-    inner: Box<dyn Transport>,
-    traffic: Arc<GossipTraffic>,
-}
-
-#[async_trait]
-impl Transport for CountingTransport {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let inner = self.inner.open(listen_addr).await?;
-        Ok(Box::new(CountingSocket { inner, traffic: self.traffic.clone() }))
-    }
-}
-
-struct CountingSocket {
-    inner: Box<dyn Socket>,
-    traffic: Arc<GossipTraffic>,
-}
-
-#[async_trait]
-impl Socket for CountingSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
-        let outcome = self.inner.send(to, envelope).await?;
-        self.traffic.bytes_sent.fetch_add(outcome.num_bytes_sent as u64, Ordering::Relaxed);
-        self.traffic.messages_sent.fetch_add(1, Ordering::Relaxed);
-        Ok(outcome)
-    }
-
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        let outcome = self.inner.recv().await?;
-        self.traffic.bytes_received.fetch_add(outcome.num_bytes_received as u64, Ordering::Relaxed);
-        self.traffic.messages_received.fetch_add(1, Ordering::Relaxed);
-        Ok(outcome)
     }
 }
 

@@ -3,9 +3,9 @@
 //! [`SnapshotPublisher`]; it is the only place membership IO happens.
 //!
 //! Sources: `static_config` (the operator states `cluster.observedNodes`),
-//! `gossip` (live membership over UDP gossip, on chitchat) and `etcd`
+//! `gossip` (live membership over sealed UDP gossip, SWIM on foca) and `etcd`
 //! (lease-registered members in etcd). Nothing outside this crate imports
-//! chitchat or etcd-client: callers see [`start`], [`RunningSource`] and
+//! foca or etcd-client: callers see [`start`], [`RunningSource`] and
 //! the snapshot types of `arlen-cluster`.
 
 #![forbid(unsafe_code)]
@@ -14,6 +14,7 @@ mod etcd;
 pub mod faults;
 mod gossip;
 pub mod static_config;
+mod supervise;
 
 use std::time::SystemTime;
 
@@ -21,8 +22,14 @@ use arlen_cluster::{MembershipView, SnapshotPublisher};
 use arlen_config::{Config, MembershipSource};
 
 pub use etcd::ETCD_NAME;
-pub use faults::{FaultRule, FaultRules};
-pub use gossip::{GossipTraffic, GOSSIP_NAME};
+pub use faults::{FaultRule, FaultRules, TaskFault};
+pub use gossip::{GossipTraffic, Rejection, GOSSIP_NAME};
+
+/// A fresh gossip key, base64: what `cluster.gossip.keys` takes.
+pub fn generate_gossip_key() -> String {
+    let key: [u8; 32] = rand::random();
+    <base64ct::Base64 as base64ct::Encoding>::encode_string(&key)
+}
 
 /// Source name on the wire for configured membership.
 pub const STATIC_CONFIG: &str = static_config::NAME;
@@ -88,6 +95,25 @@ impl RunningSource {
         }
     }
 
+    /// Applies the settings a running source can change (SIGHUP): for gossip,
+    /// its keys and the unsealed-traffic switch.
+    pub async fn reload(&self, config: &Config) {
+        if let Inner::Gossip(source) = &self.inner {
+            source.reload(config).await;
+        }
+    }
+
+    /// Resolves, with the reason, when the source has failed for good and
+    /// the process should exit so its supervisor restarts it. Never resolves
+    /// for a source that keeps running.
+    pub async fn failed(&self) -> String {
+        match &self.inner {
+            Inner::Gossip(source) => source.failed().await,
+            Inner::Etcd(source) => source.failed().await,
+            Inner::Static => std::future::pending().await,
+        }
+    }
+
     /// Announces that this node is leaving, waits briefly for the news to
     /// spread, and stops the source. A no-op for `static_config`.
     pub async fn leave(self) {
@@ -108,7 +134,7 @@ pub async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<Runn
             Ok(RunningSource { inner: Inner::Static })
         }
         MembershipSource::Gossip => {
-            let source = gossip::GossipSource::start(config, publisher, gossip::udp_transport()).await?;
+            let source = gossip::GossipSource::start(config, publisher, std::sync::Arc::new(gossip::Udp)).await?;
             Ok(RunningSource { inner: Inner::Gossip(source) })
         }
         MembershipSource::Etcd => {

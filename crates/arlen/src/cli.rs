@@ -46,10 +46,22 @@ pub enum Command {
     /// failed requests of background traffic, and writes report.json,
     /// report.md and timeline.svg. Exits 1 when a budget is missed.
     Drill(DrillArgs),
+    /// Gossip keys: `arlen gossip keygen` prints a fresh key for
+    /// `cluster.gossip.keys` (or one line of `cluster.gossip.keysFile`).
+    #[command(subcommand)]
+    Gossip(GossipCommand),
     /// Print the effective configuration, each value with its source
     /// (default, file with line, variable or flag). Secrets are masked.
     /// Exits 2 and lists every error when the configuration is invalid.
     Config(ConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GossipCommand {
+    /// Print a fresh random 32-byte key, base64, on standard output. Nothing
+    /// else is printed, so `arlen gossip keygen > keys` or a Kubernetes
+    /// `--from-literal=key=$(arlen gossip keygen)` works as it is.
+    Keygen,
 }
 
 /// Where the configuration lives.

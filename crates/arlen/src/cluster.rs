@@ -48,6 +48,8 @@ pub struct LocalCluster {
     pub log_dir: PathBuf,
     binary: PathBuf,
     seeds: String,
+    /// A throwaway gossip key for this cluster's datagrams.
+    gossip_key: String,
 }
 
 /// Checks that TCP and UDP `port` are free on loopback.
@@ -109,7 +111,8 @@ impl LocalCluster {
             })
             .collect();
         let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-        let mut cluster = Self { spec, nodes, etcd, log_dir, binary: std::env::current_exe()?, seeds };
+        let gossip_key = arlen_membership::generate_gossip_key();
+        let mut cluster = Self { spec, nodes, etcd, log_dir, binary: std::env::current_exe()?, seeds, gossip_key };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;
         }
@@ -129,6 +132,7 @@ impl LocalCluster {
             .env("ARLEN_CLUSTER_NODE_ID", &node.id)
             .env("ARLEN_CLUSTER_EXPECTED_NODES", spec.expected.to_string())
             .env("ARLEN_CLUSTER_GOSSIP_SEEDS", &self.seeds)
+            .env("ARLEN_CLUSTER_GOSSIP_KEYS", &self.gossip_key)
             .env("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", if spec.quorum_required { "1" } else { "0" })
             .env("ARLEN_LOG_FORMAT", "text")
             .stdin(std::process::Stdio::null())

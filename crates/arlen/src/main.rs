@@ -25,5 +25,9 @@ fn main() -> ExitCode {
         cli::Command::Up(args) => up::run(args),
         cli::Command::Triage(args) => triage::run(args),
         cli::Command::Drill(args) => drill::run(args),
+        cli::Command::Gossip(cli::GossipCommand::Keygen) => {
+            println!("{}", arlen_membership::generate_gossip_key());
+            ExitCode::SUCCESS
+        }
     }
 }

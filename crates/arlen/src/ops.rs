@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arlen_config::Config;
 use arlen_http::ops::FaultControl;
 use arlen_http::Runtime;
-use arlen_membership::{FaultRule, FaultRules, RunningSource};
+use arlen_membership::{FaultRule, FaultRules, RunningSource, TaskFault};
 use serde::Deserialize;
 
 struct RulesControl(FaultRules);
@@ -14,6 +14,9 @@ struct RulesControl(FaultRules);
 #[serde(deny_unknown_fields)]
 struct ReplaceBody {
     rules: Vec<FaultRule>,
+    /// Crash or stall the gossip task once (rehearses its supervision).
+    #[serde(default)]
+    gossip_task: Option<TaskFault>,
 }
 
 impl FaultControl for RulesControl {
@@ -25,7 +28,12 @@ impl FaultControl for RulesControl {
         let deserializer = &mut serde_json::Deserializer::from_slice(body);
         let parsed: ReplaceBody = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| format!("bad fault rules at {}: {}", error.path(), error.inner()))?;
-        self.0.replace(parsed.rules)
+        self.0.replace(parsed.rules)?;
+        if let Some(fault) = parsed.gossip_task {
+            tracing::warn!(?fault, "gossip task fault injected");
+            self.0.inject_task_fault(fault);
+        }
+        Ok(())
     }
 
     fn heal(&self) {

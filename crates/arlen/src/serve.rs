@@ -40,8 +40,11 @@ const RESTART_KEYS: &[&str] = &[
     "cluster.gossip.advertise",
     "cluster.gossip.seeds",
     "cluster.gossip.intervalMs",
-    "cluster.gossip.phiThreshold",
+    "cluster.gossip.probeTimeoutMs",
+    "cluster.gossip.suspicionTimeoutMs",
+    "cluster.gossip.maxMembers",
     "cluster.gossip.deadMemberTtlSeconds",
+    "cluster.gossip.allowUnauthenticated",
     "cluster.faultInjection.enabled",
 ];
 
@@ -145,9 +148,17 @@ async fn serve(options: LoadOptions, loaded: Loaded) -> anyhow::Result<()> {
 
     let mut current = loaded.clone();
     let signal = loop {
-        match signals.next().await {
-            Received::Reload => current = reload(&options, &loaded, current, &runtime),
-            Received::Stop(name) => break name,
+        tokio::select! {
+            received = signals.next() => match received {
+                Received::Reload => {
+                    current = reload(&options, &loaded, current, &runtime);
+                    membership.reload(&current.config).await;
+                }
+                Received::Stop(name) => break name,
+            },
+            // A membership source that cannot be kept running: exit non-zero so
+            // that the process supervisor (systemd, Kubernetes) restarts the node.
+            reason = membership.failed() => anyhow::bail!("membership failed for good: {reason}"),
         }
     };
 
@@ -217,4 +228,12 @@ fn register_gossip_metrics(runtime: &Runtime, traffic: &std::sync::Arc<arlen_mem
     metrics.register_counter_fn("aln_gossip_received_messages", "gossip messages received", move || {
         t.messages_received.load(Relaxed)
     });
+    let t = traffic.clone();
+    metrics.register_labeled_counter_fn(
+        "aln_gossip_rejected_datagrams",
+        "gossip datagrams dropped before they could change anything, by reason",
+        "reason",
+        arlen_membership::Rejection::ALL.iter().map(|reason| reason.label()).collect(),
+        move |label| arlen_membership::Rejection::ALL.iter().find(|r| r.label() == label).map_or(0, |r| t.rejected(*r)),
+    );
 }

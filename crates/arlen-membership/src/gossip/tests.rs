@@ -1,20 +1,76 @@
-//! Gossip membership in one process over chitchat's in-memory transport, on
-//! tokio's paused clock: deterministic timing, and partitions chosen by a
-//! seeded generator so a failure reproduces (`ARLEN_TEST_SEED=<n>`).
+//! Gossip membership in one process over an in-memory network, on tokio's
+//! paused clock: the real protocol core, sealing and driver, deterministic
+//! timing, and partitions chosen by a seeded generator so a failure
+//! reproduces (`ARLEN_TEST_SEED=<n>`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use arlen_cluster::{
     snapshot_channel, MemberState, MembershipView, NodeIdentity, QuorumStatus, Snapshot, SnapshotReader,
 };
-use chitchat::transport::ChannelTransport;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::SeedableRng as _;
 
-use super::{GossipSettings, GossipSource};
+use super::core::Protocol;
+use super::seal::UnsealedTraffic;
+use super::{GossipSettings, GossipSource, Network, Transport};
 use crate::faults::{Direction, FaultRule, FaultRules};
+
+type Inbox = mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>;
+
+/// Datagrams between sockets of one process; a dropped socket is gone.
+#[derive(Clone, Default)]
+pub(crate) struct MemoryNetwork {
+    sockets: Arc<Mutex<HashMap<SocketAddr, Inbox>>>,
+}
+
+struct MemorySocket {
+    addr: SocketAddr,
+    inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>>,
+    network: MemoryNetwork,
+}
+
+#[async_trait]
+impl Network for MemoryNetwork {
+    async fn bind(&self, listen: SocketAddr) -> std::io::Result<Arc<dyn Transport>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut sockets = self.sockets.lock().unwrap();
+        if sockets.get(&listen).is_some_and(|inbox| !inbox.is_closed()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"));
+        }
+        sockets.insert(listen, tx);
+        Ok(Arc::new(MemorySocket { addr: listen, inbox: tokio::sync::Mutex::new(rx), network: self.clone() }))
+    }
+}
+
+#[async_trait]
+impl Transport for MemorySocket {
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        let (from, datagram) = self.inbox.lock().await.recv().await.ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let len = datagram.len().min(buf.len());
+        buf[..len].copy_from_slice(&datagram[..len]);
+        Ok((len, from))
+    }
+
+    fn send_to(&self, to: SocketAddr, datagram: &[u8]) {
+        if let Some(inbox) = self.network.sockets.lock().unwrap().get(&to) {
+            let _ = inbox.send((self.addr, datagram.to_vec()));
+        }
+    }
+}
+
+impl Drop for MemorySocket {
+    fn drop(&mut self) {
+        self.network.sockets.lock().unwrap().remove(&self.addr);
+    }
+}
 
 fn address(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -29,9 +85,16 @@ fn settings(cluster: &str, node_id: &str, port: u16, generation: u64, seeds: &[u
         advertise: address(port),
         seeds: seeds.iter().map(|p| address(*p).to_string()).collect(),
         http_url: format!("http://127.0.0.1:{}", port + 1000),
-        interval: Duration::from_millis(100),
-        phi_threshold: 8.0,
-        dead_member_ttl: Duration::from_secs(60),
+        protocol: Protocol {
+            interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(40),
+            suspicion_timeout: Duration::from_millis(200),
+            dead_member_ttl: Duration::from_secs(60),
+            max_members: 1024,
+            expected_nodes: 3,
+        },
+        keys: vec![[7; 32]],
+        unsealed: UnsealedTraffic::Refuse,
     }
 }
 
@@ -42,7 +105,7 @@ struct TestNode {
     port: u16,
 }
 
-async fn start_node(transport: &ChannelTransport, settings: GossipSettings, expected: u32) -> TestNode {
+async fn start_node(network: &MemoryNetwork, settings: GossipSettings, expected: u32) -> TestNode {
     let (publisher, reader) = snapshot_channel(
         NodeIdentity {
             cluster_enabled: true,
@@ -57,15 +120,15 @@ async fn start_node(transport: &ChannelTransport, settings: GossipSettings, expe
     let faults = FaultRules::with_seed(1);
     let port = settings.listen.port();
     let source =
-        GossipSource::start_with(settings, publisher, Box::new(transport.clone()), Some(faults.clone())).await.unwrap();
+        GossipSource::start_with(settings, publisher, Arc::new(network.clone()), Some(faults.clone())).await.unwrap();
     TestNode { source: Some(source), reader, faults, port }
 }
 
-async fn start_cluster(transport: &ChannelTransport, cluster: &str, ports: &[u16]) -> Vec<TestNode> {
+async fn start_cluster(network: &MemoryNetwork, cluster: &str, ports: &[u16]) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let name = format!("node-{}", i + 1);
-        nodes.push(start_node(transport, settings(cluster, &name, *port, 1, &ports[..1]), ports.len() as u32).await);
+        nodes.push(start_node(network, settings(cluster, &name, *port, 1, &ports[..1]), ports.len() as u32).await);
     }
     nodes
 }
@@ -94,8 +157,8 @@ fn observed(n: u32) -> impl Fn(&Snapshot) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn three_nodes_converge_then_detect_a_crash() {
-    let transport = ChannelTransport::default();
-    let mut nodes = start_cluster(&transport, "alpha", &[11001, 11002, 11003]).await;
+    let network = MemoryNetwork::default();
+    let mut nodes = start_cluster(&network, "alpha", &[11001, 11002, 11003]).await;
     for node in &nodes {
         wait_for(node, "3 observed", Duration::from_secs(5), |s| s.quorum.status == QuorumStatus::Nominal).await;
     }
@@ -113,8 +176,8 @@ async fn three_nodes_converge_then_detect_a_crash() {
 
 #[tokio::test(start_paused = true)]
 async fn graceful_leave_is_seen_before_failure_detection_could_fire() {
-    let transport = ChannelTransport::default();
-    let mut nodes = start_cluster(&transport, "alpha", &[12001, 12002, 12003]).await;
+    let network = MemoryNetwork::default();
+    let mut nodes = start_cluster(&network, "alpha", &[12001, 12002, 12003]).await;
     for node in &nodes {
         wait_for(node, "nominal", Duration::from_secs(5), observed(3)).await;
     }
@@ -131,15 +194,15 @@ async fn graceful_leave_is_seen_before_failure_detection_could_fire() {
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_node_replaces_its_old_incarnation() {
-    let transport = ChannelTransport::default();
+    let network = MemoryNetwork::default();
     let ports = [13001, 13002, 13003];
-    let mut nodes = start_cluster(&transport, "alpha", &ports).await;
+    let mut nodes = start_cluster(&network, "alpha", &ports).await;
     for node in &nodes {
         wait_for(node, "nominal", Duration::from_secs(5), observed(3)).await;
     }
     nodes.pop().unwrap().source.unwrap().crash().await;
     // The same node id and address, a new generation, before the old one is detected dead.
-    let restarted = start_node(&transport, settings("alpha", "node-3", 13003, 2, &ports[..1]), 3).await;
+    let restarted = start_node(&network, settings("alpha", "node-3", 13003, 2, &ports[..1]), 3).await;
     for node in nodes.iter().chain(std::iter::once(&restarted)) {
         wait_for(node, "restart converged", Duration::from_secs(5), |s| {
             s.quorum.observed_nodes == 3
@@ -165,11 +228,11 @@ async fn a_restarted_node_replaces_its_old_incarnation() {
 
 #[tokio::test(start_paused = true)]
 async fn clusters_with_different_names_never_count_each_other() {
-    let transport = ChannelTransport::default();
-    let mut nodes = start_cluster(&transport, "alpha", &[14001, 14002]).await;
+    let network = MemoryNetwork::default();
+    let mut nodes = start_cluster(&network, "alpha", &[14001, 14002]).await;
     // A "beta" cluster that uses alpha's seed.
-    nodes.push(start_node(&transport, settings("beta", "node-b1", 14003, 1, &[14001]), 2).await);
-    nodes.push(start_node(&transport, settings("beta", "node-b2", 14004, 1, &[14001, 14003]), 2).await);
+    nodes.push(start_node(&network, settings("beta", "node-b1", 14003, 1, &[14001]), 2).await);
+    nodes.push(start_node(&network, settings("beta", "node-b2", 14004, 1, &[14001, 14003]), 2).await);
     for node in &nodes {
         wait_for(node, "own cluster of 2", Duration::from_secs(5), observed(2)).await;
     }
@@ -190,9 +253,9 @@ async fn clusters_with_different_names_never_count_each_other() {
 
 #[tokio::test(start_paused = true)]
 async fn two_processes_with_one_node_id_are_reported_and_counted_once() {
-    let transport = ChannelTransport::default();
-    let mut nodes = start_cluster(&transport, "alpha", &[15001, 15002]).await;
-    nodes.push(start_node(&transport, settings("alpha", "node-2", 15003, 7, &[15001]), 3).await);
+    let network = MemoryNetwork::default();
+    let mut nodes = start_cluster(&network, "alpha", &[15001, 15002]).await;
+    nodes.push(start_node(&network, settings("alpha", "node-2", 15003, 7, &[15001]), 3).await);
     wait_for(&nodes[0], "duplicate reported", Duration::from_secs(5), |s| {
         s.membership.duplicate_node_ids == ["node-2"]
     })
@@ -210,9 +273,9 @@ async fn seeded_partitions_split_the_count_and_heal() {
     let seed: u64 = std::env::var("ARLEN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("ARLEN_TEST_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let transport = ChannelTransport::default();
+    let network = MemoryNetwork::default();
     let ports = [16001, 16002, 16003, 16004, 16005];
-    let nodes = start_cluster(&transport, "alpha", &ports).await;
+    let nodes = start_cluster(&network, "alpha", &ports).await;
     for node in &nodes {
         wait_for(node, "5 observed", Duration::from_secs(10), observed(5)).await;
     }
@@ -255,8 +318,8 @@ async fn seeded_partitions_split_the_count_and_heal() {
 
 #[tokio::test(start_paused = true)]
 async fn one_way_loss_makes_the_deaf_node_see_nobody() {
-    let transport = ChannelTransport::default();
-    let nodes = start_cluster(&transport, "alpha", &[17001, 17002, 17003]).await;
+    let network = MemoryNetwork::default();
+    let nodes = start_cluster(&network, "alpha", &[17001, 17002, 17003]).await;
     for node in &nodes {
         wait_for(node, "3 observed", Duration::from_secs(5), observed(3)).await;
     }
@@ -271,8 +334,8 @@ async fn one_way_loss_makes_the_deaf_node_see_nobody() {
 
 #[tokio::test(start_paused = true)]
 async fn a_draining_node_is_visible_and_no_longer_counted() {
-    let transport = ChannelTransport::default();
-    let nodes = start_cluster(&transport, "alpha", &[18001, 18002, 18003]).await;
+    let network = MemoryNetwork::default();
+    let nodes = start_cluster(&network, "alpha", &[18001, 18002, 18003]).await;
     for node in &nodes {
         wait_for(node, "3 observed", Duration::from_secs(5), observed(3)).await;
     }

@@ -1,0 +1,376 @@
+//! The gossip task: owns the socket and the timers, feeds the sans-IO
+//! [`Core`], publishes views — and the supervisor that notices when it dies
+//! or stops making progress, fails closed, and restarts it.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arlen_cluster::SnapshotPublisher;
+use async_trait::async_trait;
+use foca::Timer;
+use futures_util::FutureExt as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::core::{is_live, Core, Output};
+use super::identity::{Announced, GossipId};
+use super::seal::{Sealing, MAX_DATAGRAM};
+use super::{GossipSettings, GossipTraffic, Observer, GOSSIP_NAME};
+use crate::faults::{FaultRules, TaskFault};
+use crate::supervise::{fail_closed, panic_message, Failures, Progress};
+
+/// A datagram socket: real UDP, or the tests' in-memory network.
+#[async_trait]
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// Receives one datagram into `buf`; its length may exceed `buf` only by
+    /// being cut (the caller bounds `buf` well above [`MAX_DATAGRAM`]).
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)>;
+    /// Sends without waiting; a datagram that cannot be sent now is dropped.
+    fn send_to(&self, to: SocketAddr, datagram: &[u8]);
+}
+
+/// Opens transports.
+#[async_trait]
+pub(crate) trait Network: Send + Sync + 'static {
+    async fn bind(&self, listen: SocketAddr) -> std::io::Result<Arc<dyn Transport>>;
+}
+
+/// The real network.
+pub(crate) struct Udp;
+
+#[async_trait]
+impl Network for Udp {
+    async fn bind(&self, listen: SocketAddr) -> std::io::Result<Arc<dyn Transport>> {
+        Ok(Arc::new(tokio::net::UdpSocket::bind(listen).await?))
+    }
+}
+
+#[async_trait]
+impl Transport for tokio::net::UdpSocket {
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::recv_from(self, buf).await
+    }
+
+    fn send_to(&self, to: SocketAddr, datagram: &[u8]) {
+        if let Err(error) = self.try_send_to(datagram, to) {
+            tracing::debug!(%to, %error, "gossip datagram not sent");
+        }
+    }
+}
+
+/// What the source asks of the running task.
+pub(crate) enum Command {
+    Announce(Announced, oneshot::Sender<()>),
+    Leave(oneshot::Sender<()>),
+    Reseal(Sealing),
+}
+
+/// Timers foca asked for, by deadline.
+#[derive(Default)]
+struct Timers {
+    due: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    events: HashMap<u64, Timer<GossipId>>,
+    next_id: u64,
+}
+
+impl Timers {
+    fn add(&mut self, after: Duration, timer: Timer<GossipId>) {
+        self.next_id += 1;
+        self.due.push(std::cmp::Reverse((Instant::now() + after, self.next_id)));
+        self.events.insert(self.next_id, timer);
+    }
+
+    async fn wait(&self) {
+        match self.due.peek() {
+            Some(std::cmp::Reverse((at, _))) => tokio::time::sleep_until(*at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn pop_due(&mut self) -> Vec<Timer<GossipId>> {
+        let now = Instant::now();
+        let mut fired = Vec::new();
+        while let Some(std::cmp::Reverse((at, id))) = self.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            fired.extend(self.events.remove(&id));
+        }
+        fired
+    }
+}
+
+/// How a run of the task ended.
+enum Ended {
+    /// The node left the cluster, or the source was dropped.
+    Stopped,
+    Failed(String),
+}
+
+struct Driver<'a> {
+    core: Core,
+    transport: Arc<dyn Transport>,
+    settings: &'a GossipSettings,
+    observer: &'a mut Observer,
+    publisher: &'a SnapshotPublisher,
+    progress: &'a Progress,
+    faults: Option<&'a FaultRules>,
+    traffic: &'a GossipTraffic,
+    seeds: watch::Receiver<Vec<SocketAddr>>,
+    timers: Timers,
+    next_seed_announce: Instant,
+    leaving_until: Option<(Instant, oneshot::Sender<()>)>,
+}
+
+impl Driver<'_> {
+    async fn run(&mut self, commands: &mut mpsc::Receiver<Command>) -> Ended {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut tick = tokio::time::interval(self.settings.protocol.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut receive_errors = 0u32;
+        self.announce_to_seeds();
+        self.flush();
+        loop {
+            self.progress.beat();
+            match self.faults.and_then(FaultRules::take_task_fault) {
+                Some(TaskFault::Crash) => panic!("gossip task crashed by a fault rule"),
+                Some(TaskFault::Stall) => {
+                    tracing::warn!("gossip task stalled by a fault rule");
+                    std::future::pending::<()>().await;
+                }
+                None => {}
+            }
+            if let Some((until, _)) = &self.leaving_until {
+                if Instant::now() >= *until {
+                    if let Some((_, done)) = self.leaving_until.take() {
+                        let _ = done.send(());
+                    }
+                    return Ended::Stopped;
+                }
+            }
+            let mut publish = false;
+            let mut acknowledge = None;
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return Ended::Stopped,
+                    Some(command) => {
+                        acknowledge = self.command(command);
+                        publish = true;
+                    }
+                },
+                received = self.transport.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        receive_errors = 0;
+                        self.traffic.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+                        self.traffic.messages_received.fetch_add(1, Ordering::Relaxed);
+                        self.core.handle_datagram(from, &buf[..len.min(MAX_DATAGRAM + 1)], SystemTime::now());
+                    }
+                    Err(error) => {
+                        receive_errors += 1;
+                        tracing::debug!(%error, "gossip receive");
+                        if receive_errors >= 100 {
+                            return Ended::Failed(format!("the gossip socket keeps failing: {error}"));
+                        }
+                    }
+                },
+                () = self.timers.wait() => {
+                    for timer in self.timers.pop_due() {
+                        self.core.handle_timer(timer, SystemTime::now());
+                    }
+                }
+                _ = tick.tick() => {
+                    self.maybe_announce_to_seeds();
+                    publish = true;
+                }
+            }
+            publish |= self.flush();
+            if publish {
+                self.publisher.set_membership(self.observer.view_of(&self.core, SystemTime::now()));
+            }
+            // Acknowledged once the node's own view shows the change.
+            if let Some(done) = acknowledge {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Applies a command; returns what to acknowledge once it is published.
+    fn command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        let now = SystemTime::now();
+        match command {
+            Command::Announce(state, done) => {
+                self.core.announce_state(state, now);
+                Some(done)
+            }
+            Command::Leave(done) => {
+                self.core.leave(now);
+                let linger = (self.settings.protocol.interval * 3).min(Duration::from_millis(600));
+                self.leaving_until = Some((Instant::now() + linger, done));
+                None
+            }
+            Command::Reseal(sealing) => {
+                tracing::info!(keys = ?sealing, "gossip keys reloaded");
+                self.core.set_sealing(sealing);
+                None
+            }
+        }
+    }
+
+    /// Sends what the core produced and sets its timers; true when membership changed.
+    fn flush(&mut self) -> bool {
+        let Output { datagrams, timers, membership_changed } = self.core.take_output();
+        for (to, datagram) in datagrams {
+            self.traffic.bytes_sent.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            self.traffic.messages_sent.fetch_add(1, Ordering::Relaxed);
+            self.transport.send_to(to, &datagram);
+        }
+        for (after, timer) in timers {
+            self.timers.add(after, timer);
+        }
+        membership_changed
+    }
+
+    fn announce_to_seeds(&mut self) {
+        let seeds = self.seeds.borrow().clone();
+        for seed in seeds {
+            self.core.announce(seed, SystemTime::now());
+        }
+    }
+
+    /// Alone: ask the seeds again every few rounds. In a cluster: now and
+    /// then ask one seed that is not a live member (heals split seed groups).
+    fn maybe_announce_to_seeds(&mut self) {
+        let now = Instant::now();
+        if now < self.next_seed_announce {
+            return;
+        }
+        let interval = self.settings.protocol.interval;
+        let alone = !self.core.members().any(is_live);
+        if alone {
+            self.announce_to_seeds();
+            self.next_seed_announce = now + (interval * 2).max(Duration::from_millis(100));
+        } else {
+            let active: Vec<SocketAddr> = self.core.members().filter(|m| is_live(m)).map(|m| m.id().addr).collect();
+            let outside = self.seeds.borrow().iter().copied().find(|seed| !active.contains(seed));
+            if let Some(seed) = outside {
+                self.core.announce(seed, SystemTime::now());
+            }
+            self.next_seed_announce = now + (interval * 100).max(Duration::from_secs(5));
+        }
+    }
+}
+
+/// What the supervisor needs to (re)start the task.
+pub(crate) struct Supervised {
+    pub settings: GossipSettings,
+    pub network: Arc<dyn Network>,
+    pub publisher: SnapshotPublisher,
+    pub observer: Observer,
+    pub faults: Option<FaultRules>,
+    pub traffic: Arc<GossipTraffic>,
+    pub seeds: watch::Receiver<Vec<SocketAddr>>,
+    /// The keys in force (reloads change them), for restarts.
+    pub sealing: Arc<std::sync::Mutex<Sealing>>,
+}
+
+/// How long the task may make no progress before it counts as stuck.
+pub(crate) fn stall_limit(interval: Duration) -> Duration {
+    (interval * 10).max(Duration::from_secs(1))
+}
+
+impl Supervised {
+    /// Runs the gossip task until the node leaves; restarts it when it dies
+    /// or stalls, reporting `partitioned` meanwhile. Sends the reason on
+    /// `fatal` when it cannot be kept running.
+    pub(crate) async fn run(
+        mut self,
+        first: Core,
+        first_transport: Arc<dyn Transport>,
+        mut commands: mpsc::Receiver<Command>,
+        fatal: watch::Sender<Option<String>>,
+    ) {
+        let progress = Progress::default();
+        let mut next = Some((first, first_transport));
+        let mut failures = Failures::default();
+        let mut seq = 0u32;
+        loop {
+            let (core, transport) = match next.take() {
+                Some(started) => started,
+                None => match self.restart(&mut seq).await {
+                    Ok(started) => started,
+                    Err(error) => {
+                        fail_closed(&self.publisher, GOSSIP_NAME, &format!("gossip could not be restarted: {error}"));
+                        if give_up(&mut failures, &fatal) {
+                            return;
+                        }
+                        tokio::time::sleep(failures.backoff()).await;
+                        continue;
+                    }
+                },
+            };
+            seq = core.identity().seq;
+            let mut driver = Driver {
+                core,
+                transport,
+                settings: &self.settings,
+                observer: &mut self.observer,
+                publisher: &self.publisher,
+                progress: &progress,
+                faults: self.faults.as_ref(),
+                traffic: &self.traffic,
+                seeds: self.seeds.clone(),
+                timers: Timers::default(),
+                next_seed_announce: Instant::now(),
+                leaving_until: None,
+            };
+            let ended = tokio::select! {
+                outcome = AssertUnwindSafe(driver.run(&mut commands)).catch_unwind() => match outcome {
+                    Ok(ended) => ended,
+                    Err(panic) => Ended::Failed(format!("the gossip task panicked: {}", panic_message(&*panic))),
+                },
+                stalled = progress.stalled(stall_limit(self.settings.protocol.interval)) => {
+                    Ended::Failed(format!("the gossip task {stalled}"))
+                }
+            };
+            drop(driver);
+            match ended {
+                Ended::Stopped => return,
+                Ended::Failed(reason) => {
+                    tracing::error!(%reason, "gossip task failed; this node reports partitioned until it is restarted");
+                    fail_closed(&self.publisher, GOSSIP_NAME, &reason);
+                    if give_up(&mut failures, &fatal) {
+                        return;
+                    }
+                    tokio::time::sleep(failures.backoff()).await;
+                }
+            }
+        }
+    }
+
+    async fn restart(&self, seq: &mut u32) -> std::io::Result<(Core, Arc<dyn Transport>)> {
+        let transport = self.network.bind(self.settings.listen).await?;
+        *seq = seq.saturating_add(1);
+        let mut identity = self.settings.identity();
+        identity.seq = *seq;
+        let sealing = self.sealing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let core = self.settings.core(identity, sealing, self.observer.heard(), self.traffic.clone());
+        tracing::info!(seq = *seq, "gossip task restarted");
+        Ok((core, transport))
+    }
+}
+
+/// Records a failure; on too many, reports the reason on `fatal`.
+pub(crate) fn give_up(failures: &mut Failures, fatal: &watch::Sender<Option<String>>) -> bool {
+    if !failures.record() {
+        return false;
+    }
+    let reason = failures.give_up_reason("gossip task");
+    tracing::error!(%reason, "gossip cannot be kept running; the process exits so that its supervisor restarts it");
+    let _ = fatal.send(Some(reason));
+    true
+}

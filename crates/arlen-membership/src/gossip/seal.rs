@@ -1,0 +1,338 @@
+//! The gossip datagram: framing, sealing and the checks that run before any
+//! byte of a peer's packet is parsed.
+//!
+//! ```text
+//! sealed:   "ARL" 0x02 | sent_ms u64 BE | nonce [24] | XChaCha20-Poly1305(packet) + tag [16]
+//!           associated data: the cluster name, then the 36 header bytes
+//! unsealed: "ARL" 0x01 | name_len u8 | cluster name | packet_len u16 BE | packet | zero padding
+//! ```
+//!
+//! Every datagram is at most [`MAX_DATAGRAM`] bytes; a larger one is refused
+//! before anything else is looked at. Nothing is compressed, so a datagram's
+//! size is the most a packet can be. The first key seals, any key opens
+//! (rotation without restart). A sealed datagram is refused when its
+//! `sent_ms` is further than [`REPLAY_WINDOW`] from this node's clock, so an
+//! old capture cannot be replayed once the members it names are forgotten;
+//! within the window a replay only repeats what SWIM already resolved
+//! (see `ARCHITECTURE.md`, "Gossip trust"). Unsealed datagrams are padded to
+//! a third of the maximum so that the anti-amplification rule (a reply to an
+//! unsealed datagram is at most three times its size) never starves an
+//! honest unsealed cluster.
+
+use std::time::Duration;
+
+use chacha20poly1305::aead::AeadInOut as _;
+use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
+
+/// Largest datagram sent or accepted, headers included (below a LAN MTU).
+pub(crate) const MAX_DATAGRAM: usize = 1400;
+/// How far a sealed datagram's send time may be from the receiver's clock.
+pub(crate) const REPLAY_WINDOW: Duration = Duration::from_secs(60);
+/// Unsealed datagrams are padded to at least this size.
+pub(crate) const MIN_UNSEALED: usize = MAX_DATAGRAM / 3;
+/// A reply to an unsealed datagram may be this many times its size.
+pub(crate) const AMPLIFICATION_FACTOR: usize = 3;
+/// Cluster names longer than this cannot gossip unsealed.
+pub(crate) const MAX_CLUSTER_NAME_BYTES: usize = 128;
+
+const MAGIC: &[u8; 3] = b"ARL";
+const KIND_UNSEALED: u8 = 1;
+const KIND_SEALED: u8 = 2;
+const NONCE_BYTES: usize = 24;
+const TAG_BYTES: usize = 16;
+const SEALED_HEADER: usize = 4 + 8 + NONCE_BYTES;
+
+/// Whether unsealed datagrams are sent or accepted while keys are set: the
+/// switch for turning sealing on in a running cluster
+/// (`cluster.gossip.unsealedTraffic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnsealedTraffic {
+    /// Send sealed, accept only sealed (the default with keys).
+    Refuse,
+    /// Send sealed, accept both.
+    Accept,
+    /// Send unsealed, accept both.
+    Send,
+}
+
+/// Why a datagram was dropped before foca saw it. Each has a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Larger than [`MAX_DATAGRAM`].
+    Oversized,
+    /// Not an Arlen gossip datagram, or its framing is inconsistent.
+    Malformed,
+    /// Unsealed while sealing is required.
+    Unsealed,
+    /// Unsealed, for another cluster.
+    OtherCluster,
+    /// No configured key opens it (wrong key, another cluster, tampered), or
+    /// it is sealed and this node has no keys.
+    BadSeal,
+    /// Sealed, but sent outside the replay window.
+    Stale,
+    /// The packet inside did not decode, or foca refused it.
+    Undecodable,
+    /// It would add members beyond `cluster.gossip.maxMembers`.
+    MemberLimit,
+    /// A reply that would exceed the anti-amplification limit (outbound).
+    Amplification,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 9] = [
+        Rejection::Oversized,
+        Rejection::Malformed,
+        Rejection::Unsealed,
+        Rejection::OtherCluster,
+        Rejection::BadSeal,
+        Rejection::Stale,
+        Rejection::Undecodable,
+        Rejection::MemberLimit,
+        Rejection::Amplification,
+    ];
+
+    /// The metric label and log word.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Oversized => "oversized",
+            Rejection::Malformed => "malformed",
+            Rejection::Unsealed => "unsealed",
+            Rejection::OtherCluster => "other_cluster",
+            Rejection::BadSeal => "bad_seal",
+            Rejection::Stale => "stale",
+            Rejection::Undecodable => "undecodable",
+            Rejection::MemberLimit => "member_limit",
+            Rejection::Amplification => "amplification",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// An opened datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Opened {
+    pub packet: Vec<u8>,
+    pub sealed: bool,
+}
+
+/// The keys and rules one node seals and opens with.
+#[derive(Clone)]
+pub(crate) struct Sealing {
+    cluster: Vec<u8>,
+    keys: Vec<XChaCha20Poly1305>,
+    unsealed: UnsealedTraffic,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing").field("keys", &self.keys.len()).field("unsealed", &self.unsealed).finish()
+    }
+}
+
+impl Sealing {
+    pub(crate) fn new(cluster: &str, keys: &[[u8; 32]], unsealed: UnsealedTraffic) -> Self {
+        Self {
+            cluster: cluster.as_bytes().to_vec(),
+            keys: keys.iter().map(|key| XChaCha20Poly1305::new(&(*key).into())).collect(),
+            unsealed,
+        }
+    }
+
+    /// True when this node sends sealed datagrams.
+    pub(crate) fn seals(&self) -> bool {
+        !self.keys.is_empty() && self.unsealed != UnsealedTraffic::Send
+    }
+
+    /// The largest foca packet that fits one datagram either way.
+    pub(crate) fn max_packet(cluster: &str) -> usize {
+        let unsealed_overhead = 4 + 1 + cluster.len().min(MAX_CLUSTER_NAME_BYTES) + 2;
+        MAX_DATAGRAM - unsealed_overhead.max(SEALED_HEADER + TAG_BYTES)
+    }
+
+    /// Frames (and, with keys, seals) one foca packet.
+    pub(crate) fn seal(&self, packet: &[u8], now_ms: u64) -> Vec<u8> {
+        if !self.seals() {
+            let name = &self.cluster[..self.cluster.len().min(MAX_CLUSTER_NAME_BYTES)];
+            let mut out = Vec::with_capacity(MIN_UNSEALED.max(packet.len() + name.len() + 7));
+            out.extend_from_slice(MAGIC);
+            out.push(KIND_UNSEALED);
+            out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+            out.extend_from_slice(name);
+            out.extend_from_slice(&u16::try_from(packet.len()).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(packet);
+            if out.len() < MIN_UNSEALED {
+                out.resize(MIN_UNSEALED, 0);
+            }
+            return out;
+        }
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let mut out = Vec::with_capacity(SEALED_HEADER + packet.len() + TAG_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.push(KIND_SEALED);
+        out.extend_from_slice(&now_ms.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        let aad = self.associated_data(&out);
+        let mut body = packet.to_vec();
+        self.keys[0]
+            .encrypt_in_place(&XNonce::from(nonce), &aad, &mut body)
+            .expect("XChaCha20-Poly1305 seals any datagram-sized packet");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Checks and opens one datagram. Nothing of it is parsed before its size
+    /// is bounded, and nothing of a sealed one before it is authenticated.
+    pub(crate) fn open(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, Rejection> {
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(Rejection::Oversized);
+        }
+        if datagram.len() < 4 || &datagram[..3] != MAGIC {
+            return Err(Rejection::Malformed);
+        }
+        match datagram[3] {
+            KIND_UNSEALED => self.open_unsealed(&datagram[4..]),
+            KIND_SEALED => self.open_sealed(datagram, now_ms),
+            _ => Err(Rejection::Malformed),
+        }
+    }
+
+    fn open_unsealed(&self, rest: &[u8]) -> Result<Opened, Rejection> {
+        if !self.keys.is_empty() && self.unsealed == UnsealedTraffic::Refuse {
+            return Err(Rejection::Unsealed);
+        }
+        let (&name_len, rest) = rest.split_first().ok_or(Rejection::Malformed)?;
+        let name_len = usize::from(name_len);
+        if rest.len() < name_len + 2 {
+            return Err(Rejection::Malformed);
+        }
+        let (name, rest) = rest.split_at(name_len);
+        if name != &self.cluster[..self.cluster.len().min(MAX_CLUSTER_NAME_BYTES)] {
+            return Err(Rejection::OtherCluster);
+        }
+        let packet_len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let packet = rest[2..].get(..packet_len).ok_or(Rejection::Malformed)?;
+        Ok(Opened { packet: packet.to_vec(), sealed: false })
+    }
+
+    fn open_sealed(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, Rejection> {
+        if datagram.len() < SEALED_HEADER + TAG_BYTES {
+            return Err(Rejection::Malformed);
+        }
+        if self.keys.is_empty() {
+            return Err(Rejection::BadSeal);
+        }
+        let (header, body) = datagram.split_at(SEALED_HEADER);
+        let nonce: [u8; NONCE_BYTES] = header[12..].try_into().map_err(|_| Rejection::Malformed)?;
+        let nonce = XNonce::from(nonce);
+        let aad = self.associated_data(header);
+        let opened = self.keys.iter().find_map(|key| {
+            let mut plain = body.to_vec();
+            key.decrypt_in_place(&nonce, &aad, &mut plain).ok().map(|()| plain)
+        });
+        let packet = opened.ok_or(Rejection::BadSeal)?;
+        // Only an authentic datagram's time is worth reading.
+        let sent_ms = u64::from_be_bytes(header[4..12].try_into().map_err(|_| Rejection::Malformed)?);
+        let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        if sent_ms.abs_diff(now_ms) > window {
+            return Err(Rejection::Stale);
+        }
+        Ok(Opened { packet, sealed: true })
+    }
+
+    fn associated_data(&self, header: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(self.cluster.len() + header.len());
+        aad.extend_from_slice(&self.cluster);
+        aad.extend_from_slice(header);
+        aad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: [u8; 32] = [1; 32];
+    const K2: [u8; 32] = [2; 32];
+    const NOW: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn sealed_datagrams_open_with_any_listed_key_and_nothing_else() {
+        let sender = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
+        let datagram = sender.seal(b"hello", NOW);
+        assert!(datagram.len() <= MAX_DATAGRAM);
+        let rotated = Sealing::new("alpha", &[K2, K1], UnsealedTraffic::Refuse);
+        assert_eq!(rotated.open(&datagram, NOW).unwrap(), Opened { packet: b"hello".to_vec(), sealed: true });
+        assert_eq!(Sealing::new("alpha", &[K2], UnsealedTraffic::Refuse).open(&datagram, NOW), Err(Rejection::BadSeal));
+        assert_eq!(Sealing::new("beta", &[K1], UnsealedTraffic::Refuse).open(&datagram, NOW), Err(Rejection::BadSeal));
+        assert_eq!(Sealing::new("alpha", &[], UnsealedTraffic::Refuse).open(&datagram, NOW), Err(Rejection::BadSeal));
+        let mut tampered = datagram.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(rotated.open(&tampered, NOW), Err(Rejection::BadSeal));
+        let mut retimed = datagram;
+        retimed[11] ^= 1;
+        assert_eq!(rotated.open(&retimed, NOW), Err(Rejection::BadSeal), "the send time is authenticated");
+    }
+
+    #[test]
+    fn sealed_datagrams_outside_the_replay_window_are_stale() {
+        let sealing = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
+        let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap();
+        let datagram = sealing.seal(b"x", NOW);
+        assert!(sealing.open(&datagram, NOW + window).is_ok());
+        assert_eq!(sealing.open(&datagram, NOW + window + 1), Err(Rejection::Stale));
+        assert_eq!(sealing.open(&datagram, NOW - window - 1), Err(Rejection::Stale));
+    }
+
+    #[test]
+    fn the_rollout_switch_governs_unsealed_traffic() {
+        let open = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
+        let unsealed = open.seal(b"hi", NOW);
+        assert!(unsealed.len() >= MIN_UNSEALED, "unsealed datagrams are padded");
+        assert_eq!(open.open(&unsealed, NOW).unwrap(), Opened { packet: b"hi".to_vec(), sealed: false });
+        assert_eq!(
+            Sealing::new("beta", &[], UnsealedTraffic::Refuse).open(&unsealed, NOW),
+            Err(Rejection::OtherCluster)
+        );
+        assert_eq!(
+            Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse).open(&unsealed, NOW),
+            Err(Rejection::Unsealed)
+        );
+        let accepting = Sealing::new("alpha", &[K1], UnsealedTraffic::Accept);
+        assert!(accepting.seals());
+        assert!(accepting.open(&unsealed, NOW).is_ok());
+        let sending = Sealing::new("alpha", &[K1], UnsealedTraffic::Send);
+        assert!(!sending.seals());
+        assert!(sending.open(&accepting.seal(b"s", NOW), NOW).unwrap().sealed, "send-unsealed still opens sealed");
+    }
+
+    #[test]
+    fn size_and_framing_are_checked_first() {
+        let sealing = Sealing::new("alpha", &[K1], UnsealedTraffic::Accept);
+        assert_eq!(sealing.open(&vec![0; MAX_DATAGRAM + 1], NOW), Err(Rejection::Oversized));
+        assert_eq!(sealing.open(b"", NOW), Err(Rejection::Malformed));
+        assert_eq!(sealing.open(b"ARL\x09", NOW), Err(Rejection::Malformed));
+        assert_eq!(sealing.open(b"ARL\x01\x05alp", NOW), Err(Rejection::Malformed));
+        assert_eq!(sealing.open(b"ARL\x01\x05alpha\xff\xff", NOW), Err(Rejection::Malformed));
+        assert_eq!(sealing.open(b"ARL\x02short", NOW), Err(Rejection::Malformed));
+        assert!(Sealing::max_packet("alpha") + SEALED_HEADER + TAG_BYTES <= MAX_DATAGRAM);
+        assert!(Sealing::max_packet(&"n".repeat(300)) + 4 + 1 + MAX_CLUSTER_NAME_BYTES + 2 <= MAX_DATAGRAM);
+    }
+
+    proptest::proptest! {
+        /// The opener never panics and never accepts bytes it did not seal.
+        #[test]
+        fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            let sealing = Sealing::new("alpha", &[K1, K2], UnsealedTraffic::Refuse);
+            proptest::prop_assert!(sealing.open(&bytes, NOW).is_err());
+            let accepting = Sealing::new("alpha", &[K1], UnsealedTraffic::Accept);
+            if let Ok(opened) = accepting.open(&bytes, NOW) {
+                proptest::prop_assert!(!opened.sealed);
+                proptest::prop_assert!(opened.packet.len() <= bytes.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! What every membership source's supervisor shares: fail closed while a
+//! task is down, notice a task that stops making progress, restart with a
+//! backoff, and give up (so the process exits and its own supervisor
+//! restarts it) after too many failures in a row.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arlen_cluster::{MembershipView, SnapshotPublisher, SourceHealth};
+use tokio::time::Instant;
+
+/// Failures allowed within [`FAILURE_WINDOW`] before the source gives up.
+const MAX_FAILURES: usize = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Publishes the view of a source that can vouch for nobody: `observed_nodes
+/// = 0` (the quorum model says `partitioned`) and an unhealthy source.
+pub(crate) fn fail_closed(publisher: &SnapshotPublisher, source: &'static str, reason: &str) {
+    publisher.set_membership(MembershipView {
+        source,
+        observed_nodes: 0,
+        members: Vec::new(),
+        health: SourceHealth { ok: false, detail: reason.to_owned(), last_membership_change: Some(SystemTime::now()) },
+        duplicate_node_ids: Vec::new(),
+        heard: None,
+    });
+}
+
+/// Recent failures of one supervised task.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Vec<Instant>);
+
+impl Failures {
+    /// Records a failure; true when there have been too many to go on.
+    pub(crate) fn record(&mut self) -> bool {
+        self.0.push(Instant::now());
+        self.0.retain(|at| at.elapsed() < FAILURE_WINDOW);
+        self.0.len() > MAX_FAILURES
+    }
+
+    /// How long to wait before the next restart.
+    pub(crate) fn backoff(&self) -> Duration {
+        Duration::from_millis(100 << self.0.len().min(5))
+    }
+
+    pub(crate) fn give_up_reason(&self, task: &str) -> String {
+        format!("the {task} failed {} times within {FAILURE_WINDOW:?}; giving up", self.0.len())
+    }
+}
+
+/// A counter a task bumps as it goes, so its supervisor can tell a live task
+/// from a stuck one.
+#[derive(Debug, Default)]
+pub(crate) struct Progress(AtomicU64);
+
+impl Progress {
+    pub(crate) fn beat(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Resolves when the counter has not moved for `limit`.
+    pub(crate) async fn stalled(&self, limit: Duration) -> String {
+        let mut seen = self.0.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(limit / 4).await;
+            let now = self.0.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= limit {
+                return format!("made no progress for {:?}", since.elapsed());
+            }
+        }
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
