@@ -149,6 +149,11 @@ impl GossipSettings {
     }
 }
 
+/// The wall clock in milliseconds since the epoch.
+pub(crate) fn epoch_ms_now() -> u64 {
+    self::core::epoch_ms(SystemTime::now())
+}
+
 /// Milliseconds since the epoch: new on every start, and larger for a later one.
 fn new_generation() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -12,6 +12,8 @@
 
 mod etcd;
 pub mod faults;
+#[cfg(feature = "forge")]
+pub mod forge;
 mod gossip;
 pub mod static_config;
 mod supervise;

@@ -1,0 +1,545 @@
+//! Gossip under attack: a forger written here sends datagrams over real UDP
+//! to real `arlen serve` processes. With keys set, forged, unsealed,
+//! wrong-key and replayed datagrams change nothing; oversized and garbage
+//! datagrams are dropped and counted with memory bounded; a gossip task that
+//! dies turns its node `partitioned` and comes back; keys are turned on and
+//! rotated in a running cluster without a single status transition.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arlen_membership::forge::{self, Claim, ForgedMember, Wrapping};
+use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
+
+const WRONG_KEY: [u8; 32] = [0x22; 32];
+const KEY_B64: &str = "ERERERERERERERERERERERERERERERERERERERERERE=";
+/// Base64 of 32 bytes of 0x31 and of 0x32: the old and new key of the rotation.
+const K1_B64: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
+const K2_B64: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+struct Node {
+    process: ArlenProcess,
+    port: u16,
+}
+
+/// Starts a gossip node. `advertise` overrides the gossip address peers use.
+fn start(cluster: &str, id: &str, port: u16, seeds: &[SocketAddr], expected: usize, extra: &[(&str, &str)]) -> Node {
+    let seeds = seeds.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let expected = expected.to_string();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ARLEN_CLUSTER_ENABLED", "1"),
+        ("ARLEN_CLUSTER_NAME", cluster),
+        ("ARLEN_CLUSTER_NODE_ID", id),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", &expected),
+        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+        ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
+    ];
+    vars.extend_from_slice(extra);
+    let app_root = extra.iter().find(|(k, _)| *k == "APP_ROOT").map_or("/nonexistent", |(_, v)| *v);
+    let vars: Vec<(&str, &str)> = vars.into_iter().filter(|(k, _)| *k != "APP_ROOT").collect();
+    let mut process =
+        ArlenProcess::spawn(binary(), &["serve", "--port", &port.to_string(), "--app-root", app_root], &vars, port);
+    process.wait_live();
+    Node { process, port }
+}
+
+fn address(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn clusterz(node: &Node) -> serde_json::Value {
+    arlen_testkit::get(node.process.address(), "/clusterz", &[]).map(|r| r.json()).unwrap_or_default()
+}
+
+fn observed(node: &Node) -> Option<u64> {
+    clusterz(node)["cluster"]["observed_nodes"].as_u64()
+}
+
+/// Member id → state, as `node` sees them (newest generation per id).
+fn states(node: &Node) -> BTreeMap<String, String> {
+    let doc = clusterz(node);
+    let mut states = BTreeMap::new();
+    let mut generations: BTreeMap<String, u64> = BTreeMap::new();
+    for member in doc["cluster"]["members"].as_array().into_iter().flatten() {
+        let id = member["node_id"].as_str().unwrap_or_default().to_owned();
+        let generation = member["generation"].as_u64().unwrap_or(0);
+        if generations.get(&id).is_none_or(|g| generation >= *g) {
+            generations.insert(id.clone(), generation);
+            states.insert(id, member["state"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    states
+}
+
+fn rejected(node: &Node, reason: &str) -> f64 {
+    let text = node.process.get("/metrics").text();
+    arlen_http::metrics::sample_value(&text, &format!("aln_gossip_rejected_datagrams_total{{reason=\"{reason}\"}}"))
+        .unwrap_or(0.0)
+}
+
+fn wait_observed(node: &Node, count: u64, timeout: Duration) {
+    poll_until_explained(
+        &format!("node on {} to observe {count}", node.port),
+        timeout,
+        || (observed(node) == Some(count)).then_some(()),
+        || node.process.describe(),
+    );
+}
+
+/// How a member looks to a forger that read `/clusterz` (seq 0: nodes that
+/// have not renewed their identity).
+fn forged_member(seen_by: &Node, node_id: &str) -> ForgedMember {
+    let doc = clusterz(seen_by);
+    let member = doc["cluster"]["members"]
+        .as_array()
+        .and_then(|members| members.iter().find(|m| m["node_id"] == node_id).cloned())
+        .unwrap_or_else(|| panic!("{node_id} not in {doc}"));
+    ForgedMember {
+        node_id: node_id.to_owned(),
+        generation: member["generation"].as_u64().unwrap(),
+        seq: 0,
+        addr: member["gossip_address"].as_str().unwrap().parse().unwrap(),
+        http_url: member["http_url"].as_str().unwrap().to_owned(),
+        state: "alive",
+    }
+}
+
+fn ghost_at(addr: SocketAddr) -> ForgedMember {
+    ForgedMember {
+        node_id: "ghost".to_owned(),
+        generation: u64::MAX / 2,
+        seq: 0,
+        addr,
+        http_url: "http://127.0.0.1:1".to_owned(),
+        state: "alive",
+    }
+}
+
+/// Asserts `check` holds on every sample for `how_long` (the attack is sent
+/// meanwhile by `attack`, each round).
+fn holds_while(how_long: Duration, mut attack: impl FnMut(), mut check: impl FnMut() -> Result<(), String>) {
+    let until = Instant::now() + how_long;
+    while Instant::now() < until {
+        attack();
+        if let Err(problem) = check() {
+            panic!("{problem}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn forged_unsealed_and_wrong_key_datagrams_change_nothing() {
+    let ports = [free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)];
+    // Expecting 3 with 2 up: degraded. Injection would make it nominal, eviction partitioned-ish.
+    let nodes =
+        [start("sealed", "node-1", ports[0], &seeds, 3, &keys), start("sealed", "node-2", ports[1], &seeds, 3, &keys)];
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(15));
+    }
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let forger_addr = forger.local_addr().unwrap();
+    let node1 = forged_member(&nodes[0], "node-1");
+    let mut node2 = forged_member(&nodes[0], "node-2");
+    node2.state = "left";
+    let ghost = ghost_at(forger_addr);
+    let mut sent = 0u32;
+    for wrapping in [Wrapping::Unsealed, Wrapping::SealedWith(&WRONG_KEY)] {
+        let datagrams = [
+            // Injection: a member that does not exist announces itself.
+            forge::announce("sealed", wrapping, &ghost, address(ports[0])),
+            forge::announce("sealed", wrapping, &ghost, address(ports[1])),
+            // Eviction: node-2 is down and has left, says the forger to node-1.
+            forge::gossip("sealed", wrapping, &ghost, &node1, &[(node2.clone(), Claim::Down)]),
+            // Impersonation: "node-1" tells node-2 that node-1 has left.
+            forge::gossip(
+                "sealed",
+                wrapping,
+                &ForgedMember { state: "left", seq: 7, ..node1.clone() },
+                &forged_member(&nodes[1], "node-2"),
+                &[(ForgedMember { state: "left", seq: 7, ..node1.clone() }, Claim::Down)],
+            ),
+        ];
+        holds_while(
+            Duration::from_millis(1500),
+            || {
+                for datagram in &datagrams {
+                    forger.send_to(datagram, address(ports[0])).unwrap();
+                    forger.send_to(datagram, address(ports[1])).unwrap();
+                    sent += 2;
+                }
+            },
+            || {
+                for node in &nodes {
+                    let seen = states(node);
+                    let expected: BTreeMap<String, String> =
+                        [("node-1", "alive"), ("node-2", "alive")].map(|(a, b)| (a.to_owned(), b.to_owned())).into();
+                    if observed(node) != Some(2) || seen != expected {
+                        return Err(format!(
+                            "a forged datagram changed node {}: {seen:?}\n{}",
+                            node.port,
+                            node.process.describe()
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+    let refused: f64 = nodes.iter().map(|n| rejected(n, "unsealed") + rejected(n, "bad_seal")).sum();
+    eprintln!("forged datagrams sent: {sent}, refused (unsealed + bad_seal): {refused}");
+    assert!(
+        refused >= f64::from(sent) * 0.9,
+        "the forged datagrams reached the nodes and were refused: {refused} of {sent}"
+    );
+
+    // Control: the same injection against a node without keys works, so
+    // the forger's packets are real gossip and the refusal above is the seal's.
+    let open_port = free_port();
+    let open = start("open", "open-1", open_port, &[address(open_port)], 3, &[]);
+    let open_ghost = ghost_at(forger_addr);
+    poll_until_explained(
+        "the unauthenticated node to count the forged member",
+        Duration::from_secs(5),
+        || {
+            forger
+                .send_to(
+                    &forge::announce("open", Wrapping::Unsealed, &open_ghost, address(open_port)),
+                    address(open_port),
+                )
+                .unwrap();
+            states(&open).contains_key("ghost").then_some(())
+        },
+        || open.process.describe(),
+    );
+}
+
+/// A UDP relay in front of one node: peers reach that node through it (it is
+/// the node's advertised gossip address), and it records what they send.
+struct Relay {
+    address: SocketAddr,
+    captured: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: SocketAddr) -> Self {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, c, halt) = (socket.clone(), captured.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !halt.load(Ordering::Relaxed) {
+                if let Ok((len, from)) = s.recv_from(&mut buf) {
+                    let mut captured = c.lock().unwrap();
+                    if captured.len() < 10_000 {
+                        captured.push((from, buf[..len].to_vec()));
+                    }
+                    let _ = s.send_to(&buf[..len], target);
+                }
+            }
+        });
+        Self { address: socket.local_addr().unwrap(), captured, socket, stop }
+    }
+
+    fn captured_from(&self, peer: SocketAddr) -> Vec<Vec<u8>> {
+        self.captured.lock().unwrap().iter().filter(|(from, _)| *from == peer).map(|(_, d)| d.clone()).collect()
+    }
+
+    fn replay(&self, datagrams: &[Vec<u8>], to: SocketAddr) {
+        for datagram in datagrams {
+            let _ = self.socket.send_to(datagram, to);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn replayed_datagrams_neither_resurrect_a_member_nor_undo_a_newer_state() {
+    let ports = [free_port(), free_port(), free_port()];
+    let relay = Relay::start(address(ports[0]));
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let relay_advertise = relay.address.to_string();
+    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64), ("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "60")];
+    let mut first = keys.to_vec();
+    first.push(("ARLEN_CLUSTER_GOSSIP_ADVERTISE", &relay_advertise));
+    let node1 = start("replay", "node-1", ports[0], &seeds, 3, &first);
+    let node2 = start("replay", "node-2", ports[1], &seeds, 3, &keys);
+    let node3 = start("replay", "node-3", ports[2], &seeds, 3, &keys);
+    for node in [&node1, &node2, &node3] {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    poll_until_explained(
+        "the relay to capture gossip from node-2 and node-3",
+        Duration::from_secs(10),
+        || {
+            (relay.captured_from(address(ports[1])).len() >= 5 && relay.captured_from(address(ports[2])).len() >= 5)
+                .then_some(())
+        },
+        || node1.process.describe(),
+    );
+    let from_node3 = relay.captured_from(address(ports[2]));
+    let from_node2 = relay.captured_from(address(ports[1]));
+
+    // node-3 dies; its earlier (authentic, sealed, recent) datagrams are replayed to node-1.
+    node3.process.signal("KILL");
+    wait_observed(&node1, 2, Duration::from_secs(10));
+    wait_observed(&node2, 2, Duration::from_secs(10));
+    holds_while(
+        Duration::from_millis(1500),
+        || relay.replay(&from_node3, address(ports[0])),
+        || match (observed(&node1), states(&node1).get("node-3").map(String::as_str)) {
+            (Some(2), Some("dead")) => Ok(()),
+            (count, state) => Err(format!(
+                "a replay resurrected node-3: observed {count:?}, state {state:?}\n{}",
+                node1.process.describe()
+            )),
+        },
+    );
+
+    // node-2 drains (a newer identity); its older "alive" datagrams are replayed.
+    node2.process.signal("TERM");
+    poll_until_explained(
+        "node-1 to see node-2 draining",
+        Duration::from_secs(10),
+        || (states(&node1).get("node-2").map(String::as_str) == Some("draining")).then_some(()),
+        || node1.process.describe(),
+    );
+    holds_while(
+        Duration::from_millis(1500),
+        || relay.replay(&from_node2, address(ports[0])),
+        || match states(&node1).get("node-2").map(String::as_str) {
+            Some("draining") => Ok(()),
+            other => Err(format!("a replay undid node-2's drain: {other:?}\n{}", node1.process.describe())),
+        },
+    );
+    eprintln!("replayed {} datagrams of node-3 and {} of node-2", from_node3.len(), from_node2.len());
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn oversized_and_garbage_datagrams_are_dropped_and_counted_with_memory_bounded() {
+    let ports = [free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)];
+    let nodes =
+        [start("flood", "node-1", ports[0], &seeds, 2, &keys), start("flood", "node-2", ports[1], &seeds, 2, &keys)];
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(15));
+    }
+    let victim = &nodes[0];
+    let before = peak_rss_kib(victim.process.pid());
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let big = vec![0x41u8; 65_000];
+    let mut sealed_garbage = b"ARL\x02".to_vec();
+    sealed_garbage.extend(std::iter::repeat_n(0x5a, 1300));
+    let mut unsealed_bomb = b"ARL\x01\x05flood\xff\xff".to_vec();
+    unsealed_bomb.extend(std::iter::repeat_n(0xff, 1300));
+    let started = Instant::now();
+    let mut sent = 0u32;
+    // Bounded: 3 × 3000 datagrams (about 200 MB), or 20 s.
+    for _ in 0..3000 {
+        for datagram in [&big, &sealed_garbage, &unsealed_bomb] {
+            if attacker.send_to(datagram, victim.process.address()).is_ok() {
+                sent += 1;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    let oversized = poll_until_explained(
+        "the victim to count oversized datagrams",
+        Duration::from_secs(10),
+        || Some(rejected(victim, "oversized")).filter(|n| *n > 0.0),
+        || victim.process.describe(),
+    );
+    let after = peak_rss_kib(victim.process.pid());
+    eprintln!(
+        "flood: {sent} datagrams in {:?}; counted oversized {oversized}, bad_seal {}, unsealed {}; peak RSS {before} KiB -> {after} KiB",
+        started.elapsed(),
+        rejected(victim, "bad_seal"),
+        rejected(victim, "unsealed"),
+    );
+    assert!(after < before + 16 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+    assert!(rejected(victim, "bad_seal") > 0.0 && rejected(victim, "unsealed") > 0.0);
+    for node in &nodes {
+        assert_eq!(observed(node), Some(2), "{}", node.process.describe());
+    }
+    assert!(victim.process.stderr().contains("gossip datagram dropped"), "the drops are logged");
+}
+
+fn inject_task_fault(node: &Node, fault: &str) {
+    let body = format!("{{\"rules\": [], \"gossip_task\": \"{fault}\"}}");
+    let request = format!(
+        "PUT /_arlen/faults HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer test-token-test-token-test-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = arlen_testkit::send_raw(node.process.address(), request.as_bytes()).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+#[test]
+fn a_gossip_task_that_dies_or_stalls_turns_the_node_partitioned_and_is_restarted() {
+    let ports = [free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let vars = [
+        ("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64),
+        ("ARLEN_CLUSTER_FAULT_INJECTION_ENABLED", "1"),
+        ("ARLEN_OPS_TOKEN", "test-token-test-token-test-token"),
+        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
+    ];
+    let nodes = [
+        start("supervised", "node-1", ports[0], &seeds, 2, &vars),
+        start("supervised", "node-2", ports[1], &seeds, 2, &vars),
+    ];
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(15));
+    }
+    for fault in ["crash", "stall"] {
+        let injected = Instant::now();
+        inject_task_fault(&nodes[0], fault);
+        let detail = poll_until_explained(
+            &format!("the node to fail closed after a {fault}"),
+            Duration::from_secs(10),
+            || {
+                let doc = clusterz(&nodes[0]);
+                (doc["cluster"]["quorum"]["status"] == "partitioned"
+                    && doc["coordination"]["source_health"]["ok"] == false)
+                    .then(|| doc["coordination"]["source_health"]["detail"].to_string())
+            },
+            || nodes[0].process.describe(),
+        );
+        let partitioned_after = injected.elapsed();
+        assert_eq!(nodes[0].process.get("/readyz").status, 503, "readiness follows the quorum rule");
+        assert_eq!(nodes[0].process.get("/livez").status, 200, "liveness does not");
+        wait_observed(&nodes[0], 2, Duration::from_secs(15));
+        eprintln!(
+            "gossip task {fault}: partitioned after {partitioned_after:?} ({detail}); nominal again after {:?}",
+            injected.elapsed()
+        );
+    }
+    assert!(nodes[0].process.stderr().contains("gossip task restarted"));
+}
+
+/// Samples every node's status until stopped; returns the statuses seen that were not `nominal`.
+fn watch_statuses(ports: Vec<u16>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut anomalies = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            for port in &ports {
+                let status = arlen_testkit::get(address(*port), "/", &[])
+                    .ok()
+                    .and_then(|r| r.header("X-Arlen-Cluster-Status").map(str::to_owned))
+                    .unwrap_or_else(|| "unreachable".to_owned());
+                if status != "nominal" {
+                    anomalies.push(format!("{port}: {status}"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anomalies
+    })
+}
+
+#[test]
+fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
+    let ports = [free_port(), free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("config")).unwrap();
+    let write_config = |keys: &[String], unsealed: &str| {
+        std::fs::write(root.path().join("keys"), keys.join("\n") + "\n").unwrap();
+        let keys_file = if keys.is_empty() { "" } else { "keys" };
+        std::fs::write(
+            root.path().join("config/app.toml"),
+            format!("[cluster.gossip]\nkeysFile = \"{keys_file}\"\nunsealedTraffic = \"{unsealed}\"\n"),
+        )
+        .unwrap();
+    };
+    write_config(&[], "refuse");
+    let app_root = root.path().display().to_string();
+    let vars = [("APP_ROOT", app_root.as_str())];
+    let nodes: Vec<Node> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| start("rotate", &format!("node-{}", i + 1), *p, &seeds, 3, &vars))
+        .collect();
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_statuses(ports.to_vec(), stop.clone());
+    let (k1, k2) = (K1_B64.to_owned(), K2_B64.to_owned());
+    let mut reloads = 0;
+    let steps: [(&str, Vec<String>, &str); 6] = [
+        ("keys on everywhere, still sending unsealed", vec![k1.clone()], "send"),
+        ("send sealed, accept both", vec![k1.clone()], "accept"),
+        ("require sealed", vec![k1.clone()], "refuse"),
+        ("add the new key everywhere", vec![k1.clone(), k2.clone()], "refuse"),
+        ("make the new key first", vec![k2.clone(), k1.clone()], "refuse"),
+        ("remove the old key", vec![k2.clone()], "refuse"),
+    ];
+    for (what, keys, unsealed) in &steps {
+        write_config(keys, unsealed);
+        reloads += 1;
+        // Node by node, as a rolling change would.
+        for node in &nodes {
+            node.process.signal("HUP");
+            poll_until_explained(
+                &format!("{what}: node {} to reload its keys", node.port),
+                Duration::from_secs(10),
+                || (node.process.stderr().matches("gossip keys reloaded").count() >= reloads).then_some(()),
+                || node.process.describe(),
+            );
+            // A few gossip rounds between nodes.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let anomalies = watcher.join().unwrap();
+    assert!(anomalies.is_empty(), "status transitions during the rollout: {anomalies:?}");
+    for node in &nodes {
+        assert_eq!(rejected(node, "bad_seal"), 0.0, "no datagram failed to open: {}", node.process.describe());
+        assert_eq!(rejected(node, "unsealed"), 0.0);
+        assert_eq!(observed(node), Some(3));
+    }
+    // The old key no longer opens anything: a datagram sealed with it is refused.
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let old = [0x31u8; 32];
+    let datagram =
+        forge::announce("rotate", Wrapping::SealedWith(&old), &ghost_at(forger.local_addr().unwrap()), address(ports[0]));
+    forger.send_to(&datagram, address(ports[0])).unwrap();
+    poll_until_explained(
+        "a datagram sealed with the removed key to be refused",
+        Duration::from_secs(5),
+        || (rejected(&nodes[0], "bad_seal") >= 1.0).then_some(()),
+        || nodes[0].process.describe(),
+    );
+}
