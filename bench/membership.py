@@ -15,7 +15,7 @@ usage: bench/membership.py [--trials 20] [--nodes 3] [--idle-seconds 600]
                            [--source gossip|etcd]
 Every loop is bounded in count and time; traffic stays on 127.0.0.1.
 """
-import argparse, json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, base64, json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "arlen")
@@ -94,7 +94,8 @@ class Cluster:
         self.ports = free_ports(size)
         self.name = name
         self.seed_count = seeds or size
-        self.extra = dict(extra or {})
+        # Production nodes need gossip keys: sealed unless `extra` says otherwise.
+        self.extra = dict(sealing_env("on"), **(extra or {}))
         self.procs = [None] * size
         self.logs = tempfile.mkdtemp(prefix="arlen-bench-")
         self.etcd = None
@@ -185,8 +186,15 @@ def summary(name, values, target=None):
     print(line + (f"   (target {target})" if target else ""), flush=True)
 
 
+def sealing_env(mode):
+    """Variables for gossip with keys (`on`) or explicitly unauthenticated (`off`)."""
+    if mode == "on":
+        return {"ARLEN_CLUSTER_GOSSIP_KEYS": base64.b64encode(os.urandom(32)).decode()}
+    return {"ARLEN_CLUSTER_GOSSIP_KEYS": "", "ARLEN_CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED": "1"}
+
+
 def detect_and_rejoin(args):
-    c = Cluster(args.nodes, "bench-detect", source=args.source)
+    c = Cluster(args.nodes, "bench-detect", source=args.source, extra=sealing_env(args.sealing))
     detect, rejoin = [], []
     try:
         c.wait("convergence", c.all_nominal)
@@ -212,7 +220,7 @@ def detect_and_rejoin(args):
     finally:
         c.stop()
     target = "median <= 1500 ms, worst <= 3000 ms" if args.source == "gossip" else "<= lease TTL (3 s) + 1 s"
-    summary(f"[{args.source}] detection, kill -9 -> every survivor /readyz 503 ({args.nodes} nodes)", detect, target)
+    summary(f"[{args.source}, keys {args.sealing}] detection, kill -9 -> every survivor /readyz 503 ({args.nodes} nodes)", detect, target)
     summary(f"[{args.source}] rejoin, restart -> nominal everywhere (includes process start)", rejoin, "<= 1000 ms")
 
 
@@ -291,13 +299,13 @@ def quiet(args, seconds, busy):
 
 def cost(args):
     nodes = max(args.nodes, 3)
-    c = Cluster(nodes, "bench-cost")
+    c = Cluster(nodes, "bench-cost", extra=sealing_env(args.sealing))
     try:
         c.wait("convergence", c.all_nominal)
         time.sleep(3)
         window = 30
         cpu, rss, sent, recv = c.idle_cost(window)
-        print(f"idle cost per node ({nodes} nodes, {window} s): CPU {statistics.median(cpu):.2f}% (max {max(cpu):.2f}%), "
+        print(f"[keys {args.sealing}] idle cost per node ({nodes} nodes, {window} s): CPU {statistics.median(cpu):.2f}% (max {max(cpu):.2f}%), "
               f"RSS {statistics.median(rss):.1f} MB (max {max(rss):.1f} MB), gossip sent {statistics.median(sent):.0f} B/s, "
               f"received {statistics.median(recv):.0f} B/s   (targets: CPU < 1%, RSS < 20 MB)", flush=True)
     finally:
@@ -312,17 +320,24 @@ def main():
     parser.add_argument("--busy-seconds", type=int, default=120)
     parser.add_argument("--only", default="detect,leave,cost,idle,busy")
     parser.add_argument("--source", choices=["gossip", "etcd"], default="gossip")
+    parser.add_argument("--sealing", choices=["on", "off", "both"], default="both",
+                        help="gossip keys on, off (allowUnauthenticated), or both in one run (detect and cost)")
     args = parser.parse_args()
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "arlen"], cwd=ROOT, check=True)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.cpu_count()} cores, binary {BIN}", flush=True)
     only = args.only.split(",")
+    modes = ["on", "off"] if args.sealing == "both" else [args.sealing]
+    sealing = args.sealing
     if "detect" in only:
-        detect_and_rejoin(args)
+        for args.sealing in modes:
+            detect_and_rejoin(args)
+    if "cost" in only:
+        for args.sealing in modes:
+            cost(args)
+    args.sealing = modes[0]
     if "leave" in only:
         leave(args)
-    if "cost" in only:
-        cost(args)
     if "idle" in only:
         quiet(args, args.idle_seconds, busy=False)
     if "busy" in only:

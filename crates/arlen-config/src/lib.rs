@@ -305,6 +305,11 @@ pub struct MembershipConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     pub endpoints: Vec<String>,
+    /// TLS for `https://` endpoints: the CA bundle, and a client certificate
+    /// and key when etcd checks clients (paths, resolved against the app root).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     /// Members register at `<prefix><node id>`.
     pub prefix: String,
     pub lease_ttl: Duration,
@@ -317,6 +322,9 @@ impl std::fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdConfig")
             .field("endpoints", &self.endpoints)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
             .field("prefix", &self.prefix)
             .field("lease_ttl", &self.lease_ttl)
             .field("username", &self.username)
@@ -669,6 +677,9 @@ impl<'a> Loader<'a> {
                 );
             }
         }
+        if uses_etcd {
+            self.check_etcd_tls(settings);
+        }
         let uses_gossip = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("gossip".into()));
         // An advertise address derived from a value that already failed would
         // only repeat that error.
@@ -690,6 +701,54 @@ impl<'a> Loader<'a> {
                         &advertise.source,
                     ));
                 }
+            }
+        }
+    }
+
+    /// `https://` endpoints need a CA bundle; a client certificate comes with
+    /// its key; every file named must be readable now (not at the first
+    /// connection attempt).
+    fn check_etcd_tls(&mut self, settings: &[Setting]) {
+        let get = |key: &str| settings.iter().find(|s| s.spec.key == key).expect("registered key");
+        let text_of = |setting: &Setting| match &setting.value {
+            Typed::Text(t) => t.clone(),
+            _ => String::new(),
+        };
+        let https = matches!(&get("cluster.etcd.endpoints").value, Typed::List(urls) if urls.iter().any(|u| u.starts_with("https://")));
+        let ca = get("cluster.etcd.caFile");
+        let (cert, key) = (get("cluster.etcd.certFile"), get("cluster.etcd.keyFile"));
+        if https && text_of(ca).is_empty() {
+            self.errors.push(
+                ConfigError::new(format!(
+                    "required when cluster.etcd.endpoints has https:// URLs: set {} to the PEM bundle of the CA that signed etcd's server certificate",
+                    ca.spec.variable()
+                ))
+                .for_key(ca.spec.key),
+            );
+        }
+        if text_of(cert).is_empty() != text_of(key).is_empty() {
+            let (set, missing) = if text_of(cert).is_empty() { (key, cert) } else { (cert, key) };
+            self.errors.push(located_error(
+                format!(
+                    "{} is set, so {} must be too (a client certificate goes with its key)",
+                    set.spec.key, missing.spec.key
+                ),
+                set.spec,
+                &set.source,
+            ));
+        }
+        for setting in [ca, cert, key] {
+            let named = text_of(setting);
+            if named.is_empty() {
+                continue;
+            }
+            let path = gossip_keys::resolve_keys_file(&self.options.app_root, &named);
+            if let Err(error) = std::fs::metadata(&path).and_then(|_| std::fs::File::open(&path)) {
+                self.errors.push(located_error(
+                    format!("cannot read {}: {error}", path.display()),
+                    setting.spec,
+                    &setting.source,
+                ));
             }
         }
     }
@@ -861,9 +920,12 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
     let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
     let millis = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
-    let keys_file = Some(text(GOSSIP_KEYS_FILE_KEY))
-        .filter(|path| !path.is_empty())
-        .map(|path| gossip_keys::resolve_keys_file(&app_root, &path));
+    let path_of = |key: &str| {
+        Some(text(key)).filter(|path| !path.is_empty()).map(|path| gossip_keys::resolve_keys_file(&app_root, &path))
+    };
+    let keys_file = path_of(GOSSIP_KEYS_FILE_KEY);
+    let (ca_file, cert_file, key_file) =
+        (path_of("cluster.etcd.caFile"), path_of("cluster.etcd.certFile"), path_of("cluster.etcd.keyFile"));
     Config {
         env,
         app_root,
@@ -909,6 +971,9 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
                 },
                 etcd: EtcdConfig {
                     endpoints: list("cluster.etcd.endpoints"),
+                    ca_file,
+                    cert_file,
+                    key_file,
                     prefix: text("cluster.etcd.prefix"),
                     lease_ttl: seconds(int("cluster.etcd.leaseTtlSeconds")),
                     username: text("cluster.etcd.username"),

@@ -91,6 +91,9 @@ fn defaults_match_the_contract_table() {
                 },
                 etcd: EtcdConfig {
                     endpoints: Vec::new(),
+                    ca_file: None,
+                    cert_file: None,
+                    key_file: None,
                     prefix: "/arlen/clusters/default/members/".into(),
                     lease_ttl: Duration::from_secs(3),
                     username: String::new(),
@@ -447,13 +450,13 @@ fn etcd_source_needs_endpoints_and_masks_the_password() {
         .load(&[
             ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd"),
             ("ARLEN_CLUSTER_NAME", "shop"),
-            ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "http://10.0.0.1:2379, https://etcd.example:2379/"),
+            ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "http://10.0.0.1:2379, http://etcd.example:2379/"),
             ("ARLEN_CLUSTER_ETCD_LEASE_TTL_SECONDS", "1"),
             ("ARLEN_CLUSTER_ETCD_PASSWORD", "pw-secret"),
         ])
         .unwrap();
     let etcd = &loaded.config.cluster.membership.etcd;
-    assert_eq!(etcd.endpoints, vec!["http://10.0.0.1:2379", "https://etcd.example:2379"]);
+    assert_eq!(etcd.endpoints, vec!["http://10.0.0.1:2379", "http://etcd.example:2379"]);
     assert_eq!(etcd.prefix, "/arlen/clusters/shop/members/");
     assert_eq!(etcd.lease_ttl, Duration::from_secs(2), "clamped to etcd's minimum");
     assert!(loaded.warnings.iter().any(|w| w.contains("cluster.etcd.leaseTtlSeconds = 1")), "{:?}", loaded.warnings);
@@ -464,4 +467,119 @@ fn etcd_source_needs_endpoints_and_masks_the_password() {
         .unwrap_err();
     assert!(errors.0[0].to_string().contains("expected an http:// or https:// URL"), "{}", errors.0[0]);
     assert_eq!(errors.0.len(), 1, "no second error about missing endpoints: {:?}", errors.0);
+}
+
+const GOSSIP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[test]
+fn gossip_outside_development_and_test_needs_keys_unless_explicitly_allowed() {
+    let production = [("ARLEN_ENV", "production"), ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")];
+    let errors = App::new().load(&production).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let message = errors.0[0].to_string();
+    assert!(
+        message.starts_with("key cluster.gossip.keys: gossip in the production environment needs keys"),
+        "{message}"
+    );
+    assert!(message.contains("arlen gossip keygen") && message.contains("allowUnauthenticated = YES"), "{message}");
+
+    let allowed = [production.as_slice(), &[("ARLEN_CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED", "YES")]].concat();
+    assert!(App::new().load(&allowed).is_ok());
+    let keyed = [production.as_slice(), &[("ARLEN_CLUSTER_GOSSIP_KEYS", GOSSIP_KEY)]].concat();
+    let loaded = App::new().load(&keyed).unwrap();
+    assert_eq!(loaded.config.cluster.membership.gossip.keys.len(), 1);
+    for env in ["development", "test"] {
+        assert!(App::new().load(&[("ARLEN_ENV", env), ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")]).is_ok(), "{env}");
+    }
+    assert!(App::new().load(&[("ARLEN_ENV", "production")]).is_ok(), "static membership needs no gossip keys");
+}
+
+#[test]
+fn gossip_keys_are_checked_without_ever_being_shown() {
+    let bad = format!("{GOSSIP_KEY},dG9vIHNob3J0");
+    let errors = App::new().load(&[("ARLEN_CLUSTER_GOSSIP_KEYS", bad.as_str())]).unwrap_err();
+    let message = errors.to_string();
+    assert!(
+        message.contains(
+            "variable ARLEN_CLUSTER_GOSSIP_KEYS (key cluster.gossip.keys): key 2 is not the base64 of 32 bytes"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("dG9vIHNob3J0") && !message.contains(GOSSIP_KEY), "{message}");
+
+    let both = App::new()
+        .file("keys", &format!("{GOSSIP_KEY}\n"))
+        .load(&[("ARLEN_CLUSTER_GOSSIP_KEYS", GOSSIP_KEY), ("ARLEN_CLUSTER_GOSSIP_KEYS_FILE", "keys")])
+        .unwrap_err();
+    assert!(both.to_string().contains("set either cluster.gossip.keys or cluster.gossip.keysFile, not both"), "{both}");
+
+    let app = App::new().file("secrets/gossip", &format!("# rotation: newest first\n{GOSSIP_KEY}\nnot-a-key\n"));
+    let errors = app.load(&[("ARLEN_CLUSTER_GOSSIP_KEYS_FILE", "secrets/gossip")]).unwrap_err();
+    let message = errors.to_string();
+    assert!(message.contains("secrets/gossip:3: the key on this line is not the base64"), "{message}");
+    assert!(!message.contains("not-a-key"), "{message}");
+
+    let app = App::new().file("secrets/gossip", &format!("{GOSSIP_KEY}\n\n{GOSSIP_KEY}\n"));
+    let loaded = app.load(&[("ARLEN_CLUSTER_GOSSIP_KEYS_FILE", "secrets/gossip")]).unwrap();
+    let gossip = &loaded.config.cluster.membership.gossip;
+    assert_eq!(gossip.keys.len(), 2);
+    assert_eq!(gossip.keys_file.as_deref(), Some(app.dir.path().join("secrets/gossip").as_path()));
+    assert!(!format!("{:?}", loaded.config).contains(GOSSIP_KEY));
+
+    let inline = format!("{GOSSIP_KEY}, {GOSSIP_KEY}");
+    let loaded = App::new().load(&[("ARLEN_CLUSTER_GOSSIP_KEYS", inline.as_str())]).unwrap();
+    assert_eq!(loaded.setting("cluster.gossip.keys").unwrap().display_value(), "(2 configured)");
+}
+
+#[test]
+fn the_retired_phi_threshold_names_its_replacement() {
+    let loaded = App::new()
+        .file("config/app.toml", "[cluster.gossip]\nphiThreshold = 8\n")
+        .load(&[("ARLEN_CLUSTER_GOSSIP_PHI_THRESHOLD", "9")])
+        .unwrap();
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    for warning in &loaded.warnings {
+        assert!(warning.contains("cluster.gossip.phiThreshold is no longer used"), "{warning}");
+        assert!(warning.contains("cluster.gossip.suspicionTimeoutMs"), "{warning}");
+    }
+    assert!(loaded.warnings[0].contains("app.toml:2:"), "{}", loaded.warnings[0]);
+    assert!(loaded.warnings[1].contains("variable ARLEN_CLUSTER_GOSSIP_PHI_THRESHOLD"), "{}", loaded.warnings[1]);
+}
+
+#[test]
+fn etcd_over_https_needs_a_ca_bundle_and_client_certificates_come_with_their_keys() {
+    let etcd =
+        [("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd"), ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "https://127.0.0.1:2379")];
+    let errors = App::new().load(&etcd).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert!(
+        errors.0[0]
+            .to_string()
+            .starts_with("key cluster.etcd.caFile: required when cluster.etcd.endpoints has https://"),
+        "{errors}"
+    );
+
+    let app = App::new().file("tls/ca.pem", "ca").file("tls/client.pem", "cert").file("tls/client.key", "key");
+    let with_ca = [etcd.as_slice(), &[("ARLEN_CLUSTER_ETCD_CA_FILE", "tls/ca.pem")]].concat();
+    let loaded = app.load(&with_ca).unwrap();
+    assert_eq!(
+        loaded.config.cluster.membership.etcd.ca_file.as_deref(),
+        Some(app.dir.path().join("tls/ca.pem").as_path())
+    );
+
+    let half = [with_ca.as_slice(), &[("ARLEN_CLUSTER_ETCD_CERT_FILE", "tls/client.pem")]].concat();
+    let errors = app.load(&half).unwrap_err();
+    assert!(
+        errors.to_string().contains("cluster.etcd.certFile is set, so cluster.etcd.keyFile must be too"),
+        "{errors}"
+    );
+    let whole = [half.as_slice(), &[("ARLEN_CLUSTER_ETCD_KEY_FILE", "tls/client.key")]].concat();
+    assert!(app.load(&whole).is_ok());
+
+    let missing = [etcd.as_slice(), &[("ARLEN_CLUSTER_ETCD_CA_FILE", "nope.pem")]].concat();
+    let errors = app.load(&missing).unwrap_err();
+    assert!(
+        errors.to_string().contains("variable ARLEN_CLUSTER_ETCD_CA_FILE (key cluster.etcd.caFile): cannot read"),
+        "{errors}"
+    );
 }

@@ -39,6 +39,60 @@ pub const ETCD_NAME: &str = "etcd";
 /// How long members that left or died stay listed (as `left` / `dead`).
 const GONE_MEMBER_TTL: Duration = Duration::from_secs(60);
 
+/// Largest registration value read (a real one is about 200 bytes).
+const MAX_RECORD_BYTES: usize = 4096;
+
+/// Why a key under the prefix is not counted as a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordRejection {
+    /// Written without a lease: it would never expire, so it proves nothing.
+    NoLease,
+    /// Not an Arlen registration (or larger than a registration can be).
+    Malformed,
+    /// The value's node id is not the key's.
+    WrongNodeId,
+    /// A `state` other than `alive`, `draining` or `left`.
+    UnknownState,
+}
+
+impl RecordRejection {
+    pub const ALL: [RecordRejection; 4] = [
+        RecordRejection::NoLease,
+        RecordRejection::Malformed,
+        RecordRejection::WrongNodeId,
+        RecordRejection::UnknownState,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordRejection::NoLease => "no_lease",
+            RecordRejection::Malformed => "malformed",
+            RecordRejection::WrongNodeId => "wrong_node_id",
+            RecordRejection::UnknownState => "unknown_state",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Registrations the etcd source refused, by reason.
+#[derive(Debug, Default)]
+pub struct EtcdStats {
+    rejected: [std::sync::atomic::AtomicU64; RecordRejection::ALL.len()],
+}
+
+impl EtcdStats {
+    pub fn rejected(&self, reason: RecordRejection) -> u64 {
+        self.rejected[reason.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, reason: RecordRejection) {
+        self.rejected[reason.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What each node stores under its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Registration {
@@ -57,26 +111,67 @@ pub(crate) struct EtcdSettings {
     pub lease_ttl: Duration,
     pub username: String,
     pub password: String,
+    /// PEM material for `https://` endpoints, read at start.
+    pub tls: Option<TlsMaterial>,
     pub node_id: String,
     pub generation: u64,
     pub http_url: String,
 }
 
+/// The CA bundle, and the client certificate and key when etcd checks clients.
+#[derive(Clone)]
+pub(crate) struct TlsMaterial {
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl TlsMaterial {
+    fn read(config: &arlen_config::EtcdConfig) -> Result<Option<Self>, MembershipError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| MembershipError::Start {
+                source_name: ETCD_NAME,
+                detail: format!("cannot read {}: {error}", path.display()),
+            })
+        };
+        let Some(ca) = &config.ca_file else { return Ok(None) };
+        let identity = match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(Some(Self { ca: read(ca)?, identity }))
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&self.ca));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        tls
+    }
+}
+
 impl EtcdSettings {
-    pub(crate) fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Result<Self, MembershipError> {
         let etcd = &config.cluster.membership.etcd;
-        Self {
+        Ok(Self {
             endpoints: etcd.endpoints.clone(),
             prefix: etcd.prefix.clone(),
             lease_ttl: etcd.lease_ttl,
             username: etcd.username.clone(),
             password: etcd.password.clone(),
+            tls: TlsMaterial::read(etcd)?,
             node_id: config.cluster.node_id.clone(),
             generation: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             http_url: format!("http://{}:{}", crate::url_host(&config.host), config.port),
-        }
+        })
     }
 
     fn key(&self) -> String {
@@ -94,6 +189,7 @@ pub(crate) struct EtcdSource {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     fatal: watch::Receiver<Option<String>>,
+    stats: std::sync::Arc<EtcdStats>,
 }
 
 /// How the first attempt to register ended.
@@ -104,11 +200,12 @@ enum FirstOutcome {
 
 impl EtcdSource {
     pub(crate) async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<Self, MembershipError> {
-        let settings = EtcdSettings::from_config(config);
+        let settings = EtcdSettings::from_config(config)?;
         let (commands, commands_rx) = mpsc::channel(4);
         let (first_tx, first_rx) = oneshot::channel();
         let (fatal_tx, fatal) = watch::channel(None);
-        let task = tokio::spawn(supervise(settings.clone(), publisher, commands_rx, first_tx, fatal_tx));
+        let stats = std::sync::Arc::new(EtcdStats::default());
+        let task = tokio::spawn(supervise(settings.clone(), publisher, stats.clone(), commands_rx, first_tx, fatal_tx));
         // Wait for the first registration, but never block start-up on an
         // unreachable etcd: then the node starts `partitioned` and keeps trying.
         let wait = settings.lease_ttl * 2;
@@ -123,7 +220,11 @@ impl EtcdSource {
             }
         }
         tracing::info!(endpoints = ?settings.endpoints, key = %settings.key(), generation = settings.generation, "etcd membership started");
-        Ok(Self { commands, task, fatal })
+        Ok(Self { commands, task, fatal, stats })
+    }
+
+    pub(crate) fn stats(&self) -> std::sync::Arc<EtcdStats> {
+        self.stats.clone()
     }
 
     /// Resolves with the reason when the etcd task cannot be kept running.
@@ -170,6 +271,7 @@ struct Gone {
 async fn supervise(
     settings: EtcdSettings,
     publisher: SnapshotPublisher,
+    stats: std::sync::Arc<EtcdStats>,
     mut commands: mpsc::Receiver<Command>,
     first: oneshot::Sender<FirstOutcome>,
     fatal: watch::Sender<Option<String>>,
@@ -181,7 +283,7 @@ async fn supervise(
     let stall_limit = settings.lease_ttl.max(Duration::from_secs(2)) * 2 + Duration::from_secs(1);
     loop {
         let progress = Progress::default();
-        let mut runner = Runner::new(settings.clone(), publisher.clone(), &progress);
+        let mut runner = Runner::new(settings.clone(), publisher.clone(), &progress, stats.clone());
         runner.publish();
         let reason = tokio::select! {
             outcome = AssertUnwindSafe(runner.run(&mut commands, first.take())).catch_unwind() => match outcome {
@@ -205,6 +307,9 @@ async fn supervise(
 /// The source's state and the loop that keeps it current.
 struct Runner<'p> {
     progress: &'p Progress,
+    stats: std::sync::Arc<EtcdStats>,
+    /// Keys already reported as refused (each is logged once until it changes).
+    reported: BTreeMap<String, RecordRejection>,
     settings: EtcdSettings,
     publisher: SnapshotPublisher,
     client: Option<Client>,
@@ -230,9 +335,16 @@ enum SessionEnd {
 }
 
 impl<'p> Runner<'p> {
-    fn new(settings: EtcdSettings, publisher: SnapshotPublisher, progress: &'p Progress) -> Self {
+    fn new(
+        settings: EtcdSettings,
+        publisher: SnapshotPublisher,
+        progress: &'p Progress,
+        stats: std::sync::Arc<EtcdStats>,
+    ) -> Self {
         Self {
             progress,
+            stats,
+            reported: BTreeMap::new(),
             settings,
             publisher,
             client: None,
@@ -291,13 +403,17 @@ impl<'p> Runner<'p> {
         }
     }
 
-    fn connect_options(&self) -> ConnectOptions {
+    fn connect_options(&self, endpoint: &str) -> ConnectOptions {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(self.settings.lease_ttl.max(Duration::from_secs(2)))
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
         if !self.settings.username.is_empty() {
             options = options.with_user(self.settings.username.clone(), self.settings.password.clone());
+        }
+        // TLS options are for https:// endpoints only (etcd-client refuses them on http://).
+        if let (true, Some(tls)) = (endpoint.starts_with("https://"), &self.settings.tls) {
+            options = options.with_tls(tls.options());
         }
         options
     }
@@ -319,8 +435,9 @@ impl<'p> Runner<'p> {
     ) -> SessionEnd {
         let failed = |what: &str, error: etcd_client::Error| SessionEnd::Failed(format!("{what}: {error}"));
         if self.client.is_none() {
-            let endpoint = [self.settings.endpoints[self.endpoint % self.settings.endpoints.len()].clone()];
-            match Client::connect(endpoint, Some(self.connect_options())).await {
+            let endpoint = self.settings.endpoints[self.endpoint % self.settings.endpoints.len()].clone();
+            let options = self.connect_options(&endpoint);
+            match Client::connect([endpoint], Some(options)).await {
                 Ok(client) => self.client = Some(client),
                 Err(error) => return failed("cannot connect to etcd", error),
             }
@@ -491,7 +608,7 @@ impl<'p> Runner<'p> {
     fn replace_members(&mut self, kvs: &[KeyValue]) {
         let previous = std::mem::take(&mut self.members);
         for kv in kvs {
-            if let Some(registration) = parse(kv) {
+            if let Some(registration) = self.admit(kv) {
                 self.members.insert(registration.node_id.clone(), registration);
             }
         }
@@ -506,12 +623,16 @@ impl<'p> Runner<'p> {
         let node_id = kv.key_str().ok().and_then(|key| key.strip_prefix(&self.settings.prefix)).map(str::to_owned);
         let Some(node_id) = node_id else { return };
         match kind {
-            EventType::Put => {
-                if let Some(registration) = parse(kv) {
+            EventType::Put => match self.admit(kv) {
+                Some(registration) => {
                     self.gone.retain(|g| g.member.node_id != node_id);
                     self.members.insert(node_id, registration);
                 }
-            }
+                // A valid member overwritten with something that is not one no longer counts.
+                None => {
+                    self.members.remove(&node_id);
+                }
+            },
             EventType::Delete => {
                 if let Some(registration) = self.members.remove(&node_id) {
                     self.remember_gone(registration);
@@ -587,6 +708,42 @@ impl<'p> Runner<'p> {
     }
 }
 
-fn parse(kv: &KeyValue) -> Option<Registration> {
-    serde_json::from_slice(kv.value()).ok()
+/// Checks one key under the prefix: a member only when it is leased, names
+/// the node of its key, and says a known state.
+fn check_record(prefix: &str, kv: &KeyValue) -> Result<Registration, RecordRejection> {
+    let key_node = kv.key_str().ok().and_then(|key| key.strip_prefix(prefix)).unwrap_or_default();
+    if kv.value().len() > MAX_RECORD_BYTES {
+        return Err(RecordRejection::Malformed);
+    }
+    let registration: Registration = serde_json::from_slice(kv.value()).map_err(|_| RecordRejection::Malformed)?;
+    if kv.lease() == 0 {
+        return Err(RecordRejection::NoLease);
+    }
+    if registration.node_id != key_node {
+        return Err(RecordRejection::WrongNodeId);
+    }
+    if !matches!(registration.state.as_str(), "alive" | "draining" | "left") {
+        return Err(RecordRejection::UnknownState);
+    }
+    Ok(registration)
+}
+
+impl Runner<'_> {
+    /// [`check_record`], counting and logging (once per key and reason) what it refuses.
+    fn admit(&mut self, kv: &KeyValue) -> Option<Registration> {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        match check_record(&self.settings.prefix, kv) {
+            Ok(registration) => {
+                self.reported.remove(&key);
+                Some(registration)
+            }
+            Err(reason) => {
+                self.stats.count(reason);
+                if self.reported.insert(key.clone(), reason) != Some(reason) {
+                    tracing::warn!(key = %key.escape_debug(), reason = reason.label(), "etcd key under the member prefix is not counted");
+                }
+                None
+            }
+        }
+    }
 }

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use arlen_cluster::{MembershipView, SnapshotPublisher};
 use arlen_config::{Config, MembershipSource};
 
-pub use etcd::ETCD_NAME;
+pub use etcd::{EtcdStats, RecordRejection, ETCD_NAME};
 pub use faults::{FaultRule, FaultRules, TaskFault};
 pub use gossip::{GossipTraffic, Rejection, GOSSIP_NAME};
 
@@ -86,6 +86,14 @@ impl RunningSource {
             Inner::Gossip(source) => source.announce_draining().await,
             Inner::Etcd(source) => source.announce_draining().await,
             Inner::Static => {}
+        }
+    }
+
+    /// Refused registrations, when the source is etcd.
+    pub fn etcd_stats(&self) -> Option<std::sync::Arc<EtcdStats>> {
+        match &self.inner {
+            Inner::Etcd(source) => Some(source.stats()),
+            Inner::Static | Inner::Gossip(_) => None,
         }
     }
 

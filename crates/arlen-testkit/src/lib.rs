@@ -413,12 +413,24 @@ impl Drop for ArlenProcess {
 /// Killed on drop.
 pub struct EtcdCluster {
     members: Vec<EtcdMember>,
+    tls: Option<EtcdTls>,
     _dir: tempdir::Dir,
+}
+
+/// Certificates for an etcd that serves clients over TLS and checks their
+/// certificates (`--client-cert-auth`): PEM files the test made.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub server_cert_file: PathBuf,
+    pub server_key_file: PathBuf,
 }
 
 struct EtcdMember {
     name: String,
     client_port: u16,
+    /// Plain-HTTP `/health` (and metrics), so health checks need no client certificate.
+    metrics_port: u16,
     peer_port: u16,
     data_dir: std::path::PathBuf,
     log: std::path::PathBuf,
@@ -428,18 +440,28 @@ struct EtcdMember {
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster is healthy.
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// Like [`EtcdCluster::start`], with clients served over TLS only.
+    pub fn start_tls(size: usize, tls: EtcdTls) -> Self {
+        Self::start_with(size, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<EtcdTls>) -> Self {
         let dir = tempdir::Dir::new();
         let members: Vec<EtcdMember> = (0..size)
             .map(|i| EtcdMember {
                 name: format!("etcd{i}"),
                 client_port: free_port(),
+                metrics_port: free_port(),
                 peer_port: free_port(),
                 data_dir: dir.path().join(format!("etcd{i}.data")),
                 log: dir.path().join(format!("etcd{i}.log")),
                 child: None,
             })
             .collect();
-        let mut cluster = Self { members, _dir: dir };
+        let mut cluster = Self { members, tls, _dir: dir };
         for i in 0..size {
             cluster.spawn(i, "new");
         }
@@ -459,12 +481,26 @@ impl EtcdCluster {
         let initial_cluster = self.initial_cluster();
         let member = &mut self.members[index];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&member.log).expect("etcd log");
-        let client_url = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{}", member.client_port);
+        let metrics_url = format!("http://127.0.0.1:{}", member.metrics_port);
         let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert_file)
+                .arg("--key-file")
+                .arg(&tls.server_key_file)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_file)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(&member.data_dir)
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-metrics-urls", &metrics_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "arlen-test"])
@@ -480,7 +516,18 @@ impl EtcdCluster {
 
     /// Client URLs of every member, comma-separated.
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect::<Vec<_>>().join(",")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.members.iter().map(|m| format!("{scheme}://127.0.0.1:{}", m.client_port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The plain-HTTP address of member `index`'s health and metrics listener.
+    pub fn metrics_address(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.members[index].metrics_port))
+    }
+
+    /// The client address of member `index` (for etcd's JSON gateway, `/v3/...`).
+    pub fn client_address(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.members[index].client_port))
     }
 
     /// Waits until every running member reports `{"health":"true"}`.
@@ -490,7 +537,7 @@ impl EtcdCluster {
                 .iter()
                 .filter(|m| m.child.is_some())
                 .all(|m| {
-                    get(SocketAddr::from(([127, 0, 0, 1], m.client_port)), "/health", &[])
+                    get(SocketAddr::from(([127, 0, 0, 1], m.metrics_port)), "/health", &[])
                         .is_ok_and(|r| r.text().contains("\"health\":\"true\""))
                 })
                 .then_some(())

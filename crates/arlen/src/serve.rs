@@ -142,6 +142,20 @@ async fn serve(options: LoadOptions, loaded: Loaded) -> anyhow::Result<()> {
     if let Some(traffic) = membership.gossip_traffic() {
         register_gossip_metrics(&runtime, &traffic);
     }
+    if let Some(stats) = membership.etcd_stats() {
+        runtime.metrics().register_labeled_counter_fn(
+            "aln_etcd_rejected_records",
+            "keys under the etcd member prefix that were not counted, by reason",
+            "reason",
+            arlen_membership::RecordRejection::ALL.iter().map(|reason| reason.label()).collect(),
+            move |label| {
+                arlen_membership::RecordRejection::ALL
+                    .iter()
+                    .find(|r| r.label() == label)
+                    .map_or(0, |r| stats.rejected(*r))
+            },
+        );
+    }
     crate::ops::enable_fault_endpoint(&config, &runtime, &membership);
     runtime.publisher().mark_started();
     tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");

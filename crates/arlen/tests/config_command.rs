@@ -85,3 +85,34 @@ fn errors_are_listed_together_with_status_2() {
     assert!(stderr.contains("variable MOJOOBJC_LISTEN_BACKLOG (key listenBacklog)"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn gossip_keygen_prints_a_key_the_configuration_accepts_and_config_never_shows_it() {
+    let output = Command::cargo_bin("arlen").unwrap().args(["gossip", "keygen"]).output().unwrap();
+    assert!(output.status.success());
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(key.len(), 44, "base64 of 32 bytes: {key}");
+    let other = Command::cargo_bin("arlen").unwrap().args(["gossip", "keygen"]).output().unwrap();
+    assert_ne!(String::from_utf8(other.stdout).unwrap().trim(), key, "fresh every time");
+
+    let app = tempfile::tempdir().unwrap();
+    let output = arlen(app.path())
+        .env("ARLEN_ENV", "production")
+        .env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")
+        .env("ARLEN_CLUSTER_GOSSIP_KEYS", &key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains(&key), "the key is never printed");
+    let line = stdout.lines().find(|l| l.starts_with("cluster.gossip.keys ")).unwrap();
+    assert!(line.contains("(1 configured)"), "{line}");
+
+    let refused = arlen(app.path())
+        .env("ARLEN_ENV", "production")
+        .env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("arlen gossip keygen"));
+}

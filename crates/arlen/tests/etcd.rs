@@ -230,3 +230,167 @@ fn arlen_up_with_etcd_runs_its_own_etcd_and_stops_it() {
         (stat.is_empty() || stat.contains(") Z")).then_some(())
     });
 }
+
+/// Base64 (etcd's JSON gateway takes keys and values in base64).
+fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// POSTs JSON to etcd's v3 gateway (what a rogue writer with etcd access could do).
+fn etcd_post(etcd: &EtcdCluster, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = arlen_testkit::send_raw(etcd.client_address(0), request.as_bytes()).unwrap();
+    assert_eq!(response.status, 200, "{path}: {}", response.text());
+    response.json()
+}
+
+fn put_member(etcd: &EtcdCluster, key: &str, value: &serde_json::Value, lease: Option<&str>) {
+    let mut body = serde_json::json!({ "key": b64(key.as_bytes()), "value": b64(value.to_string().as_bytes()) });
+    if let Some(lease) = lease {
+        body["lease"] = serde_json::Value::String(lease.to_owned());
+    }
+    etcd_post(etcd, "/v3/kv/put", &body);
+}
+
+fn rejected_records(node: &ArlenProcess, reason: &str) -> f64 {
+    let text = node.get("/metrics").text();
+    arlen_http::metrics::sample_value(&text, &format!("aln_etcd_rejected_records_total{{reason=\"{reason}\"}}"))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn keys_without_a_lease_naming_another_node_or_an_unknown_state_are_not_counted() {
+    let etcd = EtcdCluster::start(1);
+    let node = start_node(&etcd, "rogue", "rogue-1");
+    wait_status(&node, "degraded", Duration::from_secs(15));
+    let lease =
+        etcd_post(&etcd, "/v3/lease/grant", &serde_json::json!({ "TTL": 60 }))["ID"].as_str().unwrap().to_owned();
+    let record = |node_id: &str, state: &str| {
+        serde_json::json!({
+            "node_id": node_id, "generation": 1, "http_url": "http://127.0.0.1:1",
+            "started_utc": "2026-12-01T00:00:00.000Z", "state": state
+        })
+    };
+    let prefix = "/arlen/clusters/rogue/members/";
+    put_member(&etcd, &format!("{prefix}ghost-1"), &record("ghost-1", "alive"), None);
+    put_member(&etcd, &format!("{prefix}ghost-2"), &record("rogue-1", "alive"), Some(&lease));
+    put_member(&etcd, &format!("{prefix}ghost-3"), &record("ghost-3", "zombie"), Some(&lease));
+    for reason in ["no_lease", "wrong_node_id", "unknown_state"] {
+        poll_until(&format!("a {reason} record to be refused"), Duration::from_secs(10), || {
+            (rejected_records(&node, reason) >= 1.0).then_some(())
+        });
+    }
+    let doc = clusterz(&node);
+    assert_eq!(doc["cluster"]["observed_nodes"], 1, "{doc}");
+    let ids: Vec<&str> =
+        doc["cluster"]["members"].as_array().unwrap().iter().filter_map(|m| m["node_id"].as_str()).collect();
+    assert_eq!(ids, ["rogue-1"], "{doc}");
+    assert!(node.stderr().contains("etcd key under the member prefix is not counted"));
+
+    // Control: a proper leased registration counts, so the writes above were seen.
+    put_member(&etcd, &format!("{prefix}ghost-4"), &record("ghost-4", "alive"), Some(&lease));
+    poll_until("a valid registration to count", Duration::from_secs(10), || {
+        (clusterz(&node)["cluster"]["observed_nodes"] == 2).then_some(())
+    });
+    // A counted member overwritten with a record that does not qualify stops counting.
+    put_member(&etcd, &format!("{prefix}ghost-4"), &record("ghost-4", "alive"), None);
+    poll_until("the overwritten member to stop counting", Duration::from_secs(10), || {
+        (clusterz(&node)["cluster"]["observed_nodes"] == 1).then_some(())
+    });
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    fn make() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.pem", ca.pem());
+        for (name, sans, usage) in [
+            ("server", vec!["127.0.0.1".to_owned(), "localhost".to_owned()], ExtendedKeyUsagePurpose::ServerAuth),
+            ("client", vec!["arlen-node".to_owned()], ExtendedKeyUsagePurpose::ClientAuth),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(sans).unwrap();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[test]
+fn https_endpoints_work_with_a_ca_bundle_and_a_client_certificate() {
+    let certs = Certificates::make();
+    let etcd = EtcdCluster::start_tls(
+        1,
+        arlen_testkit::EtcdTls {
+            ca_file: certs.path("ca.pem").into(),
+            server_cert_file: certs.path("server.pem").into(),
+            server_key_file: certs.path("server.key").into(),
+        },
+    );
+    let endpoints = etcd.endpoints();
+    assert!(endpoints.starts_with("https://"), "{endpoints}");
+    let start = |node_id: &str, client_certificate: bool| {
+        let (ca, cert, key) = (certs.path("ca.pem"), certs.path("client.pem"), certs.path("client.key"));
+        let mut vars = vec![
+            ("ARLEN_CLUSTER_ENABLED", "1".to_owned()),
+            ("ARLEN_CLUSTER_NAME", "secure".to_owned()),
+            ("ARLEN_CLUSTER_NODE_ID", node_id.to_owned()),
+            ("ARLEN_CLUSTER_EXPECTED_NODES", "1".to_owned()),
+            ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd".to_owned()),
+            ("ARLEN_CLUSTER_ETCD_ENDPOINTS", endpoints.clone()),
+            ("ARLEN_CLUSTER_ETCD_CA_FILE", ca),
+        ];
+        if client_certificate {
+            vars.push(("ARLEN_CLUSTER_ETCD_CERT_FILE", cert));
+            vars.push(("ARLEN_CLUSTER_ETCD_KEY_FILE", key));
+        }
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut node = ArlenProcess::serve(binary(), Path::new("/nonexistent"), &vars);
+        node.wait_live();
+        node
+    };
+    let trusted = start("secure-1", true);
+    wait_status(&trusted, "nominal", Duration::from_secs(15));
+    assert_eq!(clusterz(&trusted)["coordination"]["source_health"]["ok"], true);
+
+    // etcd checks client certificates: a node without one cannot register and says so.
+    let anonymous = start("secure-2", false);
+    let detail = poll_until("the node without a client certificate to report why", Duration::from_secs(15), || {
+        let doc = clusterz(&anonymous);
+        let health = &doc["coordination"]["source_health"];
+        (health["ok"] == false
+            && doc["cluster"]["quorum"]["status"] == "partitioned"
+            && health["detail"].as_str().is_some_and(|d| d.contains("last error")))
+        .then(|| health["detail"].to_string())
+    });
+    eprintln!("without a client certificate: {detail}");
+    assert_eq!(clusterz(&trusted)["cluster"]["observed_nodes"], 1, "the anonymous node never registered");
+}

@@ -533,8 +533,12 @@ fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
     // The old key no longer opens anything: a datagram sealed with it is refused.
     let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let old = [0x31u8; 32];
-    let datagram =
-        forge::announce("rotate", Wrapping::SealedWith(&old), &ghost_at(forger.local_addr().unwrap()), address(ports[0]));
+    let datagram = forge::announce(
+        "rotate",
+        Wrapping::SealedWith(&old),
+        &ghost_at(forger.local_addr().unwrap()),
+        address(ports[0]),
+    );
     forger.send_to(&datagram, address(ports[0])).unwrap();
     poll_until_explained(
         "a datagram sealed with the removed key to be refused",
