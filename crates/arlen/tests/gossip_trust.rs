@@ -226,9 +226,12 @@ fn forged_unsealed_and_wrong_key_datagrams_change_nothing() {
 
 /// A UDP relay in front of one node: peers reach that node through it (it is
 /// the node's advertised gossip address), and it records what they send.
+/// Datagrams the relay saw, with their sender.
+type Captured = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
 struct Relay {
     address: SocketAddr,
-    captured: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    captured: Captured,
     socket: Arc<UdpSocket>,
     stop: Arc<AtomicBool>,
 }
@@ -497,7 +500,6 @@ fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_statuses(ports.to_vec(), stop.clone());
     let (k1, k2) = (K1_B64.to_owned(), K2_B64.to_owned());
-    let mut reloads = 0;
     let steps: [(&str, Vec<String>, &str); 6] = [
         ("keys on everywhere, still sending unsealed", vec![k1.clone()], "send"),
         ("send sealed, accept both", vec![k1.clone()], "accept"),
@@ -506,9 +508,9 @@ fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
         ("make the new key first", vec![k2.clone(), k1.clone()], "refuse"),
         ("remove the old key", vec![k2.clone()], "refuse"),
     ];
-    for (what, keys, unsealed) in &steps {
+    for (step, (what, keys, unsealed)) in steps.iter().enumerate() {
         write_config(keys, unsealed);
-        reloads += 1;
+        let reloads = step + 1;
         // Node by node, as a rolling change would.
         for node in &nodes {
             node.process.signal("HUP");

@@ -296,3 +296,84 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use foca::{Codec as _, Header, Message};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::gossip::seal::UnsealedTraffic;
+
+    const KEY: [u8; 32] = [3; 32];
+
+    fn id(port: u16) -> GossipId {
+        GossipId {
+            node_id: format!("node-{port}"),
+            generation: 1,
+            seq: 0,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            http_url: "http://127.0.0.1:1".to_owned(),
+            state: Announced::Alive,
+        }
+    }
+
+    fn core() -> Core {
+        let protocol = Protocol {
+            interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(40),
+            suspicion_timeout: Duration::from_millis(200),
+            dead_member_ttl: Duration::from_secs(60),
+            max_members: 16,
+            expected_nodes: 3,
+        };
+        let sealing = Sealing::new("alpha", &[KEY], UnsealedTraffic::Accept);
+        Core::new(id(1), "alpha", &protocol, sealing, 7, HeardClock::default(), Arc::default())
+    }
+
+    /// A real announce packet from another member, to mutate.
+    fn announce_packet() -> Vec<u8> {
+        let header =
+            Header { src: id(2), src_incarnation: 0, dst: GossipId::seed(id(1).addr), message: Message::Announce };
+        let mut packet = Vec::new();
+        WireCodec.encode_header(&header, &mut packet).unwrap();
+        packet
+    }
+
+    #[test]
+    fn an_authentic_announce_adds_the_member() {
+        let mut core = core();
+        let sealing = Sealing::new("alpha", &[KEY], UnsealedTraffic::Refuse);
+        core.handle_datagram(
+            id(2).addr,
+            &sealing.seal(&announce_packet(), epoch_ms(SystemTime::now())),
+            SystemTime::now(),
+        );
+        assert_eq!(core.members().filter(|m| is_live(m)).count(), 1);
+        assert!(!core.take_output().datagrams.is_empty(), "the announce is answered");
+    }
+
+    proptest! {
+        /// Authenticated bytes that are not a packet, and mutated real packets,
+        /// sealed or not: the core refuses or applies them, never panics, and
+        /// never holds more members than its bound.
+        #[test]
+        fn authenticated_garbage_never_panics_the_core(
+            payload in proptest::collection::vec(any::<u8>(), 0..1300),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            sealed in any::<bool>(),
+        ) {
+            let mut core = core();
+            let sealing = Sealing::new("alpha", &[KEY], if sealed { UnsealedTraffic::Refuse } else { UnsealedTraffic::Send });
+            let now = SystemTime::now();
+            core.handle_datagram(id(9).addr, &sealing.seal(&payload, epoch_ms(now)), now);
+            let mut mutated = announce_packet();
+            for (at, value) in flips {
+                let len = mutated.len();
+                mutated[at % len] = value;
+            }
+            core.handle_datagram(id(2).addr, &sealing.seal(&mutated, epoch_ms(now)), now);
+            prop_assert!(core.members().count() <= 16);
+        }
+    }
+}

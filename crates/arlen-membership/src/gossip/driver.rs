@@ -124,6 +124,7 @@ struct Driver<'a> {
     seeds: watch::Receiver<Vec<SocketAddr>>,
     timers: Timers,
     next_seed_announce: Instant,
+    next_alone_announce: Instant,
     leaving_until: Option<(Instant, oneshot::Sender<()>)>,
 }
 
@@ -242,19 +243,20 @@ impl Driver<'_> {
         }
     }
 
-    /// Alone: ask the seeds again every few rounds. In a cluster: now and
+    /// Alone: ask the seeds again every two rounds. In a cluster: now and
     /// then ask one seed that is not a live member (heals split seed groups).
     fn maybe_announce_to_seeds(&mut self) {
         let now = Instant::now();
-        if now < self.next_seed_announce {
-            return;
-        }
         let interval = self.settings.protocol.interval;
         let alone = !self.core.members().any(is_live);
         if alone {
-            self.announce_to_seeds();
-            self.next_seed_announce = now + (interval * 2).max(Duration::from_millis(100));
-        } else {
+            if now >= self.next_alone_announce {
+                self.announce_to_seeds();
+                self.next_alone_announce = now + (interval * 2).max(Duration::from_millis(100));
+            }
+            return;
+        }
+        if now >= self.next_seed_announce {
             let active: Vec<SocketAddr> = self.core.members().filter(|m| is_live(m)).map(|m| m.id().addr).collect();
             let outside = self.seeds.borrow().iter().copied().find(|seed| !active.contains(seed));
             if let Some(seed) = outside {
@@ -326,6 +328,7 @@ impl Supervised {
                 seeds: self.seeds.clone(),
                 timers: Timers::default(),
                 next_seed_announce: Instant::now(),
+                next_alone_announce: Instant::now(),
                 leaving_until: None,
             };
             let ended = tokio::select! {

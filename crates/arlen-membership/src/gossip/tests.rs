@@ -348,3 +348,90 @@ async fn a_draining_node_is_visible_and_no_longer_counted() {
     let own = nodes[2].reader.current();
     assert_eq!(own.membership.members.iter().find(|m| m.is_self).unwrap().state, MemberState::Draining);
 }
+
+#[tokio::test(start_paused = true)]
+async fn clusters_with_one_name_and_different_keys_never_merge() {
+    let network = MemoryNetwork::default();
+    let mut nodes = start_cluster(&network, "alpha", &[19001, 19002]).await;
+    // Same cluster name, same seeds, another key.
+    for (id, port) in [("intruder-1", 19003), ("intruder-2", 19004)] {
+        let mut other = settings("alpha", id, port, 1, &[19001, 19003]);
+        other.keys = vec![[9; 32]];
+        nodes.push(start_node(&network, other, 2).await);
+    }
+    for node in &nodes {
+        wait_for(node, "own side of 2", Duration::from_secs(5), observed(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &nodes {
+        let snapshot = node.reader.current();
+        assert_eq!(snapshot.quorum.observed_nodes, 2, "{:#?}", snapshot.membership);
+        let intruders = snapshot.membership.members.iter().filter(|m| m.node_id.starts_with("intruder")).count();
+        assert_eq!(intruders == 2, snapshot.identity.node_id.starts_with("intruder"));
+    }
+    let traffic = nodes[0].source.as_ref().unwrap().traffic();
+    assert!(traffic.rejected(super::Rejection::BadSeal) > 0, "the other key's datagrams arrived and were refused");
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_beyond_the_limit_are_refused_and_counted() {
+    let network = MemoryNetwork::default();
+    let ports = [19101, 19102, 19103];
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut limited = settings("alpha", &format!("node-{}", i + 1), *port, 1, &ports[..1]);
+        limited.protocol.max_members = 2;
+        nodes.push(start_node(&network, limited, 3).await);
+    }
+    wait_for(&nodes[0], "two members (the limit)", Duration::from_secs(5), observed(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = nodes[0].reader.current();
+    assert_eq!(snapshot.quorum.observed_nodes, 2, "never past the limit: {:#?}", snapshot.membership);
+    let traffic = nodes[0].source.as_ref().unwrap().traffic();
+    assert!(traffic.rejected(super::Rejection::MemberLimit) > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_gossip_task_fails_closed_and_is_restarted() {
+    let network = MemoryNetwork::default();
+    let nodes = start_cluster(&network, "alpha", &[19201, 19202]).await;
+    for node in &nodes {
+        wait_for(node, "2 observed", Duration::from_secs(5), observed(2)).await;
+    }
+    nodes[0].faults.inject_task_fault(crate::faults::TaskFault::Crash);
+    let took = wait_for(&nodes[0], "partitioned", Duration::from_secs(5), |s| {
+        s.quorum.status == QuorumStatus::Partitioned && !s.membership.health.ok
+    })
+    .await;
+    assert!(took < Duration::from_millis(500), "failed closed after {took:?}");
+    assert!(nodes[0].reader.current().membership.health.detail.contains("panicked"));
+    wait_for(&nodes[0], "restarted and back", Duration::from_secs(5), observed(2)).await;
+
+    nodes[0].faults.inject_task_fault(crate::faults::TaskFault::Stall);
+    let took = wait_for(&nodes[0], "partitioned after a stall", Duration::from_secs(5), |s| {
+        s.quorum.status == QuorumStatus::Partitioned
+    })
+    .await;
+    let limit = super::driver::stall_limit(Duration::from_millis(100));
+    assert!(took >= limit && took < limit * 2, "a stall is noticed after the limit ({limit:?}), took {took:?}");
+    wait_for(&nodes[0], "back after the stall", Duration::from_secs(5), observed(2)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_keeps_failing_gives_up_so_the_process_can_exit() {
+    let network = MemoryNetwork::default();
+    let nodes = start_cluster(&network, "alpha", &[19301]).await;
+    let source = nodes[0].source.as_ref().unwrap();
+    let failed = async {
+        loop {
+            nodes[0].faults.inject_task_fault(crate::faults::TaskFault::Crash);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let reason = tokio::select! {
+        reason = source.failed() => reason,
+        () = failed => unreachable!(),
+        () = tokio::time::sleep(Duration::from_secs(30)) => panic!("never gave up"),
+    };
+    assert!(reason.contains("giving up"), "{reason}");
+}
