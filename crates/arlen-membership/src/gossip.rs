@@ -150,6 +150,7 @@ impl GossipSettings {
 }
 
 /// The wall clock in milliseconds since the epoch.
+#[cfg(feature = "forge")]
 pub(crate) fn epoch_ms_now() -> u64 {
     self::core::epoch_ms(SystemTime::now())
 }
