@@ -549,3 +549,50 @@ fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
         || nodes[0].process.describe(),
     );
 }
+
+#[test]
+fn a_false_suspicion_from_a_key_holder_is_refuted_without_a_transition() {
+    let ports = [free_port(), free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)];
+    let nodes: Vec<Node> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| start("accused", &format!("node-{}", i + 1), *p, &seeds, 3, &keys))
+        .collect();
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    // Correctly sealed (the forger holds the key), "from node-1", telling
+    // node-2 and node-3 that node-3 is suspect: node-3 must refute it.
+    let key: [u8; 32] = [0x11; 32];
+    let (node1, node2, node3) =
+        (forged_member(&nodes[0], "node-1"), forged_member(&nodes[0], "node-2"), forged_member(&nodes[0], "node-3"));
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let accusations = [
+        (
+            forge::gossip("accused", Wrapping::SealedWith(&key), &node1, &node2, &[(node3.clone(), Claim::Suspect)]),
+            ports[1],
+        ),
+        (
+            forge::gossip("accused", Wrapping::SealedWith(&key), &node1, &node3, &[(node3.clone(), Claim::Suspect)]),
+            ports[2],
+        ),
+    ];
+    holds_while(
+        Duration::from_millis(1500),
+        || {
+            for (datagram, port) in &accusations {
+                forger.send_to(datagram, address(*port)).unwrap();
+            }
+        },
+        || {
+            for node in &nodes {
+                if observed(node) != Some(3) {
+                    return Err(format!("a suspicion was not refuted in time:\n{}", node.process.describe()));
+                }
+            }
+            Ok(())
+        },
+    );
+}

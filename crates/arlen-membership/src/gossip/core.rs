@@ -353,6 +353,31 @@ mod tests {
         assert!(!core.take_output().datagrams.is_empty(), "the announce is answered");
     }
 
+    #[test]
+    fn replies_to_small_unsealed_datagrams_are_bounded() {
+        let protocol = Protocol {
+            interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(40),
+            suspicion_timeout: Duration::from_millis(200),
+            dead_member_ttl: Duration::from_secs(60),
+            max_members: 16,
+            expected_nodes: 3,
+        };
+        let open = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
+        let traffic: Arc<GossipTraffic> = Arc::default();
+        let mut core = Core::new(id(1), "alpha", &protocol, open, 7, HeardClock::default(), traffic.clone());
+        // An unpadded unsealed announce (honest nodes pad theirs to a third of the maximum).
+        let packet = announce_packet();
+        let mut datagram = b"ARL\x01\x05alpha".to_vec();
+        datagram.extend_from_slice(&u16::try_from(packet.len()).unwrap().to_be_bytes());
+        datagram.extend_from_slice(&packet);
+        assert!(datagram.len() * AMPLIFICATION_FACTOR < super::super::seal::MIN_UNSEALED);
+        core.handle_datagram(id(2).addr, &datagram, SystemTime::now());
+        let sent: usize = core.take_output().datagrams.iter().map(|(_, d)| d.len()).sum();
+        assert!(sent <= datagram.len() * AMPLIFICATION_FACTOR, "{sent} bytes answered {} bytes", datagram.len());
+        assert_eq!(traffic.rejected(Rejection::Amplification), 1, "the withheld reply is counted");
+    }
+
     proptest! {
         /// Authenticated bytes that are not a packet, and mutated real packets,
         /// sealed or not: the core refuses or applies them, never panics, and
