@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::gate::{GateWindows, QuorumGate, Timestamp};
@@ -84,9 +83,9 @@ pub struct Readiness {
 }
 
 /// Names of the six cluster headers, with the contract's capitalisation.
-/// (The `http` crate stores names lower-case; a server writes them either in
-/// title case, which gives exactly these spellings on the HTTP/1.1 wire, or
-/// from [`ClusterHeaders::wire_lines`].)
+/// (The `http` crate stores names lower-case; header names are
+/// case-insensitive, and a server that writes HTTP/1.1 names in title case
+/// gives exactly these spellings on the wire.)
 pub const CLUSTER_HEADER_NAMES: [&str; 6] = [
     "X-Arlen-Cluster",
     "X-Arlen-Node",
@@ -109,15 +108,17 @@ const LOWERCASE_HEADER_NAMES: [&str; 6] = [
 /// contract's capitalisation.
 pub const DRAINING_HEADER_NAME: &str = "X-Arlen-Draining";
 
-/// The six header values of one snapshot, ready to copy into a response: as
-/// name/value pairs for a `HeaderMap`, and as the HTTP/1.1 lines themselves,
-/// in the contract's spelling (plus `X-Arlen-Draining: 1` while draining),
-/// for a server that writes pre-rendered lines.
+/// The header values of one snapshot, made once and copied into every
+/// response answered from it (a `HeaderValue` clone shares its bytes): the
+/// six cluster headers, and `X-Arlen-Draining: 1` while the node drains.
 #[derive(Debug, Clone)]
 pub struct ClusterHeaders {
     pairs: [(HeaderName, HeaderValue); 6],
-    wire_lines: Bytes,
+    draining: bool,
 }
+
+static DRAINING_HEADER: (HeaderName, HeaderValue) =
+    (HeaderName::from_static("x-arlen-draining"), HeaderValue::from_static("1"));
 
 impl ClusterHeaders {
     fn new(identity: &NodeIdentity, quorum: &Quorum, draining: bool) -> Self {
@@ -130,18 +131,7 @@ impl ClusterHeaders {
             HeaderValue::from(quorum.expected_nodes),
         ];
         let pairs = std::array::from_fn(|i| (HeaderName::from_static(LOWERCASE_HEADER_NAMES[i]), values[i].clone()));
-        let mut lines = Vec::with_capacity(256);
-        for (name, value) in CLUSTER_HEADER_NAMES.iter().zip(&values) {
-            lines.extend_from_slice(name.as_bytes());
-            lines.extend_from_slice(b": ");
-            lines.extend_from_slice(value.as_bytes());
-            lines.extend_from_slice(b"\r\n");
-        }
-        if draining {
-            lines.extend_from_slice(DRAINING_HEADER_NAME.as_bytes());
-            lines.extend_from_slice(b": 1\r\n");
-        }
-        Self { pairs, wire_lines: Bytes::from(lines) }
+        Self { pairs, draining }
     }
 
     /// A copy whose values share no buffers with `self`, so that cloning them
@@ -151,18 +141,14 @@ impl ClusterHeaders {
             let value = HeaderValue::from_bytes(value.as_bytes()).expect("copied from a valid header value");
             (name, value)
         });
-        Self { pairs, wire_lines: Bytes::copy_from_slice(&self.wire_lines) }
+        Self { pairs, draining: self.draining }
     }
 
-    /// The lines `Name: value\r\n` of every header this snapshot adds to a
-    /// response (the six, and `X-Arlen-Draining` while draining), exactly as
-    /// they go on the HTTP/1.1 wire.
-    pub fn wire_lines(&self) -> &Bytes {
-        &self.wire_lines
-    }
-
+    /// Every header this snapshot adds to a response: the six, then
+    /// `X-Arlen-Draining` while draining.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.pairs.iter().map(|(name, value)| (name, value))
+        let draining = self.draining.then_some(&DRAINING_HEADER);
+        self.pairs.iter().chain(draining).map(|(name, value)| (name, value))
     }
 }
 

@@ -170,6 +170,8 @@ pub struct Config {
     pub listen_backlog: u32,
     pub connection_timeout: Duration,
     pub enable_reuse_port: bool,
+    /// HTTP/1.1 response header names in title case (`http.titleCaseHeaders`).
+    pub title_case_headers: bool,
     pub request_limits: RequestLimits,
     pub max_concurrent_http_sessions: usize,
     pub session: SessionConfig,
@@ -936,6 +938,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
         listen_backlog: to_u32(int("listenBacklog")),
         connection_timeout: seconds(int("connectionTimeoutSeconds")),
         enable_reuse_port: flag("enableReusePort"),
+        title_case_headers: flag("http.titleCaseHeaders"),
         request_limits: RequestLimits {
             max_request_line_bytes: to_usize(int("requestLimits.maxRequestLineBytes")),
             max_header_bytes: to_usize(int("requestLimits.maxHeaderBytes")),

@@ -160,6 +160,13 @@ pub const KEYS: &[KeySpec] = &[
         "set SO_REUSEPORT on the HTTP socket"
     ),
     key!(
+        "http.titleCaseHeaders",
+        "HTTP_TITLE_CASE_HEADERS",
+        Kind::Bool,
+        Default::Bool(true),
+        "write HTTP/1.1 response header names in title case (`X-Arlen-Cluster-Status`, the contract's spelling); off: lower case. Names are case-insensitive; HTTP/2 is always lower case"
+    ),
+    key!(
         "requestLimits.maxRequestLineBytes",
         "MAX_REQUEST_LINE_BYTES",
         AT_LEAST_1,

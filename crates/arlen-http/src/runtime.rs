@@ -10,16 +10,15 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 
 use arlen_cluster::{
-    snapshot_channel, Clock, ClusterHeaders, GateWindows, MembershipView, NodeIdentity, QuorumPolicy, RuntimeSettings,
-    Snapshot, SnapshotPublisher, SnapshotReader, Timestamp,
+    snapshot_channel, Clock, GateWindows, MembershipView, NodeIdentity, QuorumPolicy, RuntimeSettings, Snapshot,
+    SnapshotPublisher, SnapshotReader, Timestamp,
 };
 use arlen_config::{Config, QuorumPolicySetting, RequestLimits};
 use axum::body::Body;
 use axum::response::Response;
 use futures_util::FutureExt as _;
 use http::header::{CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
-use http::{HeaderName, HeaderValue, Request, StatusCode};
-use hyper::ext::{RawHeaderLines, RawHeaderLinesSlot};
+use http::{HeaderName, HeaderValue, Request, StatusCode, Version};
 use tower::{Layer, Service, ServiceExt as _};
 
 use crate::endpoints::{self, plain};
@@ -29,8 +28,8 @@ use crate::trace::RequestIds;
 /// Header naming why a request was turned away under load.
 pub const X_ARLEN_BACKPRESSURE_REASON: HeaderName = HeaderName::from_static("x-arlen-backpressure-reason");
 
-/// Header set on responses while the node drains (with the cluster headers).
-pub const X_ARLEN_DRAINING: HeaderName = HeaderName::from_static("x-arlen-draining");
+/// Set (with the cluster headers) while the node drains; never by the application.
+const X_ARLEN_DRAINING: HeaderName = HeaderName::from_static("x-arlen-draining");
 
 /// The process's clock: monotonic time since the runtime was created, and wall time.
 #[derive(Debug)]
@@ -90,8 +89,6 @@ pub fn node_identity(config: &Config) -> NodeIdentity {
     }
 }
 
-static NEXT_RUNTIME_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// State shared by every request of one node.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -103,22 +100,6 @@ pub(crate) struct Shared {
     ops: std::sync::OnceLock<crate::ops::Ops>,
     limits: RequestLimits,
     started_at: Instant,
-    /// Distinguishes runtimes in one process (for [`RAW_LINES`]).
-    id: u64,
-}
-
-tokio::task_local! {
-    /// The slot of the connection whose task is running: [`crate::serve`]
-    /// gives each connection one, and hyper (patched, vendor/README.md)
-    /// writes what it holds into that connection's next response head.
-    pub(crate) static CONNECTION_SLOT: RawHeaderLinesSlot;
-}
-
-thread_local! {
-    /// The validated header lines of the last snapshot this thread answered
-    /// from: (runtime id, snapshot generation, lines). Validation scans the
-    /// bytes, so it is done once per thread and snapshot, not per response.
-    static RAW_LINES: std::cell::RefCell<Option<(u64, u64, RawHeaderLines)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The runtime of one node: its snapshot cell, metrics and request limits.
@@ -157,7 +138,6 @@ impl Runtime {
             ops: std::sync::OnceLock::new(),
             limits: config.request_limits,
             started_at: Instant::now(),
-            id: NEXT_RUNTIME_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         Self { shared: Arc::new(shared), publisher }
     }
@@ -208,7 +188,7 @@ impl Runtime {
     }
 
     /// The 503 sent when `maxConcurrentHTTPSessions` connections are open.
-    pub fn busy_response(&self, request_headers: &http::HeaderMap) -> Response {
+    pub fn busy_response(&self, request_headers: &http::HeaderMap, version: Version) -> Response {
         let snapshot = self.shared.reader.current();
         let _active = self.shared.metrics.begin();
         let started = Instant::now();
@@ -216,9 +196,11 @@ impl Runtime {
         let headers = response.headers_mut();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         headers.insert(X_ARLEN_BACKPRESSURE_REASON, HeaderValue::from_static("http_session_limit"));
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        if version < Version::HTTP_2 {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         let ids = RequestIds::for_snapshot(request_headers, &snapshot);
-        self.shared.finish(&mut response, &snapshot, &ids, started);
+        self.shared.finish(&mut response, &snapshot, &ids, started, version);
         response
     }
 }
@@ -247,62 +229,33 @@ async fn apply_due_transitions(publisher: SnapshotPublisher, mut reader: Snapsho
 }
 
 impl Shared {
-    /// Adds cluster, identity and trace headers, and records metrics.
-    fn finish(&self, response: &mut Response, snapshot: &Snapshot, ids: &RequestIds, started: Instant) {
+    /// Adds cluster, identity and trace headers, and records metrics. The
+    /// cluster headers replace any the application set, so each goes out once.
+    fn finish(
+        &self,
+        response: &mut Response,
+        snapshot: &Snapshot,
+        ids: &RequestIds,
+        started: Instant,
+        version: Version,
+    ) {
         let headers = response.headers_mut();
         if let Some(cluster_headers) = &snapshot.headers {
-            if self.hand_off(snapshot.generation, cluster_headers) {
-                // The lines are the only copy: drop any the application set itself.
-                if headers.keys().any(|name| name.as_str().starts_with("x-arlen-")) {
-                    for (name, _) in cluster_headers.iter() {
-                        headers.remove(name);
-                    }
-                    headers.remove(X_ARLEN_DRAINING);
-                }
-            } else {
-                // Room for six cluster and four identity/trace headers in one allocation.
-                headers.reserve(10);
-                for (name, value) in cluster_headers.iter() {
-                    headers.insert(name.clone(), value.clone());
-                }
-                if snapshot.lifecycle.draining {
-                    headers.insert(X_ARLEN_DRAINING, HeaderValue::from_static("1"));
-                }
+            // Room for the cluster and four identity/trace headers in one allocation.
+            headers.reserve(11);
+            for (name, value) in cluster_headers.iter() {
+                headers.insert(name.clone(), value.clone());
+            }
+            if !snapshot.lifecycle.draining {
+                headers.remove(X_ARLEN_DRAINING);
             }
         }
         ids.apply(headers);
-        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+        // HTTP/2 has no `Connection` header: a closing server sends GOAWAY instead.
+        if version < Version::HTTP_2 && self.closing.load(std::sync::atomic::Ordering::Acquire) {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         self.metrics.finish(response.status().as_u16(), started.elapsed());
-    }
-
-    /// Under [`crate::serve`], leaves the snapshot's pre-rendered header lines
-    /// in the running connection's slot and returns true. Anywhere else
-    /// (another server, a task of its own) returns false: the caller puts the
-    /// headers in the `HeaderMap`.
-    fn hand_off(&self, generation: u64, cluster_headers: &ClusterHeaders) -> bool {
-        CONNECTION_SLOT
-            .try_with(|slot| self.raw_lines(generation, cluster_headers).map(|lines| slot.set(lines)).is_some())
-            .unwrap_or(false)
-    }
-
-    /// This thread's validated copy of the snapshot's header lines; `None`
-    /// (use the `HeaderMap`) if they were refused, which the values'
-    /// sanitising in the snapshot rules out.
-    fn raw_lines(&self, generation: u64, cluster_headers: &ClusterHeaders) -> Option<RawHeaderLines> {
-        RAW_LINES.with_borrow_mut(|cache| match cache {
-            Some((id, cached_generation, lines)) if *id == self.id && *cached_generation == generation => {
-                Some(lines.clone())
-            }
-            _ => {
-                let lines = RawHeaderLines::new(cluster_headers.wire_lines().clone())
-                    .inspect_err(|error| tracing::error!(%error, "cluster header lines refused; using the header map"))
-                    .ok()?;
-                *cache = Some((self.id, generation, lines.clone()));
-                Some(lines)
-            }
-        })
     }
 
     /// A response for a request that breaks a configured limit, if it does.
@@ -326,7 +279,9 @@ impl Shared {
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared_length.is_some_and(|len| len > limits.max_body_bytes as u64) {
             let mut response = plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            if request.version() < Version::HTTP_2 {
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             return Some(response);
         }
         None
@@ -338,6 +293,7 @@ impl Shared {
         S::Future: Send,
     {
         let started = Instant::now();
+        let version = request.version();
         // One snapshot for body, status and headers of this response.
         let snapshot = self.reader.current();
         let _active = self.metrics.begin();
@@ -375,7 +331,7 @@ impl Shared {
             };
             (response, snapshot)
         };
-        self.finish(&mut response, &snapshot, &ids, started);
+        self.finish(&mut response, &snapshot, &ids, started, version);
         response
     }
 }

@@ -1,13 +1,12 @@
-//! The HTTP/1.1 server: binding, the accept loop, the session limit and
-//! graceful shutdown.
+//! The server: binding, the accept loop, HTTP/1.1 and HTTP/2 with prior
+//! knowledge (h2c) on one port (hyper-util's auto connection builder), the
+//! session limit and graceful shutdown (HTTP/1.1: `Connection: close`;
+//! HTTP/2: GOAWAY, streams in flight finish).
 //!
-//! The cluster headers go on the wire as the snapshot's pre-rendered lines,
-//! in the contract's exact spellings (`X-Arlen-Cluster-Status`), at the cost
-//! of one copy: each connection gets a `hyper::ext::RawHeaderLinesSlot` (from
-//! our patched hyper — vendor/README.md), reachable by the runtime layer
-//! through a task-local while the connection's task runs. Other response
-//! header names are written in title case; hyper would otherwise write them
-//! lower-case.
+//! Header names are case-insensitive. On HTTP/1.1 response header names are
+//! written in title case by default (`X-Arlen-Cluster-Status`, the contract's
+//! spelling; `http.titleCaseHeaders`), with stock hyper's writer; HTTP/2 sends
+//! them lower-case, as it must.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,8 +20,8 @@ use axum::body::Body;
 use axum::response::Response;
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
-use hyper::ext::RawHeaderLinesSlot;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -30,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
 
-use crate::runtime::{Runtime, CONNECTION_SLOT};
+use crate::runtime::Runtime;
 
 /// Settings of the server itself (taken from [`Config`]).
 #[derive(Debug, Clone)]
@@ -41,6 +40,8 @@ pub struct ServerSettings {
     /// answers come from the runtime layer, with cluster headers).
     pub max_head_bytes: usize,
     pub graceful_timeout: Duration,
+    /// HTTP/1.1 response header names in title case (HTTP/2 is always lower-case).
+    pub title_case_headers: bool,
 }
 
 impl ServerSettings {
@@ -51,6 +52,7 @@ impl ServerSettings {
             max_sessions: config.max_concurrent_http_sessions.max(1),
             max_head_bytes: limits.max_request_line_bytes.saturating_add(limits.max_header_bytes).saturating_add(1024),
             graceful_timeout: config.shutdown.graceful_timeout,
+            title_case_headers: config.title_case_headers,
         }
     }
 }
@@ -87,28 +89,22 @@ pub fn bind_address(address: SocketAddr, backlog: u32, reuse_port: bool) -> io::
     TcpListener::from_std(socket.into())
 }
 
-fn connection_builder(settings: &ServerSettings) -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
+/// One builder for both protocols: a connection that starts with the HTTP/2
+/// preface is served as HTTP/2, any other as HTTP/1.1.
+fn connection_builder(settings: &ServerSettings, keep_alive: bool) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.connection_timeout)
-        .title_case_headers(true)
-        .max_header_size(settings.max_head_bytes)
+        .title_case_headers(settings.title_case_headers)
         .max_buf_size(settings.max_head_bytes.max(8192) + 8192)
-        .keep_alive(true);
+        .keep_alive(keep_alive);
     builder
-}
-
-/// A builder for one connection, and the slot from which that connection's
-/// response heads take the runtime's header lines; the connection's task runs
-/// inside [`CONNECTION_SLOT`] holding the same slot.
-fn with_slot(
-    builder: &hyper::server::conn::http1::Builder,
-) -> (hyper::server::conn::http1::Builder, RawHeaderLinesSlot) {
-    let slot = RawHeaderLinesSlot::new();
-    let mut builder = builder.clone();
-    builder.raw_header_lines_slot(slot.clone());
-    (builder, slot)
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX));
+    builder
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
@@ -125,38 +121,39 @@ where
     S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let builder = connection_builder(&settings);
-    let mut closing_builder = connection_builder(&settings);
-    closing_builder.keep_alive(false);
+    let builder = connection_builder(&settings, true);
+    let closing_builder = connection_builder(&settings, false);
     let sessions = Arc::new(Semaphore::new(settings.max_sessions));
     let graceful = GracefulShutdown::new();
-    let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, builder: &hyper::server::conn::http1::Builder| {
+    let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, builder: &auto::Builder<TokioExecutor>| {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(FirstBytesDeadline::new(stream, settings.connection_timeout));
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
                 let service = service.clone().map_request(|request: http::Request<Incoming>| request.map(Body::new));
-                let (builder, slot) = with_slot(builder);
-                let connection = graceful.watch(builder.serve_connection(io, TowerToHyperService::new(service)));
-                tokio::spawn(CONNECTION_SLOT.scope(slot, async move {
+                let connection = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
                     drop(permit);
-                }));
+                });
             }
             Err(_) => {
                 tracing::warn!(%peer, limit = settings.max_sessions, "session limit reached; answering 503");
                 let runtime = runtime.clone();
                 let busy = tower::service_fn(move |request: http::Request<Incoming>| {
-                    let response = runtime.busy_response(request.headers());
+                    let response = runtime.busy_response(request.headers(), request.version());
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let (builder, slot) = with_slot(&closing_builder);
-                let connection = builder.serve_connection(io, TowerToHyperService::new(busy));
-                tokio::spawn(CONNECTION_SLOT.scope(slot, async move {
-                    let _ = connection.await;
-                }));
+                let connection = closing_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
+                // Over the limit nothing may hold a connection for long (HTTP/2 has no
+                // `Connection: close`): it gets the connection timeout at most.
+                let limit = settings.connection_timeout;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(limit, connection).await;
+                });
             }
         }
     };
@@ -206,3 +203,85 @@ where
 /// How long, after the listener closes, idle kept-alive connections stay open
 /// so a request already on its way is answered (with `Connection: close`).
 const CLOSING_LINGER: Duration = Duration::from_secs(1);
+
+/// The client's first bytes (enough to tell HTTP/1.1 from the HTTP/2 preface)
+/// must arrive within the connection timeout: until the protocol is known no
+/// HTTP-level timeout applies, so a silent connection would otherwise hold its
+/// session for ever. Afterwards reads pass straight through.
+struct FirstBytesDeadline {
+    stream: tokio::net::TcpStream,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    seen: usize,
+}
+
+/// Bytes after which HTTP/1.1 and HTTP/2 (whose preface is this long) are told apart.
+const PREFACE_BYTES: usize = 24;
+
+impl FirstBytesDeadline {
+    fn new(stream: tokio::net::TcpStream, limit: Duration) -> Self {
+        Self { stream, deadline: Some(Box::pin(tokio::time::sleep(limit))), seen: 0 }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstBytesDeadline {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                self.seen += buf.filled().len() - before;
+                if self.seen >= PREFACE_BYTES || buf.filled().len() == before {
+                    self.deadline = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the connection timeout",
+                ))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstBytesDeadline {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

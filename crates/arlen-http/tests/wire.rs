@@ -798,3 +798,113 @@ async fn draining_takes_the_node_out_of_rotation_and_says_so() {
     assert_eq!(node.get("/clusterz").await.json()["cluster"]["lifecycle"]["draining"], true);
     assert_eq!(node.get("/readyz/draining").await.status, 503);
 }
+
+/// A real HTTP/2 client speaking h2c with prior knowledge.
+fn h2_client() -> reqwest::Client {
+    reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_gets_the_same_endpoints_and_headers_on_the_same_port() {
+    let node = start(&[ALPHA, &[("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1")]].concat(), true).await;
+    let client = h2_client();
+    for (target, status) in
+        [("/", 200), ("/healthz", 200), ("/readyz", 503), ("/clusterz", 200), ("/nope", 404), ("/boom", 500)]
+    {
+        let response = client.get(format!("http://{}{target}", node.address)).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2, "{target}");
+        assert_eq!(response.status().as_u16(), status, "{target}");
+        let headers = response.headers();
+        assert_eq!(headers["x-arlen-cluster"], "alpha", "{target}");
+        assert_eq!(headers["x-arlen-cluster-status"], "degraded", "{target}");
+        assert_eq!(headers["x-arlen-cluster-observed-nodes"], "2");
+        assert_eq!(headers["x-arlen-worker-pid"], std::process::id().to_string().as_str());
+        assert_eq!(headers["x-request-id"].len(), 32);
+        assert!(headers.contains_key("traceparent"));
+        assert!(!headers.contains_key("connection"), "no connection-specific headers on HTTP/2");
+    }
+    let spoofed = client.get(format!("http://{}/spoof", node.address)).send().await.unwrap();
+    assert_eq!(spoofed.headers()["x-arlen-cluster"], "alpha", "the runtime owns the cluster headers on HTTP/2 too");
+    assert!(!spoofed.headers().contains_key("x-arlen-draining"));
+    // HTTP/1.1 on the same port, same answers.
+    let h1 = node.get("/readyz").await;
+    assert_eq!(h1.status, 503);
+    assert!(h1.has_exact_header("X-Arlen-Cluster-Status"));
+}
+
+#[tokio::test]
+async fn http2_requests_meet_the_same_limits() {
+    let node =
+        start(&[ALPHA, &[("ARLEN_MAX_REQUEST_LINE_BYTES", "200"), ("ARLEN_MAX_BODY_BYTES", "10")]].concat(), true)
+            .await;
+    let client = h2_client();
+    let long = format!("http://{}/{}", node.address, "a".repeat(300));
+    let response = client.get(long).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 414);
+    assert_eq!(response.headers()["x-arlen-cluster"], "alpha");
+    let response = client.post(format!("http://{}/echo", node.address)).body("x".repeat(100)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let response = client.post(format!("http://{}/echo", node.address)).body("tiny").send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "4 bytes\n");
+}
+
+#[tokio::test]
+async fn an_http2_connection_is_one_session() {
+    let node = start(&[ALPHA, &[("ARLEN_MAX_HTTP_SESSIONS", "1")]].concat(), true).await;
+    let client = h2_client();
+    // The HTTP/2 connection holds the only session (and can multiplex on it).
+    let first = client.get(format!("http://{}/", node.address)).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let busy = node.get("/").await;
+    assert_eq!(busy.status, 503, "{}", busy.head);
+    assert_eq!(busy.header("X-Arlen-Backpressure-Reason"), Some("http_session_limit"));
+    let again = client.get(format!("http://{}/healthz", node.address)).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 200, "the HTTP/2 connection keeps its session");
+}
+
+#[tokio::test]
+async fn http2_drain_sends_goaway_and_lets_streams_in_flight_finish() {
+    let mut node = start(ALPHA, true).await;
+    let client = h2_client();
+    let url = format!("http://{}/slow", node.address);
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while active(&node).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "slow stream never arrived");
+        tokio::task::yield_now().await;
+    }
+    node.stop.take().unwrap().send(()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(node.address).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "listener still accepting after shutdown");
+        tokio::task::yield_now().await;
+    }
+    assert!(!node.server.is_finished(), "the server waits for the stream in flight");
+    // As on HTTP/1.1, a stream arriving in the first moment is still answered;
+    // then GOAWAY: the connection takes no new stream, while /slow goes on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get(format!("http://{}/healthz", node.address)).send().await {
+            Ok(response) => assert_eq!(response.status().as_u16(), 200),
+            Err(_) => break,
+        }
+        assert!(tokio::time::Instant::now() < deadline, "new streams still accepted 10 s into the drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!in_flight.is_finished() && !node.server.is_finished(), "the stream in flight outlives the GOAWAY");
+    node.release.notify_one();
+    assert_eq!(in_flight.await.unwrap(), "finished\n");
+    tokio::time::timeout(Duration::from_secs(10), &mut node.server).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn title_case_can_be_turned_off_on_http1() {
+    let node = start(&[ALPHA, &[("ARLEN_HTTP_TITLE_CASE_HEADERS", "0")]].concat(), true).await;
+    let response = node.get("/").await;
+    assert!(response.has_exact_header("x-arlen-cluster-status"), "{}", response.head);
+    assert!(!response.has_exact_header("X-Arlen-Cluster-Status"));
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("degraded"), "names are case-insensitive");
+}

@@ -28,6 +28,7 @@ const RESTART_KEYS: &[&str] = &[
     "listenBacklog",
     "connectionTimeoutSeconds",
     "enableReusePort",
+    "http.titleCaseHeaders",
     "requestLimits.maxRequestLineBytes",
     "requestLimits.maxHeaderBytes",
     "requestLimits.maxBodyBytes",
