@@ -6,8 +6,6 @@ mod cli;
 mod cluster;
 mod config_cmd;
 mod drill;
-mod logging;
-mod ops;
 mod probe;
 mod serve;
 mod triage;

@@ -3,7 +3,7 @@
 use arlen_config::{Config, LogFormat};
 use tracing_subscriber::filter::LevelFilter;
 
-pub fn init(config: &Config) {
+pub(crate) fn init(config: &Config) {
     let level = match config.log_level.as_str() {
         "debug" => LevelFilter::DEBUG,
         "warn" => LevelFilter::WARN,

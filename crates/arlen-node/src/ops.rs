@@ -42,7 +42,7 @@ impl FaultControl for RulesControl {
 }
 
 /// Enables the endpoint when the configuration asks for it and it can work.
-pub fn enable_fault_endpoint(config: &Config, runtime: &Runtime, membership: &RunningSource) {
+pub(crate) fn enable_fault_endpoint(config: &Config, runtime: &Runtime, membership: &RunningSource) {
     if !config.cluster.fault_injection_enabled {
         return;
     }

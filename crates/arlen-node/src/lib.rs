@@ -1,0 +1,333 @@
+//! A node's lifecycle as a library: what `arlen serve` does, around any axum
+//! `Router`.
+//!
+//! Start: configuration (errors collected, nothing bound) → logging (optional,
+//! [`Node::init_logging`]) → the runtime → the HTTP listener (HTTP/1.1 and
+//! h2c) → the membership source → `started`.
+//! SIGHUP: reload the configuration files and apply what can change at run
+//! time (readiness settings, static membership, gossip keys); a file that does
+//! not load is rejected and the running configuration kept.
+//! SIGTERM/SIGINT: drain — `/readyz` fails, peers are told (`draining`), the
+//! node keeps serving for `shutdown.drainDelaySeconds` (a second signal skips
+//! it), then stops accepting, finishes in-flight requests within
+//! `shutdown.gracefulTimeoutSeconds`, leaves the cluster and returns.
+//! A membership source that fails for good ends [`Node::run`] with an error,
+//! so the process can exit non-zero and its supervisor restart it.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     let node = match arlen_node::Node::load(arlen_node::LoadOptions::new(".")) {
+//!         Ok(node) => node,
+//!         Err(error) => {
+//!             eprintln!("{error}");
+//!             return std::process::ExitCode::from(2);
+//!         }
+//!     };
+//!     node.init_logging();
+//!     let app = Router::new().route("/", get(|| async { "hello\n" }));
+//!     match node.run(app).await {
+//!         Ok(()) => std::process::ExitCode::SUCCESS,
+//!         Err(error) => {
+//!             eprintln!("{error}");
+//!             std::process::ExitCode::FAILURE
+//!         }
+//!     }
+//! }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod logging;
+mod ops;
+
+use std::future::Future;
+
+pub use arlen_config::{Config, ConfigErrors, LoadOptions, Loaded};
+use arlen_config::{MembershipSource, ProcessEnvironment};
+use arlen_http::{Runtime, ServerSettings};
+use arlen_membership::RunningSource;
+use axum::Router;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// Why a node could not start, or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration does not load; every problem is listed.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Membership(#[from] arlen_membership::MembershipError),
+    /// The membership source could not be kept running.
+    #[error("membership failed for good: {0}")]
+    MembershipFailed(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// Keys whose new value only takes effect after a restart.
+const RESTART_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "logFormat",
+    "logLevel",
+    "listenBacklog",
+    "connectionTimeoutSeconds",
+    "enableReusePort",
+    "http.titleCaseHeaders",
+    "requestLimits.maxRequestLineBytes",
+    "requestLimits.maxHeaderBytes",
+    "requestLimits.maxBodyBytes",
+    "runtimeLimits.maxConcurrentHTTPSessions",
+    "cluster.enabled",
+    "cluster.name",
+    "cluster.nodeID",
+    "cluster.membership.source",
+    "cluster.gossip.listen",
+    "cluster.gossip.advertise",
+    "cluster.gossip.seeds",
+    "cluster.gossip.intervalMs",
+    "cluster.gossip.probeTimeoutMs",
+    "cluster.gossip.suspicionTimeoutMs",
+    "cluster.gossip.maxMembers",
+    "cluster.gossip.deadMemberTtlSeconds",
+    "cluster.gossip.allowUnauthenticated",
+    "cluster.faultInjection.enabled",
+];
+
+/// One node, configured and ready to run an application.
+#[derive(Debug)]
+pub struct Node {
+    options: LoadOptions,
+    loaded: Loaded,
+}
+
+impl Node {
+    /// Loads the configuration from `options` (files under its app root) and
+    /// the process's `ARLEN_*` variables. Nothing is bound yet.
+    pub fn load(options: LoadOptions) -> Result<Self, NodeError> {
+        let loaded = arlen_config::load(&options, &ProcessEnvironment)?;
+        Ok(Self::from_loaded(options, loaded))
+    }
+
+    /// A node from a configuration loaded already (`options` is where a
+    /// SIGHUP reloads it from).
+    pub fn from_loaded(options: LoadOptions, loaded: Loaded) -> Self {
+        Self { options, loaded }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// Warnings of the load (legacy names, clamped values, typos).
+    pub fn warnings(&self) -> &[String] {
+        &self.loaded.warnings
+    }
+
+    /// Installs Arlen's log subscriber (`logFormat`, `logLevel`; dependencies
+    /// from `warn` up) and logs the load's warnings. Skip it to keep your own
+    /// subscriber.
+    pub fn init_logging(&self) {
+        logging::init(&self.loaded.config);
+        for warning in &self.loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+    }
+
+    /// Serves `app` with the reserved endpoints and headers until SIGTERM or
+    /// SIGINT, then drains, leaves the cluster and returns.
+    pub async fn run(self, app: Router) -> Result<(), NodeError> {
+        let mut signals = Signals::install().map_err(NodeError::Signals)?;
+        self.run_inner(app, &mut signals).await
+    }
+
+    async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
+        let Node { options, loaded } = self;
+        let config = loaded.config.clone();
+        let runtime = Runtime::new(&config);
+        let listener = arlen_http::bind(&config)
+            .map_err(|source| NodeError::Bind { address: format!("{}:{}", config.host, config.port), source })?;
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!("listening on http://{address}");
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(arlen_http::serve(
+            listener,
+            runtime.wrap(app),
+            runtime.clone(),
+            ServerSettings::from_config(&config),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let membership = arlen_membership::start(&config, runtime.publisher()).await?;
+        register_membership_metrics(&runtime, &membership);
+        ops::enable_fault_endpoint(&config, &runtime, &membership);
+        runtime.publisher().mark_started();
+        tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
+
+        let mut current = loaded.clone();
+        let signal = loop {
+            tokio::select! {
+                received = signals.next() => match received {
+                    Received::Reload => {
+                        current = reload(&options, &loaded, current, &runtime);
+                        membership.reload(&current.config).await;
+                    }
+                    Received::Stop(name) => break name,
+                },
+                reason = membership.failed() => return Err(NodeError::MembershipFailed(reason)),
+            }
+        };
+        drain(signal, &current.config, &runtime, &membership, signals.next_stop()).await;
+        let _ = stop_tx.send(());
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(NodeError::Server(error)),
+            Err(join) => return Err(NodeError::Server(std::io::Error::other(join.to_string()))),
+        }
+        membership.leave().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Out of rotation, tell peers, keep serving for the drain delay (until a
+/// second signal).
+async fn drain(
+    signal: &'static str,
+    config: &Config,
+    runtime: &Runtime,
+    membership: &RunningSource,
+    second_signal: impl Future<Output = &'static str>,
+) {
+    let shutdown = config.shutdown;
+    runtime.publisher().mark_draining();
+    membership.announce_draining().await;
+    tracing::info!(
+        signal,
+        drain_delay_seconds = shutdown.drain_delay.as_secs(),
+        "draining: /readyz answers 503 and the node keeps serving until the drain delay ends (a second signal skips it)"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(shutdown.drain_delay) => {}
+        second = second_signal => tracing::info!(signal = second, "second signal: skipping the rest of the drain delay"),
+    }
+}
+
+/// The signals a node reacts to, installed before anything else so an early
+/// SIGTERM is a graceful stop rather than the default abrupt exit.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+enum Received {
+    Stop(&'static str),
+    Reload,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = self.terminate.recv() => Received::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => Received::Stop("SIGINT"),
+            _ = self.hangup.recv() => Received::Reload,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (SIGHUP is ignored while stopping).
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let Received::Stop(name) = self.next().await {
+                return name;
+            }
+        }
+    }
+}
+
+/// Reloads the configuration files. A configuration that does not load is
+/// rejected with its errors logged, and the running one kept. `started` is the
+/// configuration the node started with (what restart-only keys still run on).
+fn reload(options: &LoadOptions, started: &Loaded, current: Loaded, runtime: &Runtime) -> Loaded {
+    tracing::info!("SIGHUP: reloading configuration");
+    let next = match arlen_config::load(options, &ProcessEnvironment) {
+        Ok(next) => next,
+        Err(errors) => {
+            tracing::error!("configuration reload rejected, keeping the running configuration: {errors}");
+            return current;
+        }
+    };
+    for warning in &next.warnings {
+        tracing::warn!("{warning}");
+    }
+    let needs_restart: Vec<&str> = RESTART_KEYS
+        .iter()
+        .copied()
+        .filter(|key| started.setting(key).map(|s| &s.value) != next.setting(key).map(|s| &s.value))
+        .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(keys = ?needs_restart, "these changes need a restart to take effect; the running values stay");
+    }
+    runtime.apply_settings(&next.config);
+    if started.config.cluster.membership.source == MembershipSource::StaticConfig {
+        runtime.publisher().set_membership(arlen_membership::static_view(&next.config, std::time::SystemTime::now()));
+    }
+    tracing::info!("configuration reloaded");
+    next
+}
+
+/// Reads one gossip traffic counter.
+type ReadTraffic = fn(&arlen_membership::GossipTraffic) -> u64;
+
+/// Gossip traffic and refusals, and etcd's refused records, in `/metrics`.
+fn register_membership_metrics(runtime: &Runtime, membership: &RunningSource) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let metrics = runtime.metrics();
+    if let Some(traffic) = membership.gossip_traffic() {
+        let counters: [(&'static str, &'static str, ReadTraffic); 4] = [
+            ("aln_gossip_sent_bytes", "gossip bytes sent", |t| t.bytes_sent.load(Relaxed)),
+            ("aln_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
+            ("aln_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
+            ("aln_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
+        ];
+        for (name, help, read) in counters {
+            let t = traffic.clone();
+            metrics.register_counter_fn(name, help, move || read(&t));
+        }
+        let reasons = arlen_membership::Rejection::ALL;
+        metrics.register_labeled_counter_fn(
+            "aln_gossip_rejected_datagrams",
+            "gossip datagrams dropped before they could change anything, by reason",
+            "reason",
+            reasons.iter().map(|reason| reason.label()).collect(),
+            move |label| reasons.iter().find(|r| r.label() == label).map_or(0, |r| traffic.rejected(*r)),
+        );
+    }
+    if let Some(stats) = membership.etcd_stats() {
+        let reasons = arlen_membership::RecordRejection::ALL;
+        metrics.register_labeled_counter_fn(
+            "aln_etcd_rejected_records",
+            "keys under the etcd member prefix that were not counted, by reason",
+            "reason",
+            reasons.iter().map(|reason| reason.label()).collect(),
+            move |label| reasons.iter().find(|r| r.label() == label).map_or(0, |r| stats.rejected(*r)),
+        );
+    }
+}
