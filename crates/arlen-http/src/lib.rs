@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod documents;
 pub mod endpoints;
 pub mod metrics;
 pub mod ops;

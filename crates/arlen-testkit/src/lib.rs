@@ -266,6 +266,95 @@ pub fn poll_until_explained<T>(
     }
 }
 
+/// Reads one response from a kept-alive connection (needs Content-Length).
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return RawResponse::parse(&bytes[..end + 4 + length]).map_err(std::io::Error::other);
+            }
+        }
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {} bytes", bytes.len()),
+            ));
+        }
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// What the client saw while the node drained.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub complete: usize,
+    pub while_not_ready: usize,
+    pub with_connection_close: usize,
+    pub failed: Vec<String>,
+    pub refused: bool,
+}
+
+/// Sends `GET <path>` on kept-alive connections (reconnecting when asked to
+/// close) and checks `/readyz` every few requests, until the listener
+/// refuses: what a client sees of a node's drain. Requests that fail are in
+/// [`Tally::failed`].
+pub fn keep_sending(address: SocketAddr, path: &str, limit: Duration) -> Tally {
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    let mut connection: Option<TcpStream> = None;
+    let mut not_ready_seen = false;
+    for sent in 0..200_000usize {
+        assert!(started.elapsed() < limit, "the node never stopped accepting: {tally:?}");
+        let stream = match connection.as_mut() {
+            Some(stream) => stream,
+            None => match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    connection.insert(stream)
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tally.refused = true;
+                    return tally;
+                }
+                Err(error) => panic!("connect failed: {error}"),
+            },
+        };
+        let target = if sent % 5 == 0 { "/readyz" } else { path };
+        let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let outcome = stream.write_all(request.as_bytes()).and_then(|()| read_response(stream));
+        match outcome {
+            Ok(response) => {
+                tally.complete += 1;
+                if target == "/readyz" && response.status == 503 {
+                    not_ready_seen = true;
+                }
+                if target == path && not_ready_seen {
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.header("X-Arlen-Draining"), Some("1"), "{}", response.head);
+                    tally.while_not_ready += 1;
+                }
+                if response.header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                    tally.with_connection_close += 1;
+                    connection = None;
+                }
+            }
+            Err(error) => {
+                tally.failed.push(format!("request {sent} to {target}: {error}"));
+                connection = None;
+            }
+        }
+    }
+    tally
+}
+
 /// A running `arlen` process. Killed (SIGKILL) on drop if still running.
 pub struct ArlenProcess {
     child: Child,
@@ -349,11 +438,24 @@ impl ArlenProcess {
     /// members (or why it could not be read) and the end of its log.
     pub fn describe(&self) -> String {
         let members = match get(self.address(), "/clusterz", &[]) {
-            Ok(response) => match serde_json::from_slice::<serde_json::Value>(&response.body) {
-                Ok(doc) => format!(
-                    "status {} observed {} members {}",
-                    doc["cluster"]["status"], doc["cluster"]["observed_nodes"], doc["cluster"]["members"]
-                ),
+            Ok(response) => match serde_json::from_slice::<arlen_http::documents::ClusterDocument>(&response.body) {
+                Ok(doc) => {
+                    let members: Vec<String> = doc
+                        .cluster
+                        .members
+                        .iter()
+                        .map(|m| format!("{}@{} {}", m.node_id, m.generation, m.state))
+                        .collect();
+                    format!(
+                        "status {} observed {}/{} source {} ({}) members [{}]",
+                        doc.cluster.quorum.status,
+                        doc.cluster.observed_nodes,
+                        doc.cluster.expected_nodes,
+                        doc.coordination.membership_source,
+                        doc.coordination.source_health.detail,
+                        members.join(", ")
+                    )
+                }
                 Err(_) => format!("/clusterz answered {}: {}", response.status, response.text()),
             },
             Err(e) => format!("/clusterz unreachable: {e}"),

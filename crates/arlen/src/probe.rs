@@ -3,49 +3,32 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use arlen_http::documents::ClusterDocument;
 
 /// What one node said, or that it did not answer.
 #[derive(Debug, Clone)]
 pub struct NodeReport {
     pub reachable: bool,
     pub ready: Option<bool>,
-    pub clusterz: Option<Value>,
+    pub clusterz: Option<ClusterDocument>,
 }
 
 impl NodeReport {
     pub fn status(&self) -> &str {
-        self.cluster_field(&["quorum", "status"]).and_then(Value::as_str).unwrap_or("-")
+        self.clusterz.as_ref().map_or("-", |doc| &doc.cluster.quorum.status)
     }
 
-    pub fn observed(&self) -> Option<u64> {
-        self.cluster_field(&["observed_nodes"]).and_then(Value::as_u64)
+    pub fn observed(&self) -> Option<u32> {
+        self.clusterz.as_ref().map(|doc| doc.cluster.observed_nodes)
     }
 
-    pub fn expected(&self) -> Option<u64> {
-        self.cluster_field(&["expected_nodes"]).and_then(Value::as_u64)
+    pub fn expected(&self) -> Option<u32> {
+        self.clusterz.as_ref().map(|doc| doc.cluster.expected_nodes)
     }
 
     /// Ids of the members this node reports alive.
     pub fn alive_members(&self) -> Vec<String> {
-        self.cluster_field(&["members"])
-            .and_then(Value::as_array)
-            .map(|members| {
-                members
-                    .iter()
-                    .filter(|m| m["state"] == "alive")
-                    .filter_map(|m| m["node_id"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn cluster_field(&self, path: &[&str]) -> Option<&Value> {
-        let mut value = self.clusterz.as_ref()?.get("cluster")?;
-        for key in path {
-            value = value.get(key)?;
-        }
-        Some(value)
+        self.clusterz.as_ref().map(|doc| doc.alive_members().map(str::to_owned).collect()).unwrap_or_default()
     }
 }
 
@@ -59,7 +42,7 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> NodeReport {
     let base = url.trim_end_matches('/');
     let clusterz = client.get(format!("{base}/clusterz")).send().await;
     let clusterz = match clusterz {
-        Ok(response) => response.json::<Value>().await.ok(),
+        Ok(response) => response.json::<ClusterDocument>().await.ok(),
         Err(_) => None,
     };
     let ready = client.get(format!("{base}/readyz")).send().await.map(|response| response.status().is_success()).ok();

@@ -10,8 +10,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use arlen_http::documents::{ClusterDocument, ProbeDocument};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cli::TriageArgs;
 
@@ -135,17 +135,18 @@ async fn collect(client: &reqwest::Client, args: &TriageArgs) -> Vec<NodeReport>
     reports
 }
 
-async fn get_json(client: &reqwest::Client, url: &str) -> Result<(u16, Value), String> {
+/// GETs a node's document as its type; the status code with it.
+async fn get_document<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> Result<(u16, T), String> {
     let response = client.get(url).send().await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let body = response.json::<Value>().await.map_err(|e| format!("{url}: not JSON: {e}"))?;
+    let body = response.json::<T>().await.map_err(|e| format!("{url}: not an Arlen document: {e}"))?;
     Ok((status, body))
 }
 
 async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> NodeReport {
     let mut report = NodeReport { url: url.to_owned(), ..NodeReport::default() };
-    let ready = get_json(client, &format!("{url}/readyz?format=json")).await;
-    let clusterz = get_json(client, &format!("{url}/clusterz")).await;
+    let ready = get_document::<ProbeDocument>(client, &format!("{url}/readyz?format=json")).await;
+    let clusterz = get_document::<ClusterDocument>(client, &format!("{url}/clusterz")).await;
     let (ready, clusterz) = match (ready, clusterz) {
         (Ok(ready), Ok((_, clusterz))) => (ready, clusterz),
         (Err(error), _) | (_, Err(error)) => {
@@ -155,29 +156,18 @@ async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> No
     };
     report.reachable = true;
     report.ready = Some(ready.0 == 200);
-    report.quorum_required = ready.1["checks"]["cluster_quorum"]["required_for_readyz"].as_bool();
-    let cluster = &clusterz["cluster"];
-    report.node_id = cluster["node_id"].as_str().map(str::to_owned);
-    report.status = cluster["quorum"]["status"].as_str().map(str::to_owned);
-    report.observed = cluster["observed_nodes"].as_u64();
-    report.expected = cluster["expected_nodes"].as_u64();
-    report.policy = cluster["quorum"]["policy"].as_str().map(str::to_owned);
-    report.source = clusterz["coordination"]["membership_source"].as_str().map(str::to_owned);
-    report.draining = cluster["lifecycle"]["draining"].as_bool();
-    report.generation = cluster["generation"].as_u64();
-    let members = cluster["members"].as_array().cloned().unwrap_or_default();
-    report.sees = members
-        .iter()
-        .filter(|m| m["state"] == "alive")
-        .filter_map(|m| m["node_id"].as_str().map(str::to_owned))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    report.member_urls = members
-        .iter()
-        .filter(|m| m["self"] != true)
-        .filter_map(|m| m["http_url"].as_str().map(str::to_owned))
-        .collect();
+    report.quorum_required = Some(ready.1.checks.cluster_quorum.required_for_readyz);
+    let cluster = &clusterz.cluster;
+    report.node_id = Some(cluster.node_id.clone());
+    report.status = Some(cluster.quorum.status.to_string());
+    report.observed = Some(u64::from(cluster.observed_nodes));
+    report.expected = Some(u64::from(cluster.expected_nodes));
+    report.policy = Some(cluster.quorum.policy.clone());
+    report.source = Some(clusterz.coordination.membership_source.to_string());
+    report.draining = Some(cluster.lifecycle.draining);
+    report.generation = Some(cluster.generation);
+    report.sees = clusterz.alive_members().map(str::to_owned).collect::<BTreeSet<_>>().into_iter().collect();
+    report.member_urls = cluster.members.iter().filter(|m| !m.is_self).filter_map(|m| m.http_url.clone()).collect();
     for _ in 0..args.samples {
         match client.get(format!("{url}{}", args.path)).send().await {
             Ok(response) => {
@@ -196,10 +186,10 @@ async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> No
             }
         }
     }
-    report.status_after = get_json(client, &format!("{url}/clusterz"))
+    report.status_after = get_document::<ClusterDocument>(client, &format!("{url}/clusterz"))
         .await
         .ok()
-        .and_then(|(_, doc)| doc["cluster"]["quorum"]["status"].as_str().map(str::to_owned));
+        .map(|(_, doc)| doc.cluster.quorum.status.to_string());
     report
 }
 

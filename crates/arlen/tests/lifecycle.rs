@@ -1,11 +1,9 @@
 //! Drain on SIGTERM, the second signal, and SIGHUP reload, on real processes.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arlen_testkit::{free_port, poll_until, ArlenProcess, RawResponse};
+use arlen_testkit::{free_port, keep_sending, poll_until, ArlenProcess};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
@@ -18,93 +16,6 @@ const CLUSTER: &[(&str, &str)] = &[
     ("ARLEN_CLUSTER_EXPECTED_NODES", "3"),
 ];
 
-/// Reads one response from a kept-alive connection (needs Content-Length).
-fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
-    let mut bytes = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                .unwrap_or(0);
-            if bytes.len() >= end + 4 + length {
-                return RawResponse::parse(&bytes[..end + 4 + length]).map_err(std::io::Error::other);
-            }
-        }
-        let read = stream.read(&mut buffer)?;
-        if read == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("closed after {} bytes", bytes.len()),
-            ));
-        }
-        bytes.extend_from_slice(&buffer[..read]);
-    }
-}
-
-/// What the client saw while the node drained.
-#[derive(Debug, Default)]
-struct Tally {
-    complete: usize,
-    while_not_ready: usize,
-    with_connection_close: usize,
-    failed: Vec<String>,
-    refused: bool,
-}
-
-/// Sends `GET /` on kept-alive connections (reconnecting when asked to close)
-/// and checks `/readyz` every few requests, until the listener refuses.
-fn keep_sending(address: SocketAddr, limit: Duration) -> Tally {
-    let mut tally = Tally::default();
-    let started = Instant::now();
-    let mut connection: Option<TcpStream> = None;
-    let mut not_ready_seen = false;
-    for sent in 0..200_000usize {
-        assert!(started.elapsed() < limit, "the node never stopped accepting: {tally:?}");
-        let stream = match connection.as_mut() {
-            Some(stream) => stream,
-            None => match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    connection.insert(stream)
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    tally.refused = true;
-                    return tally;
-                }
-                Err(error) => panic!("connect failed: {error}"),
-            },
-        };
-        let target = if sent % 5 == 0 { "/readyz" } else { "/" };
-        let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        let outcome = stream.write_all(request.as_bytes()).and_then(|()| read_response(stream));
-        match outcome {
-            Ok(response) => {
-                tally.complete += 1;
-                if target == "/readyz" && response.status == 503 {
-                    not_ready_seen = true;
-                }
-                if target == "/" && not_ready_seen {
-                    assert_eq!(response.status, 200);
-                    assert_eq!(response.header("X-Arlen-Draining"), Some("1"), "{}", response.head);
-                    tally.while_not_ready += 1;
-                }
-                if response.header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
-                    tally.with_connection_close += 1;
-                    connection = None;
-                }
-            }
-            Err(error) => {
-                tally.failed.push(format!("request {sent} to {target}: {error}"));
-                connection = None;
-            }
-        }
-    }
-    tally
-}
-
 #[test]
 fn drain_serves_every_request_sent_before_the_listener_closed() {
     let app = tempfile::tempdir().unwrap();
@@ -116,7 +27,7 @@ fn drain_serves_every_request_sent_before_the_listener_closed() {
     );
     node.wait_live();
     let address = node.address();
-    let client = std::thread::spawn(move || keep_sending(address, Duration::from_secs(30)));
+    let client = std::thread::spawn(move || keep_sending(address, "/", Duration::from_secs(30)));
     // Let traffic flow, then ask the node to stop.
     poll_until("some traffic", Duration::from_secs(10), || {
         arlen_testkit::get(address, "/metrics", &[])

@@ -1,42 +1,43 @@
-//! An ordinary axum application that mounts the Arlen runtime: its own routes
-//! get the `X-Arlen-Cluster-*` headers, and `/healthz`, `/livez`, `/readyz`,
-//! `/clusterz` and `/metrics` are answered by the runtime.
+//! An ordinary axum application that runs as an Arlen node: its own routes
+//! get the `X-Arlen-Cluster-*` headers, `/healthz`, `/livez`, `/readyz`,
+//! `/clusterz` and `/metrics` are answered by the runtime, and SIGTERM drains
+//! it (out of rotation, requests in flight finish, the cluster is told).
 //!
 //! ```sh
-//! ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_EXPECTED_NODES=3 ARLEN_CLUSTER_OBSERVED_NODES=2 \
-//!   cargo run -p arlen-example-axum-app
+//! cd examples/axum-app
+//! ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_EXPECTED_NODES=3 ARLEN_CLUSTER_OBSERVED_NODES=2 cargo run
 //! curl -i http://127.0.0.1:3000/hello
 //! ```
+
+use std::process::ExitCode;
 
 use axum::routing::get;
 use axum::Router;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 1. Configuration: config/app.<ext>, config/environments/<env>.<ext>, ARLEN_* variables.
-    let env = arlen_config::ProcessEnvironment;
-    let app_root = arlen_config::lookup_variable(&env, "APP_ROOT").map_or_else(|| ".".to_owned(), |found| found.value);
-    let options = arlen_config::LoadOptions::new(app_root);
-    let loaded = arlen_config::load(&options, &env).unwrap_or_else(|errors| {
-        eprintln!("{errors}");
-        std::process::exit(2);
-    });
-    let config = loaded.config;
+async fn main() -> ExitCode {
+    // Configuration: config/app.<ext>, config/environments/<env>.<ext> under
+    // $ARLEN_APP_ROOT (else .), then ARLEN_* variables. Errors: all of them, exit 2.
+    let app_root = std::env::var("ARLEN_APP_ROOT").unwrap_or_else(|_| ".".to_owned());
+    let node = match arlen_node::Node::load(arlen_node::LoadOptions::new(app_root)) {
+        Ok(node) => node,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    node.init_logging();
 
-    // 2. The runtime and a membership source publishing into it.
-    let runtime = arlen_http::Runtime::new(&config);
-    let membership = arlen_membership::start(&config, runtime.publisher()).await?;
-
-    // 3. Your application, wrapped: reserved endpoints first, headers on everything.
+    // Your application: Arlen answers the reserved endpoints first and puts
+    // the cluster, identity and trace headers on every response.
     let app = Router::new().route("/hello", get(|| async { "hello from my app\n" }));
-    let listener = arlen_http::bind(&config)?;
-    println!("listening on http://{}", listener.local_addr()?);
-    runtime.publisher().mark_started();
-    let settings = arlen_http::ServerSettings::from_config(&config);
-    arlen_http::serve(listener, runtime.wrap(app), runtime.clone(), settings, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    membership.leave().await;
-    Ok(())
+
+    // Serves until SIGTERM/SIGINT, then drains and leaves, as `arlen serve` does.
+    match node.run(app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -8,7 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader};
 use http::StatusCode;
-use serde::Serialize;
+
+use crate::documents::{
+    CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MemberEntry,
+    QuorumSection, RealtimeContract, SessionContract, SourceHealthSection,
+};
 
 use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, Context};
 
@@ -164,103 +168,6 @@ pub(super) async fn clusterz(
     Answered { response, snapshot: current }
 }
 
-#[derive(Serialize)]
-struct ClusterDocument {
-    ok: bool,
-    cluster: ClusterSection,
-    contracts: Contracts,
-    coordination: Coordination,
-}
-
-#[derive(Serialize)]
-struct ClusterSection {
-    enabled: bool,
-    name: String,
-    node_id: String,
-    expected_nodes: u32,
-    observed_nodes: u32,
-    worker_pid: u32,
-    mode: &'static str,
-    quorum: QuorumSection,
-    generation: u64,
-    lifecycle: LifecycleSection,
-    members: Vec<MemberEntry>,
-}
-
-#[derive(Serialize)]
-struct QuorumSection {
-    status: &'static str,
-    met: bool,
-    observed_nodes: u32,
-    expected_nodes: u32,
-    policy: String,
-    required_nodes: u32,
-    failure_tolerance: u32,
-}
-
-#[derive(Serialize)]
-struct LifecycleSection {
-    started: bool,
-    draining: bool,
-    draining_since_utc: Option<String>,
-}
-
-#[derive(Serialize)]
-struct MemberEntry {
-    node_id: String,
-    generation: u64,
-    http_url: Option<String>,
-    gossip_address: Option<String>,
-    state: &'static str,
-    #[serde(rename = "self")]
-    is_self: bool,
-    last_heard_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Contracts {
-    session: SessionContract,
-    realtime: RealtimeContract,
-}
-
-#[derive(Serialize)]
-struct SessionContract {
-    enabled: bool,
-    mode: &'static str,
-    shared_secret_required: bool,
-    shared_secret_configured: bool,
-}
-
-#[derive(Serialize)]
-struct RealtimeContract {
-    mode: &'static str,
-    cluster_broadcast: &'static str,
-}
-
-#[derive(Serialize)]
-struct Coordination {
-    membership_source: &'static str,
-    state: &'static str,
-    capability_matrix: CapabilityMatrix,
-    source_health: SourceHealthSection,
-    duplicate_node_ids: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct CapabilityMatrix {
-    cross_node_request_routing: &'static str,
-    cross_node_realtime_fanout: &'static str,
-    cross_node_jobs_deduplication: &'static str,
-    cross_node_cache_coherence: &'static str,
-}
-
-#[derive(Serialize)]
-struct SourceHealthSection {
-    ok: bool,
-    detail: String,
-    last_membership_change_utc: Option<String>,
-}
-
 fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
     let identity = &snapshot.identity;
     let quorum = &snapshot.quorum;
@@ -275,9 +182,9 @@ fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
             expected_nodes: quorum.expected_nodes,
             observed_nodes: quorum.observed_nodes,
             worker_pid: identity.worker_pid,
-            mode: if identity.cluster_enabled { "multi_node" } else { "single_node" },
+            mode: if identity.cluster_enabled { "multi_node".into() } else { "single_node".into() },
             quorum: QuorumSection {
-                status: quorum.status.as_str(),
+                status: quorum.status.as_str().into(),
                 met: quorum.met,
                 observed_nodes: quorum.observed_nodes,
                 expected_nodes: quorum.expected_nodes,
@@ -299,7 +206,7 @@ fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
                     generation: m.generation,
                     http_url: m.http_url.clone(),
                     gossip_address: m.gossip_address.clone(),
-                    state: m.state.as_str(),
+                    state: m.state.as_str().into(),
                     is_self: m.is_self,
                     last_heard_ms: membership
                         .heard
@@ -314,20 +221,23 @@ fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
         contracts: Contracts {
             session: SessionContract {
                 enabled: settings.session_enabled,
-                mode: "cookie_signed",
+                mode: "cookie_signed".into(),
                 shared_secret_required: settings.session_enabled && identity.cluster_enabled,
                 shared_secret_configured: settings.session_secret_configured,
             },
-            realtime: RealtimeContract { mode: "node_local_pubsub", cluster_broadcast: "external_broker_required" },
+            realtime: RealtimeContract {
+                mode: "node_local_pubsub".into(),
+                cluster_broadcast: "external_broker_required".into(),
+            },
         },
         coordination: Coordination {
-            membership_source: membership.source,
-            state: quorum.status.as_str(),
+            membership_source: membership.source.into(),
+            state: quorum.status.as_str().into(),
             capability_matrix: CapabilityMatrix {
-                cross_node_request_routing: "external_load_balancer_required",
-                cross_node_realtime_fanout: "external_broker_required",
-                cross_node_jobs_deduplication: "external_queue_required",
-                cross_node_cache_coherence: "external_cache_required",
+                cross_node_request_routing: "external_load_balancer_required".into(),
+                cross_node_realtime_fanout: "external_broker_required".into(),
+                cross_node_jobs_deduplication: "external_queue_required".into(),
+                cross_node_cache_coherence: "external_cache_required".into(),
             },
             source_health: SourceHealthSection {
                 ok: membership.health.ok,

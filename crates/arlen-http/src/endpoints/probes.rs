@@ -4,7 +4,11 @@
 use arlen_cluster::Snapshot;
 use axum::response::Response;
 use http::StatusCode;
-use serde::Serialize;
+
+use crate::documents::{
+    ActiveRequests, Checks, ClusterQuorum, Draining, MetricsRegistry, PendingSection, ProbeDocument, RequestDispatch,
+    Startup,
+};
 
 use super::{json_response, plain, query_pairs, timestamp_utc, wants_json, Context};
 use crate::metrics::REGISTRY_SOURCE;
@@ -156,91 +160,6 @@ fn single_check(signal: Signal, name: &str, mine: &[&Outcome]) -> Response {
     }
 }
 
-#[derive(Serialize)]
-struct ProbeDocument {
-    ok: bool,
-    signal: &'static str,
-    status: &'static str,
-    timestamp_utc: String,
-    uptime_seconds: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ready: Option<bool>,
-    checks: Checks,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    excluded: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    unknown_excluded: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Checks {
-    request_dispatch: RequestDispatch,
-    metrics_registry: MetricsRegistry,
-    active_requests: ActiveRequests,
-    startup: Startup,
-    cluster_quorum: ClusterQuorum,
-    draining: Draining,
-}
-
-#[derive(Serialize)]
-struct RequestDispatch {
-    ok: bool,
-    mode: &'static str,
-}
-
-#[derive(Serialize)]
-struct MetricsRegistry {
-    ok: bool,
-    source: &'static str,
-    enabled: bool,
-}
-
-#[derive(Serialize)]
-struct ActiveRequests {
-    ok: bool,
-    value: f64,
-}
-
-#[derive(Serialize)]
-struct Startup {
-    ok: bool,
-    started: bool,
-    required_for_readyz: bool,
-}
-
-#[derive(Serialize)]
-struct ClusterQuorum {
-    ok: bool,
-    required_for_readyz: bool,
-    status: &'static str,
-    observed_nodes: u32,
-    expected_nodes: u32,
-    /// The gated verdict readiness uses.
-    met: bool,
-    /// The verdict of this moment, before hysteresis.
-    met_now: bool,
-    policy: String,
-    required_nodes: u32,
-    failure_tolerance: u32,
-    since_utc: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pending: Option<PendingSection>,
-}
-
-#[derive(Serialize)]
-struct PendingSection {
-    met: bool,
-    effective_at_utc: String,
-}
-
-#[derive(Serialize)]
-struct Draining {
-    ok: bool,
-    draining: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    since_utc: Option<String>,
-}
-
 fn document(
     signal: Signal,
     ok: bool,
@@ -262,18 +181,23 @@ fn document(
     };
     ProbeDocument {
         ok,
-        signal: signal.name(),
+        signal: signal.name().into(),
         status: match (signal, ok) {
             (Signal::Ready, true) => "ready",
             (Signal::Ready, false) => "not_ready",
             _ => "ok",
-        },
+        }
+        .into(),
         timestamp_utc: timestamp_utc(cx.now),
         uptime_seconds: cx.uptime_seconds,
         ready: (signal == Signal::Ready).then_some(ok),
         checks: Checks {
-            request_dispatch: RequestDispatch { ok: true, mode: "in_process" },
-            metrics_registry: MetricsRegistry { ok: true, source: REGISTRY_SOURCE, enabled: settings.metrics_enabled },
+            request_dispatch: RequestDispatch { ok: true, mode: "in_process".into() },
+            metrics_registry: MetricsRegistry {
+                ok: true,
+                source: REGISTRY_SOURCE.into(),
+                enabled: settings.metrics_enabled,
+            },
             active_requests: ActiveRequests { ok: true, value: cx.metrics.active_requests() as f64 },
             startup: Startup {
                 ok: ok_of("startup"),
@@ -283,7 +207,7 @@ fn document(
             cluster_quorum: ClusterQuorum {
                 ok: ok_of("cluster_quorum"),
                 required_for_readyz: readiness.quorum_required,
-                status: quorum.status.as_str(),
+                status: quorum.status.as_str().into(),
                 observed_nodes: quorum.observed_nodes,
                 expected_nodes: quorum.expected_nodes,
                 met: gated_met,

@@ -1,0 +1,225 @@
+//! The documents a node serves — `/clusterz` and the probes' JSON
+//! (`/readyz?format=json`, ...) — as public typed structs. The endpoints
+//! render them; `arlen up`, `arlen triage`, the drill sampler and the tests
+//! read them back with the same types, so there is one reading of a node's
+//! state. Field order is the contract's (CONTRACT §3.1, §3.2); fields beyond
+//! the contract's are additive.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// Text that is a constant when rendered and owned when read back.
+pub type Text = Cow<'static, str>;
+
+/// `GET /clusterz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDocument {
+    pub ok: bool,
+    pub cluster: ClusterSection,
+    pub contracts: Contracts,
+    pub coordination: Coordination,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSection {
+    pub enabled: bool,
+    pub name: String,
+    pub node_id: String,
+    pub expected_nodes: u32,
+    pub observed_nodes: u32,
+    pub worker_pid: u32,
+    pub mode: Text,
+    pub quorum: QuorumSection,
+    pub generation: u64,
+    pub lifecycle: LifecycleSection,
+    pub members: Vec<MemberEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuorumSection {
+    pub status: Text,
+    pub met: bool,
+    pub observed_nodes: u32,
+    pub expected_nodes: u32,
+    pub policy: String,
+    pub required_nodes: u32,
+    pub failure_tolerance: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleSection {
+    pub started: bool,
+    pub draining: bool,
+    pub draining_since_utc: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub node_id: String,
+    pub generation: u64,
+    pub http_url: Option<String>,
+    pub gossip_address: Option<String>,
+    pub state: Text,
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    pub last_heard_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contracts {
+    pub session: SessionContract,
+    pub realtime: RealtimeContract,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionContract {
+    pub enabled: bool,
+    pub mode: Text,
+    pub shared_secret_required: bool,
+    pub shared_secret_configured: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealtimeContract {
+    pub mode: Text,
+    pub cluster_broadcast: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Coordination {
+    pub membership_source: Text,
+    pub state: Text,
+    pub capability_matrix: CapabilityMatrix,
+    pub source_health: SourceHealthSection,
+    pub duplicate_node_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityMatrix {
+    pub cross_node_request_routing: Text,
+    pub cross_node_realtime_fanout: Text,
+    pub cross_node_jobs_deduplication: Text,
+    pub cross_node_cache_coherence: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceHealthSection {
+    pub ok: bool,
+    pub detail: String,
+    pub last_membership_change_utc: Option<String>,
+}
+
+/// `GET /healthz`, `/livez` or `/readyz` as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeDocument {
+    pub ok: bool,
+    pub signal: Text,
+    pub status: Text,
+    pub timestamp_utc: String,
+    pub uptime_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    pub checks: Checks,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_excluded: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checks {
+    pub request_dispatch: RequestDispatch,
+    pub metrics_registry: MetricsRegistry,
+    pub active_requests: ActiveRequests,
+    pub startup: Startup,
+    pub cluster_quorum: ClusterQuorum,
+    pub draining: Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestDispatch {
+    pub ok: bool,
+    pub mode: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRegistry {
+    pub ok: bool,
+    pub source: Text,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveRequests {
+    pub ok: bool,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Startup {
+    pub ok: bool,
+    pub started: bool,
+    pub required_for_readyz: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterQuorum {
+    pub ok: bool,
+    pub required_for_readyz: bool,
+    pub status: Text,
+    pub observed_nodes: u32,
+    pub expected_nodes: u32,
+    /// The gated verdict readiness uses.
+    pub met: bool,
+    /// The verdict of this moment, before hysteresis.
+    pub met_now: bool,
+    pub policy: String,
+    pub required_nodes: u32,
+    pub failure_tolerance: u32,
+    pub since_utc: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSection {
+    pub met: bool,
+    pub effective_at_utc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Draining {
+    pub ok: bool,
+    pub draining: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_utc: Option<String>,
+}
+
+impl ClusterDocument {
+    /// Ids of the members this node counts as alive.
+    pub fn alive_members(&self) -> impl Iterator<Item = &str> {
+        self.cluster.members.iter().filter(|m| m.state == "alive").map(|m| m.node_id.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_read_back_as_they_were_written() {
+        let text = r#"{"ok":true,"signal":"ready","status":"not_ready","timestamp_utc":"2026-02-23T10:00:00.000Z","uptime_seconds":12,"ready":false,
+            "checks":{"request_dispatch":{"ok":true,"mode":"in_process"},"metrics_registry":{"ok":true,"source":"prometheus_client","enabled":true},
+            "active_requests":{"ok":true,"value":1.0},"startup":{"ok":true,"started":true,"required_for_readyz":false},
+            "cluster_quorum":{"ok":false,"required_for_readyz":true,"status":"degraded","observed_nodes":2,"expected_nodes":3,"met":false,"met_now":false,
+              "policy":"all","required_nodes":3,"failure_tolerance":0,"since_utc":"2026-02-23T10:00:00.000Z"},
+            "draining":{"ok":true,"draining":false}}}"#;
+        let probe: ProbeDocument = serde_json::from_str(text).unwrap();
+        assert_eq!(probe.checks.cluster_quorum.status, "degraded");
+        assert_eq!(probe.ready, Some(false));
+        assert!(probe.excluded.is_empty());
+        let again: ProbeDocument = serde_json::from_str(&serde_json::to_string(&probe).unwrap()).unwrap();
+        assert_eq!(again, probe);
+    }
+}
