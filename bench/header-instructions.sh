@@ -4,7 +4,8 @@
 # noisy), for four servers:
 #   on     Arlen, cluster headers on, HTTP/1.1 title case on (the default)
 #   lower  Arlen, cluster headers on, title case off (http.titleCaseHeaders=NO)
-#   off    Arlen, cluster headers off (identity and trace headers still on)
+#   off    Arlen, cluster headers off (identity and trace headers still on), title case on
+#   bare   Arlen, cluster headers off, title case off
 #   axum   the plain-axum baseline (crates/arlen-bench/src/bin/baseline.rs)
 # Each server runs twice, with N1 and N2 keep-alive requests; (Ir(N2) -
 # Ir(N1)) / (N2 - N1) is the per-request cost with start-up and shutdown
@@ -12,7 +13,7 @@
 # worker's spinning moves the count by up to ±1 000 instructions). Each mode
 # is measured REPEATS times, interleaved; the median is reported.
 #
-# usage: bench/header-instructions.sh [N1] [N2] [REPEATS]
+# usage: bench/header-instructions.sh [N1] [N2] [REPEATS]   (MODES="lower bare" for a subset, no summary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-500}
@@ -31,7 +32,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 instructions() {
   local port out pid emit=1 title=1
   port=$(free_port); out="$work/cg.$1.$2"
-  case "$1" in lower) title=0 ;; off) emit=0 ;; esac
+  case "$1" in lower) title=0 ;; off) emit=0 ;; bare) emit=0; title=0 ;; esac
   if [ "$1" = axum ]; then
     TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" -q "$baseline" "$port" "arlen node node-a (cluster bench)\n" &
   else
@@ -63,17 +64,20 @@ PY
 declare -A per
 for r in $(seq "$repeats"); do
   line="repeat $r:"
-  for mode in on lower off axum; do
+  for mode in ${MODES:-on lower off bare axum}; do
     a=$(instructions "$mode" "$n1"); b=$(instructions "$mode" "$n2")
     per[$mode]="${per[$mode]:-} $(( (b - a) / (n2 - n1) ))"
     line="$line $mode $(( (b - a) / (n2 - n1) ))"
   done
   echo "$line"
 done
-python3 - "${per[on]}" "${per[lower]}" "${per[off]}" "${per[axum]}" <<'PY'
+[ -n "${MODES:-}" ] && exit 0
+python3 - "${per[on]}" "${per[lower]}" "${per[off]}" "${per[bare]}" "${per[axum]}" <<'PY'
 import statistics, sys
-on, lower, off, axum = (statistics.median(int(x) for x in arg.split()) for arg in sys.argv[1:5])
-print(f"instructions per GET / (median of each): title case {on:.0f}, lower case {lower:.0f}, cluster headers off {off:.0f}, plain axum {axum:.0f}")
-print(f"cluster headers (title case): +{100 * (on - off) / off:.2f}% over headers off; title case vs lower case: +{100 * (on - lower) / lower:.2f}%; "
-      f"Arlen with headers vs plain axum: {on / axum:.2f}x")
+on, lower, off, bare, axum = (statistics.median(int(x) for x in arg.split()) for arg in sys.argv[1:6])
+print(f"instructions per GET / (median of each): headers+title {on:.0f}, headers+lower {lower:.0f}, "
+      f"no cluster headers+title {off:.0f}, no cluster headers+lower {bare:.0f}, plain axum {axum:.0f}")
+print(f"cluster headers as HeaderMap entries (lower case): +{100 * (lower - bare) / bare:.2f}%; "
+      f"with title case: +{100 * (on - off) / off:.2f}%; title case itself (headers on): +{100 * (on - lower) / lower:.2f}%; "
+      f"Arlen (default) vs plain axum: {on / axum:.2f}x")
 PY

@@ -243,10 +243,17 @@ impl Shared {
         if let Some(cluster_headers) = &snapshot.headers {
             // Room for the cluster and four identity/trace headers in one allocation.
             headers.reserve(11);
+            // Only an application that set X-Arlen-* itself needs replacing
+            // (a scan of a few names, cheaper than a lookup per header).
+            let spoofed = headers.keys().any(|name| name.as_str().starts_with("x-arlen-"));
             for (name, value) in cluster_headers.iter() {
-                headers.insert(name.clone(), value.clone());
+                if spoofed {
+                    headers.insert(name.clone(), value.clone());
+                } else {
+                    headers.append(name.clone(), value.clone());
+                }
             }
-            if !snapshot.lifecycle.draining {
+            if spoofed && !snapshot.lifecycle.draining {
                 headers.remove(X_ARLEN_DRAINING);
             }
         }
