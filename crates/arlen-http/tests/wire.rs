@@ -582,24 +582,28 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_accepting() {
         let address = node.address;
         async move { get_async(address, "/slow", &[]).await }
     });
-    // Wait until the slow request is being handled.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while active(&node).await < 2.0 {
-        assert!(tokio::time::Instant::now() < deadline, "slow request never arrived");
-        tokio::task::yield_now().await;
-    }
-    node.stop.take().unwrap().send(()).unwrap();
-    // The listener closes: new connections are refused.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(node.address).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "listener still accepting after shutdown");
-        tokio::task::yield_now().await;
-    }
+    stop_once_the_slow_request_is_in_flight(&mut node).await;
     assert!(!node.server.is_finished(), "server waits for the in-flight request");
     node.release.notify_one();
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!((response.status, response.text().as_str()), (200, "finished\n"));
     tokio::time::timeout(Duration::from_secs(10), &mut node.server).await.unwrap().unwrap().unwrap();
+}
+
+/// Waits until `/slow` is being handled, asks the server to stop, and waits
+/// until the listener refuses new connections.
+async fn stop_once_the_slow_request_is_in_flight(node: &mut Node) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while active(node).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request never arrived");
+        tokio::task::yield_now().await;
+    }
+    node.stop.take().unwrap().send(()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(node.address).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "listener still accepting after shutdown");
+        tokio::task::yield_now().await;
+    }
 }
 
 async fn active(node: &Node) -> f64 {
@@ -871,17 +875,7 @@ async fn http2_drain_sends_goaway_and_lets_streams_in_flight_finish() {
         let client = client.clone();
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while active(&node).await < 2.0 {
-        assert!(tokio::time::Instant::now() < deadline, "slow stream never arrived");
-        tokio::task::yield_now().await;
-    }
-    node.stop.take().unwrap().send(()).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(node.address).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "listener still accepting after shutdown");
-        tokio::task::yield_now().await;
-    }
+    stop_once_the_slow_request_is_in_flight(&mut node).await;
     assert!(!node.server.is_finished(), "the server waits for the stream in flight");
     // As on HTTP/1.1, a stream arriving in the first moment is still answered;
     // then GOAWAY: the connection takes no new stream, while /slow goes on.

@@ -263,12 +263,7 @@ impl GossipSource {
 
     /// Resolves with the reason when gossip cannot be kept running.
     pub(crate) async fn failed(&self) -> String {
-        let mut fatal = self.fatal.clone();
-        let reason = fatal.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
-        match reason {
-            Some(reason) => reason,
-            None => std::future::pending().await,
-        }
+        crate::supervise::gave_up(&self.fatal).await
     }
 
     /// Applies reloadable settings: the keys and the unsealed-traffic switch.

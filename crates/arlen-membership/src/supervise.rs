@@ -75,6 +75,17 @@ impl Progress {
     }
 }
 
+/// Resolves with the reason once a supervisor has given up (it sends the
+/// reason on its `fatal` channel); never, if it does not.
+pub(crate) async fn gave_up(fatal: &tokio::sync::watch::Receiver<Option<String>>) -> String {
+    let mut fatal = fatal.clone();
+    let reason = fatal.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+    match reason {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
 /// The text of a caught panic.
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

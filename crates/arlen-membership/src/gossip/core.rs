@@ -318,17 +318,20 @@ mod tests {
         }
     }
 
-    fn core() -> Core {
-        let protocol = Protocol {
+    fn protocol() -> Protocol {
+        Protocol {
             interval: Duration::from_millis(100),
             probe_timeout: Duration::from_millis(40),
             suspicion_timeout: Duration::from_millis(200),
             dead_member_ttl: Duration::from_secs(60),
             max_members: 16,
             expected_nodes: 3,
-        };
+        }
+    }
+
+    fn core() -> Core {
         let sealing = Sealing::new("alpha", &[KEY], UnsealedTraffic::Accept);
-        Core::new(id(1), "alpha", &protocol, sealing, 7, HeardClock::default(), Arc::default())
+        Core::new(id(1), "alpha", &protocol(), sealing, 7, HeardClock::default(), Arc::default())
     }
 
     /// A real announce packet from another member, to mutate.
@@ -355,17 +358,9 @@ mod tests {
 
     #[test]
     fn replies_to_small_unsealed_datagrams_are_bounded() {
-        let protocol = Protocol {
-            interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(40),
-            suspicion_timeout: Duration::from_millis(200),
-            dead_member_ttl: Duration::from_secs(60),
-            max_members: 16,
-            expected_nodes: 3,
-        };
         let open = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
         let traffic: Arc<GossipTraffic> = Arc::default();
-        let mut core = Core::new(id(1), "alpha", &protocol, open, 7, HeardClock::default(), traffic.clone());
+        let mut core = Core::new(id(1), "alpha", &protocol(), open, 7, HeardClock::default(), traffic.clone());
         // An unpadded unsealed announce (honest nodes pad theirs to a third of the maximum).
         let packet = announce_packet();
         let mut datagram = b"ARL\x01\x05alpha".to_vec();
