@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::gate::{Clock, Timestamp};
 use crate::membership::MembershipView;
-use crate::snapshot::{Lifecycle, NodeIdentity, RuntimeSettings, Snapshot};
+use crate::snapshot::{Lifecycle, NodeIdentity, RuntimeSettings, Snapshot, UpstreamHealth};
 
 /// Publishes snapshots. Cloneable; every writer holds one.
 #[derive(Debug, Clone)]
@@ -79,6 +79,7 @@ struct Change {
     settings: Option<RuntimeSettings>,
     membership: Option<MembershipView>,
     lifecycle: Option<LifecycleChange>,
+    upstream: Option<UpstreamHealth>,
 }
 
 impl SnapshotPublisher {
@@ -100,8 +101,13 @@ impl SnapshotPublisher {
                 Some(current.gate),
                 now,
             );
+            next.upstream = match change.upstream {
+                Some(upstream) if current.upstream.as_deref() != Some(&upstream) => Some(Arc::new(upstream)),
+                _ => current.upstream.clone(),
+            };
             let unchanged = Arc::ptr_eq(&next.settings, &current.settings)
                 && Arc::ptr_eq(&next.membership, &current.membership)
+                && next.upstream.as_ref().map(Arc::as_ptr) == current.upstream.as_ref().map(Arc::as_ptr)
                 && next.lifecycle == current.lifecycle
                 && next.gate == current.gate;
             if unchanged {
@@ -118,6 +124,11 @@ impl SnapshotPublisher {
             *current = Arc::new(next);
             true
         });
+    }
+
+    /// Records what the upstream health check found (a no-op when nothing changed).
+    pub fn set_upstream(&self, upstream: UpstreamHealth) {
+        self.publish(Change { upstream: Some(upstream), ..Change::default() });
     }
 
     /// Replaces the membership view (a no-op when nothing changed).

@@ -19,6 +19,6 @@ pub use gate::{Clock, GateWindows, PendingTransition, QuorumGate, Timestamp};
 pub use membership::{HeardClock, Member, MemberState, MembershipView, SourceHealth};
 pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
 pub use snapshot::{
-    ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, CLUSTER_HEADER_NAMES,
-    DRAINING_HEADER_NAME,
+    ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, UpstreamHealth,
+    CLUSTER_HEADER_NAMES, DRAINING_HEADER_NAME,
 };

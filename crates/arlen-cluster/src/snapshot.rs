@@ -71,6 +71,19 @@ pub struct Lifecycle {
     pub draining_since: Option<SystemTime>,
 }
 
+/// What the sidecar's upstream health check last found (a node without an
+/// upstream has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// The upstream URL, or `host:port` for a TCP check.
+    pub target: String,
+    pub ok: bool,
+    /// What the last check saw (status, or the error).
+    pub detail: String,
+    /// When `ok` last changed.
+    pub since: SystemTime,
+}
+
 /// The readiness verdict of CONTRACT §3.1, plus drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Readiness {
@@ -80,6 +93,8 @@ pub struct Readiness {
     /// The gated quorum verdict, or true when quorum is not required.
     pub quorum_ok: bool,
     pub draining: bool,
+    /// The upstream answers its health check, or there is no upstream.
+    pub upstream_ok: bool,
 }
 
 /// Names of the six cluster headers, with the contract's capitalisation.
@@ -179,6 +194,8 @@ pub struct Snapshot {
     pub status_transitions: u64,
     /// How many membership views with a different membership were published.
     pub membership_changes: u64,
+    /// The upstream's health, when the node is a sidecar.
+    pub upstream: Option<Arc<UpstreamHealth>>,
 }
 
 impl Snapshot {
@@ -214,6 +231,7 @@ impl Snapshot {
             headers,
             status_transitions: 0,
             membership_changes: 0,
+            upstream: None,
         }
     }
 
@@ -230,7 +248,15 @@ impl Snapshot {
         let quorum_required = self.settings.readiness_requires_cluster_quorum && self.identity.cluster_enabled;
         let quorum_ok = !quorum_required || self.gate.met_at(now);
         let draining = self.lifecycle.draining;
-        Readiness { ready: startup_ok && quorum_ok && !draining, startup_ok, quorum_required, quorum_ok, draining }
+        let upstream_ok = self.upstream.as_ref().is_none_or(|upstream| upstream.ok);
+        Readiness {
+            ready: startup_ok && quorum_ok && !draining && upstream_ok,
+            startup_ok,
+            quorum_required,
+            quorum_ok,
+            draining,
+            upstream_ok,
+        }
     }
 
     /// The readiness verdict as of this snapshot's own gate state.

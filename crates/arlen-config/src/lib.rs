@@ -48,6 +48,8 @@ pub struct LoadOptions {
     pub host: Option<String>,
     /// `--port`, if given (parsed with the same rules as every other value).
     pub port: Option<String>,
+    /// `--upstream`, if given.
+    pub upstream: Option<String>,
 }
 
 impl LoadOptions {
@@ -178,6 +180,21 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     pub cluster: ClusterConfig,
     pub shutdown: ShutdownConfig,
+    /// Sidecar mode: `Some` when `proxy.upstream` is set.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// Sidecar mode: where non-reserved requests go, and how the upstream is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `http://host:port`.
+    pub upstream: String,
+    /// Empty: a TCP connect is the health check.
+    pub health_path: String,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,6 +593,7 @@ impl<'a> Loader<'a> {
         let flag = match spec.key {
             "host" => self.options.host.clone().map(|v| ("--host", v)),
             "port" => self.options.port.clone().map(|v| ("--port", v)),
+            "proxy.upstream" => self.options.upstream.clone().map(|v| ("--upstream", v)),
             _ => None,
         };
         let (raw, source) = if let Some((flag, value)) = flag {
@@ -638,6 +656,8 @@ impl<'a> Loader<'a> {
             }
             Kind::Text | Kind::Secret => Ok(Typed::Text(text.trim().to_owned())),
             Kind::Address => value::parse_address(&text).map(Typed::Text),
+            Kind::HttpUrl if text.trim().is_empty() => Ok(Typed::Text(String::new())),
+            Kind::HttpUrl => value::parse_http_url(&text).map(Typed::Text),
             Kind::QuorumPolicy => QuorumPolicySetting::parse(&text).map(|p| Typed::Text(p.name())),
             Kind::AddressList | Kind::UrlList => unreachable!("handled above"),
             Kind::OneOf(words) => {
@@ -681,6 +701,15 @@ impl<'a> Loader<'a> {
         }
         if uses_etcd {
             self.check_etcd_tls(settings);
+        }
+        if let Some(path) = get("proxy.healthPath") {
+            if matches!(&path.value, Typed::Text(p) if !p.is_empty() && !p.starts_with('/')) {
+                self.errors.push(located_error(
+                    "a health path starts with `/` (for example /health)".to_owned(),
+                    path.spec,
+                    &path.source,
+                ));
+            }
         }
         let uses_gossip = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("gossip".into()));
         // An advertise address derived from a value that already failed would
@@ -874,6 +903,7 @@ fn expected_name(kind: Kind) -> &'static str {
         Kind::Address => "`host:port`",
         Kind::QuorumPolicy => "a quorum policy",
         Kind::UrlList => "a list of URLs",
+        Kind::HttpUrl => "an http:// URL",
         Kind::AddressList => "a list of `host:port`",
     }
 }
@@ -1006,6 +1036,14 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
             graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")),
             drain_delay: seconds(int("shutdown.drainDelaySeconds")),
         },
+        proxy: Some(text("proxy.upstream")).filter(|upstream| !upstream.is_empty()).map(|upstream| ProxyConfig {
+            upstream,
+            health_path: text("proxy.healthPath"),
+            health_interval: millis(int("proxy.healthIntervalMs")),
+            health_timeout: millis(int("proxy.healthTimeoutMs")),
+            connect_timeout: millis(int("proxy.connectTimeoutMs")),
+            response_timeout: seconds(int("proxy.responseTimeoutSeconds")),
+        }),
     }
 }
 

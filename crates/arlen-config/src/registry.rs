@@ -39,6 +39,8 @@ pub enum Kind {
     QuorumPolicy,
     /// A list of `http://` or `https://` URLs: comma-separated text, or a list in a file.
     UrlList,
+    /// One `http://host:port` URL, or empty.
+    HttpUrl,
 }
 
 /// A key's default.
@@ -95,6 +97,7 @@ impl KeySpec {
             Kind::AddressList => "comma-separated `host:port` list".to_owned(),
             Kind::QuorumPolicy => "`all`, `majority` or a positive integer".to_owned(),
             Kind::UrlList => "comma-separated `http(s)://host:port` list".to_owned(),
+            Kind::HttpUrl => "`http://host:port`, or empty".to_owned(),
         }
     }
 
@@ -306,6 +309,12 @@ pub const KEYS: &[KeySpec] = &[
     key!("cluster.etcd.username", "CLUSTER_ETCD_USERNAME", Kind::Text, Default::Text(""), "etcd user, when etcd has authentication on"),
     key!("cluster.etcd.password", "CLUSTER_ETCD_PASSWORD", Kind::Secret, Default::Text(""), "etcd password; never printed"),
     key!("cluster.faultInjection.enabled", "CLUSTER_FAULT_INJECTION_ENABLED", Kind::Bool, Default::Bool(false), "wrap the gossip transport in fault rules (drills); off costs nothing"),
+    key!("proxy.upstream", "PROXY_UPSTREAM", Kind::HttpUrl, Default::Text(""), "sidecar mode (also `arlen serve --upstream URL`): every request that is not a reserved endpoint goes to this HTTP application"),
+    key!("proxy.healthPath", "PROXY_HEALTH_PATH", Kind::Text, Default::Text(""), "the upstream's health path (`/health`); `/readyz` fails while it does not answer 2xx. Empty: a TCP connect is the check"),
+    key!("proxy.healthIntervalMs", "PROXY_HEALTH_INTERVAL_MS", Kind::Integer { min: 50, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(500), "how often the upstream is checked"),
+    key!("proxy.healthTimeoutMs", "PROXY_HEALTH_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(400), "a check that takes longer has failed"),
+    key!("proxy.connectTimeoutMs", "PROXY_CONNECT_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(1000), "connecting to the upstream takes at most this long (then 502)"),
+    key!("proxy.responseTimeoutSeconds", "PROXY_RESPONSE_TIMEOUT_SECONDS", Kind::Integer { min: 1, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the upstream's response head must arrive within this long (then 504); bodies stream without a limit"),
     key!("shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
     key!("shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
 ];

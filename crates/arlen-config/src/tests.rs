@@ -102,6 +102,7 @@ fn defaults_match_the_contract_table() {
             },
         }
     );
+    assert_eq!(c.proxy, None, "no upstream: not a sidecar");
     assert_eq!(c.shutdown.graceful_timeout, Duration::from_secs(10));
     assert_eq!(c.shutdown.drain_delay, Duration::ZERO, "no drain delay in development");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -581,5 +582,32 @@ fn etcd_over_https_needs_a_ca_bundle_and_client_certificates_come_with_their_key
     assert!(
         errors.to_string().contains("variable ARLEN_CLUSTER_ETCD_CA_FILE (key cluster.etcd.caFile): cannot read"),
         "{errors}"
+    );
+}
+
+#[test]
+fn sidecar_mode_takes_an_http_upstream_from_a_key_or_the_flag() {
+    let loaded = App::new()
+        .load(&[("ARLEN_PROXY_UPSTREAM", "http://127.0.0.1:8080/"), ("ARLEN_PROXY_HEALTH_PATH", "/health")])
+        .unwrap();
+    let proxy = loaded.config.proxy.unwrap();
+    assert_eq!((proxy.upstream.as_str(), proxy.health_path.as_str()), ("http://127.0.0.1:8080", "/health"));
+    assert_eq!(proxy.health_interval, Duration::from_millis(500));
+    let app = App::new();
+    let options = LoadOptions { upstream: Some("http://localhost:9000".into()), ..app.options() };
+    let loaded = app.load_with(options, &[("ARLEN_PROXY_UPSTREAM", "http://ignored:1")]).unwrap();
+    assert_eq!(loaded.config.proxy.as_ref().unwrap().upstream, "http://localhost:9000", "the flag beats the variable");
+    assert_eq!(loaded.setting("proxy.upstream").unwrap().source, Source::Flag("--upstream"));
+    let errors = App::new()
+        .load(&[("ARLEN_PROXY_UPSTREAM", "https://app:443"), ("ARLEN_PROXY_HEALTH_PATH", "health")])
+        .unwrap_err();
+    let message = errors.to_string();
+    assert!(
+        message.contains("variable ARLEN_PROXY_UPSTREAM (key proxy.upstream): the upstream is reached over plain HTTP"),
+        "{message}"
+    );
+    assert!(
+        message.contains("variable ARLEN_PROXY_HEALTH_PATH (key proxy.healthPath): a health path starts with `/`"),
+        "{message}"
     );
 }

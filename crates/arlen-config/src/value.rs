@@ -54,6 +54,17 @@ pub fn parse_url(raw: &str) -> Result<String, String> {
     Ok(trimmed.trim_end_matches('/').to_owned())
 }
 
+/// An `http://host:port` URL (no path): what the sidecar forwards to.
+pub fn parse_http_url(raw: &str) -> Result<String, String> {
+    let url = parse_url(raw)?;
+    if url.starts_with("https://") {
+        return Err(format!(
+            "the upstream is reached over plain HTTP (it runs beside the sidecar, on the same host or in the same pod); got {raw:?}"
+        ));
+    }
+    Ok(url)
+}
+
 /// `host:port`, with IPv6 literals in brackets.
 pub fn join_host_port(host: &str, port: i64) -> String {
     if host.contains(':') && !host.starts_with('[') {

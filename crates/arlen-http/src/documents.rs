@@ -19,6 +19,9 @@ pub struct ClusterDocument {
     pub cluster: ClusterSection,
     pub contracts: Contracts,
     pub coordination: Coordination,
+    /// Only for a sidecar: what its upstream health check found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +138,18 @@ pub struct Checks {
     pub startup: Startup,
     pub cluster_quorum: ClusterQuorum,
     pub draining: Draining,
+    /// Only for a sidecar (`proxy.upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamCheck>,
+}
+
+/// The sidecar's upstream health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamCheck {
+    pub ok: bool,
+    pub target: String,
+    pub detail: String,
+    pub since_utc: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -40,4 +40,4 @@ pub mod trace;
 pub use runtime::{
     node_identity, runtime_settings, Runtime, RuntimeLayer, RuntimeService, X_ARLEN_BACKPRESSURE_REASON,
 };
-pub use server::{bind, bind_address, serve, ServerSettings};
+pub use server::{bind, bind_address, serve, PeerAddr, ServerSettings};

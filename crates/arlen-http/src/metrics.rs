@@ -237,6 +237,13 @@ fn cluster_registry(snapshot: &Snapshot) -> Registry {
     }
     registry.register("aln_cluster_status", "1 for the current quorum status", status);
     registry.register("aln_cluster_ready", "1 when /readyz answers 200", gauge(i64::from(snapshot.readiness().ready)));
+    if let Some(upstream) = &snapshot.upstream {
+        registry.register(
+            "aln_upstream_up",
+            "1 when the upstream answers its health check",
+            gauge(i64::from(upstream.ok)),
+        );
+    }
     let generation: Gauge<u64, AtomicU64> = Gauge::default();
     generation.set(snapshot.generation);
     registry.register(

@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     ops: std::sync::OnceLock<crate::ops::Ops>,
     limits: RequestLimits,
     started_at: Instant,
+    /// Hand each application request its [`RequestIds`] (in its extensions),
+    /// for an inner service that propagates them (the sidecar).
+    expose_ids: bool,
 }
 
 /// The runtime of one node: its snapshot cell, metrics and request limits.
@@ -138,6 +141,7 @@ impl Runtime {
             ops: std::sync::OnceLock::new(),
             limits: config.request_limits,
             started_at: Instant::now(),
+            expose_ids: config.proxy.is_some(),
         };
         Self { shared: Arc::new(shared), publisher }
     }
@@ -322,6 +326,10 @@ impl Shared {
             (answered.response, answered.snapshot)
         } else {
             let max_body = self.limits.max_body_bytes;
+            let mut request = request;
+            if self.expose_ids {
+                request.extensions_mut().insert(ids.clone());
+            }
             // A body already at its end (most GETs) has nothing to limit.
             let request = if http_body::Body::is_end_stream(request.body()) {
                 request

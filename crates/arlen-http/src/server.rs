@@ -42,7 +42,15 @@ pub struct ServerSettings {
     pub graceful_timeout: Duration,
     /// HTTP/1.1 response header names in title case (HTTP/2 is always lower-case).
     pub title_case_headers: bool,
+    /// Put the client's address in each request's extensions ([`PeerAddr`]),
+    /// for an inner service that needs it (the sidecar's `X-Forwarded-For`).
+    pub expose_peer_addr: bool,
 }
+
+/// The address of the client a request came from (present when
+/// [`ServerSettings::expose_peer_addr`] is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 impl ServerSettings {
     pub fn from_config(config: &Config) -> Self {
@@ -53,6 +61,7 @@ impl ServerSettings {
             max_head_bytes: limits.max_request_line_bytes.saturating_add(limits.max_header_bytes).saturating_add(1024),
             graceful_timeout: config.shutdown.graceful_timeout,
             title_case_headers: config.title_case_headers,
+            expose_peer_addr: config.proxy.is_some(),
         }
     }
 }
@@ -130,8 +139,15 @@ where
         let io = TokioIo::new(FirstBytesDeadline::new(stream, settings.connection_timeout));
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
-                let service = service.clone().map_request(|request: http::Request<Incoming>| request.map(Body::new));
-                let connection = builder.serve_connection(io, TowerToHyperService::new(service)).into_owned();
+                let expose = settings.expose_peer_addr;
+                let service = service.clone().map_request(move |mut request: http::Request<Incoming>| {
+                    if expose {
+                        request.extensions_mut().insert(PeerAddr(peer));
+                    }
+                    request.map(Body::new)
+                });
+                let connection =
+                    builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {

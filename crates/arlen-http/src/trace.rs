@@ -101,6 +101,16 @@ impl RequestIds {
         )
     }
 
+    /// The `traceparent` of this request's span (what a proxy sends upstream).
+    pub fn traceparent(&self) -> Option<&HeaderValue> {
+        self.trace.as_ref().map(|(_, traceparent)| traceparent)
+    }
+
+    /// The request id, when identity headers are on.
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
+    }
+
     /// Writes the headers into a response.
     pub fn apply(&self, headers: &mut HeaderMap) {
         if let Some(id) = &self.request_id {

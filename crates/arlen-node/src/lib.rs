@@ -65,6 +65,9 @@ pub enum NodeError {
     /// The membership source could not be kept running.
     #[error("membership failed for good: {0}")]
     MembershipFailed(String),
+    /// The upstream health check stopped (sidecar mode).
+    #[error("the upstream health check stopped: {0}")]
+    UpstreamCheckStopped(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -99,6 +102,12 @@ const RESTART_KEYS: &[&str] = &[
     "cluster.gossip.deadMemberTtlSeconds",
     "cluster.gossip.allowUnauthenticated",
     "cluster.faultInjection.enabled",
+    "proxy.upstream",
+    "proxy.healthPath",
+    "proxy.healthIntervalMs",
+    "proxy.healthTimeoutMs",
+    "proxy.connectTimeoutMs",
+    "proxy.responseTimeoutSeconds",
 ];
 
 /// One node, configured and ready to run an application.
@@ -167,6 +176,14 @@ impl Node {
                 let _ = stop_rx.await;
             },
         ));
+        // Sidecar: not ready until the upstream has answered its first check.
+        let mut upstream_check = match &config.proxy {
+            Some(proxy) => {
+                runtime.publisher().set_upstream(arlen_proxy::unchecked(proxy));
+                Some(tokio::spawn(arlen_proxy::watch_upstream(proxy.clone(), runtime.publisher())))
+            }
+            None => None,
+        };
         let membership = arlen_membership::start(&config, runtime.publisher()).await?;
         register_membership_metrics(&runtime, &membership);
         ops::enable_fault_endpoint(&config, &runtime, &membership);
@@ -184,6 +201,13 @@ impl Node {
                     Received::Stop(name) => break name,
                 },
                 reason = membership.failed() => return Err(NodeError::MembershipFailed(reason)),
+                ended = async { upstream_check.as_mut().expect("guarded").await }, if upstream_check.is_some() => {
+                    let reason = match ended {
+                        Ok(()) => "it returned".to_owned(),
+                        Err(join) => join.to_string(),
+                    };
+                    return Err(NodeError::UpstreamCheckStopped(reason));
+                }
             }
         };
         drain(signal, &current.config, &runtime, &membership, signals.next_stop()).await;
@@ -194,6 +218,9 @@ impl Node {
             Err(join) => return Err(NodeError::Server(std::io::Error::other(join.to_string()))),
         }
         membership.leave().await;
+        if let Some(check) = upstream_check {
+            check.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Port to listen on, 1-65535 (beats `port` in files and $ARLEN_PORT)
     #[arg(long, value_name = "P")]
     pub port: Option<String>,
+    /// Sidecar mode: forward every request that is not a reserved endpoint
+    /// to this HTTP application, e.g. http://127.0.0.1:8080 (beats
+    /// `proxy.upstream` and $ARLEN_PROXY_UPSTREAM)
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
     #[command(flatten)]
     pub location: Location,
 }

@@ -23,7 +23,7 @@ pub fn load_options(location: &Location) -> LoadOptions {
         })
     };
     let app_root = location.app_root.clone().or_else(from_variable).unwrap_or_else(|| PathBuf::from("."));
-    LoadOptions { app_root, env_name: location.env.clone(), host: None, port: None }
+    LoadOptions { app_root, env_name: location.env.clone(), ..LoadOptions::default() }
 }
 
 /// Loads, or prints every error and returns the exit code.

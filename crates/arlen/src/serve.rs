@@ -16,6 +16,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let mut options = load_options(&args.location);
     options.host = args.host;
     options.port = args.port;
+    options.upstream = args.upstream;
     // Configuration first: on error nothing is bound and the exit status is 2.
     let loaded = match load_or_report(&options) {
         Ok(loaded) => loaded,
@@ -23,7 +24,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     let node = arlen_node::Node::from_loaded(options, loaded);
     node.init_logging();
-    let app = demo_app(node.config());
+    // Sidecar mode forwards everything that is not a reserved endpoint.
+    let app = match &node.config().proxy {
+        Some(proxy) => arlen_proxy::Proxy::router(proxy),
+        None => demo_app(node.config()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(node.run(app)) {
         Ok(()) => ExitCode::SUCCESS,

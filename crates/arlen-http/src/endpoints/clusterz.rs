@@ -11,7 +11,7 @@ use http::StatusCode;
 
 use crate::documents::{
     CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MemberEntry,
-    QuorumSection, RealtimeContract, SessionContract, SourceHealthSection,
+    QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck,
 };
 
 use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, Context};
@@ -246,6 +246,12 @@ fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
             },
             duplicate_node_ids: membership.duplicate_node_ids.clone(),
         },
+        upstream: snapshot.upstream.as_ref().map(|u| UpstreamCheck {
+            ok: u.ok,
+            target: u.target.clone(),
+            detail: u.detail.clone(),
+            since_utc: timestamp_utc(u.since),
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use crate::documents::{
     ActiveRequests, Checks, ClusterQuorum, Draining, MetricsRegistry, PendingSection, ProbeDocument, RequestDispatch,
-    Startup,
+    Startup, UpstreamCheck,
 };
 
 use super::{json_response, plain, query_pairs, timestamp_utc, wants_json, Context};
@@ -39,18 +39,19 @@ impl Signal {
     }
 
     /// The checks this probe's verdict is made of (liveness never looks at
-    /// the cluster).
-    fn checks(self) -> &'static [&'static str] {
-        match self {
-            Signal::Ready => &READY_CHECKS,
-            Signal::Health | Signal::Live => &READY_CHECKS[..3],
+    /// the cluster, nor at the upstream); `upstream` only for a sidecar.
+    fn checks(self, upstream: bool) -> &'static [&'static str] {
+        match (self, upstream) {
+            (Signal::Ready, true) => &READY_CHECKS,
+            (Signal::Ready, false) => &READY_CHECKS[..6],
+            (Signal::Health | Signal::Live, _) => &READY_CHECKS[..3],
         }
     }
 }
 
-/// Every readiness check, in report order.
-pub const READY_CHECKS: [&str; 6] =
-    ["request_dispatch", "metrics_registry", "active_requests", "startup", "cluster_quorum", "draining"];
+/// Every readiness check, in report order (`upstream` only with an upstream).
+pub const READY_CHECKS: [&str; 7] =
+    ["request_dispatch", "metrics_registry", "active_requests", "startup", "cluster_quorum", "draining", "upstream"];
 
 /// One check's outcome.
 struct Outcome {
@@ -77,6 +78,15 @@ fn outcomes(snapshot: &Snapshot, cx: &Context<'_>) -> Vec<Outcome> {
         Outcome { name: "startup", ok: readiness.startup_ok, reason: "the node has not finished starting".to_owned() },
         Outcome { name: "cluster_quorum", ok: readiness.quorum_ok, reason: quorum_reason },
         Outcome { name: "draining", ok: !readiness.draining, reason: "the node is draining for shutdown".to_owned() },
+        Outcome {
+            name: "upstream",
+            ok: readiness.upstream_ok,
+            reason: snapshot
+                .upstream
+                .as_ref()
+                .map(|u| format!("upstream {} does not answer its health check: {}", u.target, u.detail))
+                .unwrap_or_default(),
+        },
     ]
 }
 
@@ -102,13 +112,14 @@ pub(super) fn probe(
     snapshot: &Snapshot,
     cx: &Context<'_>,
 ) -> Response {
+    let checks = signal.checks(snapshot.upstream.is_some());
     let all = outcomes(snapshot, cx);
-    let mine: Vec<&Outcome> = all.iter().filter(|o| signal.checks().contains(&o.name)).collect();
+    let mine: Vec<&Outcome> = all.iter().filter(|o| checks.contains(&o.name)).collect();
     if let Some(name) = check {
-        return single_check(signal, name, &mine);
+        return single_check(signal, checks, name, &mine);
     }
     let excluded = excluded(parts);
-    let unknown: Vec<&String> = excluded.iter().filter(|e| !signal.checks().contains(&e.as_str())).collect();
+    let unknown: Vec<&String> = excluded.iter().filter(|e| !checks.contains(&e.as_str())).collect();
     let ok = signal != Signal::Ready || mine.iter().filter(|o| !excluded.iter().any(|e| e == o.name)).all(|o| o.ok);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let warning = (!unknown.is_empty()).then(|| {
@@ -147,11 +158,11 @@ pub(super) fn probe(
     }
 }
 
-fn single_check(signal: Signal, name: &str, mine: &[&Outcome]) -> Response {
+fn single_check(signal: Signal, checks: &[&str], name: &str, mine: &[&Outcome]) -> Response {
     match mine.iter().find(|o| o.name == name) {
         None => plain(
             StatusCode::NOT_FOUND,
-            format!("no check named {name:?} on /{}; checks: {}\n", signal.path_name(), signal.checks().join(", ")),
+            format!("no check named {name:?} on /{}; checks: {}\n", signal.path_name(), checks.join(", ")),
         ),
         Some(outcome) if outcome.ok => plain(StatusCode::OK, "ok\n"),
         Some(outcome) => {
@@ -224,8 +235,18 @@ fn document(
                 draining: snapshot.lifecycle.draining,
                 since_utc: snapshot.lifecycle.draining_since.map(timestamp_utc),
             },
+            upstream: snapshot.upstream.as_ref().map(|u| UpstreamCheck {
+                ok: ok_of("upstream"),
+                target: u.target.clone(),
+                detail: u.detail.clone(),
+                since_utc: timestamp_utc(u.since),
+            }),
         },
-        excluded: excluded.iter().filter(|e| signal.checks().contains(&e.as_str())).cloned().collect(),
+        excluded: excluded
+            .iter()
+            .filter(|e| signal.checks(snapshot.upstream.is_some()).contains(&e.as_str()))
+            .cloned()
+            .collect(),
         unknown_excluded: unknown.iter().map(|s| (*s).clone()).collect(),
     }
 }

@@ -1,0 +1,280 @@
+//! Sidecar mode: `arlen serve --upstream URL` in front of any HTTP
+//! application. Every request the runtime does not answer itself (the
+//! reserved endpoints come first) is forwarded to the upstream by [`Proxy`]:
+//! pooled keep-alive connections (hyper-util's client), bodies streamed both
+//! ways, hop-by-hop headers removed, `X-Forwarded-For`/`-Proto`/`-Host` set,
+//! the runtime's `traceparent` sent on, `Upgrade` (WebSocket) passed through.
+//! The runtime puts the cluster, identity and trace headers on every answer,
+//! the upstream's own 4xx and 5xx included. A connect failure is a `502`, a
+//! response head that does not arrive in time a `504`, each with
+//! `X-Arlen-Upstream-Error` naming why — never a hang.
+//!
+//! [`watch_upstream`] checks the upstream's health (a health path, or a TCP
+//! connect) and publishes it into the snapshot, so `/readyz` fails while the
+//! upstream does (`/livez` never does).
+
+#![forbid(unsafe_code)]
+
+mod health;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arlen_config::ProxyConfig;
+use arlen_http::trace::RequestIds;
+use arlen_http::PeerAddr;
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+pub use health::{unchecked, watch_upstream};
+
+/// Names why the sidecar answered instead of the upstream.
+pub const X_ARLEN_UPSTREAM_ERROR: HeaderName = HeaderName::from_static("x-arlen-upstream-error");
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The reverse proxy: a tower service, cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    upstream: Uri,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("upstream", &self.upstream).finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    pub fn new(config: &ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let upstream = config.upstream.parse().expect("proxy.upstream is validated as http://host:port");
+        Self { client, upstream, response_timeout: config.response_timeout }
+    }
+
+    /// A router that sends every request to the upstream (the runtime's
+    /// reserved endpoints are answered before it is reached).
+    pub fn router(config: &ProxyConfig) -> axum::Router {
+        axum::Router::new().fallback_service(Self::new(config))
+    }
+
+    async fn forward(self, mut request: Request<Body>) -> Response {
+        let upgrade = wants_upgrade(request.headers());
+        let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        parts.uri = match Uri::builder()
+            .scheme("http")
+            .authority(self.upstream.authority().map_or("", |a| a.as_str()))
+            .path_and_query(path)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => return failure(StatusCode::BAD_REQUEST, "bad_target", "the request target cannot be forwarded"),
+        };
+        parts.version = http::Version::HTTP_11;
+        let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
+        let traceparent = parts.extensions.get::<RequestIds>().and_then(RequestIds::traceparent).cloned();
+        prepare_request_headers(&mut parts.headers, upgrade, peer, traceparent);
+        let outgoing = Request::from_parts(parts, body);
+        let answered = tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;
+        let mut response = match answered {
+            Err(_) => {
+                return failure(StatusCode::GATEWAY_TIMEOUT, "timeout", "the upstream did not answer in time");
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                tracing::warn!(upstream = %self.upstream, %error, "cannot connect to the upstream");
+                return failure(StatusCode::BAD_GATEWAY, "connect_failed", "the upstream cannot be reached");
+            }
+            Ok(Err(error)) => {
+                if is_body_limit(&error) {
+                    return failure(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body too large");
+                }
+                tracing::warn!(upstream = %self.upstream, %error, "the upstream request failed");
+                return failure(StatusCode::BAD_GATEWAY, "upstream_failed", "the upstream failed to answer");
+            }
+            Ok(Ok(response)) => response,
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_side {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_side, upstream_side) {
+                        Ok((client, upstream)) => {
+                            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                                tracing::debug!(%error, "upgraded connection ended");
+                            }
+                        }
+                        Err(error) => tracing::debug!(%error, "upgrade failed"),
+                    }
+                });
+            }
+            return response.map(|_| Body::empty());
+        }
+        strip_hop_by_hop(response.headers_mut(), false);
+        response.map(Body::new)
+    }
+}
+
+impl tower::Service<Request<Body>> for Proxy {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let proxy = self.clone();
+        Box::pin(async move { Ok(proxy.forward(request).await) })
+    }
+}
+
+/// `Connection: upgrade` with an `Upgrade` header (WebSocket and the like).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+        })
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names; an
+/// upgrade keeps `Connection: upgrade` and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    upgrade: bool,
+    peer: Option<std::net::IpAddr>,
+    traceparent: Option<HeaderValue>,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    if let Some(peer) = peer {
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {peer}"),
+            None => peer.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
+    }
+    if let Some(traceparent) = traceparent {
+        headers.insert(arlen_http::trace::TRACEPARENT, traceparent);
+    }
+}
+
+/// The request body went past `requestLimits.maxBodyBytes` while streaming.
+fn is_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// The sidecar's own answer when the upstream could not give one.
+fn failure(status: StatusCode, reason: &'static str, text: &str) -> Response {
+    let mut response = Response::new(Body::from(format!("{text}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(X_ARLEN_UPSTREAM_ERROR, HeaderValue::from_static(reason));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        prepare_request_headers(&mut headers, false, Some("192.0.2.7".parse().unwrap()), None);
+        for gone in ["connection", "x-secret-hop", "keep-alive", "transfer-encoding"] {
+            assert!(!headers.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(headers["x-app"], "kept");
+        assert_eq!(headers[X_FORWARDED_FOR], "10.1.1.1, 192.0.2.7");
+        assert_eq!(headers[X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&headers));
+        prepare_request_headers(&mut headers, true, None, Some(HeaderValue::from_static("00-a-b-01")));
+        assert_eq!(headers[header::UPGRADE], "websocket");
+        assert_eq!(headers[header::CONNECTION], "upgrade");
+        assert_eq!(headers["traceparent"], "00-a-b-01");
+    }
+}
