@@ -1,0 +1,261 @@
+//! `arlen serve --upstream`: a real Python application behind a real sidecar
+//! process, on loopback. Forwarding, headers both ways, streaming, Upgrade,
+//! 502/504, the upstream check in readiness, and the drain.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+fn upstream_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py")
+}
+
+/// The Python application, killed on drop.
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Upstream {
+    fn start(port: u16, name: &str) -> Self {
+        let child = Command::new("python3")
+            .arg(upstream_script())
+            .args([port.to_string(), name.to_owned()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the test upstream");
+        let upstream = Self { child, port };
+        poll_until_explained(
+            "the upstream to listen",
+            Duration::from_secs(10),
+            || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()),
+            || format!("python3 upstream on {port}"),
+        );
+        upstream
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> ArlenProcess {
+    let port = free_port();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ARLEN_CLUSTER_ENABLED", "1"),
+        ("ARLEN_CLUSTER_NAME", "shop"),
+        ("ARLEN_CLUSTER_NODE_ID", "sidecar-1"),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", "1"),
+        ("ARLEN_PROXY_HEALTH_PATH", "/health"),
+        ("ARLEN_PROXY_HEALTH_INTERVAL_MS", "200"),
+    ];
+    vars.extend_from_slice(extra);
+    let mut node = ArlenProcess::spawn(
+        binary(),
+        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent", "--upstream", upstream],
+        &vars,
+        port,
+    );
+    node.wait_live();
+    node
+}
+
+fn wait_ready(node: &ArlenProcess, status: u16) -> Duration {
+    let started = Instant::now();
+    poll_until_explained(
+        &format!("/readyz {status}"),
+        Duration::from_secs(10),
+        || (node.get("/readyz").status == status).then_some(()),
+        || node.describe(),
+    );
+    started.elapsed()
+}
+
+/// The data of a chunked body.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return data;
+        }
+        data.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+        body = &body[line_end + 2 + size + 2..];
+    }
+}
+
+fn assert_cluster_headers(response: &arlen_testkit::RawResponse) {
+    assert_eq!(response.header("X-Arlen-Cluster"), Some("shop"), "{}", response.head);
+    assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("nominal"));
+    assert_eq!(response.header("X-Request-Id").map(str::len), Some(32));
+}
+
+#[test]
+fn the_sidecar_forwards_with_headers_both_ways_and_answers_for_a_missing_upstream() {
+    let app = Upstream::start(free_port(), "app-1");
+    let node = sidecar(&app.url(), &[("ARLEN_PROXY_RESPONSE_TIMEOUT_SECONDS", "1")]);
+    wait_ready(&node, 200);
+
+    let hello = node.get("/");
+    assert_eq!((hello.status, hello.text().as_str()), (200, "hello from app-1\n"));
+    assert_eq!(hello.header("X-App"), Some("app-1"), "the upstream's own headers come back");
+    assert_cluster_headers(&hello);
+    for code in [404, 500, 503] {
+        let response = node.get(&format!("/status/{code}"));
+        assert_eq!(response.status, code, "the upstream's own {code}");
+        assert_cluster_headers(&response);
+    }
+    // What the upstream saw: forwarded-for, proto, host, and the sidecar's span.
+    let request = "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nX-Forwarded-For: 203.0.113.9\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    let mut stream = TcpStream::connect(node.address()).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let response = arlen_testkit::read_response(&mut stream).unwrap();
+    let seen: serde_json::Value = response.json();
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example");
+    assert_eq!(seen["host"], "shop.example");
+    assert!(seen.get("x-hop").is_none() && seen.get("connection").is_none(), "hop-by-hop removed: {seen}");
+    let sent_trace = seen["traceparent"].as_str().unwrap();
+    assert!(sent_trace.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "the trace continues: {sent_trace}");
+    assert_eq!(response.header("traceparent"), Some(sent_trace), "the span the upstream saw is the one answered");
+
+    // A response head that does not come in time: 504, with the reason.
+    let slow = node.get("/slow?ms=3000");
+    assert_eq!(slow.status, 504, "{}", slow.head);
+    assert_eq!(slow.header("X-Arlen-Upstream-Error"), Some("timeout"));
+    assert_cluster_headers(&slow);
+
+    // Nothing listening: 502 at once, never a hang.
+    let gone = sidecar(&format!("http://127.0.0.1:{}", free_port()), &[]);
+    let started = Instant::now();
+    let refused = gone.get("/");
+    assert_eq!(refused.status, 502, "{}", refused.head);
+    assert_eq!(refused.header("X-Arlen-Upstream-Error"), Some("connect_failed"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(gone.get("/readyz").status, 503, "readiness follows the upstream");
+    assert_eq!(gone.get("/livez").status, 200, "liveness does not");
+}
+
+#[test]
+fn bodies_stream_both_ways_and_upgrades_pass_through() {
+    let app = Upstream::start(free_port(), "app-1");
+    let node = sidecar(&app.url(), &[("ARLEN_MAX_BODY_BYTES", "4194304")]);
+    wait_ready(&node, 200);
+    let big = node.get("/big?bytes=1048576");
+    assert_eq!(big.header("Transfer-Encoding"), Some("chunked"), "streamed, not buffered: {}", big.head);
+    assert_eq!((big.status, dechunk(&big.body).len()), (200, 1 << 20));
+    assert_cluster_headers(&big);
+
+    // 2 MiB up, chunked (no Content-Length), counted by the upstream.
+    let mut stream = TcpStream::connect(node.address()).unwrap();
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let chunk = vec![b'y'; 65536];
+    for _ in 0..32 {
+        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let echoed = arlen_testkit::read_response(&mut stream).unwrap();
+    assert_eq!(echoed.text(), "2097152 bytes\n");
+
+    // Past requestLimits.maxBodyBytes while streaming: 413.
+    let small = sidecar(&app.url(), &[("ARLEN_MAX_BODY_BYTES", "100000")]);
+    wait_ready(&small, 200);
+    let mut stream = TcpStream::connect(small.address()).unwrap();
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    for _ in 0..4 {
+        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap();
+        let _ = stream.write_all(&chunk);
+        let _ = stream.write_all(b"\r\n");
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let limited = arlen_testkit::read_response(&mut stream).unwrap();
+    assert_eq!(limited.status, 413, "{}", limited.head);
+
+    // Upgrade: the upstream switches protocols and echoes raw bytes through the sidecar.
+    let mut stream = TcpStream::connect(node.address()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping through the sidecar").unwrap();
+    let mut echoed = [0u8; 24];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"ping through the sidecar");
+}
+
+#[test]
+fn a_dead_upstream_takes_the_node_out_of_rotation_within_a_second_and_liveness_stays() {
+    let port = free_port();
+    let app = Upstream::start(port, "app-1");
+    let node = sidecar(&app.url(), &[]);
+    wait_ready(&node, 200);
+    drop(app);
+    let took = wait_ready(&node, 503);
+    eprintln!("upstream stopped -> /readyz 503 after {took:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(node.get("/livez").status, 200);
+    let verbose = node.get("/readyz?verbose").text();
+    assert!(verbose.contains("[-]upstream failed: upstream http://127.0.0.1"), "{verbose}");
+    assert_eq!(node.get("/readyz/upstream").status, 503);
+    assert_eq!(node.get("/readyz?exclude=upstream").status, 200, "the Kubernetes grammar applies");
+    let json = node.get("/readyz?format=json").json();
+    assert_eq!(json["checks"]["upstream"]["ok"], false, "{json}");
+    assert_eq!(node.get("/clusterz").json()["upstream"]["ok"], false);
+    assert!(node.get("/metrics").text().contains("aln_upstream_up 0"));
+
+    let _back = Upstream::start(port, "app-1");
+    wait_ready(&node, 200);
+    assert!(node.get("/metrics").text().contains("aln_upstream_up 1"));
+}
+
+#[test]
+fn sigterm_drains_a_sidecar_with_a_proxied_request_in_flight() {
+    let app = Upstream::start(free_port(), "app-1");
+    let mut node = sidecar(&app.url(), &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "1")]);
+    wait_ready(&node, 200);
+    let address = node.address();
+    let in_flight = std::thread::spawn(move || {
+        send_raw(address, b"GET /slow?ms=2500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap()
+    });
+    poll_until_explained(
+        "the slow request to be in flight",
+        Duration::from_secs(10),
+        || {
+            let metrics = node.get("/metrics").text();
+            arlen_http::metrics::sample_value(&metrics, "aln_http_requests_active").filter(|n| *n >= 2.0)
+        },
+        || node.describe(),
+    );
+    node.signal("TERM");
+    wait_ready(&node, 503);
+    let response = in_flight.join().unwrap();
+    assert_eq!((response.status, response.text().as_str()), (200, "slow from app-1\n"));
+    assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", node.stderr());
+}
