@@ -70,6 +70,25 @@ impl RawResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The body's data: chunked framing undone when the response was chunked.
+    pub fn decoded_body(&self) -> Vec<u8> {
+        let chunked = self.header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if !chunked {
+            return self.body.clone();
+        }
+        let (mut rest, mut data) = (&self.body[..], Vec::new());
+        while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size_text = String::from_utf8_lossy(&rest[..line_end]);
+            let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else { break };
+            if size == 0 || rest.len() < line_end + 2 + size {
+                break;
+            }
+            data.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = rest.get(line_end + 2 + size + 2..).unwrap_or_default();
+        }
+        data
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }

@@ -88,20 +88,6 @@ fn wait_ready(node: &ArlenProcess, status: u16) -> Duration {
     started.elapsed()
 }
 
-/// The data of a chunked body.
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut data = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return data;
-        }
-        data.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
-        body = &body[line_end + 2 + size + 2..];
-    }
-}
-
 fn assert_cluster_headers(response: &arlen_testkit::RawResponse) {
     assert_eq!(response.header("X-Arlen-Cluster"), Some("shop"), "{}", response.head);
     assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("nominal"));
@@ -162,7 +148,7 @@ fn bodies_stream_both_ways_and_upgrades_pass_through() {
     wait_ready(&node, 200);
     let big = node.get("/big?bytes=1048576");
     assert_eq!(big.header("Transfer-Encoding"), Some("chunked"), "streamed, not buffered: {}", big.head);
-    assert_eq!((big.status, dechunk(&big.body).len()), (200, 1 << 20));
+    assert_eq!((big.status, big.decoded_body().len()), (200, 1 << 20));
     assert_cluster_headers(&big);
 
     // 2 MiB up, chunked (no Content-Length), counted by the upstream.

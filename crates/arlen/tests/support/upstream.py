@@ -13,6 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body are separate writes: without this, Nagle's algorithm and
+    # the peer's delayed ACK add 40 ms to every kept-alive response.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
