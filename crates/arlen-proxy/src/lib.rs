@@ -172,6 +172,12 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers and those the `Connection` header names; an
 /// upgrade keeps `Connection: upgrade` and `Upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Usually there is none: one pass over the names (cheap comparisons of
+    // standard names) spares a hash lookup per hop-by-hop name.
+    let present = headers.keys().any(|name| HOP_BY_HOP.contains(name) || name == header::UPGRADE);
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
