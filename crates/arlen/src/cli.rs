@@ -157,6 +157,12 @@ pub struct TriageArgs {
     /// Per-request timeout, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub timeout_ms: u64,
+    /// Discovery reads at most this many nodes (members beyond are not followed)
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_nodes: usize,
+    /// One round of discovery and reading ends after this long, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 15000)]
+    pub deadline_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,8 @@ pub struct NodeReport {
     pub source: Option<String>,
     pub draining: Option<bool>,
     pub generation: Option<u64>,
+    /// The cluster name this node reports.
+    pub cluster: Option<String>,
     /// Node ids this node counts alive.
     pub sees: Vec<String>,
     /// Other members' URLs, for discovery.
@@ -76,8 +78,13 @@ async fn triage(args: TriageArgs) -> u8 {
     let tty = std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     loop {
-        let reports = collect(&client, &args).await;
-        let (findings, code) = analyze(&reports);
+        let (reports, discovery) = collect(&client, &args).await;
+        let (mut findings, mut code) = analyze(&reports);
+        let left_out = discovery.findings(args.max_nodes);
+        if !left_out.is_empty() {
+            code = code.max(2);
+            findings.extend(left_out);
+        }
         let text = if args.json {
             serde_json::to_string_pretty(&JsonReport { nodes: &reports, findings: &findings, exit_code: code })
                 .expect("json")
@@ -88,6 +95,8 @@ async fn triage(args: TriageArgs) -> u8 {
         if args.watch && tty && drawn > 0 {
             print!("\x1b[{drawn}A\x1b[J");
         }
+        // Everything in it came from nodes: no control character reaches the terminal.
+        let text = printable(&text);
         print!("{text}");
         let _ = std::io::stdout().flush();
         drawn = text.lines().count();
@@ -104,6 +113,20 @@ async fn triage(args: TriageArgs) -> u8 {
     }
 }
 
+/// `text` with every control character but the line breaks escaped
+/// (`\u{1b}`), so a node cannot send escape sequences to the operator's terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn normalise(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
     if url.starts_with("http://") || url.starts_with("https://") {
@@ -113,29 +136,117 @@ fn normalise(url: &str) -> String {
     }
 }
 
-/// Reads every node given, and every member they name.
-async fn collect(client: &reqwest::Client, args: &TriageArgs) -> Vec<NodeReport> {
+/// A member URL that discovery may follow: explicitly http(s).
+fn followable(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_owned())
+}
+
+/// What discovery left out, for the findings.
+#[derive(Debug, Default)]
+struct Discovery {
+    /// Member URLs not followed because the node limit was reached.
+    beyond_limit: usize,
+    /// Nodes that answered for another cluster (named), not counted.
+    foreign: Vec<String>,
+    /// Member URLs that are not http(s), not followed.
+    not_http: usize,
+    deadline_hit: bool,
+}
+
+/// Reads every node given, and every member they name — within the first
+/// node's cluster, over http(s) only, at most `--max-nodes` nodes, within
+/// `--deadline-ms`. A member could otherwise keep naming new members.
+async fn collect(client: &reqwest::Client, args: &TriageArgs) -> (Vec<NodeReport>, Discovery) {
     let mut queue: Vec<String> = args.urls.iter().map(|u| normalise(u)).collect();
     let mut seen: BTreeSet<String> = queue.iter().cloned().collect();
-    let mut reports = Vec::new();
+    let mut reports: Vec<NodeReport> = Vec::new();
+    let mut discovery = Discovery::default();
+    let mut cluster: Option<String> = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(args.deadline_ms);
+    let given = queue.len();
     while !queue.is_empty() {
         let batch = std::mem::take(&mut queue);
-        let results = futures_util::future::join_all(batch.iter().map(|url| read_node(client, url, args))).await;
+        let reads = futures_util::future::join_all(batch.iter().map(|url| read_node(client, url, args)));
+        let Ok(results) = tokio::time::timeout_at(deadline, reads).await else {
+            discovery.deadline_hit = true;
+            for url in batch {
+                reports.push(NodeReport {
+                    url,
+                    error: Some("not read before the triage deadline".into()),
+                    ..NodeReport::default()
+                });
+            }
+            break;
+        };
         for report in results {
+            let discovered = reports.len() >= given;
+            if cluster.is_none() {
+                cluster = report.cluster.clone();
+            }
+            if discovered && report.cluster.is_some() && report.cluster != cluster {
+                discovery.foreign.push(format!("{} ({})", report.url, report.cluster.as_deref().unwrap_or("?")));
+                continue;
+            }
             for member in &report.member_urls {
-                let member = normalise(member);
-                if seen.insert(member.clone()) {
-                    queue.push(member);
+                let Some(member) = followable(member) else {
+                    discovery.not_http += 1;
+                    continue;
+                };
+                if seen.contains(&member) {
+                    continue;
                 }
+                if seen.len() >= args.max_nodes.max(1) {
+                    discovery.beyond_limit += 1;
+                    continue;
+                }
+                seen.insert(member.clone());
+                queue.push(member);
             }
             reports.push(report);
         }
     }
     reports.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.url.cmp(&b.url)));
-    reports
+    (reports, discovery)
 }
 
-/// GETs a node's document as its type; the status code with it.
+impl Discovery {
+    fn findings(&self, max_nodes: usize) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        if self.beyond_limit > 0 {
+            findings.push(Finding {
+                kind: "discovery_limit",
+                message: format!(
+                    "discovery stopped at {max_nodes} nodes; {} more member URLs were not followed (--max-nodes)",
+                    self.beyond_limit
+                ),
+            });
+        }
+        if !self.foreign.is_empty() {
+            findings.push(Finding {
+                kind: "foreign_cluster",
+                message: format!(
+                    "members that answered for another cluster were left out: {}",
+                    self.foreign.join(", ")
+                ),
+            });
+        }
+        if self.not_http > 0 {
+            findings.push(Finding {
+                kind: "not_http",
+                message: format!("{} member URLs are not http(s) and were not followed", self.not_http),
+            });
+        }
+        if self.deadline_hit {
+            findings.push(Finding {
+                kind: "deadline",
+                message: "the triage deadline ended discovery (--deadline-ms)".into(),
+            });
+        }
+        findings
+    }
+}
+
 async fn get_document<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> Result<(u16, T), String> {
     let response = client.get(url).send().await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
@@ -159,6 +270,7 @@ async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> No
     report.quorum_required = Some(ready.1.checks.cluster_quorum.required_for_readyz);
     let cluster = &clusterz.cluster;
     report.node_id = Some(cluster.node_id.clone());
+    report.cluster = Some(cluster.name.clone());
     report.status = Some(cluster.quorum.status.to_string());
     report.observed = Some(u64::from(cluster.observed_nodes));
     report.expected = Some(u64::from(cluster.expected_nodes));

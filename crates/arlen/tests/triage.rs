@@ -158,3 +158,89 @@ fn triage_reports_degraded_and_quorum_required_but_unmet() {
     assert!(text.contains("tq-2 requires quorum for readiness and does not have it (policy all"), "{text}");
     assert!(!text.contains("disagree"), "{text}");
 }
+
+/// A hostile "node": it answers every `/clusterz` with a document naming
+/// ever more members (each a new URL on itself), node ids carrying terminal
+/// escape sequences, and a few members of another cluster and another scheme.
+fn hostile_node(
+    template_clusterz: serde_json::Value,
+    template_readyz: serde_json::Value,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        // Bounded: at most 5 000 connections.
+        for stream in listener.incoming().take(5_000) {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body = if path.ends_with("/clusterz") {
+                let mut doc = template_clusterz.clone();
+                doc["cluster"]["node_id"] = format!("evil-{n}\u{1b}[2J\u{1b}]0;owned\u{7}").into();
+                let member = |i: usize, url: String| {
+                    serde_json::json!({"node_id": format!("m{i}"), "generation": 1, "http_url": url, "gossip_address": null,
+                                       "state": "alive", "self": false, "last_heard_ms": 1})
+                };
+                let mut members: Vec<serde_json::Value> =
+                    (0..20).map(|i| member(i, format!("http://127.0.0.1:{port}/n{n}-{i}"))).collect();
+                members.push(member(99, "gopher://127.0.0.1:70".to_owned()));
+                doc["cluster"]["members"] = serde_json::Value::Array(members);
+                doc.to_string()
+            } else if path.contains("/readyz") {
+                template_readyz.to_string()
+            } else {
+                "ok\n".to_owned()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, served)
+}
+
+#[test]
+fn triage_stays_bounded_and_escapes_what_a_hostile_node_says() {
+    let mut real = ArlenProcess::serve(
+        binary(),
+        Path::new("/nonexistent"),
+        &[("ARLEN_CLUSTER_ENABLED", "1"), ("ARLEN_CLUSTER_NAME", "alpha")],
+    );
+    real.wait_live();
+    let clusterz = real.get("/clusterz").json();
+    let readyz = arlen_testkit::get(real.address(), "/readyz?format=json", &[]).unwrap().json();
+    let (port, served) = hostile_node(clusterz, readyz);
+    let started = std::time::Instant::now();
+    let output = Command::new(binary())
+        .args([
+            "triage",
+            &format!("http://127.0.0.1:{port}"),
+            "--max-nodes",
+            "10",
+            "--samples",
+            "1",
+            "--deadline-ms",
+            "10000",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(started.elapsed() < Duration::from_secs(15), "triage ended in time");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "control characters escaped: {stdout:?}");
+    assert!(stdout.contains("\\u{1b}[2J\\u{1b}]0;owned\\u{7}"), "shown escaped: {stdout}");
+    assert!(stdout.contains("discovery stopped at 10 nodes"), "{stdout}");
+    assert!(
+        stdout.contains("1 member URLs are not http(s)") || stdout.contains("member URLs are not http(s)"),
+        "{stdout}"
+    );
+    let reads = served.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(reads < 100, "discovery was bounded: {reads} requests to the hostile node");
+    assert_eq!(output.status.code(), Some(2), "left-out members make the verdict not nominal");
+}
