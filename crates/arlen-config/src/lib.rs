@@ -29,6 +29,9 @@ use files::FileLayer;
 pub use gossip_keys::GossipKeys;
 pub use registry::{KeySpec, Kind, KEYS};
 
+/// The shortest operations token accepted.
+pub const MIN_OPS_TOKEN_CHARS: usize = 32;
+
 /// The inline gossip keys (a secret).
 pub const GOSSIP_KEYS_KEY: &str = "cluster.gossip.keys";
 /// The gossip keys file.
@@ -701,6 +704,17 @@ impl<'a> Loader<'a> {
         }
         if uses_etcd {
             self.check_etcd_tls(settings);
+        }
+        if let Some(token) = get("observability.opsToken") {
+            if matches!(&token.value, Typed::Text(t) if !t.is_empty() && t.chars().count() < MIN_OPS_TOKEN_CHARS) {
+                self.errors.push(located_error(
+                    format!(
+                        "the operations token must be at least {MIN_OPS_TOKEN_CHARS} characters (it guards fault injection); make one with `openssl rand -hex 32`"
+                    ),
+                    token.spec,
+                    &token.source,
+                ));
+            }
         }
         if let Some(path) = get("proxy.healthPath") {
             if matches!(&path.value, Typed::Text(p) if !p.is_empty() && !p.starts_with('/')) {

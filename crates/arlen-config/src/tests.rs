@@ -611,3 +611,14 @@ fn sidecar_mode_takes_an_http_upstream_from_a_key_or_the_flag() {
         "{message}"
     );
 }
+
+#[test]
+fn the_operations_token_has_a_minimum_strength_and_is_never_shown() {
+    let errors = App::new().load(&[("ARLEN_OPS_TOKEN", "short-secret")]).unwrap_err();
+    let message = errors.to_string();
+    assert!(message.contains("variable ARLEN_OPS_TOKEN (key observability.opsToken): the operations token must be at least 32 characters"), "{message}");
+    assert!(!message.contains("short-secret"), "{message}");
+    let strong = "0123456789abcdef0123456789abcdef";
+    let loaded = App::new().load(&[("ARLEN_OPS_TOKEN", strong)]).unwrap();
+    assert_eq!(loaded.setting("observability.opsToken").unwrap().display_value(), "(configured)");
+}

@@ -3,7 +3,8 @@
 //!
 //! The endpoint exists only when the node enabled it (fault injection on and
 //! an operations token set), and answers only requests that carry
-//! `Authorization: Bearer <token>` (compared in constant time). Any other
+//! `Authorization: Bearer <token>` (SHA-256 digests compared in constant
+//! time, so neither the token's bytes nor its length leak). Any other
 //! request goes to the application as if the path were not reserved, so a
 //! production node shows no trace of it.
 
@@ -31,7 +32,7 @@ pub trait FaultControl: Send + Sync + 'static {
 }
 
 pub(crate) struct Ops {
-    token: String,
+    token_digest: [u8; 32],
     faults: Arc<dyn FaultControl>,
 }
 
@@ -41,17 +42,19 @@ impl std::fmt::Debug for Ops {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Compares two digests in time that does not depend on their contents.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
 }
 
 impl Ops {
     pub(crate) fn new(token: String, faults: Arc<dyn FaultControl>) -> Self {
-        Self { token, faults }
+        Self { token_digest: digest(token.as_bytes()), faults }
     }
 
     /// True when the request is for an operations endpoint and is authorised.
@@ -66,7 +69,7 @@ impl Ops {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        constant_time_eq(presented.trim().as_bytes(), self.token.as_bytes())
+        constant_time_eq(&digest(presented.trim().as_bytes()), &self.token_digest)
     }
 
     pub(crate) async fn answer(&self, request: Request<Body>, max_body: usize) -> Response {
@@ -104,10 +107,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
+    fn digests_compare_without_regard_to_length() {
+        let token = digest(b"0123456789abcdef0123456789abcdef");
+        assert!(constant_time_eq(&digest(b"0123456789abcdef0123456789abcdef"), &token));
+        assert!(!constant_time_eq(&digest(b"0123456789abcdef0123456789abcdeF"), &token));
+        assert!(!constant_time_eq(&digest(b"0123456789abcdef0123456789abcdef0"), &token));
+        assert!(!constant_time_eq(&digest(b""), &token));
     }
 }

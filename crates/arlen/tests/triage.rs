@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arlen_testkit::{free_port, poll_until, poll_until_explained, send_raw, ArlenProcess};
 
-const TOKEN: &str = "drill-token";
+const TOKEN: &str = "drill-token-drill-token-drill-token";
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
