@@ -13,10 +13,27 @@ pub struct Position {
 impl Position {
     /// The position of byte `offset` in `text`.
     pub fn of_offset(text: &str, offset: usize) -> Self {
-        let before = &text[..offset.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Self { line, column }
+        LineIndex::new(text).position(text, offset)
+    }
+}
+
+/// Where each line of a text starts, for turning many byte offsets into
+/// positions without rescanning the text for each (a file of many keys).
+#[derive(Debug, Clone)]
+pub struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        Self(std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1)).collect())
+    }
+
+    /// The 1-based line and column (in characters) of byte `offset`.
+    pub fn position(&self, text: &str, offset: usize) -> Position {
+        let offset = offset.min(text.len());
+        let line = self.0.partition_point(|start| *start <= offset).max(1);
+        let start = self.0[line - 1];
+        let column = text.get(start..offset).map_or(0, |before| before.chars().count()) + 1;
+        Position { line, column }
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{ConfigError, Position};
+use crate::error::{ConfigError, LineIndex, Position};
 
 /// The file extensions Arlen reads, in the order they are looked for.
 pub const EXTENSIONS: &[&str] = &["plist", "toml", "json"];
@@ -87,7 +87,21 @@ pub fn load_layer(app_root: &Path, relative_dir: &str, stem: &str, errors: &mut 
         }
         return None;
     };
-    let text = match std::fs::read_to_string(app_root.join(relative)) {
+    let path = app_root.join(relative);
+    // Bounded before it is read or parsed: a configuration file is small.
+    if let Ok(metadata) = std::fs::metadata(&path) {
+        if metadata.len() > MAX_FILE_BYTES {
+            errors.push(
+                ConfigError::new(format!(
+                    "the file is {} bytes; configuration files are at most {MAX_FILE_BYTES} bytes",
+                    metadata.len()
+                ))
+                .in_file(relative, None),
+            );
+            return None;
+        }
+    }
+    let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) => {
             errors.push(ConfigError::new(format!("cannot read file: {error}")).in_file(relative, None));
@@ -106,10 +120,62 @@ pub fn load_layer(app_root: &Path, relative_dir: &str, stem: &str, errors: &mut 
 type Parsed = (Map<String, Value>, HashMap<String, Position>);
 type ParseFailure = (String, Option<Position>);
 
+/// Largest configuration file read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Deepest nesting of dictionaries and lists accepted (the parsers recurse).
+pub const MAX_NESTING: usize = 64;
+
+/// The first place where brackets nest deeper than [`MAX_NESTING`], found by a
+/// scan that skips quoted strings and comments, before any parser recurses.
+fn too_deep(text: &str) -> Option<Position> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    for c in text.chars() {
+        column += 1;
+        if c == '\n' {
+            line += 1;
+            column = 0;
+            comment = false;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '#' => comment = true,
+            '{' | '[' | '(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(Position { line, column });
+                }
+            }
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parses configuration text of the given format.
 pub fn parse(ext: &str, text: &str) -> Result<Parsed, ParseFailure> {
     if text.trim().is_empty() {
         return Ok((Map::new(), HashMap::new()));
+    }
+    if let Some(position) = too_deep(text) {
+        return Err((format!("dictionaries and lists nest deeper than {MAX_NESTING} levels here"), Some(position)));
     }
     match ext {
         "json" => parse_json(text),
@@ -156,7 +222,7 @@ fn parse_toml(text: &str) -> Result<Parsed, ParseFailure> {
     let root = root_object(json, name)?;
     let mut positions = HashMap::new();
     if let Ok(spanned) = toml::de::DeTable::parse(text) {
-        collect_toml_positions(text, spanned.get_ref(), "", &mut positions);
+        collect_toml_positions(text, &LineIndex::new(text), spanned.get_ref(), "", &mut positions);
     }
     Ok((root, positions))
 }
@@ -177,6 +243,7 @@ fn toml_to_json(value: toml::Value) -> Value {
 
 fn collect_toml_positions(
     text: &str,
+    lines: &LineIndex,
     table: &toml::de::DeTable<'_>,
     prefix: &str,
     out: &mut HashMap<String, Position>,
@@ -184,9 +251,9 @@ fn collect_toml_positions(
     for (key, value) in table {
         let dotted = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         match value.get_ref() {
-            toml::de::DeValue::Table(inner) => collect_toml_positions(text, inner, &dotted, out),
+            toml::de::DeValue::Table(inner) => collect_toml_positions(text, lines, inner, &dotted, out),
             _ => {
-                out.insert(dotted, Position::of_offset(text, value.span().start));
+                out.insert(dotted, lines.position(text, value.span().start));
             }
         }
     }

@@ -622,3 +622,38 @@ fn the_operations_token_has_a_minimum_strength_and_is_never_shown() {
     let loaded = App::new().load(&[("ARLEN_OPS_TOKEN", strong)]).unwrap();
     assert_eq!(loaded.setting("observability.opsToken").unwrap().display_value(), "(configured)");
 }
+
+#[test]
+fn deep_or_huge_files_are_refused_with_the_limit_and_never_overflow_the_stack() {
+    let deep_plist = format!("{{ a = {}1{}; }}", "(".repeat(5000), ")".repeat(5000));
+    let errors = App::new().file("config/app.plist", &deep_plist).load(&[]).unwrap_err();
+    let message = errors.to_string();
+    assert!(message.contains("config/app.plist:1:") && message.contains("nest deeper than 64 levels"), "{message}");
+    let deep_json = format!("{{\"a\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(App::new().file("config/app.json", &deep_json).load(&[]).unwrap_err().to_string().contains("nest deeper"));
+    let deep_toml = format!("a = {}1{}\n", "[".repeat(1000), "]".repeat(1000));
+    assert!(App::new().file("config/app.toml", &deep_toml).load(&[]).unwrap_err().to_string().contains("nest deeper"));
+    // Brackets inside strings and comments are text, not nesting.
+    let quoted = format!("# {}\ntitle = \"{}\"\n", "[".repeat(100), "{".repeat(100));
+    assert!(App::new().file("config/app.toml", &quoted).load(&[]).is_ok());
+    let huge = format!("x = \"{}\"\n", "y".repeat(1_100_000));
+    let message = App::new().file("config/app.toml", &huge).load(&[]).unwrap_err().to_string();
+    assert!(message.contains("configuration files are at most 1048576 bytes"), "{message}");
+}
+
+#[test]
+fn typo_hints_stay_fast_on_a_large_file_of_unknown_keys() {
+    let mut text = String::new();
+    // Just under the 1 MiB file limit: 18 000 unknown keys.
+    for i in 0..18_000 {
+        text.push_str(&format!("unknownKeyNumber{i}Quite{} = 1\n", "x".repeat(25)));
+    }
+    text.push_str("[cluster]\nexpectedNode = 3\n");
+    let started = std::time::Instant::now();
+    let loaded = App::new().file("config/app.toml", &text).load(&[]).unwrap();
+    assert!(
+        loaded.warnings.iter().any(|w| w.contains("did you mean cluster.expectedNodes")),
+        "the typo is still found"
+    );
+    eprintln!("18 000 unknown keys loaded in {:?}", started.elapsed());
+}

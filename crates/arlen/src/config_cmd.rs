@@ -81,9 +81,24 @@ fn to_json(loaded: &Loaded) -> Value {
     })
 }
 
+/// Longest value shown in the table (`--json` shows every value whole).
+const MAX_SHOWN_CHARS: usize = 200;
+
+fn shown(value: String) -> String {
+    let length = value.chars().count();
+    if length <= MAX_SHOWN_CHARS {
+        return value;
+    }
+    let head: String = value.chars().take(MAX_SHOWN_CHARS).collect();
+    format!("{head}… ({length} characters; --json shows it whole)")
+}
+
 fn to_table(loaded: &Loaded) -> String {
-    let rows: Vec<(String, String, String)> =
-        loaded.settings.iter().map(|s| (s.spec.key.to_owned(), s.display_value(), s.source.to_string())).collect();
+    let rows: Vec<(String, String, String)> = loaded
+        .settings
+        .iter()
+        .map(|s| (s.spec.key.to_owned(), shown(s.display_value()), s.source.to_string()))
+        .collect();
     let key_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(3).max(3);
     let value_width = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(5).max(5);
     let mut out = format!(

@@ -116,3 +116,16 @@ fn gossip_keygen_prints_a_key_the_configuration_accepts_and_config_never_shows_i
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("arlen gossip keygen"));
 }
+
+#[test]
+fn a_very_long_value_is_shown_shortened_and_never_panics() {
+    let app = tempfile::tempdir().unwrap();
+    let long = "n".repeat(70_000);
+    let output = arlen(app.path()).env("ARLEN_CLUSTER_NAME", &long).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.starts_with("cluster.name ")).unwrap();
+    assert!(line.contains("(70000 characters; --json shows it whole)"), "{}", &line[..300.min(line.len())]);
+    let json = arlen(app.path()).env("ARLEN_CLUSTER_NAME", &long).arg("--json").output().unwrap();
+    assert!(json.status.success() && String::from_utf8_lossy(&json.stdout).contains(&long));
+}

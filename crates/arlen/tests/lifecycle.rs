@@ -175,3 +175,26 @@ fn a_wait_on_a_real_process_returns_when_the_state_arrives() {
 fn arlen_http_active(metrics: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix("aln_http_requests_active ").and_then(|v| v.parse().ok()))
 }
+
+#[test]
+fn sighup_with_a_file_nested_too_deep_rejects_it_and_keeps_running() {
+    let app = tempfile::tempdir().unwrap();
+    let config = app.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("app.plist"), "{ cluster = { enabled = YES; name = alpha; }; }").unwrap();
+    let mut node = ArlenProcess::serve(binary(), app.path(), &[("ARLEN_CLUSTER_NODE_ID", "node-a")]);
+    node.wait_live();
+    // 40 KB of nesting: once enough to overflow the parser's stack.
+    let deep = format!(
+        "{{ cluster = {{ enabled = YES; name = alpha; }}; x = {}1{}; }}",
+        "(".repeat(20_000),
+        ")".repeat(20_000)
+    );
+    std::fs::write(config.join("app.plist"), deep).unwrap();
+    node.signal("HUP");
+    poll_until("the deep file rejected", Duration::from_secs(10), || {
+        node.stderr().contains("nest deeper than 64 levels").then_some(())
+    });
+    assert_eq!(node.get("/livez").status, 200, "still running: {}", node.stderr());
+    assert_eq!(node.get("/clusterz").json()["cluster"]["name"], "alpha");
+}
