@@ -374,6 +374,43 @@ pub fn keep_sending(address: SocketAddr, path: &str, limit: Duration) -> Tally {
     tally
 }
 
+/// The sidecar tests' upstream application: a Python HTTP server
+/// (`crates/arlen/tests/support/upstream.py`) as a child process, killed on drop.
+pub struct PythonUpstream {
+    child: Child,
+    pub port: u16,
+}
+
+impl PythonUpstream {
+    /// Starts `script PORT NAME` with python3 and waits until it listens.
+    pub fn start(script: &Path, port: u16, name: &str) -> Self {
+        let child = Command::new("python3")
+            .arg(script)
+            .args([port.to_string(), name.to_owned()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the test upstream (./scripts/test installs it)");
+        let upstream = Self { child, port };
+        poll_until(&format!("the upstream on {port} to listen"), Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        upstream
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PythonUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `arlen` process. Killed (SIGKILL) on drop if still running.
 pub struct ArlenProcess {
     child: Child,

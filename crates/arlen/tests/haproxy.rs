@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
+use arlen_testkit::{free_port, poll_until_explained, ArlenProcess, PythonUpstream};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
@@ -111,34 +111,8 @@ impl Drop for Haproxy {
     }
 }
 
-struct Upstream(Child);
-
-impl Upstream {
-    fn start(port: u16, name: &str) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .args([port.to_string(), name.to_owned()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        poll_until_explained(
-            "the upstream to listen",
-            Duration::from_secs(10),
-            || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()),
-            || format!("upstream {port}"),
-        );
-        Self(child)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn upstream(port: u16, name: &str) -> PythonUpstream {
+    PythonUpstream::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py"), port, name)
 }
 
 /// Three gossiping nodes, each a sidecar in front of its own upstream or
@@ -147,7 +121,7 @@ struct Cluster {
     ports: Vec<u16>,
     upstream_ports: Vec<u16>,
     nodes: Vec<Option<ArlenProcess>>,
-    upstreams: Vec<Option<Upstream>>,
+    upstreams: Vec<Option<PythonUpstream>>,
     policy: &'static str,
     sidecars: bool,
 }
@@ -159,7 +133,7 @@ impl Cluster {
         let upstreams = upstream_ports
             .iter()
             .enumerate()
-            .map(|(i, p)| sidecars.then(|| Upstream::start(*p, &format!("app-{}", i + 1))))
+            .map(|(i, p)| sidecars.then(|| upstream(*p, &format!("app-{}", i + 1))))
             .collect();
         let mut cluster = Self { ports, upstream_ports, nodes: Vec::new(), upstreams, policy, sidecars };
         for i in 0..3 {

@@ -5,10 +5,9 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess};
+use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess, PythonUpstream};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
@@ -19,41 +18,8 @@ fn upstream_script() -> PathBuf {
 }
 
 /// The Python application, killed on drop.
-struct Upstream {
-    child: Child,
-    port: u16,
-}
-
-impl Upstream {
-    fn start(port: u16, name: &str) -> Self {
-        let child = Command::new("python3")
-            .arg(upstream_script())
-            .args([port.to_string(), name.to_owned()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs the test upstream");
-        let upstream = Self { child, port };
-        poll_until_explained(
-            "the upstream to listen",
-            Duration::from_secs(10),
-            || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()),
-            || format!("python3 upstream on {port}"),
-        );
-        upstream
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn upstream(port: u16, name: &str) -> PythonUpstream {
+    Pythonupstream(&upstream_script(), port, name)
 }
 
 fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> ArlenProcess {
@@ -96,7 +62,7 @@ fn assert_cluster_headers(response: &arlen_testkit::RawResponse) {
 
 #[test]
 fn the_sidecar_forwards_with_headers_both_ways_and_answers_for_a_missing_upstream() {
-    let app = Upstream::start(free_port(), "app-1");
+    let app = upstream(free_port(), "app-1");
     let node = sidecar(&app.url(), &[("ARLEN_PROXY_RESPONSE_TIMEOUT_SECONDS", "1")]);
     wait_ready(&node, 200);
 
@@ -143,7 +109,7 @@ fn the_sidecar_forwards_with_headers_both_ways_and_answers_for_a_missing_upstrea
 
 #[test]
 fn bodies_stream_both_ways_and_upgrades_pass_through() {
-    let app = Upstream::start(free_port(), "app-1");
+    let app = upstream(free_port(), "app-1");
     let node = sidecar(&app.url(), &[("ARLEN_MAX_BODY_BYTES", "4194304")]);
     wait_ready(&node, 200);
     let big = node.get("/big?bytes=1048576");
@@ -199,7 +165,7 @@ fn bodies_stream_both_ways_and_upgrades_pass_through() {
 #[test]
 fn a_dead_upstream_takes_the_node_out_of_rotation_within_a_second_and_liveness_stays() {
     let port = free_port();
-    let app = Upstream::start(port, "app-1");
+    let app = upstream(port, "app-1");
     let node = sidecar(&app.url(), &[]);
     wait_ready(&node, 200);
     drop(app);
@@ -216,14 +182,14 @@ fn a_dead_upstream_takes_the_node_out_of_rotation_within_a_second_and_liveness_s
     assert_eq!(node.get("/clusterz").json()["upstream"]["ok"], false);
     assert!(node.get("/metrics").text().contains("aln_upstream_up 0"));
 
-    let _back = Upstream::start(port, "app-1");
+    let _back = upstream(port, "app-1");
     wait_ready(&node, 200);
     assert!(node.get("/metrics").text().contains("aln_upstream_up 1"));
 }
 
 #[test]
 fn sigterm_drains_a_sidecar_with_a_proxied_request_in_flight() {
-    let app = Upstream::start(free_port(), "app-1");
+    let app = upstream(free_port(), "app-1");
     let mut node = sidecar(&app.url(), &[("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "1")]);
     wait_ready(&node, 200);
     let address = node.address();
