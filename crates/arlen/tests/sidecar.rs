@@ -19,7 +19,7 @@ fn upstream_script() -> PathBuf {
 
 /// The Python application, killed on drop.
 fn upstream(port: u16, name: &str) -> PythonUpstream {
-    Pythonupstream(&upstream_script(), port, name)
+    PythonUpstream::start(&upstream_script(), port, name)
 }
 
 fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> ArlenProcess {
