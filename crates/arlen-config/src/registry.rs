@@ -195,7 +195,7 @@ pub const KEYS: &[KeySpec] = &[
         "MAX_HTTP_SESSIONS",
         AT_LEAST_1,
         Default::Integer(256),
-        "open connections beyond this get 503 with `Retry-After: 1`"
+        "open connections beyond this get one answer, their head within 2 s: the reserved endpoints by their own rules (probes are never starved), anything else 503 with `Retry-After: 1`"
     ),
     key!(
         "session.enabled",

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     /// Hand each application request its [`RequestIds`] (in its extensions),
     /// for an inner service that propagates them (the sidecar).
     expose_ids: bool,
+    /// `/clusterz` waits in progress are bounded.
+    waits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The runtime of one node: its snapshot cell, metrics and request limits.
@@ -142,6 +144,7 @@ impl Runtime {
             limits: config.request_limits,
             started_at: Instant::now(),
             expose_ids: config.proxy.is_some(),
+            waits: Arc::new(tokio::sync::Semaphore::new(crate::endpoints::MAX_CONCURRENT_WAITS)),
         };
         Self { shared: Arc::new(shared), publisher }
     }
@@ -191,21 +194,37 @@ impl Runtime {
         self.layer().layer(inner)
     }
 
-    /// The 503 sent when `maxConcurrentHTTPSessions` connections are open.
-    pub fn busy_response(&self, request_headers: &http::HeaderMap, version: Version) -> Response {
-        let snapshot = self.shared.reader.current();
-        let _active = self.shared.metrics.begin();
-        let started = Instant::now();
+    /// What a connection over `maxConcurrentHTTPSessions` is served by: the
+    /// reserved endpoints answer by their own rules (a probe is never turned
+    /// away because the application's traffic holds every session), anything
+    /// else gets 503 with `Retry-After: 1` and the reason.
+    pub fn busy_service(&self) -> RuntimeService<BusyApp> {
+        self.wrap(BusyApp)
+    }
+}
+
+/// The application of an over-limit connection: 503 for everything.
+#[derive(Debug, Clone, Copy)]
+pub struct BusyApp;
+
+impl Service<Request<Body>> for BusyApp {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "server busy: too many open connections\n");
         let headers = response.headers_mut();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         headers.insert(X_ARLEN_BACKPRESSURE_REASON, HeaderValue::from_static("http_session_limit"));
-        if version < Version::HTTP_2 {
+        if request.version() < Version::HTTP_2 {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        let ids = RequestIds::for_snapshot(request_headers, &snapshot);
-        self.shared.finish(&mut response, &snapshot, &ids, started, version);
-        response
+        std::future::ready(Ok(response))
     }
 }
 
@@ -321,6 +340,7 @@ impl Shared {
                 uptime_seconds: self.started_at.elapsed().as_secs(),
                 now: now.wall,
                 monotonic_now: now.monotonic,
+                waits: &self.waits,
             };
             let answered = endpoints::answer(endpoint, &parts, snapshot, &self.reader, &cx).await;
             (answered.response, answered.snapshot)

@@ -132,6 +132,9 @@ where
 {
     let builder = connection_builder(&settings, true);
     let closing_builder = connection_builder(&settings, false);
+    // Over the session limit a connection gets one answer, and little time.
+    let busy_settings = ServerSettings { connection_timeout: OVER_LIMIT_HEAD_DEADLINE, ..settings.clone() };
+    let busy_builder = connection_builder(&busy_settings, false);
     let sessions = Arc::new(Semaphore::new(settings.max_sessions));
     let graceful = GracefulShutdown::new();
     let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, builder: &auto::Builder<TokioExecutor>| {
@@ -157,16 +160,14 @@ where
                 });
             }
             Err(_) => {
-                tracing::warn!(%peer, limit = settings.max_sessions, "session limit reached; answering 503");
-                let runtime = runtime.clone();
-                let busy = tower::service_fn(move |request: http::Request<Incoming>| {
-                    let response = runtime.busy_response(request.headers(), request.version());
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let connection = closing_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
-                // Over the limit nothing may hold a connection for long (HTTP/2 has no
-                // `Connection: close`): it gets the connection timeout at most.
-                let limit = settings.connection_timeout;
+                tracing::debug!(%peer, limit = settings.max_sessions, "session limit reached; probes only, 503 otherwise");
+                let busy =
+                    runtime.busy_service().map_request(|request: http::Request<Incoming>| request.map(Body::new));
+                // The head must come at once; the one answer (a probe, a capped
+                // /clusterz wait, or 503) ends the connection.
+                let io = TokioIo::new(FirstBytesDeadline::new(io.into_inner().into_stream(), OVER_LIMIT_HEAD_DEADLINE));
+                let connection = busy_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
+                let limit = crate::endpoints::MAX_WAIT + OVER_LIMIT_HEAD_DEADLINE;
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(limit, connection).await;
                 });
@@ -216,6 +217,9 @@ where
     Ok(())
 }
 
+/// How long a connection over the session limit has to send its request head.
+const OVER_LIMIT_HEAD_DEADLINE: Duration = Duration::from_secs(2);
+
 /// How long, after the listener closes, idle kept-alive connections stay open
 /// so a request already on its way is answered (with `Connection: close`).
 const CLOSING_LINGER: Duration = Duration::from_secs(1);
@@ -236,6 +240,10 @@ const PREFACE_BYTES: usize = 24;
 impl FirstBytesDeadline {
     fn new(stream: tokio::net::TcpStream, limit: Duration) -> Self {
         Self { stream, deadline: Some(Box::pin(tokio::time::sleep(limit))), seen: 0 }
+    }
+
+    fn into_stream(self) -> tokio::net::TcpStream {
+        self.stream
     }
 }
 

@@ -20,6 +20,10 @@ use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, 
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The wait when `timeout` is not given.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// Requests that may wait at once; beyond, the answer is immediate (429,
+/// with the current document and `X-Arlen-Backpressure-Reason: wait_limit`),
+/// so long-polls cannot hold every connection.
+pub const MAX_CONCURRENT_WAITS: usize = 64;
 
 /// A comparison on the observed count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +147,11 @@ pub(super) async fn clusterz(
     };
     let Some(condition) = condition else {
         let response = json_response(StatusCode::OK, &document(&snapshot, cx.now));
+        return Answered { response, snapshot };
+    };
+    let Ok(_permit) = cx.waits.clone().try_acquire_owned() else {
+        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, cx.now));
+        response.headers_mut().insert(crate::X_ARLEN_BACKPRESSURE_REASON, http::HeaderValue::from_static("wait_limit"));
         return Answered { response, snapshot };
     };
     let deadline = tokio::time::Instant::now() + condition.timeout;

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 
-pub use clusterz::WaitCondition;
+pub use clusterz::{WaitCondition, MAX_CONCURRENT_WAITS, MAX_WAIT};
 pub use probes::{Signal, READY_CHECKS};
 
 /// A reserved endpoint.
@@ -84,6 +84,8 @@ pub struct Context<'a> {
     pub now: SystemTime,
     /// The snapshot cell's clock reading, for the gated quorum verdict.
     pub monotonic_now: std::time::Duration,
+    /// Permits for `/clusterz` waits: at most this many wait at once.
+    pub waits: &'a std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// A response and the snapshot it was computed from.

@@ -1,0 +1,90 @@
+//! Probes that cannot be starved: a real `arlen serve` whose every session is
+//! held by abusive clients (slow request heads and `/clusterz` long-polls,
+//! written here, bounded in count and time) still answers `/livez` and
+//! `/readyz` by their own rules.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arlen_testkit::{poll_until_explained, ArlenProcess};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+#[test]
+fn probes_answer_by_their_own_rules_while_abusers_hold_every_session() {
+    let mut node = ArlenProcess::serve(binary(), Path::new("/nonexistent"), &[("ARLEN_MAX_HTTP_SESSIONS", "40")]);
+    node.wait_live();
+    let address = node.address();
+    // 60 connections that send half a head and stop: more than every session.
+    let mut slow: Vec<TcpStream> = (0..60)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            stream
+        })
+        .collect();
+    poll_until_explained(
+        "every session held",
+        Duration::from_secs(10),
+        || {
+            let response = arlen_testkit::get(address, "/", &[]).ok()?;
+            (response.status == 503 && response.header("X-Arlen-Backpressure-Reason") == Some("http_session_limit"))
+                .then_some(())
+        },
+        || node.describe(),
+    );
+    // 100 long-polls for a state that will not come: at most 64 wait, the rest are told at once.
+    let started = Instant::now();
+    let mut polls: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            stream.write_all(b"GET /clusterz?wait_for_nodes=%3E%3D99&timeout=60s HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            stream
+        })
+        .collect();
+    // Probes, meanwhile: by their own rules (one node, no quorum required: 200).
+    for _ in 0..10 {
+        for (path, word) in [("/livez", "live\n"), ("/readyz", "ready\n")] {
+            let response = arlen_testkit::get(address, path, &[]).unwrap();
+            assert_eq!((response.status, response.text().as_str()), (200, word), "{path}: {}", response.head);
+        }
+    }
+    // The application's own paths are turned away over the limit (503, not held).
+    let busy = arlen_testkit::get(address, "/", &[]).unwrap();
+    assert_eq!(busy.status, 503);
+    // Those beyond the cap of 64 waits are answered at once (429, wait_limit).
+    for stream in &mut polls {
+        stream.set_nonblocking(true).unwrap();
+    }
+    let mut answered = vec![false; polls.len()];
+    let told = poll_until_explained(
+        "long-polls beyond the cap to be answered",
+        Duration::from_secs(10),
+        || {
+            for (stream, seen) in polls.iter_mut().zip(answered.iter_mut()) {
+                let mut head = [0u8; 12];
+                if !*seen && stream.read(&mut head).is_ok_and(|n| n == 12 && &head == b"HTTP/1.1 429") {
+                    *seen = true;
+                }
+            }
+            let told = answered.iter().filter(|a| **a).count();
+            (told == 100 - 64).then_some(told)
+        },
+        || node.describe(),
+    );
+    eprintln!("{told} of 100 long-polls answered at once with 429 wait_limit (within {:?})", started.elapsed());
+    // Slow heads over the limit are dropped within the over-limit head deadline (2 s).
+    for stream in &mut slow[40..] {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buffer = [0u8; 1];
+        assert!(matches!(stream.read(&mut buffer), Ok(0) | Err(_)), "an over-limit slow head was closed");
+    }
+    drop(polls);
+    drop(slow);
+    assert_eq!(node.get("/livez").status, 200);
+}
