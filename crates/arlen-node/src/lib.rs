@@ -338,23 +338,41 @@ fn register_membership_metrics(runtime: &Runtime, membership: &RunningSource) {
             let t = traffic.clone();
             metrics.register_counter_fn(name, help, move || read(&t));
         }
-        let reasons = arlen_membership::Rejection::ALL;
-        metrics.register_labeled_counter_fn(
+        by_reason(
+            metrics,
             "aln_gossip_rejected_datagrams",
             "gossip datagrams dropped before they could change anything, by reason",
-            "reason",
-            reasons.iter().map(|reason| reason.label()).collect(),
-            move |label| reasons.iter().find(|r| r.label() == label).map_or(0, |r| traffic.rejected(*r)),
+            &arlen_membership::Rejection::ALL,
+            arlen_membership::Rejection::label,
+            move |reason| traffic.rejected(reason),
         );
     }
     if let Some(stats) = membership.etcd_stats() {
-        let reasons = arlen_membership::RecordRejection::ALL;
-        metrics.register_labeled_counter_fn(
+        by_reason(
+            metrics,
             "aln_etcd_rejected_records",
             "keys under the etcd member prefix that were not counted, by reason",
-            "reason",
-            reasons.iter().map(|reason| reason.label()).collect(),
-            move |label| reasons.iter().find(|r| r.label() == label).map_or(0, |r| stats.rejected(*r)),
+            &arlen_membership::RecordRejection::ALL,
+            arlen_membership::RecordRejection::label,
+            move |reason| stats.rejected(reason),
         );
     }
+}
+
+/// A counter family with one `reason` label per value of a closed set.
+fn by_reason<R: Copy + Send + Sync + 'static>(
+    metrics: &arlen_http::metrics::Metrics,
+    name: &'static str,
+    help: &'static str,
+    reasons: &'static [R],
+    label: fn(R) -> &'static str,
+    read: impl Fn(R) -> u64 + Send + Sync + 'static,
+) {
+    metrics.register_labeled_counter_fn(
+        name,
+        help,
+        "reason",
+        reasons.iter().map(|reason| label(*reason)).collect(),
+        move |wanted| reasons.iter().find(|r| label(**r) == wanted).map_or(0, |r| read(*r)),
+    );
 }

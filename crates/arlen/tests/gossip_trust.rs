@@ -51,6 +51,21 @@ fn start(cluster: &str, id: &str, port: u16, seeds: &[SocketAddr], expected: usi
     Node { process, port }
 }
 
+/// Two nodes sealed with [`KEY_B64`] that see each other; their ports.
+fn sealed_pair(cluster: &str, expected: usize, extra: &[(&str, &str)]) -> ([u16; 2], [Node; 2]) {
+    let ports = [free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let vars = [&[("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)], extra].concat();
+    let nodes = [
+        start(cluster, "node-1", ports[0], &seeds, expected, &vars),
+        start(cluster, "node-2", ports[1], &seeds, expected, &vars),
+    ];
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(15));
+    }
+    (ports, nodes)
+}
+
 fn address(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -138,15 +153,8 @@ fn holds_while(how_long: Duration, mut attack: impl FnMut(), mut check: impl FnM
 
 #[test]
 fn forged_unsealed_and_wrong_key_datagrams_change_nothing() {
-    let ports = [free_port(), free_port()];
-    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
-    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)];
     // Expecting 3 with 2 up: degraded. Injection would make it nominal, eviction partitioned-ish.
-    let nodes =
-        [start("sealed", "node-1", ports[0], &seeds, 3, &keys), start("sealed", "node-2", ports[1], &seeds, 3, &keys)];
-    for node in &nodes {
-        wait_observed(node, 2, Duration::from_secs(15));
-    }
+    let (ports, nodes) = sealed_pair("sealed", 3, &[]);
     let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let forger_addr = forger.local_addr().unwrap();
     let node1 = forged_member(&nodes[0], "node-1");
@@ -348,14 +356,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn oversized_and_garbage_datagrams_are_dropped_and_counted_with_memory_bounded() {
-    let ports = [free_port(), free_port()];
-    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
-    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)];
-    let nodes =
-        [start("flood", "node-1", ports[0], &seeds, 2, &keys), start("flood", "node-2", ports[1], &seeds, 2, &keys)];
-    for node in &nodes {
-        wait_observed(node, 2, Duration::from_secs(15));
-    }
+    let (_, nodes) = sealed_pair("flood", 2, &[]);
     let victim = &nodes[0];
     let before = peak_rss_kib(victim.process.pid());
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -410,21 +411,12 @@ fn inject_task_fault(node: &Node, fault: &str) {
 
 #[test]
 fn a_gossip_task_that_dies_or_stalls_turns_the_node_partitioned_and_is_restarted() {
-    let ports = [free_port(), free_port()];
-    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
-    let vars = [
-        ("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64),
+    let faults = [
         ("ARLEN_CLUSTER_FAULT_INJECTION_ENABLED", "1"),
         ("ARLEN_OPS_TOKEN", "test-token-test-token-test-token"),
         ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
     ];
-    let nodes = [
-        start("supervised", "node-1", ports[0], &seeds, 2, &vars),
-        start("supervised", "node-2", ports[1], &seeds, 2, &vars),
-    ];
-    for node in &nodes {
-        wait_observed(node, 2, Duration::from_secs(15));
-    }
+    let (_, nodes) = sealed_pair("supervised", 2, &faults);
     for fault in ["crash", "stall"] {
         let injected = Instant::now();
         inject_task_fault(&nodes[0], fault);
@@ -520,8 +512,21 @@ fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
                 || (node.process.stderr().matches("gossip keys reloaded").count() >= reloads).then_some(()),
                 || node.process.describe(),
             );
-            // A few gossip rounds between nodes.
-            std::thread::sleep(Duration::from_millis(300));
+            // Gossip has run under the new keys before the next node changes.
+            let sent = |node: &Node| {
+                arlen_http::metrics::sample_value(
+                    &node.process.get("/metrics").text(),
+                    "aln_gossip_sent_messages_total",
+                )
+                .unwrap_or(0.0)
+            };
+            let before = sent(node);
+            poll_until_explained(
+                &format!("{what}: node {} to gossip under its new keys", node.port),
+                Duration::from_secs(10),
+                || (sent(node) >= before + 3.0).then_some(()),
+                || node.process.describe(),
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
