@@ -95,8 +95,8 @@ impl EtcdStats {
 
 /// What each node stores under its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Registration {
-    node_id: String,
+pub(crate) struct Registration {
+    pub(crate) node_id: String,
     generation: u64,
     http_url: String,
     started_utc: String,
@@ -706,12 +706,22 @@ impl<'p> Runner<'p> {
 /// Checks one key under the prefix: a member only when it is leased, names
 /// the node of its key, and says a known state.
 fn check_record(prefix: &str, kv: &KeyValue) -> Result<Registration, RecordRejection> {
-    let key_node = kv.key_str().ok().and_then(|key| key.strip_prefix(prefix)).unwrap_or_default();
-    if kv.value().len() > MAX_RECORD_BYTES {
+    check_record_parts(prefix, kv.key(), kv.value(), kv.lease())
+}
+
+/// [`check_record`] on the parts of a key-value pair.
+pub(crate) fn check_record_parts(
+    prefix: &str,
+    key: &[u8],
+    value: &[u8],
+    lease: i64,
+) -> Result<Registration, RecordRejection> {
+    let key_node = std::str::from_utf8(key).ok().and_then(|key| key.strip_prefix(prefix)).unwrap_or_default();
+    if value.len() > MAX_RECORD_BYTES {
         return Err(RecordRejection::Malformed);
     }
-    let registration: Registration = serde_json::from_slice(kv.value()).map_err(|_| RecordRejection::Malformed)?;
-    if kv.lease() == 0 {
+    let registration: Registration = serde_json::from_slice(value).map_err(|_| RecordRejection::Malformed)?;
+    if lease == 0 {
         return Err(RecordRejection::NoLease);
     }
     if registration.node_id != key_node {

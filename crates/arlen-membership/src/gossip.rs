@@ -14,7 +14,7 @@
 //! (`identity.rs`). The [`Observer`] turns the core's members into
 //! [`MembershipView`]s. Nothing outside this module imports foca.
 
-mod core;
+pub(crate) mod core;
 mod driver;
 pub(crate) mod identity;
 pub(crate) mod seal;

@@ -14,6 +14,8 @@ mod etcd;
 pub mod faults;
 #[cfg(feature = "forge")]
 pub mod forge;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gossip;
 pub mod static_config;
 mod supervise;

@@ -1,0 +1,387 @@
+//! Triage analysis (CONTRACT §5): what the documents and headers read from
+//! a set of nodes say about the cluster — findings in plain words and an exit
+//! status. Pure: `arlen triage` does the HTTP, this crate decides. Everything
+//! here comes from nodes and is hostile: documents are bounded before they
+//! are parsed, discovery is bounded, and [`printable`] escapes what reaches a
+//! terminal.
+//!
+//! Exit status: 0 nominal, 1 degraded, 2 partitioned or disagreeing views,
+//! 3 some node unreachable (the highest that applies).
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arlen_http::documents::{ClusterDocument, ProbeDocument};
+use serde::Serialize;
+
+/// The largest node document read (a `/clusterz` of the largest cluster is far smaller).
+pub const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads a node document (`/clusterz`, a probe's JSON) from its body.
+pub fn parse_document<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!("a document of more than {MAX_DOCUMENT_BYTES} bytes"));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("not an Arlen document: {e}"))
+}
+
+/// The headers of one sampled request.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HeaderSample {
+    pub http_status: u16,
+    pub node: Option<String>,
+    pub status: Option<String>,
+    pub observed: Option<u64>,
+    pub expected: Option<u64>,
+}
+
+/// Everything triage learned about one node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeReport {
+    pub url: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub node_id: Option<String>,
+    pub ready: Option<bool>,
+    pub quorum_required: Option<bool>,
+    pub status: Option<String>,
+    pub observed: Option<u64>,
+    pub expected: Option<u64>,
+    pub policy: Option<String>,
+    pub source: Option<String>,
+    pub draining: Option<bool>,
+    pub generation: Option<u64>,
+    /// The cluster name this node reports.
+    pub cluster: Option<String>,
+    /// Node ids this node counts alive.
+    pub sees: Vec<String>,
+    /// Other members' URLs, for discovery.
+    #[serde(skip)]
+    pub member_urls: Vec<String>,
+    pub samples: Vec<HeaderSample>,
+    /// `/clusterz` status read again after sampling (to tell change from contradiction).
+    #[serde(skip)]
+    pub status_after: Option<String>,
+}
+
+/// A finding, in plain words.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl NodeReport {
+    /// A reachable node's report from its readiness answer (`ready_status`,
+    /// the probe document) and its `/clusterz` document.
+    pub fn from_documents(url: &str, ready_status: u16, ready: &ProbeDocument, clusterz: &ClusterDocument) -> Self {
+        let cluster = &clusterz.cluster;
+        Self {
+            url: url.to_owned(),
+            reachable: true,
+            ready: Some(ready_status == 200),
+            quorum_required: Some(ready.checks.cluster_quorum.required_for_readyz),
+            node_id: Some(cluster.node_id.clone()),
+            cluster: Some(cluster.name.clone()),
+            status: Some(cluster.quorum.status.to_string()),
+            observed: Some(u64::from(cluster.observed_nodes)),
+            expected: Some(u64::from(cluster.expected_nodes)),
+            policy: Some(cluster.quorum.policy.clone()),
+            source: Some(clusterz.coordination.membership_source.to_string()),
+            draining: Some(cluster.lifecycle.draining),
+            generation: Some(cluster.generation),
+            sees: clusterz.alive_members().map(str::to_owned).collect::<BTreeSet<_>>().into_iter().collect(),
+            member_urls: cluster.members.iter().filter(|m| !m.is_self).filter_map(|m| m.http_url.clone()).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// `text` with every control character but the line breaks escaped
+/// (`\u{1b}`), so a node cannot send escape sequences to the operator's terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn normalise(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// A member URL that discovery may follow: explicitly http(s).
+pub fn followable(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_owned())
+}
+
+/// What discovery left out, for the findings.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Member URLs not followed because the node limit was reached.
+    pub beyond_limit: usize,
+    /// Nodes that answered for another cluster (named), not counted.
+    pub foreign: Vec<String>,
+    /// Member URLs that are not http(s), not followed.
+    pub not_http: usize,
+    pub deadline_hit: bool,
+}
+
+impl Discovery {
+    pub fn findings(&self, max_nodes: usize) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        if self.beyond_limit > 0 {
+            findings.push(Finding {
+                kind: "discovery_limit",
+                message: format!(
+                    "discovery stopped at {max_nodes} nodes; {} more member URLs were not followed (--max-nodes)",
+                    self.beyond_limit
+                ),
+            });
+        }
+        if !self.foreign.is_empty() {
+            findings.push(Finding {
+                kind: "foreign_cluster",
+                message: format!(
+                    "members that answered for another cluster were left out: {}",
+                    self.foreign.join(", ")
+                ),
+            });
+        }
+        if self.not_http > 0 {
+            findings.push(Finding {
+                kind: "not_http",
+                message: format!("{} member URLs are not http(s) and were not followed", self.not_http),
+            });
+        }
+        if self.deadline_hit {
+            findings.push(Finding {
+                kind: "deadline",
+                message: "the triage deadline ended discovery (--deadline-ms)".into(),
+            });
+        }
+        findings
+    }
+}
+
+fn name(report: &NodeReport) -> String {
+    report.node_id.clone().unwrap_or_else(|| report.url.clone())
+}
+
+/// Findings and the exit status, from what was collected. Pure.
+pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
+    let mut findings = Vec::new();
+    let mut code = 0u8;
+    let mut raise = |code_now: u8, findings: &mut Vec<Finding>, kind: &'static str, message: String| {
+        code = code.max(code_now);
+        findings.push(Finding { kind, message });
+    };
+    for r in reports.iter().filter(|r| !r.reachable) {
+        raise(
+            3,
+            &mut findings,
+            "unreachable",
+            format!("{} did not answer: {}", r.url, r.error.as_deref().unwrap_or("no answer")),
+        );
+    }
+    let reachable: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable).collect();
+    for r in &reachable {
+        let counts = format!("{} of {} expected observed", r.observed.unwrap_or(0), r.expected.unwrap_or(0));
+        match r.status.as_deref() {
+            Some("partitioned") => raise(
+                2,
+                &mut findings,
+                "partitioned",
+                format!("{} reports partitioned: it observes no node ({counts})", name(r)),
+            ),
+            Some("degraded") => raise(1, &mut findings, "degraded", format!("{} reports degraded: {counts}", name(r))),
+            _ => {}
+        }
+        if r.quorum_required == Some(true) && r.ready == Some(false) && r.status.as_deref() != Some("nominal") {
+            raise(
+                1,
+                &mut findings,
+                "quorum_unmet",
+                format!(
+                    "{} requires quorum for readiness and does not have it (policy {}, {counts}): /readyz is 503, it is out of rotation",
+                    name(r),
+                    r.policy.as_deref().unwrap_or("all")
+                ),
+            );
+        }
+        if r.draining == Some(true) {
+            raise(1, &mut findings, "draining", format!("{} is draining (shutting down, out of rotation)", name(r)));
+        }
+        for sample in &r.samples {
+            let contradicts = sample.status.is_some() && sample.status != r.status && sample.status != r.status_after;
+            let wrong_node = sample.node.is_some() && sample.node != r.node_id;
+            if contradicts || wrong_node {
+                raise(
+                    2,
+                    &mut findings,
+                    "header_contradiction",
+                    format!(
+                        "{}: sampled response headers say node {} status {} ({}/{}), but /clusterz says node {} status {}",
+                        r.url,
+                        sample.node.as_deref().unwrap_or("?"),
+                        sample.status.as_deref().unwrap_or("?"),
+                        sample.observed.map_or("?".into(), |v| v.to_string()),
+                        sample.expected.map_or("?".into(), |v| v.to_string()),
+                        name(r),
+                        r.status.as_deref().unwrap_or("?")
+                    ),
+                );
+                break;
+            }
+        }
+    }
+    // Who sees whom: differing views of membership are a likely partition.
+    let mut views: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for r in reachable.iter().filter(|r| r.source.as_deref() != Some("static_config")) {
+        views.entry(r.sees.clone()).or_default().push(name(r));
+    }
+    if views.len() > 1 {
+        let described: Vec<String> = views
+            .iter()
+            .map(|(sees, who)| {
+                format!("{} see{} {{{}}}", who.join(", "), if who.len() == 1 { "s" } else { "" }, sees.join(", "))
+            })
+            .collect();
+        raise(
+            2,
+            &mut findings,
+            "disagreement",
+            format!("nodes disagree about membership, a likely partition: {}", described.join("; ")),
+        );
+    }
+    (findings, code)
+}
+
+pub fn render(reports: &[NodeReport], findings: &[Finding], code: u8) -> String {
+    let mut rows =
+        vec![["NODE", "URL", "REACHABLE", "READY", "STATUS", "OBSERVED", "SOURCE", "DRAINING", "GENERATION", "SEES"]
+            .map(str::to_owned)];
+    for r in reports {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let yes_no = |v: Option<bool>| v.map_or("-".to_owned(), |b| if b { "yes".into() } else { "no".into() });
+        rows.push([
+            opt(&r.node_id),
+            r.url.clone(),
+            yes_no(Some(r.reachable)),
+            yes_no(r.ready),
+            opt(&r.status),
+            match (r.observed, r.expected) {
+                (Some(o), Some(e)) => format!("{o}/{e}"),
+                _ => "-".into(),
+            },
+            opt(&r.source),
+            yes_no(r.draining),
+            r.generation.map_or("-".into(), |g| g.to_string()),
+            r.sees.join(","),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    if findings.is_empty() {
+        out.push_str("findings: none — every node is reachable, nominal and agrees\n");
+    } else {
+        out.push_str("findings:\n");
+        for finding in findings {
+            out.push_str(&format!("  - {}\n", finding.message));
+        }
+    }
+    let verdict = match code {
+        0 => "nominal",
+        1 => "degraded",
+        2 => "partitioned or disagreeing views",
+        _ => "some node unreachable",
+    };
+    out.push_str(&format!("verdict: {verdict} (exit {code})\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, status: &str, sees: &[&str]) -> NodeReport {
+        NodeReport {
+            url: format!("http://{id}"),
+            reachable: true,
+            node_id: Some(id.into()),
+            ready: Some(true),
+            quorum_required: Some(false),
+            status: Some(status.into()),
+            status_after: Some(status.into()),
+            observed: Some(sees.len() as u64),
+            expected: Some(3),
+            source: Some("gossip".into()),
+            draining: Some(false),
+            sees: sees.iter().map(|s| (*s).to_owned()).collect(),
+            ..NodeReport::default()
+        }
+    }
+
+    #[test]
+    fn all_nominal_and_agreeing_is_exit_0() {
+        let abc = ["a", "b", "c"];
+        let (findings, code) =
+            analyze(&[node("a", "nominal", &abc), node("b", "nominal", &abc), node("c", "nominal", &abc)]);
+        assert_eq!((findings, code), (vec![], 0));
+    }
+
+    #[test]
+    fn header_contradiction_is_found() {
+        let mut a = node("a", "nominal", &["a", "b", "c"]);
+        a.samples.push(HeaderSample {
+            http_status: 200,
+            node: Some("a".into()),
+            status: Some("degraded".into()),
+            observed: Some(2),
+            expected: Some(3),
+        });
+        let (findings, code) = analyze(&[a]);
+        assert_eq!(code, 2);
+        assert_eq!(findings[0].kind, "header_contradiction");
+        assert!(
+            findings[0]
+                .message
+                .contains("headers say node a status degraded (2/3), but /clusterz says node a status nominal"),
+            "{}",
+            findings[0].message
+        );
+    }
+
+    #[test]
+    fn a_status_that_changed_during_sampling_is_not_a_contradiction() {
+        let mut a = node("a", "nominal", &["a", "b", "c"]);
+        a.status_after = Some("degraded".into());
+        a.samples.push(HeaderSample {
+            http_status: 200,
+            node: Some("a".into()),
+            status: Some("degraded".into()),
+            observed: Some(2),
+            expected: Some(3),
+        });
+        assert!(analyze(&[a]).0.iter().all(|f| f.kind != "header_contradiction"));
+    }
+}
