@@ -174,6 +174,10 @@ pub struct Config {
     pub log_level: String,
     pub listen_backlog: u32,
     pub connection_timeout: Duration,
+    /// A request head must be complete this long after its first byte.
+    pub head_timeout: Duration,
+    /// `admin.listen`: the admin listener's `host:port`, if any.
+    pub admin_listen: Option<String>,
     pub enable_reuse_port: bool,
     /// HTTP/1.1 response header names in title case (`http.titleCaseHeaders`).
     pub title_case_headers: bool,
@@ -233,6 +237,17 @@ pub struct ObservabilityConfig {
     pub response_identity_headers_enabled: bool,
     /// Bearer token of the operations endpoints; empty means they do not exist.
     pub ops_token: String,
+    /// Member details for everyone, or only for the admin listener and the details token.
+    pub details_access: DetailsAccess,
+    /// Bearer token that shows member details when access is restricted; empty: none.
+    pub details_token: String,
+}
+
+/// Who sees member details (`observability.detailsAccess`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailsAccess {
+    Public,
+    Restricted,
 }
 
 impl std::fmt::Debug for ObservabilityConfig {
@@ -245,6 +260,8 @@ impl std::fmt::Debug for ObservabilityConfig {
             .field("trace_propagation_enabled", &self.trace_propagation_enabled)
             .field("response_identity_headers_enabled", &self.response_identity_headers_enabled)
             .field("ops_token_configured", &!self.ops_token.is_empty())
+            .field("details_access", &self.details_access)
+            .field("details_token_configured", &!self.details_token.is_empty())
             .finish()
     }
 }
@@ -705,15 +722,28 @@ impl<'a> Loader<'a> {
         if uses_etcd {
             self.check_etcd_tls(settings);
         }
-        if let Some(token) = get("observability.opsToken") {
+        for (key, guards) in
+            [("observability.opsToken", "fault injection"), ("observability.detailsToken", "member details")]
+        {
+            let Some(token) = get(key) else { continue };
             if matches!(&token.value, Typed::Text(t) if !t.is_empty() && t.chars().count() < MIN_OPS_TOKEN_CHARS) {
+                let what = if key == "observability.opsToken" { "operations" } else { "details" };
                 self.errors.push(located_error(
                     format!(
-                        "the operations token must be at least {MIN_OPS_TOKEN_CHARS} characters (it guards fault injection); make one with `openssl rand -hex 32`"
+                        "the {what} token must be at least {MIN_OPS_TOKEN_CHARS} characters (it guards {guards}); make one with `openssl rand -hex 32`"
                     ),
                     token.spec,
                     &token.source,
                 ));
+            }
+        }
+        if let Some(admin) = get("admin.listen") {
+            if let Typed::Text(address) = &admin.value {
+                if !address.is_empty() {
+                    if let Err(message) = value::parse_address(address) {
+                        self.errors.push(located_error(message, admin.spec, &admin.source));
+                    }
+                }
             }
         }
         if let Some(path) = get("proxy.healthPath") {
@@ -839,6 +869,11 @@ impl<'a> Loader<'a> {
                 "cluster.etcd.prefix" if is_default => {
                     setting.value = Typed::Text(format!("/arlen/clusters/{cluster_name}/members/"));
                     setting.source = Source::ComputedDefault("from cluster.name");
+                }
+                "observability.detailsAccess" if is_default => {
+                    let open = matches!(env_name, "development" | "test");
+                    setting.value = Typed::Text(if open { "public" } else { "restricted" }.to_owned());
+                    setting.source = Source::ComputedDefault("from the environment name");
                 }
                 "shutdown.drainDelaySeconds" if is_default => {
                     let quick = matches!(env_name, "development" | "test");
@@ -981,6 +1016,8 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
         log_level: text("logLevel"),
         listen_backlog: to_u32(int("listenBacklog")),
         connection_timeout: seconds(int("connectionTimeoutSeconds")),
+        head_timeout: millis(int("requestLimits.headTimeoutMs")),
+        admin_listen: Some(text("admin.listen")).filter(|address| !address.is_empty()),
         enable_reuse_port: flag("enableReusePort"),
         title_case_headers: flag("http.titleCaseHeaders"),
         request_limits: RequestLimits {
@@ -998,6 +1035,12 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
             trace_propagation_enabled: flag("observability.tracePropagationEnabled"),
             response_identity_headers_enabled: flag("observability.responseIdentityHeadersEnabled"),
             ops_token: text("observability.opsToken"),
+            details_access: if text("observability.detailsAccess") == "public" {
+                DetailsAccess::Public
+            } else {
+                DetailsAccess::Restricted
+            },
+            details_token: text("observability.detailsToken"),
         },
         cluster: ClusterConfig {
             enabled: flag("cluster.enabled"),

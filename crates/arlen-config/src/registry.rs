@@ -191,6 +191,20 @@ pub const KEYS: &[KeySpec] = &[
         "larger request bodies get 413"
     ),
     key!(
+        "requestLimits.headTimeoutMs",
+        "HEAD_TIMEOUT_MS",
+        Kind::Integer { min: 100, max: 60_000, out_of_range: OutOfRange::Clamp },
+        Default::Integer(5000),
+        "a request head must be complete this long after its first byte, or the connection is closed (slow heads cannot pin a session); idle keep-alive connections are bound by connectionTimeoutSeconds"
+    ),
+    key!(
+        "admin.listen",
+        "ADMIN_LISTEN",
+        Kind::Text,
+        Default::Text(""),
+        "`host:port` of a second listener for the probes, /clusterz, /metrics and the operations endpoints, apart from application traffic (then the operations endpoints exist only there); empty: none"
+    ),
+    key!(
         "runtimeLimits.maxConcurrentHTTPSessions",
         "MAX_HTTP_SESSIONS",
         AT_LEAST_1,
@@ -247,6 +261,8 @@ pub const KEYS: &[KeySpec] = &[
         Default::Bool(true),
         "`X-Request-Id` and `X-Correlation-Id` on responses"
     ),
+    key!("observability.detailsAccess", "DETAILS_ACCESS", Kind::OneOf(&["public", "restricted"]), Default::Computed("`public` in development and test, else `restricted`"), "who sees member details (gossip addresses, URLs, generations in /clusterz; the upstream's address and source details in the readiness JSON): `public` everyone, `restricted` only the admin listener and requests bearing observability.detailsToken. The contract's fields are always there"),
+    key!("observability.detailsToken", "DETAILS_TOKEN", Kind::Secret, Default::Text(""), "bearer token that shows member details on the service port when observability.detailsAccess is `restricted` (at least 32 characters)"),
     key!("observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/faults`); unset means they do not exist"),
     key!(
         "cluster.enabled",

@@ -58,8 +58,11 @@ fn defaults_match_the_contract_table() {
             trace_propagation_enabled: true,
             response_identity_headers_enabled: true,
             ops_token: String::new(),
+            details_access: DetailsAccess::Public,
+            details_token: String::new(),
         }
     );
+    assert_eq!((c.head_timeout, c.admin_listen.as_deref()), (Duration::from_secs(5), None));
     assert_eq!(
         c.cluster,
         ClusterConfig {
@@ -106,6 +109,18 @@ fn defaults_match_the_contract_table() {
     assert_eq!(c.shutdown.graceful_timeout, Duration::from_secs(10));
     assert_eq!(c.shutdown.drain_delay, Duration::ZERO, "no drain delay in development");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn details_are_restricted_outside_development_and_the_admin_listener_is_checked() {
+    let loaded = App::new().load(&[("ARLEN_ENV", "production"), ("ARLEN_ADMIN_LISTEN", "127.0.0.1:9901")]).unwrap();
+    assert_eq!(loaded.config.observability.details_access, DetailsAccess::Restricted);
+    assert_eq!(loaded.config.admin_listen.as_deref(), Some("127.0.0.1:9901"));
+    let errors =
+        App::new().load(&[("ARLEN_ADMIN_LISTEN", "9901"), ("ARLEN_DETAILS_TOKEN", "short")]).unwrap_err().to_string();
+    assert!(errors.contains("variable ARLEN_ADMIN_LISTEN (key admin.listen): expected host:port"), "{errors}");
+    assert!(errors.contains("variable ARLEN_DETAILS_TOKEN (key observability.detailsToken): the details token must be at least 32 characters"), "{errors}");
+    assert!(!errors.contains("short"), "a secret is never printed: {errors}");
 }
 
 #[test]

@@ -22,6 +22,20 @@ pub struct ClusterDocument {
     /// Only for a sidecar: what its upstream health check found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamCheck>,
+    /// `full`, or `restricted`: member addresses, URLs and generations, and
+    /// the source's and upstream's details, are left out for this requester
+    /// (`observability.detailsAccess`).
+    #[serde(default = "full")]
+    pub details: Text,
+}
+
+/// What a document shows of member details: [`FULL`] or [`RESTRICTED`].
+pub const FULL: &str = "full";
+/// See [`FULL`]; also the text that stands in for a withheld detail.
+pub const RESTRICTED: &str = "restricted";
+
+fn full() -> Text {
+    FULL.into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +74,8 @@ pub struct LifecycleSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberEntry {
     pub node_id: String,
-    pub generation: u64,
+    /// `None` when details are restricted.
+    pub generation: Option<u64>,
     pub http_url: Option<String>,
     pub gossip_address: Option<String>,
     pub state: Text,
@@ -128,6 +143,9 @@ pub struct ProbeDocument {
     pub excluded: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_excluded: Vec<String>,
+    /// See [`ClusterDocument::details`].
+    #[serde(default = "full")]
+    pub details: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

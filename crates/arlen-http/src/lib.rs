@@ -38,6 +38,7 @@ mod server;
 pub mod trace;
 
 pub use runtime::{
-    node_identity, runtime_settings, Runtime, RuntimeLayer, RuntimeService, X_ARLEN_BACKPRESSURE_REASON,
+    node_identity, runtime_settings, AdminApp, BusyApp, Listener, Runtime, RuntimeLayer, RuntimeService,
+    X_ARLEN_BACKPRESSURE_REASON,
 };
-pub use server::{bind, bind_address, serve, PeerAddr, ServerSettings};
+pub use server::{bind, bind_address, bind_admin, serve, PeerAddr, ServerSettings, ADMIN_SESSIONS};

@@ -42,14 +42,22 @@ impl std::fmt::Debug for Ops {
     }
 }
 
-fn digest(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).into()
 }
 
 /// Compares two digests in time that does not depend on their contents.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` for the token
+/// whose digest is `token_digest` (compared without leaking length or bytes).
+pub(crate) fn bears(headers: &http::HeaderMap, token_digest: &[u8; 32]) -> bool {
+    let presented =
+        headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    constant_time_eq(&digest(presented.trim().as_bytes()), token_digest)
 }
 
 impl Ops {
@@ -63,13 +71,7 @@ impl Ops {
         if path != FAULTS_PATH && path != "/_arlen/faults/" {
             return false;
         }
-        let presented = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        constant_time_eq(&digest(presented.trim().as_bytes()), &self.token_digest)
+        bears(request.headers(), &self.token_digest)
     }
 
     pub(crate) async fn answer(&self, request: Request<Body>, max_body: usize) -> Response {

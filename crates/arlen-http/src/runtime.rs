@@ -105,6 +105,22 @@ pub(crate) struct Shared {
     expose_ids: bool,
     /// `/clusterz` waits in progress are bounded.
     waits: Arc<tokio::sync::Semaphore>,
+    /// An admin listener is configured: the operations endpoints exist only there.
+    admin_listener: bool,
+    /// Member details for every requester (`observability.detailsAccess = public`).
+    public_details: bool,
+    /// Digest of `observability.detailsToken`, when set.
+    details_token: Option<[u8; 32]>,
+}
+
+/// Which listener a service answers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The service port: the application and the reserved endpoints.
+    Service,
+    /// The admin listener (`admin.listen`): the reserved endpoints, member
+    /// details and the operations endpoints; no application.
+    Admin,
 }
 
 /// The runtime of one node: its snapshot cell, metrics and request limits.
@@ -145,6 +161,11 @@ impl Runtime {
             started_at: Instant::now(),
             expose_ids: config.proxy.is_some(),
             waits: Arc::new(tokio::sync::Semaphore::new(crate::endpoints::MAX_CONCURRENT_WAITS)),
+            admin_listener: config.admin_listen.is_some(),
+            public_details: config.observability.details_access == arlen_config::DetailsAccess::Public,
+            details_token: Some(&config.observability.details_token)
+                .filter(|token| !token.is_empty())
+                .map(|token| crate::ops::digest(token.as_bytes())),
         };
         Self { shared: Arc::new(shared), publisher }
     }
@@ -189,6 +210,12 @@ impl Runtime {
         RuntimeLayer { shared: self.shared.clone() }
     }
 
+    /// What the admin listener serves: the reserved endpoints (with member
+    /// details) and the operations endpoints; any other path is 404.
+    pub fn admin_service(&self) -> RuntimeService<AdminApp> {
+        RuntimeService { inner: AdminApp, shared: self.shared.clone(), listener: Listener::Admin }
+    }
+
     /// Wraps an application (usually an axum `Router`).
     pub fn wrap<S>(&self, inner: S) -> RuntimeService<S> {
         self.layer().layer(inner)
@@ -198,8 +225,29 @@ impl Runtime {
     /// reserved endpoints answer by their own rules (a probe is never turned
     /// away because the application's traffic holds every session), anything
     /// else gets 503 with `Retry-After: 1` and the reason.
-    pub fn busy_service(&self) -> RuntimeService<BusyApp> {
-        self.wrap(BusyApp)
+    pub fn busy_service(&self, listener: Listener) -> RuntimeService<BusyApp> {
+        RuntimeService { inner: BusyApp, shared: self.shared.clone(), listener }
+    }
+}
+
+/// The admin listener's application: nothing but 404.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminApp;
+
+impl Service<Request<Body>> for AdminApp {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<Body>) -> Self::Future {
+        std::future::ready(Ok(plain(
+            StatusCode::NOT_FOUND,
+            "not found: the admin listener serves /healthz, /livez, /readyz, /clusterz, /metrics and /_arlen/\n",
+        )))
     }
 }
 
@@ -317,7 +365,14 @@ impl Shared {
         None
     }
 
-    async fn handle<S>(self: Arc<Self>, request: Request<Body>, inner: S) -> Response
+    /// Whether this request may see member details.
+    fn full_details(&self, listener: Listener, request: &Request<Body>) -> bool {
+        listener == Listener::Admin
+            || self.public_details
+            || self.details_token.as_ref().is_some_and(|token| crate::ops::bears(request.headers(), token))
+    }
+
+    async fn handle<S>(self: Arc<Self>, request: Request<Body>, inner: S, listener: Listener) -> Response
     where
         S: Service<Request<Body>, Response = Response, Error = Infallible> + Send,
         S::Future: Send,
@@ -330,9 +385,15 @@ impl Shared {
         let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
         let (mut response, snapshot) = if let Some(rejection) = self.check_limits(&request) {
             (rejection, snapshot)
-        } else if let Some(ops) = self.ops.get().filter(|ops| ops.claims(&request)) {
+        } else if let Some(ops) = self
+            .ops
+            .get()
+            .filter(|_| listener == Listener::Admin || !self.admin_listener)
+            .filter(|ops| ops.claims(&request))
+        {
             (ops.answer(request, self.limits.max_body_bytes).await, snapshot)
         } else if let Some(endpoint) = endpoints::match_reserved(request.uri().path()) {
+            let full_details = self.full_details(listener, &request);
             let (parts, _body) = request.into_parts();
             let now = self.reader.now();
             let cx = endpoints::Context {
@@ -341,6 +402,7 @@ impl Shared {
                 now: now.wall,
                 monotonic_now: now.monotonic,
                 waits: &self.waits,
+                full_details,
             };
             let answered = endpoints::answer(endpoint, &parts, snapshot, &self.reader, &cx).await;
             (answered.response, answered.snapshot)
@@ -381,7 +443,7 @@ impl<S> Layer<S> for RuntimeLayer {
     type Service = RuntimeService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RuntimeService { inner, shared: self.shared.clone() }
+        RuntimeService { inner, shared: self.shared.clone(), listener: Listener::Service }
     }
 }
 
@@ -392,6 +454,7 @@ impl<S> Layer<S> for RuntimeLayer {
 pub struct RuntimeService<S> {
     inner: S,
     shared: Arc<Shared>,
+    listener: Listener,
 }
 
 impl<S> Service<Request<Body>> for RuntimeService<S>
@@ -411,6 +474,6 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
         let shared = self.shared.clone();
-        Box::pin(shared.handle(request, inner).map(Ok))
+        Box::pin(shared.handle(request, inner, self.listener).map(Ok))
     }
 }

@@ -29,12 +29,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
 
-use crate::runtime::Runtime;
+use crate::runtime::{Listener, Runtime};
 
 /// Settings of the server itself (taken from [`Config`]).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub connection_timeout: Duration,
+    /// A request head must be complete this long after its first byte.
+    pub head_timeout: Duration,
     pub max_sessions: usize,
     /// Hard cap on the request head hyper will buffer (the precise 414/431
     /// answers come from the runtime layer, with cluster headers).
@@ -45,6 +47,8 @@ pub struct ServerSettings {
     /// Put the client's address in each request's extensions ([`PeerAddr`]),
     /// for an inner service that needs it (the sidecar's `X-Forwarded-For`).
     pub expose_peer_addr: bool,
+    /// Which listener this is (the over-limit answers follow its rules).
+    pub listener: Listener,
 }
 
 /// The address of the client a request came from (present when
@@ -57,20 +61,44 @@ impl ServerSettings {
         let limits = &config.request_limits;
         Self {
             connection_timeout: config.connection_timeout,
+            head_timeout: config.head_timeout,
             max_sessions: config.max_concurrent_http_sessions.max(1),
             max_head_bytes: limits.max_request_line_bytes.saturating_add(limits.max_header_bytes).saturating_add(1024),
             graceful_timeout: config.shutdown.graceful_timeout,
             title_case_headers: config.title_case_headers,
             expose_peer_addr: config.proxy.is_some(),
+            listener: Listener::Service,
+        }
+    }
+
+    /// The admin listener's settings: its own small session limit, so that
+    /// application traffic and the service port's abusers cannot reach it.
+    pub fn admin(config: &Config) -> Self {
+        Self {
+            max_sessions: ADMIN_SESSIONS,
+            expose_peer_addr: false,
+            listener: Listener::Admin,
+            ..Self::from_config(config)
         }
     }
 }
+
+/// Sessions of the admin listener (probes, scrapes and operators).
+pub const ADMIN_SESSIONS: usize = 64;
 
 /// Binds the HTTP listener as configured (`host`, `port`, `listenBacklog`,
 /// `enableReusePort`).
 pub fn bind(config: &Config) -> io::Result<TcpListener> {
     let address = resolve(&config.host, config.port)?;
     bind_address(address, config.listen_backlog, config.enable_reuse_port)
+}
+
+/// Binds the admin listener (`admin.listen`), if one is configured.
+pub fn bind_admin(config: &Config) -> Option<io::Result<TcpListener>> {
+    let address = config.admin_listen.as_deref()?;
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    Some(resolve(host, port).and_then(|address| bind_address(address, config.listen_backlog, false)))
 }
 
 fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
@@ -139,7 +167,7 @@ where
     let graceful = GracefulShutdown::new();
     let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, builder: &auto::Builder<TokioExecutor>| {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(FirstBytesDeadline::new(stream, settings.connection_timeout));
+        let io = TokioIo::new(FirstBytesDeadline::new(stream, settings.connection_timeout, settings.head_timeout));
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
                 let expose = settings.expose_peer_addr;
@@ -161,11 +189,13 @@ where
             }
             Err(_) => {
                 tracing::debug!(%peer, limit = settings.max_sessions, "session limit reached; probes only, 503 otherwise");
-                let busy =
-                    runtime.busy_service().map_request(|request: http::Request<Incoming>| request.map(Body::new));
+                let busy = runtime
+                    .busy_service(settings.listener)
+                    .map_request(|request: http::Request<Incoming>| request.map(Body::new));
                 // The head must come at once; the one answer (a probe, a capped
                 // /clusterz wait, or 503) ends the connection.
-                let io = TokioIo::new(FirstBytesDeadline::new(io.into_inner().into_stream(), OVER_LIMIT_HEAD_DEADLINE));
+                let deadline = OVER_LIMIT_HEAD_DEADLINE.min(settings.head_timeout);
+                let io = TokioIo::new(FirstBytesDeadline::new(io.into_inner().into_stream(), deadline, deadline));
                 let connection = busy_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
                 let limit = crate::endpoints::MAX_WAIT + OVER_LIMIT_HEAD_DEADLINE;
                 tokio::spawn(async move {
@@ -224,27 +254,118 @@ const OVER_LIMIT_HEAD_DEADLINE: Duration = Duration::from_secs(2);
 /// so a request already on its way is answered (with `Connection: close`).
 const CLOSING_LINGER: Duration = Duration::from_secs(1);
 
-/// The client's first bytes (enough to tell HTTP/1.1 from the HTTP/2 preface)
-/// must arrive within the connection timeout: until the protocol is known no
-/// HTTP-level timeout applies, so a silent connection would otherwise hold its
-/// session for ever. Afterwards reads pass straight through.
+/// Deadlines on what a client sends before it is answered, which no HTTP
+/// timeout of hyper's covers well:
+///
+/// - the first bytes (enough to tell HTTP/1.1 from the HTTP/2 preface) must
+///   arrive within the connection timeout: until the protocol is known no
+///   HTTP-level timeout applies, so a silent connection would otherwise hold
+///   its session for ever;
+/// - every HTTP/1.1 request head must be complete within the head timeout of
+///   its first byte, so a slow head cannot pin a session for the whole
+///   connection timeout (hyper's `header_read_timeout` also bounds idle
+///   keep-alive time, so it cannot be short).
+///
+/// The head's end is found by scanning the bytes read for an empty line; the
+/// next head starts with the first byte read after a final response began
+/// (a `1xx` does not count). A head that arrives in one read (the common
+/// case) arms no timer. After the HTTP/2 preface, reads pass straight through.
 struct FirstBytesDeadline {
     stream: tokio::net::TcpStream,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Armed for the first bytes, then for each head that spans reads.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    head_timeout: Duration,
     seen: usize,
+    head: Head,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Nothing of the next head read yet (the timer, if armed, is the idle one).
+    Expected { idle_timer: bool },
+    /// Part of a head read; `tail` holds whether the bytes so far end in
+    /// `\n` (1) or `\n\r` (2).
+    Reading { tail: u8 },
+    /// The head is complete; the next one starts after the response.
+    Complete,
+    /// HTTP/2: framing, not heads.
+    Off,
 }
 
 /// Bytes after which HTTP/1.1 and HTTP/2 (whose preface is this long) are told apart.
 const PREFACE_BYTES: usize = 24;
+const H2_PREFACE: &[u8; PREFACE_BYTES] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl FirstBytesDeadline {
-    fn new(stream: tokio::net::TcpStream, limit: Duration) -> Self {
-        Self { stream, deadline: Some(Box::pin(tokio::time::sleep(limit))), seen: 0 }
+    fn new(stream: tokio::net::TcpStream, first_bytes: Duration, head_timeout: Duration) -> Self {
+        Self {
+            stream,
+            timer: Box::pin(tokio::time::sleep(first_bytes)),
+            head_timeout,
+            seen: 0,
+            head: Head::Expected { idle_timer: true },
+        }
     }
 
     fn into_stream(self) -> tokio::net::TcpStream {
         self.stream
     }
+
+    /// Follows the head through `bytes`, just read.
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.seen < PREFACE_BYTES {
+            let start = self.seen;
+            self.seen += bytes.len();
+            let n = (PREFACE_BYTES - start).min(bytes.len());
+            if bytes[..n] == H2_PREFACE[start..start + n] {
+                if self.seen >= PREFACE_BYTES {
+                    self.head = Head::Off;
+                } else if !matches!(self.head, Head::Reading { .. }) {
+                    // Part of the HTTP/2 preface: it, too, must be complete in time.
+                    self.timer.as_mut().reset(tokio::time::Instant::now() + self.head_timeout);
+                    self.head = Head::Reading { tail: 0 };
+                }
+                return;
+            }
+        }
+        let tail = match self.head {
+            Head::Off | Head::Complete => return,
+            Head::Expected { .. } => 0,
+            Head::Reading { tail } => tail,
+        };
+        match head_end(tail, bytes) {
+            Ok(()) => self.head = Head::Complete,
+            Err(tail) => {
+                if !matches!(self.head, Head::Reading { .. }) {
+                    let deadline = tokio::time::Instant::now() + self.head_timeout;
+                    self.timer.as_mut().reset(deadline);
+                }
+                self.head = Head::Reading { tail };
+            }
+        }
+    }
+
+    /// A write starting with a final status line begins a response: what
+    /// is read next is the next head.
+    fn wrote(&mut self, first: &[u8]) {
+        if self.head == Head::Complete && first.starts_with(b"HTTP/1.") && first.get(9).is_some_and(|d| *d != b'1') {
+            self.head = Head::Expected { idle_timer: false };
+        }
+    }
+}
+
+/// `Ok` when `bytes` (after a head so far ending as `tail` says) complete a
+/// head: an empty line, `\n\n` or `\n\r\n`. Otherwise the new tail.
+fn head_end(mut tail: u8, bytes: &[u8]) -> Result<(), u8> {
+    for &byte in bytes {
+        tail = match (tail, byte) {
+            (1 | 2, b'\n') => return Ok(()),
+            (1, b'\r') => 2,
+            (_, b'\n') => 1,
+            _ => 0,
+        };
+    }
+    Err(tail)
 }
 
 impl tokio::io::AsyncRead for FirstBytesDeadline {
@@ -257,19 +378,25 @@ impl tokio::io::AsyncRead for FirstBytesDeadline {
         let before = buf.filled().len();
         match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                self.seen += buf.filled().len() - before;
-                if self.seen >= PREFACE_BYTES || buf.filled().len() == before {
-                    self.deadline = None;
+                let this = &mut *self;
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    this.saw(read);
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending => match self.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no request within the connection timeout",
-                ))),
-                _ => Poll::Pending,
-            },
+            Poll::Pending => {
+                let armed = matches!(self.head, Head::Reading { .. } | Head::Expected { idle_timer: true });
+                if armed && self.timer.as_mut().poll(cx).is_ready() {
+                    let message = if matches!(self.head, Head::Reading { .. }) {
+                        "request head not complete within the head timeout"
+                    } else {
+                        "no request within the connection timeout"
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)));
+                }
+                Poll::Pending
+            }
         }
     }
 }
@@ -280,6 +407,7 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
+        self.wrote(buf);
         std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -288,6 +416,9 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
         cx: &mut std::task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.wrote(first);
+        }
         std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -307,5 +438,22 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_across_reads() {
+        assert_eq!(head_end(0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Ok(()));
+        assert_eq!(head_end(0, b"GET / HTTP/1.1\nHost: x\n\n"), Ok(()));
+        let tail = head_end(0, b"GET / HTTP/1.1\r\nHost: x\r").unwrap_err();
+        let tail = head_end(tail, b"\n").unwrap_err();
+        assert_eq!(tail, 1);
+        let tail = head_end(tail, b"\r").unwrap_err();
+        assert_eq!(head_end(tail, b"\n"), Ok(()));
+        assert!(head_end(0, b"GET / HTTP/1.1\r\nHost: x\r\nX: y").is_err());
     }
 }

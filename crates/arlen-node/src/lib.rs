@@ -82,6 +82,11 @@ const RESTART_KEYS: &[&str] = &[
     "logLevel",
     "listenBacklog",
     "connectionTimeoutSeconds",
+    "requestLimits.headTimeoutMs",
+    "admin.listen",
+    "observability.detailsAccess",
+    "observability.detailsToken",
+    "observability.opsToken",
     "enableReusePort",
     "http.titleCaseHeaders",
     "requestLimits.maxRequestLineBytes",
@@ -166,6 +171,31 @@ impl Node {
         if let Ok(address) = listener.local_addr() {
             tracing::info!("listening on http://{address}");
         }
+        let admin_listener = match arlen_http::bind_admin(&config) {
+            Some(Ok(admin)) => {
+                if let Ok(address) = admin.local_addr() {
+                    tracing::info!("admin listener on http://{address} (probes, /clusterz, /metrics, operations)");
+                }
+                Some(admin)
+            }
+            Some(Err(source)) => {
+                let address = config.admin_listen.clone().unwrap_or_default();
+                return Err(NodeError::Bind { address, source });
+            }
+            None => None,
+        };
+        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let admin_server = admin_listener.map(|admin| {
+            tokio::spawn(arlen_http::serve(
+                admin,
+                runtime.admin_service(),
+                runtime.clone(),
+                ServerSettings::admin(&config),
+                async {
+                    let _ = admin_stop_rx.await;
+                },
+            ))
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(arlen_http::serve(
             listener,
@@ -212,10 +242,19 @@ impl Node {
         };
         drain(signal, &current.config, &runtime, &membership, signals.next_stop()).await;
         let _ = stop_tx.send(());
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(NodeError::Server(error)),
-            Err(join) => return Err(NodeError::Server(std::io::Error::other(join.to_string()))),
+        // The admin listener answers probes until the service port has finished.
+        let served = server.await;
+        let _ = admin_stop_tx.send(());
+        let admin_served = match admin_server {
+            Some(admin) => admin.await,
+            None => Ok(Ok(())),
+        };
+        for served in [served, admin_served] {
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(NodeError::Server(error)),
+                Err(join) => return Err(NodeError::Server(std::io::Error::other(join.to_string()))),
+            }
         }
         membership.leave().await;
         if let Some(check) = upstream_check {

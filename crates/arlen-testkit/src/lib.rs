@@ -500,7 +500,14 @@ impl ArlenProcess {
                         .cluster
                         .members
                         .iter()
-                        .map(|m| format!("{}@{} {}", m.node_id, m.generation, m.state))
+                        .map(|m| {
+                            format!(
+                                "{}@{} {}",
+                                m.node_id,
+                                m.generation.map_or("?".to_owned(), |g| g.to_string()),
+                                m.state
+                            )
+                        })
                         .collect();
                     format!(
                         "status {} observed {}/{} source {} ({}) members [{}]",

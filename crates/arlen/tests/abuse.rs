@@ -88,3 +88,58 @@ fn probes_answer_by_their_own_rules_while_abusers_hold_every_session() {
     drop(slow);
     assert_eq!(node.get("/livez").status, 200);
 }
+
+#[test]
+fn slow_heads_within_the_session_limit_are_closed_at_the_head_timeout_and_keep_alive_stays() {
+    let mut node = ArlenProcess::serve(
+        binary(),
+        Path::new("/nonexistent"),
+        &[("ARLEN_HEAD_TIMEOUT_MS", "300"), ("ARLEN_CONNECTION_TIMEOUT_SECONDS", "30")],
+    );
+    node.wait_live();
+    let address = node.address();
+    // A kept-alive connection that has been answered once and then idles.
+    let mut kept = TcpStream::connect(address).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(arlen_testkit::read_response(&mut kept).unwrap().status, 200);
+    // 20 slow heads, far below the session limit, and one head sent in two
+    // parts in good time.
+    let started = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    let mut split = TcpStream::connect(address).unwrap();
+    split.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    split.write_all(b"GET /readyz HTTP/1.1\r\n").unwrap();
+    split.write_all(b"Host: x\r\n\r\n").unwrap();
+    assert_eq!(arlen_testkit::read_response(&mut split).unwrap().status, 200, "a head in two writes is answered");
+    let mut closed = vec![false; slow.len()];
+    poll_until_explained(
+        "every slow head to be closed",
+        Duration::from_secs(10),
+        || {
+            for (stream, done) in slow.iter_mut().zip(closed.iter_mut()) {
+                let mut buffer = [0u8; 64];
+                match stream.read(&mut buffer) {
+                    Ok(_) => *done = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => *done = true,
+                }
+            }
+            closed.iter().all(|c| *c).then_some(())
+        },
+        || node.describe(),
+    );
+    let elapsed = started.elapsed();
+    eprintln!("20 slow heads closed {elapsed:?} after they began (head timeout 300 ms, connection timeout 30 s)");
+    assert!(elapsed < Duration::from_secs(10), "closed at the head timeout, not the connection timeout");
+    // The idle kept-alive connection outlived the head timeout and still serves.
+    kept.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(arlen_testkit::read_response(&mut kept).unwrap().status, 200, "idle keep-alive is not a slow head");
+}

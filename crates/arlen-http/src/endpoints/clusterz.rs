@@ -11,7 +11,7 @@ use http::StatusCode;
 
 use crate::documents::{
     CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MemberEntry,
-    QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck,
+    QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck, FULL, RESTRICTED,
 };
 
 use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, Context};
@@ -146,11 +146,11 @@ pub(super) async fn clusterz(
         Err((parameter, message)) => return Answered { response: bad_parameter(parameter, &message), snapshot },
     };
     let Some(condition) = condition else {
-        let response = json_response(StatusCode::OK, &document(&snapshot, cx.now));
+        let response = json_response(StatusCode::OK, &document(&snapshot, cx.now, cx.full_details));
         return Answered { response, snapshot };
     };
     let Ok(_permit) = cx.waits.clone().try_acquire_owned() else {
-        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, cx.now));
+        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, cx.now, cx.full_details));
         response.headers_mut().insert(crate::X_ARLEN_BACKPRESSURE_REASON, http::HeaderValue::from_static("wait_limit"));
         return Answered { response, snapshot };
     };
@@ -159,7 +159,7 @@ pub(super) async fn clusterz(
     let mut current = snapshot;
     loop {
         if condition.holds(&current) {
-            let response = json_response(StatusCode::OK, &document(&current, SystemTime::now()));
+            let response = json_response(StatusCode::OK, &document(&current, SystemTime::now(), cx.full_details));
             return Answered { response, snapshot: current };
         }
         tokio::select! {
@@ -173,11 +173,14 @@ pub(super) async fn clusterz(
         }
     }
     let current = reader.current();
-    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, SystemTime::now()));
+    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, SystemTime::now(), cx.full_details));
     Answered { response, snapshot: current }
 }
 
-fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
+/// The document; without `full` details, member addresses, URLs and
+/// generations and the source's and upstream's details are withheld.
+fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument {
+    let withheld = |text: &String| if full { text.clone() } else { RESTRICTED.to_owned() };
     let identity = &snapshot.identity;
     let quorum = &snapshot.quorum;
     let membership = &snapshot.membership;
@@ -212,9 +215,9 @@ fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
                 .iter()
                 .map(|m| MemberEntry {
                     node_id: m.node_id.clone(),
-                    generation: m.generation,
-                    http_url: m.http_url.clone(),
-                    gossip_address: m.gossip_address.clone(),
+                    generation: full.then_some(m.generation),
+                    http_url: m.http_url.clone().filter(|_| full),
+                    gossip_address: m.gossip_address.clone().filter(|_| full),
                     state: m.state.as_str().into(),
                     is_self: m.is_self,
                     last_heard_ms: membership
@@ -250,17 +253,18 @@ fn document(snapshot: &Snapshot, now: SystemTime) -> ClusterDocument {
             },
             source_health: SourceHealthSection {
                 ok: membership.health.ok,
-                detail: membership.health.detail.clone(),
+                detail: withheld(&membership.health.detail),
                 last_membership_change_utc: membership.health.last_membership_change.map(timestamp_utc),
             },
             duplicate_node_ids: membership.duplicate_node_ids.clone(),
         },
         upstream: snapshot.upstream.as_ref().map(|u| UpstreamCheck {
             ok: u.ok,
-            target: u.target.clone(),
-            detail: u.detail.clone(),
+            target: withheld(&u.target),
+            detail: withheld(&u.detail),
             since_utc: timestamp_utc(u.since),
         }),
+        details: if full { FULL.into() } else { RESTRICTED.into() },
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Context<'a> {
     pub monotonic_now: std::time::Duration,
     /// Permits for `/clusterz` waits: at most this many wait at once.
     pub waits: &'a std::sync::Arc<tokio::sync::Semaphore>,
+    /// The requester may see member details (`observability.detailsAccess`).
+    pub full_details: bool,
 }
 
 /// A response and the snapshot it was computed from.

@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use crate::documents::{
     ActiveRequests, Checks, ClusterQuorum, Draining, MetricsRegistry, PendingSection, ProbeDocument, RequestDispatch,
-    Startup, UpstreamCheck,
+    Startup, UpstreamCheck, FULL, RESTRICTED,
 };
 
 use super::{json_response, plain, query_pairs, timestamp_utc, wants_json, Context};
@@ -84,7 +84,13 @@ fn outcomes(snapshot: &Snapshot, cx: &Context<'_>) -> Vec<Outcome> {
             reason: snapshot
                 .upstream
                 .as_ref()
-                .map(|u| format!("upstream {} does not answer its health check: {}", u.target, u.detail))
+                .map(|u| {
+                    if cx.full_details {
+                        format!("upstream {} does not answer its health check: {}", u.target, u.detail)
+                    } else {
+                        "the upstream does not answer its health check".to_owned()
+                    }
+                })
                 .unwrap_or_default(),
         },
     ]
@@ -237,8 +243,8 @@ fn document(
             },
             upstream: snapshot.upstream.as_ref().map(|u| UpstreamCheck {
                 ok: ok_of("upstream"),
-                target: u.target.clone(),
-                detail: u.detail.clone(),
+                target: if cx.full_details { u.target.clone() } else { RESTRICTED.to_owned() },
+                detail: if cx.full_details { u.detail.clone() } else { RESTRICTED.to_owned() },
                 since_utc: timestamp_utc(u.since),
             }),
         },
@@ -248,5 +254,6 @@ fn document(
             .cloned()
             .collect(),
         unknown_excluded: unknown.iter().map(|s| (*s).clone()).collect(),
+        details: if cx.full_details { FULL.into() } else { RESTRICTED.into() },
     }
 }
