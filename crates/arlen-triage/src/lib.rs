@@ -59,6 +59,8 @@ pub struct NodeReport {
     /// Other members' URLs, for discovery.
     #[serde(skip)]
     pub member_urls: Vec<String>,
+    /// The node withheld member details from triage (`observability.detailsAccess`).
+    pub details_restricted: bool,
     pub samples: Vec<HeaderSample>,
     /// `/clusterz` status read again after sampling (to tell change from contradiction).
     #[serde(skip)]
@@ -93,6 +95,7 @@ impl NodeReport {
             generation: Some(cluster.generation),
             sees: clusterz.alive_members().map(str::to_owned).collect::<BTreeSet<_>>().into_iter().collect(),
             member_urls: cluster.members.iter().filter(|m| !m.is_self).filter_map(|m| m.http_url.clone()).collect(),
+            details_restricted: clusterz.details == arlen_http::documents::RESTRICTED,
             ..Self::default()
         }
     }
@@ -246,6 +249,16 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
                 break;
             }
         }
+    }
+    let restricted: Vec<String> = reachable.iter().filter(|r| r.details_restricted).map(|r| name(r)).collect();
+    if !restricted.is_empty() {
+        findings.push(Finding {
+            kind: "details_restricted",
+            message: format!(
+                "{} withheld member details (observability.detailsAccess = restricted), so their members' URLs cannot be followed: set ARLEN_DETAILS_TOKEN to the details token, point triage at the admin listeners, or name every node",
+                restricted.join(", ")
+            ),
+        });
     }
     // Who sees whom: differing views of membership are a likely partition.
     let mut views: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();

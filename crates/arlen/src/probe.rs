@@ -37,6 +37,20 @@ pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(2).build().expect("http client")
 }
 
+/// The variable holding the bearer token that shows member details
+/// (`observability.detailsToken`) to the operator's tools.
+pub const DETAILS_TOKEN_VARIABLE: &str = "ARLEN_DETAILS_TOKEN";
+
+/// `Authorization: Bearer <token>` from [`DETAILS_TOKEN_VARIABLE`], when it is
+/// set (marked sensitive, never printed). Sent only to the reserved endpoints,
+/// never to an application path.
+pub fn details_authorization() -> Option<reqwest::header::HeaderValue> {
+    let token = std::env::var(DETAILS_TOKEN_VARIABLE).ok().filter(|t| !t.trim().is_empty())?;
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// Reads `/clusterz` and `/readyz` of the node at `url`.
 pub async fn probe(client: &reqwest::Client, url: &str) -> NodeReport {
     let base = url.trim_end_matches('/');

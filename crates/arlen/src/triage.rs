@@ -129,7 +129,11 @@ async fn collect(client: &reqwest::Client, args: &TriageArgs) -> (Vec<NodeReport
 
 /// A node document, its body bounded before it is parsed.
 async fn get_document<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> Result<(u16, T), String> {
-    let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let mut request = client.get(url);
+    if let Some(authorization) = crate::probe::details_authorization() {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    let mut response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {

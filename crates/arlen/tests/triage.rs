@@ -244,3 +244,30 @@ fn triage_stays_bounded_and_escapes_what_a_hostile_node_says() {
     assert!(reads < 100, "discovery was bounded: {reads} requests to the hostile node");
     assert_eq!(output.status.code(), Some(2), "left-out members make the verdict not nominal");
 }
+
+#[test]
+fn triage_follows_restricted_members_only_with_the_details_token() {
+    let details_token = "details-token-0123456789abcdef0123456789";
+    let nodes = start_cluster(
+        "td",
+        2,
+        2,
+        &[
+            ("ARLEN_ENV", "production"),
+            ("ARLEN_CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED", "YES"),
+            ("ARLEN_DETAILS_TOKEN", details_token),
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}", nodes[0].port);
+    let (code, text) = triage(&url, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("td-")).count(), 1, "no member URL to follow:\n{text}");
+    assert!(text.contains("td-1 withheld member details"), "{text}");
+    assert!(text.contains("set ARLEN_DETAILS_TOKEN"), "{text}");
+    let output = Command::new(binary()).args(["triage", &url]).env("ARLEN_DETAILS_TOKEN", details_token).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("td-")).count(), 2, "both nodes, discovered with the token:\n{text}");
+    assert!(!text.contains("withheld"), "{text}");
+    assert!(!text.contains(details_token), "the token is never printed:\n{text}");
+}
