@@ -10,12 +10,14 @@
 
 mod cell;
 mod gate;
+mod maintenance;
 mod membership;
 mod quorum;
 mod snapshot;
 
 pub use cell::{snapshot_channel, SnapshotPublisher, SnapshotReader};
 pub use gate::{Clock, GateWindows, PendingTransition, QuorumGate, Timestamp};
+pub use maintenance::Maintenance;
 pub use membership::{HeardClock, Member, MemberState, MembershipView, SourceHealth};
 pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
 pub use snapshot::{

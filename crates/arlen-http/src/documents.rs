@@ -27,6 +27,21 @@ pub struct ClusterDocument {
     /// (`observability.detailsAccess`).
     #[serde(default = "full")]
     pub details: Text,
+    /// Only for `?maintenance=true`: may this node stop now?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceSection>,
+}
+
+/// The verdict of `GET /clusterz?maintenance=true` (200 when `can_stop`, else 412).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceSection {
+    pub can_stop: bool,
+    pub reason: String,
+    /// Members that would still count after this node stops.
+    pub remaining_nodes: u32,
+    pub required_nodes: u32,
+    /// Other members already not counted, with their state (`node-b draining`).
+    pub unavailable: Vec<String>,
 }
 
 /// What a document shows of member details: [`FULL`] or [`RESTRICTED`].

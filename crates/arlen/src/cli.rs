@@ -163,6 +163,11 @@ pub struct TriageArgs {
     /// One round of discovery and reading ends after this long, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 15000)]
     pub deadline_ms: u64,
+    /// Only ask whether NODE (a node id or URL) may stop now without the
+    /// cluster losing quorum: exit 0 yes, 1 no (with the reason), 3 not found
+    /// or not answering
+    #[arg(long, value_name = "NODE", conflicts_with_all = ["watch", "json"])]
+    pub can_stop: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,9 @@ pub fn run(args: TriageArgs) -> ExitCode {
 
 async fn triage(args: TriageArgs) -> u8 {
     let client = crate::probe::client(Duration::from_millis(args.timeout_ms));
+    if let Some(node) = &args.can_stop {
+        return can_stop(&client, &args, node).await;
+    }
     let tty = std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     loop {
@@ -125,6 +128,39 @@ async fn collect(client: &reqwest::Client, args: &TriageArgs) -> (Vec<NodeReport
     }
     reports.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.url.cmp(&b.url)));
     (reports, discovery)
+}
+
+/// `--can-stop NODE`: the node's own maintenance verdict, as an exit status.
+async fn can_stop(client: &reqwest::Client, args: &TriageArgs, node: &str) -> u8 {
+    let (reports, _) = collect(client, args).await;
+    let wanted = normalise(node);
+    let Some(report) = reports.iter().find(|r| r.node_id.as_deref() == Some(node) || r.url == wanted) else {
+        let known: Vec<String> = reports.iter().map(|r| r.node_id.clone().unwrap_or_else(|| r.url.clone())).collect();
+        println!("{}", printable(&format!("{node}: not found among {}", known.join(", "))));
+        return 3;
+    };
+    let url = format!("{}/clusterz?maintenance=true", report.url);
+    match get_document::<ClusterDocument>(client, &url).await {
+        Ok((status, document)) => match (status, document.maintenance) {
+            (200 | 412, Some(verdict)) => {
+                let answer = if verdict.can_stop { "yes" } else { "no" };
+                println!("{}", printable(&format!("{node} may stop now: {answer} — {}", verdict.reason)));
+                if verdict.can_stop {
+                    0
+                } else {
+                    1
+                }
+            }
+            (status, _) => {
+                println!("{}", printable(&format!("{node}: {url} answered {status} without a maintenance verdict")));
+                3
+            }
+        },
+        Err(error) => {
+            println!("{}", printable(&format!("{node} does not answer: {error}")));
+            3
+        }
+    }
 }
 
 /// A node document, its body bounded before it is parsed.

@@ -271,3 +271,47 @@ fn triage_follows_restricted_members_only_with_the_details_token() {
     assert!(!text.contains("withheld"), "{text}");
     assert!(!text.contains(details_token), "the token is never printed:\n{text}");
 }
+
+#[test]
+fn maintenance_says_whether_a_node_may_stop_and_triage_turns_it_into_an_exit_status() {
+    let nodes = start_cluster(
+        "tm",
+        3,
+        3,
+        &[("ARLEN_CLUSTER_QUORUM_POLICY", "majority"), ("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "60")],
+    );
+    let url = format!("http://127.0.0.1:{}", nodes[0].port);
+    let verdict = nodes[0].get("/clusterz?maintenance=true");
+    assert_eq!(verdict.status, 200, "{}", verdict.text());
+    let document = verdict.json();
+    assert_eq!(document["maintenance"]["can_stop"], true, "{document}");
+    assert_eq!(document["maintenance"]["remaining_nodes"], 2);
+    assert_eq!(document["cluster"]["quorum"]["status"], "nominal", "the usual document, plus the verdict");
+    let (code, text) = triage(&url, &["--can-stop", "tm-2"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("tm-2 may stop now: yes — stopping tm-2 leaves 2 nodes; policy majority needs 2"), "{text}");
+
+    // tm-3 drains (and stays draining for its 60 s drain delay): now nobody else may stop.
+    nodes[2].signal("TERM");
+    poll_until_explained(
+        "tm-1 to see tm-3 draining",
+        Duration::from_secs(10),
+        || (nodes[0].get("/clusterz?maintenance=true").status == 412).then_some(()),
+        || nodes.iter().map(ArlenProcess::describe).collect(),
+    );
+    let refused = nodes[0].get("/clusterz?maintenance=true").json();
+    let reason = refused["maintenance"]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("would leave 1 node; policy majority needs 2: quorum would be lost"), "{reason}");
+    assert!(reason.contains("tm-3 draining"), "{reason}");
+    let (code, text) = triage(&url, &["--can-stop", "tm-1"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("tm-1 may stop now: no"), "{text}");
+    let (code, text) = triage(&url, &["--can-stop", "nobody"]);
+    assert_eq!(code, 3, "{text}");
+
+    let bad = nodes[0].get("/clusterz?maintenance=perhaps");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("bad request parameter maintenance"), "{}", bad.text());
+    let combined = nodes[0].get("/clusterz?maintenance=true&wait_for_nodes=3");
+    assert_eq!(combined.status, 400, "{}", combined.text());
+}

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::gate::GateWindows;
-use crate::{QuorumStatus, CLUSTER_HEADER_NAMES, DRAINING_HEADER_NAME};
+use crate::{MemberState, QuorumStatus, CLUSTER_HEADER_NAMES, DRAINING_HEADER_NAME};
 
 /// A clock the test moves by hand.
 #[derive(Debug, Default)]
@@ -172,4 +172,52 @@ async fn readers_wake_on_change() {
     });
     publisher.set_membership(view(1));
     assert_eq!(waiter.await.unwrap(), 1);
+}
+
+fn members(states: &[(&str, MemberState)]) -> MembershipView {
+    let members: Vec<crate::Member> = states
+        .iter()
+        .map(|(id, state)| crate::Member {
+            node_id: (*id).into(),
+            generation: 1,
+            http_url: None,
+            gossip_address: None,
+            state: *state,
+            is_self: *id == "node-a",
+        })
+        .collect();
+    let observed = states.iter().filter(|(_, s)| *s == MemberState::Alive).count() as u32;
+    MembershipView { members, ..MembershipView::counted("gossip", observed) }
+}
+
+#[test]
+fn maintenance_counts_members_already_out() {
+    let majority = RuntimeSettings { quorum_policy: crate::QuorumPolicy::Majority, ..settings(3) };
+    let (publisher, reader, _) = channel(majority, 3);
+    use MemberState::{Alive, Dead, Draining};
+    publisher.set_membership(members(&[("node-a", Alive), ("node-b", Alive), ("node-c", Alive)]));
+    let verdict = reader.current().maintenance();
+    assert!(verdict.can_stop, "{verdict:?}");
+    assert_eq!((verdict.remaining_nodes, verdict.required_nodes), (2, 2));
+    assert_eq!(verdict.reason, "stopping node-a leaves 2 nodes; policy majority needs 2");
+
+    publisher.set_membership(members(&[("node-a", Alive), ("node-b", Draining), ("node-c", Alive)]));
+    let verdict = reader.current().maintenance();
+    assert!(!verdict.can_stop, "{verdict:?}");
+    assert_eq!(verdict.remaining_nodes, 1);
+    assert_eq!(
+        verdict.reason,
+        "stopping node-a would leave 1 node; policy majority needs 2: quorum would be lost (node-b draining already out)"
+    );
+
+    publisher.set_membership(members(&[("node-a", Alive), ("node-b", Dead), ("node-c", Dead)]));
+    let verdict = reader.current().maintenance();
+    assert!(!verdict.can_stop);
+    assert!(verdict.reason.starts_with("quorum is not met now (degraded: 1 of 3 expected observed"), "{}", verdict.reason);
+
+    // A node already draining is not counted: stopping it changes nothing.
+    publisher.set_membership(members(&[("node-a", Alive), ("node-b", Alive), ("node-c", Dead)]));
+    publisher.mark_draining();
+    let verdict = reader.current().maintenance();
+    assert_eq!(verdict.remaining_nodes, 2, "{verdict:?}");
 }

@@ -10,7 +10,7 @@ use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader};
 use http::StatusCode;
 
 use crate::documents::{
-    CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MemberEntry,
+    CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MaintenanceSection, MemberEntry,
     QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck, FULL, RESTRICTED,
 };
 
@@ -135,16 +135,48 @@ impl WaitCondition {
     }
 }
 
+/// `maintenance=true` (or `1`, `yes`) asks for the maintenance verdict.
+fn maintenance_asked(pairs: &[(String, String)]) -> Result<bool, String> {
+    match pairs.iter().rev().find(|(k, _)| k == "maintenance").map(|(_, v)| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
+        Some(v) => Err(format!("expected true or false, got {v:?}")),
+    }
+}
+
 pub(super) async fn clusterz(
     parts: &http::request::Parts,
     snapshot: Arc<Snapshot>,
     reader: &SnapshotReader,
     cx: &Context<'_>,
 ) -> Answered {
-    let condition = match WaitCondition::from_query(&query_pairs(parts)) {
+    let pairs = query_pairs(parts);
+    let condition = match WaitCondition::from_query(&pairs) {
         Ok(condition) => condition,
         Err((parameter, message)) => return Answered { response: bad_parameter(parameter, &message), snapshot },
     };
+    match maintenance_asked(&pairs) {
+        Ok(false) => {}
+        Ok(true) if condition.is_some() => {
+            let response = bad_parameter("maintenance", "cannot be combined with wait_for_status or wait_for_nodes");
+            return Answered { response, snapshot };
+        }
+        Ok(true) => {
+            let verdict = snapshot.maintenance();
+            let status = if verdict.can_stop { StatusCode::OK } else { StatusCode::PRECONDITION_FAILED };
+            let mut document = document(&snapshot, cx.now, cx.full_details);
+            document.maintenance = Some(MaintenanceSection {
+                can_stop: verdict.can_stop,
+                reason: verdict.reason,
+                remaining_nodes: verdict.remaining_nodes,
+                required_nodes: verdict.required_nodes,
+                unavailable: verdict.unavailable,
+            });
+            return Answered { response: json_response(status, &document), snapshot };
+        }
+        Err(message) => return Answered { response: bad_parameter("maintenance", &message), snapshot },
+    }
     let Some(condition) = condition else {
         let response = json_response(StatusCode::OK, &document(&snapshot, cx.now, cx.full_details));
         return Answered { response, snapshot };
@@ -265,6 +297,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
             since_utc: timestamp_utc(u.since),
         }),
         details: if full { FULL.into() } else { RESTRICTED.into() },
+        maintenance: None,
     }
 }
 
