@@ -38,7 +38,8 @@ impl Snapshot {
         let required = quorum.required_nodes;
         let policy = quorum.policy.name();
         let nodes = |n: u32| if n == 1 { "1 node".to_owned() } else { format!("{n} nodes") };
-        let gone = if unavailable.is_empty() { String::new() } else { format!(" ({} already out)", unavailable.join(", ")) };
+        let gone =
+            if unavailable.is_empty() { String::new() } else { format!(" ({} already out)", unavailable.join(", ")) };
         let (can_stop, reason) = if !self.identity.cluster_enabled {
             (true, format!("the cluster is not enabled: stopping {node} loses no quorum"))
         } else if !quorum.met {

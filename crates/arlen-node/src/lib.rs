@@ -42,6 +42,7 @@
 
 mod logging;
 mod ops;
+mod systemd;
 
 use std::future::Future;
 
@@ -219,6 +220,9 @@ impl Node {
         ops::enable_fault_endpoint(&config, &runtime, &membership);
         runtime.publisher().mark_started();
         tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
+        let notifier = systemd::Notifier::from_env();
+        notifier.ready(&runtime.snapshot(), runtime.reader().now().monotonic);
+        let notifications = tokio::spawn(notifier.run(runtime.reader()));
 
         let mut current = loaded.clone();
         let signal = loop {
@@ -240,6 +244,7 @@ impl Node {
                 }
             }
         };
+        notifier.stopping();
         drain(signal, &current.config, &runtime, &membership, signals.next_stop()).await;
         let _ = stop_tx.send(());
         // The admin listener answers probes until the service port has finished.
@@ -260,6 +265,7 @@ impl Node {
         if let Some(check) = upstream_check {
             check.abort();
         }
+        notifications.abort();
         tracing::info!("stopped");
         Ok(())
     }

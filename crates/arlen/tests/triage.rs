@@ -264,10 +264,15 @@ fn triage_follows_restricted_members_only_with_the_details_token() {
     assert_eq!(text.lines().filter(|l| l.starts_with("td-")).count(), 1, "no member URL to follow:\n{text}");
     assert!(text.contains("td-1 withheld member details"), "{text}");
     assert!(text.contains("set ARLEN_DETAILS_TOKEN"), "{text}");
-    let output = Command::new(binary()).args(["triage", &url]).env("ARLEN_DETAILS_TOKEN", details_token).output().unwrap();
+    let output =
+        Command::new(binary()).args(["triage", &url]).env("ARLEN_DETAILS_TOKEN", details_token).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{text}");
-    assert_eq!(text.lines().filter(|l| l.starts_with("td-")).count(), 2, "both nodes, discovered with the token:\n{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("td-")).count(),
+        2,
+        "both nodes, discovered with the token:\n{text}"
+    );
     assert!(!text.contains("withheld"), "{text}");
     assert!(!text.contains(details_token), "the token is never printed:\n{text}");
 }

@@ -213,7 +213,11 @@ fn maintenance_counts_members_already_out() {
     publisher.set_membership(members(&[("node-a", Alive), ("node-b", Dead), ("node-c", Dead)]));
     let verdict = reader.current().maintenance();
     assert!(!verdict.can_stop);
-    assert!(verdict.reason.starts_with("quorum is not met now (degraded: 1 of 3 expected observed"), "{}", verdict.reason);
+    assert!(
+        verdict.reason.starts_with("quorum is not met now (degraded: 1 of 3 expected observed"),
+        "{}",
+        verdict.reason
+    );
 
     // A node already draining is not counted: stopping it changes nothing.
     publisher.set_membership(members(&[("node-a", Alive), ("node-b", Alive), ("node-c", Dead)]));

@@ -10,8 +10,9 @@ use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader};
 use http::StatusCode;
 
 use crate::documents::{
-    CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MaintenanceSection, MemberEntry,
-    QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck, FULL, RESTRICTED,
+    CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MaintenanceSection,
+    MemberEntry, QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck, FULL,
+    RESTRICTED,
 };
 
 use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, Context};
