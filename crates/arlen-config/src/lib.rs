@@ -27,15 +27,15 @@ pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvir
 pub use error::{ConfigError, ConfigErrors, Position};
 use files::FileLayer;
 pub use gossip_keys::GossipKeys;
-pub use registry::{KeySpec, Kind, KEYS};
+pub use registry::{Key, KeySpec, Kind, Reload, KEYS};
 
 /// The shortest operations token accepted.
 pub const MIN_OPS_TOKEN_CHARS: usize = 32;
 
 /// The inline gossip keys (a secret).
-pub const GOSSIP_KEYS_KEY: &str = "cluster.gossip.keys";
+pub const GOSSIP_KEYS_KEY: Key = Key::ClusterGossipKeys;
 /// The gossip keys file.
-pub const GOSSIP_KEYS_FILE_KEY: &str = "cluster.gossip.keysFile";
+pub const GOSSIP_KEYS_FILE_KEY: Key = Key::ClusterGossipKeysFile;
 
 /// The environment name used when none is given.
 pub const DEFAULT_ENV: &str = "development";
@@ -122,7 +122,7 @@ impl Setting {
         match (&self.spec.kind, &self.value) {
             (Kind::Secret, Typed::Text(t)) if t.is_empty() => "(not configured)".to_owned(),
             // How many keys, never the keys.
-            (Kind::Secret, Typed::Text(t)) if self.spec.key == GOSSIP_KEYS_KEY => {
+            (Kind::Secret, Typed::Text(t)) if self.spec.id == GOSSIP_KEYS_KEY => {
                 format!("({} configured)", t.split(',').filter(|k| !k.trim().is_empty()).count())
             }
             (Kind::Secret, _) => "(configured)".to_owned(),
@@ -150,8 +150,14 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The setting of a key named by its dotted name (`arlen config`, tests).
     pub fn setting(&self, key: &str) -> Option<&Setting> {
         self.settings.iter().find(|s| s.spec.key == key)
+    }
+
+    /// The setting of a key.
+    pub fn setting_of(&self, key: Key) -> &Setting {
+        &self.settings[key as usize]
     }
 }
 
@@ -538,7 +544,7 @@ impl<'a> Loader<'a> {
     /// secure-by-default rule: outside development and test, gossip needs
     /// keys unless `cluster.gossip.allowUnauthenticated` says otherwise.
     fn resolve_gossip_keys(&mut self, settings: &[Setting], env_name: &str) -> GossipKeys {
-        let get = |key: &str| settings.iter().find(|s| s.spec.key == key).expect("registered key");
+        let get = |key: Key| &settings[key as usize];
         let text_of = |setting: &Setting| match &setting.value {
             Typed::Text(t) => t.clone(),
             _ => String::new(),
@@ -572,11 +578,13 @@ impl<'a> Loader<'a> {
             }
             (true, true) => GossipKeys::default(),
         };
-        let uses_gossip = get("cluster.membership.source").value == Typed::Text("gossip".into());
-        let allowed = get("cluster.gossip.allowUnauthenticated").value == Typed::Bool(true);
+        let uses_gossip = get(Key::ClusterMembershipSource).value == Typed::Text("gossip".into());
+        let allowed = get(Key::ClusterGossipAllowUnauthenticated).value == Typed::Bool(true);
         let relaxed_env = matches!(env_name, "development" | "test");
-        let failed_already =
-            self.errors.iter().any(|e| matches!(e.key.as_deref(), Some(GOSSIP_KEYS_KEY | GOSSIP_KEYS_FILE_KEY)));
+        let failed_already = self
+            .errors
+            .iter()
+            .any(|e| [GOSSIP_KEYS_KEY, GOSSIP_KEYS_FILE_KEY].iter().any(|k| e.key.as_deref() == Some(k.name())));
         if uses_gossip && keys.is_empty() && !allowed && !relaxed_env && !failed_already {
             self.errors.push(
                 ConfigError::new(format!(
@@ -585,7 +593,7 @@ impl<'a> Loader<'a> {
                      to run gossip unauthenticated anyway, set cluster.gossip.allowUnauthenticated = YES",
                     inline.spec.variable()
                 ))
-                .for_key(GOSSIP_KEYS_KEY),
+                .for_key(GOSSIP_KEYS_KEY.name()),
             );
         }
         keys
@@ -610,10 +618,10 @@ impl<'a> Loader<'a> {
     /// The highest-precedence explicit value of a key, parsed; the plain
     /// default when none is set (computed defaults come later).
     fn resolve_explicit(&mut self, spec: &'static KeySpec, layers: &[&FileLayer]) -> Setting {
-        let flag = match spec.key {
-            "host" => self.options.host.clone().map(|v| ("--host", v)),
-            "port" => self.options.port.clone().map(|v| ("--port", v)),
-            "proxy.upstream" => self.options.upstream.clone().map(|v| ("--upstream", v)),
+        let flag = match spec.id {
+            Key::Host => self.options.host.clone().map(|v| ("--host", v)),
+            Key::Port => self.options.port.clone().map(|v| ("--port", v)),
+            Key::ProxyUpstream => self.options.upstream.clone().map(|v| ("--upstream", v)),
             _ => None,
         };
         let (raw, source) = if let Some((flag, value)) = flag {
@@ -693,29 +701,29 @@ impl<'a> Loader<'a> {
 
     /// Defaults that depend on keys computed in the first pass.
     fn apply_second_pass_defaults(&mut self, settings: &mut [Setting]) {
-        let listen = settings.iter().find(|s| s.spec.key == "cluster.gossip.listen").map(|s| s.value.clone());
+        let listen = settings.iter().find(|s| s.spec.id == Key::ClusterGossipListen).map(|s| s.value.clone());
         for setting in settings.iter_mut() {
-            if setting.spec.key == "cluster.gossip.advertise" && setting.source == Source::Default {
+            if setting.spec.id == Key::ClusterGossipAdvertise && setting.source == Source::Default {
                 setting.value = listen.clone().unwrap_or(Typed::Text(String::new()));
-                setting.source = Source::ComputedDefault("cluster.gossip.listen");
+                setting.source = Source::ComputedDefault(Key::ClusterGossipListen.name());
             }
         }
     }
 
     /// Rules that span keys; run after every default is known.
     fn check_cross_key_rules(&mut self, settings: &[Setting]) {
-        let get = |key: &str| settings.iter().find(|s| s.spec.key == key);
-        let uses_etcd = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("etcd".into()));
-        if let Some(endpoints) = get("cluster.etcd.endpoints").filter(|_| uses_etcd) {
+        let get = |key: Key| settings.iter().find(|s| s.spec.id == key);
+        let uses_etcd = get(Key::ClusterMembershipSource).is_some_and(|s| s.value == Typed::Text("etcd".into()));
+        if let Some(endpoints) = get(Key::ClusterEtcdEndpoints).filter(|_| uses_etcd) {
             if endpoints.value == Typed::List(Vec::new())
-                && !self.errors.iter().any(|e| e.key.as_deref() == Some("cluster.etcd.endpoints"))
+                && !self.errors.iter().any(|e| e.key.as_deref() == Some(Key::ClusterEtcdEndpoints.name()))
             {
                 self.errors.push(
                     ConfigError::new(format!(
                         "required when cluster.membership.source is etcd; set {} to the etcd client URLs",
                         endpoints.spec.variable()
                     ))
-                    .for_key("cluster.etcd.endpoints"),
+                    .for_key(Key::ClusterEtcdEndpoints.name()),
                 );
             }
         }
@@ -723,11 +731,11 @@ impl<'a> Loader<'a> {
             self.check_etcd_tls(settings);
         }
         for (key, guards) in
-            [("observability.opsToken", "fault injection"), ("observability.detailsToken", "member details")]
+            [(Key::ObservabilityOpsToken, "fault injection"), (Key::ObservabilityDetailsToken, "member details")]
         {
             let Some(token) = get(key) else { continue };
             if matches!(&token.value, Typed::Text(t) if !t.is_empty() && t.chars().count() < MIN_OPS_TOKEN_CHARS) {
-                let what = if key == "observability.opsToken" { "operations" } else { "details" };
+                let what = if key == Key::ObservabilityOpsToken { "operations" } else { "details" };
                 self.errors.push(located_error(
                     format!(
                         "the {what} token must be at least {MIN_OPS_TOKEN_CHARS} characters (it guards {guards}); make one with `openssl rand -hex 32`"
@@ -737,7 +745,7 @@ impl<'a> Loader<'a> {
                 ));
             }
         }
-        if let Some(admin) = get("admin.listen") {
+        if let Some(admin) = get(Key::AdminListen) {
             if let Typed::Text(address) = &admin.value {
                 if !address.is_empty() {
                     if let Err(message) = value::parse_address(address) {
@@ -746,7 +754,7 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        if let Some(path) = get("proxy.healthPath") {
+        if let Some(path) = get(Key::ProxyHealthPath) {
             if matches!(&path.value, Typed::Text(p) if !p.is_empty() && !p.starts_with('/')) {
                 self.errors.push(located_error(
                     "a health path starts with `/` (for example /health)".to_owned(),
@@ -755,16 +763,18 @@ impl<'a> Loader<'a> {
                 ));
             }
         }
-        let uses_gossip = get("cluster.membership.source").is_some_and(|s| s.value == Typed::Text("gossip".into()));
+        let uses_gossip = get(Key::ClusterMembershipSource).is_some_and(|s| s.value == Typed::Text("gossip".into()));
         // An advertise address derived from a value that already failed would
         // only repeat that error.
         let inputs_failed = self.errors.iter().any(|e| {
-            matches!(e.key.as_deref(), Some("host" | "port" | "cluster.gossip.listen" | "cluster.gossip.advertise"))
+            e.key.as_deref().and_then(registry::find).is_some_and(|spec| {
+                matches!(spec.id, Key::Host | Key::Port | Key::ClusterGossipListen | Key::ClusterGossipAdvertise)
+            })
         });
         if !uses_gossip || inputs_failed {
             return;
         }
-        if let Some(advertise) = get("cluster.gossip.advertise") {
+        if let Some(advertise) = get(Key::ClusterGossipAdvertise) {
             if let Typed::Text(address) = &advertise.value {
                 if value::is_unspecified_address(address) {
                     self.errors.push(located_error(
@@ -784,14 +794,14 @@ impl<'a> Loader<'a> {
     /// its key; every file named must be readable now (not at the first
     /// connection attempt).
     fn check_etcd_tls(&mut self, settings: &[Setting]) {
-        let get = |key: &str| settings.iter().find(|s| s.spec.key == key).expect("registered key");
+        let get = |key: Key| &settings[key as usize];
         let text_of = |setting: &Setting| match &setting.value {
             Typed::Text(t) => t.clone(),
             _ => String::new(),
         };
-        let https = matches!(&get("cluster.etcd.endpoints").value, Typed::List(urls) if urls.iter().any(|u| u.starts_with("https://")));
-        let ca = get("cluster.etcd.caFile");
-        let (cert, key) = (get("cluster.etcd.certFile"), get("cluster.etcd.keyFile"));
+        let https = matches!(&get(Key::ClusterEtcdEndpoints).value, Typed::List(urls) if urls.iter().any(|u| u.starts_with("https://")));
+        let ca = get(Key::ClusterEtcdCaFile);
+        let (cert, key) = (get(Key::ClusterEtcdCertFile), get(Key::ClusterEtcdKeyFile));
         if https && text_of(ca).is_empty() {
             self.errors.push(
                 ConfigError::new(format!(
@@ -831,60 +841,60 @@ impl<'a> Loader<'a> {
     fn apply_computed_defaults(&mut self, settings: &mut [Setting], env_name: &str) {
         let development = env_name == DEFAULT_ENV;
         let value_of =
-            |settings: &[Setting], key: &str| settings.iter().find(|s| s.spec.key == key).map(|s| s.value.clone());
-        let expected = value_of(settings, "cluster.expectedNodes");
-        let enabled = value_of(settings, "cluster.enabled");
-        let http_address = match (value_of(settings, "host"), value_of(settings, "port")) {
+            |settings: &[Setting], key: Key| settings.iter().find(|s| s.spec.id == key).map(|s| s.value.clone());
+        let expected = value_of(settings, Key::ClusterExpectedNodes);
+        let enabled = value_of(settings, Key::ClusterEnabled);
+        let http_address = match (value_of(settings, Key::Host), value_of(settings, Key::Port)) {
             (Some(Typed::Text(host)), Some(Typed::Integer(port))) => value::join_host_port(&host, port),
             _ => String::new(),
         };
-        let cluster_name = match value_of(settings, "cluster.name") {
+        let cluster_name = match value_of(settings, Key::ClusterName) {
             Some(Typed::Text(name)) if !name.trim().is_empty() => name.trim().to_owned(),
             _ => "default".to_owned(),
         };
         let hostname = self.env.hostname().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty());
         for setting in settings.iter_mut() {
             let is_default = setting.source == Source::Default;
-            match setting.spec.key {
-                "logFormat" if is_default => {
+            match setting.spec.id {
+                Key::LogFormat if is_default => {
                     setting.value = Typed::Text(if development { "text" } else { "json" }.to_owned());
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
-                "logLevel" if is_default => {
+                Key::LogLevel if is_default => {
                     setting.value = Typed::Text(if development { "debug" } else { "info" }.to_owned());
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
-                "cluster.observedNodes" if is_default => {
+                Key::ClusterObservedNodes if is_default => {
                     setting.value = expected.clone().unwrap_or(Typed::Integer(1));
-                    setting.source = Source::ComputedDefault("cluster.expectedNodes");
+                    setting.source = Source::ComputedDefault(Key::ClusterExpectedNodes.name());
                 }
-                "cluster.emitHeaders" if is_default => {
+                Key::ClusterEmitHeaders if is_default => {
                     setting.value = enabled.clone().unwrap_or(Typed::Bool(false));
-                    setting.source = Source::ComputedDefault("cluster.enabled");
+                    setting.source = Source::ComputedDefault(Key::ClusterEnabled.name());
                 }
-                "cluster.name" if setting.value == Typed::Text(String::new()) => {
+                Key::ClusterName if setting.value == Typed::Text(String::new()) => {
                     setting.value = Typed::Text("default".to_owned());
                     setting.source = Source::ComputedDefault("empty name means default");
                 }
-                "cluster.etcd.prefix" if is_default => {
+                Key::ClusterEtcdPrefix if is_default => {
                     setting.value = Typed::Text(format!("/arlen/clusters/{cluster_name}/members/"));
                     setting.source = Source::ComputedDefault("from cluster.name");
                 }
-                "observability.detailsAccess" if is_default => {
+                Key::ObservabilityDetailsAccess if is_default => {
                     let open = matches!(env_name, "development" | "test");
                     setting.value = Typed::Text(if open { "public" } else { "restricted" }.to_owned());
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
-                "shutdown.drainDelaySeconds" if is_default => {
+                Key::ShutdownDrainDelaySeconds if is_default => {
                     let quick = matches!(env_name, "development" | "test");
                     setting.value = Typed::Integer(if quick { 0 } else { 5 });
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
-                "cluster.gossip.listen" if is_default => {
+                Key::ClusterGossipListen if is_default => {
                     setting.value = Typed::Text(http_address.clone());
                     setting.source = Source::ComputedDefault("host:port of the HTTP listener");
                 }
-                "cluster.nodeID" if is_default || setting.value == Typed::Text(String::new()) => match &hostname {
+                Key::ClusterNodeID if is_default || setting.value == Typed::Text(String::new()) => match &hostname {
                     Some(host) => {
                         setting.value = Typed::Text(host.clone());
                         setting.source = Source::ComputedDefault("host name");
@@ -983,105 +993,105 @@ fn set_dotted(tree: &mut Map<String, Value>, dotted: &str, value: Value) {
 }
 
 fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_keys: GossipKeys) -> Config {
-    let get = |key: &str| &settings.iter().find(|s| s.spec.key == key).expect("registered key").value;
-    let flag = |key: &str| matches!(get(key), Typed::Bool(true));
-    let int = |key: &str| match get(key) {
+    let get = |key: Key| &settings[key as usize].value;
+    let flag = |key: Key| matches!(get(key), Typed::Bool(true));
+    let int = |key: Key| match get(key) {
         Typed::Integer(i) => *i,
-        other => unreachable!("{key} is not an integer: {other:?}"),
+        other => unreachable!("{} is not an integer: {other:?}", key.name()),
     };
-    let text = |key: &str| match get(key) {
+    let text = |key: Key| match get(key) {
         Typed::Text(t) => t.clone(),
-        other => unreachable!("{key} is not text: {other:?}"),
+        other => unreachable!("{} is not text: {other:?}", key.name()),
     };
-    let list = |key: &str| match get(key) {
+    let list = |key: Key| match get(key) {
         Typed::List(items) => items.clone(),
-        other => unreachable!("{key} is not a list: {other:?}"),
+        other => unreachable!("{} is not a list: {other:?}", key.name()),
     };
     let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
     let millis = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
-    let path_of = |key: &str| {
+    let path_of = |key: Key| {
         Some(text(key)).filter(|path| !path.is_empty()).map(|path| gossip_keys::resolve_keys_file(&app_root, &path))
     };
     let keys_file = path_of(GOSSIP_KEYS_FILE_KEY);
     let (ca_file, cert_file, key_file) =
-        (path_of("cluster.etcd.caFile"), path_of("cluster.etcd.certFile"), path_of("cluster.etcd.keyFile"));
+        (path_of(Key::ClusterEtcdCaFile), path_of(Key::ClusterEtcdCertFile), path_of(Key::ClusterEtcdKeyFile));
     Config {
         env,
         app_root,
-        host: text("host"),
-        port: u16::try_from(int("port")).expect("port is range-checked"),
-        log_format: if text("logFormat") == "json" { LogFormat::Json } else { LogFormat::Text },
-        log_level: text("logLevel"),
-        listen_backlog: to_u32(int("listenBacklog")),
-        connection_timeout: seconds(int("connectionTimeoutSeconds")),
-        head_timeout: millis(int("requestLimits.headTimeoutMs")),
-        admin_listen: Some(text("admin.listen")).filter(|address| !address.is_empty()),
-        enable_reuse_port: flag("enableReusePort"),
-        title_case_headers: flag("http.titleCaseHeaders"),
+        host: text(Key::Host),
+        port: u16::try_from(int(Key::Port)).expect("port is range-checked"),
+        log_format: if text(Key::LogFormat) == "json" { LogFormat::Json } else { LogFormat::Text },
+        log_level: text(Key::LogLevel),
+        listen_backlog: to_u32(int(Key::ListenBacklog)),
+        connection_timeout: seconds(int(Key::ConnectionTimeoutSeconds)),
+        head_timeout: millis(int(Key::RequestLimitsHeadTimeoutMs)),
+        admin_listen: Some(text(Key::AdminListen)).filter(|address| !address.is_empty()),
+        enable_reuse_port: flag(Key::EnableReusePort),
+        title_case_headers: flag(Key::HttpTitleCaseHeaders),
         request_limits: RequestLimits {
-            max_request_line_bytes: to_usize(int("requestLimits.maxRequestLineBytes")),
-            max_header_bytes: to_usize(int("requestLimits.maxHeaderBytes")),
-            max_body_bytes: to_usize(int("requestLimits.maxBodyBytes")),
+            max_request_line_bytes: to_usize(int(Key::RequestLimitsMaxRequestLineBytes)),
+            max_header_bytes: to_usize(int(Key::RequestLimitsMaxHeaderBytes)),
+            max_body_bytes: to_usize(int(Key::RequestLimitsMaxBodyBytes)),
         },
-        max_concurrent_http_sessions: to_usize(int("runtimeLimits.maxConcurrentHTTPSessions")),
-        session: SessionConfig { enabled: flag("session.enabled"), secret: text("session.secret") },
+        max_concurrent_http_sessions: to_usize(int(Key::RuntimeLimitsMaxConcurrentHTTPSessions)),
+        session: SessionConfig { enabled: flag(Key::SessionEnabled), secret: text(Key::SessionSecret) },
         observability: ObservabilityConfig {
-            health_details_enabled: flag("observability.healthDetailsEnabled"),
-            readiness_requires_startup: flag("observability.readinessRequiresStartup"),
-            readiness_requires_cluster_quorum: flag("observability.readinessRequiresClusterQuorum"),
-            metrics_enabled: flag("observability.metricsEnabled"),
-            trace_propagation_enabled: flag("observability.tracePropagationEnabled"),
-            response_identity_headers_enabled: flag("observability.responseIdentityHeadersEnabled"),
-            ops_token: text("observability.opsToken"),
-            details_access: if text("observability.detailsAccess") == "public" {
+            health_details_enabled: flag(Key::ObservabilityHealthDetailsEnabled),
+            readiness_requires_startup: flag(Key::ObservabilityReadinessRequiresStartup),
+            readiness_requires_cluster_quorum: flag(Key::ObservabilityReadinessRequiresClusterQuorum),
+            metrics_enabled: flag(Key::ObservabilityMetricsEnabled),
+            trace_propagation_enabled: flag(Key::ObservabilityTracePropagationEnabled),
+            response_identity_headers_enabled: flag(Key::ObservabilityResponseIdentityHeadersEnabled),
+            ops_token: text(Key::ObservabilityOpsToken),
+            details_access: if text(Key::ObservabilityDetailsAccess) == "public" {
                 DetailsAccess::Public
             } else {
                 DetailsAccess::Restricted
             },
-            details_token: text("observability.detailsToken"),
+            details_token: text(Key::ObservabilityDetailsToken),
         },
         cluster: ClusterConfig {
-            enabled: flag("cluster.enabled"),
-            name: text("cluster.name"),
-            node_id: text("cluster.nodeID"),
-            expected_nodes: to_u32(int("cluster.expectedNodes")),
-            observed_nodes: to_u32(int("cluster.observedNodes")),
-            emit_headers: flag("cluster.emitHeaders"),
-            fault_injection_enabled: flag("cluster.faultInjection.enabled"),
-            quorum_policy: QuorumPolicySetting::parse(&text("cluster.quorumPolicy")).expect("validated when loaded"),
-            quorum_loss_grace: millis(int("cluster.quorumLossGraceMs")),
-            quorum_recovery_stable: millis(int("cluster.quorumRecoveryStableMs")),
+            enabled: flag(Key::ClusterEnabled),
+            name: text(Key::ClusterName),
+            node_id: text(Key::ClusterNodeID),
+            expected_nodes: to_u32(int(Key::ClusterExpectedNodes)),
+            observed_nodes: to_u32(int(Key::ClusterObservedNodes)),
+            emit_headers: flag(Key::ClusterEmitHeaders),
+            fault_injection_enabled: flag(Key::ClusterFaultInjectionEnabled),
+            quorum_policy: QuorumPolicySetting::parse(&text(Key::ClusterQuorumPolicy)).expect("validated when loaded"),
+            quorum_loss_grace: millis(int(Key::ClusterQuorumLossGraceMs)),
+            quorum_recovery_stable: millis(int(Key::ClusterQuorumRecoveryStableMs)),
             membership: MembershipConfig {
-                source: match text("cluster.membership.source").as_str() {
+                source: match text(Key::ClusterMembershipSource).as_str() {
                     "gossip" => MembershipSource::Gossip,
                     "etcd" => MembershipSource::Etcd,
                     _ => MembershipSource::StaticConfig,
                 },
                 etcd: EtcdConfig {
-                    endpoints: list("cluster.etcd.endpoints"),
+                    endpoints: list(Key::ClusterEtcdEndpoints),
                     ca_file,
                     cert_file,
                     key_file,
-                    prefix: text("cluster.etcd.prefix"),
-                    lease_ttl: seconds(int("cluster.etcd.leaseTtlSeconds")),
-                    username: text("cluster.etcd.username"),
-                    password: text("cluster.etcd.password"),
+                    prefix: text(Key::ClusterEtcdPrefix),
+                    lease_ttl: seconds(int(Key::ClusterEtcdLeaseTtlSeconds)),
+                    username: text(Key::ClusterEtcdUsername),
+                    password: text(Key::ClusterEtcdPassword),
                 },
                 gossip: GossipConfig {
-                    listen: text("cluster.gossip.listen"),
-                    advertise: text("cluster.gossip.advertise"),
-                    seeds: list("cluster.gossip.seeds"),
-                    interval: millis(int("cluster.gossip.intervalMs")),
-                    probe_timeout: millis(int("cluster.gossip.probeTimeoutMs")),
-                    suspicion_timeout: millis(int("cluster.gossip.suspicionTimeoutMs")),
-                    dead_member_ttl: seconds(int("cluster.gossip.deadMemberTtlSeconds")),
-                    max_members: to_usize(int("cluster.gossip.maxMembers")),
+                    listen: text(Key::ClusterGossipListen),
+                    advertise: text(Key::ClusterGossipAdvertise),
+                    seeds: list(Key::ClusterGossipSeeds),
+                    interval: millis(int(Key::ClusterGossipIntervalMs)),
+                    probe_timeout: millis(int(Key::ClusterGossipProbeTimeoutMs)),
+                    suspicion_timeout: millis(int(Key::ClusterGossipSuspicionTimeoutMs)),
+                    dead_member_ttl: seconds(int(Key::ClusterGossipDeadMemberTtlSeconds)),
+                    max_members: to_usize(int(Key::ClusterGossipMaxMembers)),
                     keys: gossip_keys,
                     keys_file,
-                    allow_unauthenticated: flag("cluster.gossip.allowUnauthenticated"),
-                    unsealed_traffic: match text("cluster.gossip.unsealedTraffic").as_str() {
+                    allow_unauthenticated: flag(Key::ClusterGossipAllowUnauthenticated),
+                    unsealed_traffic: match text(Key::ClusterGossipUnsealedTraffic).as_str() {
                         "accept" => UnsealedTrafficSetting::Accept,
                         "send" => UnsealedTrafficSetting::Send,
                         _ => UnsealedTrafficSetting::Refuse,
@@ -1090,16 +1100,16 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
             },
         },
         shutdown: ShutdownConfig {
-            graceful_timeout: seconds(int("shutdown.gracefulTimeoutSeconds")),
-            drain_delay: seconds(int("shutdown.drainDelaySeconds")),
+            graceful_timeout: seconds(int(Key::ShutdownGracefulTimeoutSeconds)),
+            drain_delay: seconds(int(Key::ShutdownDrainDelaySeconds)),
         },
-        proxy: Some(text("proxy.upstream")).filter(|upstream| !upstream.is_empty()).map(|upstream| ProxyConfig {
+        proxy: Some(text(Key::ProxyUpstream)).filter(|upstream| !upstream.is_empty()).map(|upstream| ProxyConfig {
             upstream,
-            health_path: text("proxy.healthPath"),
-            health_interval: millis(int("proxy.healthIntervalMs")),
-            health_timeout: millis(int("proxy.healthTimeoutMs")),
-            connect_timeout: millis(int("proxy.connectTimeoutMs")),
-            response_timeout: seconds(int("proxy.responseTimeoutSeconds")),
+            health_path: text(Key::ProxyHealthPath),
+            health_interval: millis(int(Key::ProxyHealthIntervalMs)),
+            health_timeout: millis(int(Key::ProxyHealthTimeoutMs)),
+            connect_timeout: millis(int(Key::ProxyConnectTimeoutMs)),
+            response_timeout: seconds(int(Key::ProxyResponseTimeoutSeconds)),
         }),
     }
 }

@@ -53,17 +53,54 @@ pub enum Default {
     Computed(&'static str),
 }
 
+/// Whether a new value takes effect on SIGHUP or only after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// SIGHUP applies it (readiness and quorum settings, static membership,
+    /// gossip keys, the drain delay, ...).
+    Live,
+    /// Read once at start (listeners, identity, the membership source, ...):
+    /// a change on SIGHUP is logged as needing a restart.
+    Restart,
+}
+
 /// One configuration key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeySpec {
+    pub id: Key,
     /// camelCase dotted path, the same in every file format.
     pub key: &'static str,
     /// Variable suffix: the key is read from `ARLEN_<env>` and `MOJOOBJC_<env>`.
     pub env: &'static str,
     pub kind: Kind,
     pub default: Default,
+    /// What SIGHUP does with a new value.
+    pub reload: Reload,
     /// One line for the reference table.
     pub doc: &'static str,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Key {
+    /// The key's spec in [`KEYS`].
+    pub fn spec(self) -> &'static KeySpec {
+        &KEYS[self as usize]
+    }
+
+    /// The dotted name (`cluster.gossip.keys`).
+    pub fn name(self) -> &'static str {
+        self.spec().key
+    }
+
+    /// The variable that sets it (`ARLEN_CLUSTER_GOSSIP_KEYS`).
+    pub fn variable(self) -> String {
+        self.spec().variable()
+    }
 }
 
 impl KeySpec {
@@ -116,224 +153,236 @@ impl KeySpec {
 const AT_LEAST_0: Kind = Kind::Integer { min: 0, max: i64::MAX, out_of_range: OutOfRange::Clamp };
 const AT_LEAST_1: Kind = Kind::Integer { min: 1, max: i64::MAX, out_of_range: OutOfRange::Clamp };
 
-macro_rules! key {
-    ($key:literal, $env:literal, $kind:expr, $default:expr, $doc:literal) => {
-        KeySpec { key: $key, env: $env, kind: $kind, default: $default, doc: $doc }
+/// The key table: generates [`Key`] (one variant per key, in table order)
+/// and [`KEYS`] (the specs, indexed by `Key as usize`), so a key's name is
+/// written once, here.
+macro_rules! registry {
+    ($( key!($id:ident, $reload:ident, $key:literal, $env:literal, $kind:expr, $default:expr, $doc:literal $(,)?) ),* $(,)?) => {
+        /// A configuration key, by id: the loader and the binaries name keys
+        /// with these, never with string literals.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Key {
+            $($id),*
+        }
+
+        /// Every key, in reference-table order (`KEYS[key as usize].id == key`).
+        pub const KEYS: &[KeySpec] = &[
+            $(KeySpec { id: Key::$id, key: $key, env: $env, kind: $kind, default: $default, reload: Reload::$reload, doc: $doc }),*
+        ];
     };
 }
 
-/// Every key, in reference-table order.
 #[rustfmt::skip]
-pub const KEYS: &[KeySpec] = &[
-    key!("host", "HOST", Kind::Text, Default::Text("127.0.0.1"), "address the HTTP listener binds"),
+registry! {
+    key!(Host, Restart, "host", "HOST", Kind::Text, Default::Text("127.0.0.1"), "address the HTTP listener binds"),
     key!(
-        "port",
+        Port, Restart, "port",
         "PORT",
         Kind::Integer { min: 1, max: 65535, out_of_range: OutOfRange::Error },
         Default::Integer(3000),
         "HTTP listener port"
     ),
     key!(
-        "logFormat",
+        LogFormat, Restart, "logFormat",
         "LOG_FORMAT",
         Kind::OneOf(&["text", "json"]),
         Default::Computed("`text` in development, else `json`"),
         "log line format"
     ),
     key!(
-        "logLevel",
+        LogLevel, Restart, "logLevel",
         "LOG_LEVEL",
         Kind::OneOf(&["debug", "info", "warn", "error"]),
         Default::Computed("`debug` in development, else `info`"),
         "lowest level logged"
     ),
-    key!("listenBacklog", "LISTEN_BACKLOG", AT_LEAST_1, Default::Integer(128), "listen(2) backlog of the HTTP socket"),
+    key!(ListenBacklog, Restart, "listenBacklog", "LISTEN_BACKLOG", AT_LEAST_1, Default::Integer(128), "listen(2) backlog of the HTTP socket"),
     key!(
-        "connectionTimeoutSeconds",
+        ConnectionTimeoutSeconds, Restart, "connectionTimeoutSeconds",
         "CONNECTION_TIMEOUT_SECONDS",
         AT_LEAST_1,
         Default::Integer(30),
         "a connection that sends no complete request head for this long is closed"
     ),
     key!(
-        "enableReusePort",
+        EnableReusePort, Restart, "enableReusePort",
         "ENABLE_REUSEPORT",
         Kind::Bool,
         Default::Bool(false),
         "set SO_REUSEPORT on the HTTP socket"
     ),
     key!(
-        "http.titleCaseHeaders",
+        HttpTitleCaseHeaders, Restart, "http.titleCaseHeaders",
         "HTTP_TITLE_CASE_HEADERS",
         Kind::Bool,
         Default::Bool(true),
         "write HTTP/1.1 response header names in title case (`X-Arlen-Cluster-Status`, the contract's spelling); off: lower case. Names are case-insensitive; HTTP/2 is always lower case"
     ),
     key!(
-        "requestLimits.maxRequestLineBytes",
+        RequestLimitsMaxRequestLineBytes, Restart, "requestLimits.maxRequestLineBytes",
         "MAX_REQUEST_LINE_BYTES",
         AT_LEAST_1,
         Default::Integer(4096),
         "longer request lines get 414"
     ),
     key!(
-        "requestLimits.maxHeaderBytes",
+        RequestLimitsMaxHeaderBytes, Restart, "requestLimits.maxHeaderBytes",
         "MAX_HEADER_BYTES",
         AT_LEAST_1,
         Default::Integer(32768),
         "larger request header sections get 431"
     ),
     key!(
-        "requestLimits.maxBodyBytes",
+        RequestLimitsMaxBodyBytes, Restart, "requestLimits.maxBodyBytes",
         "MAX_BODY_BYTES",
         AT_LEAST_1,
         Default::Integer(1_048_576),
         "larger request bodies get 413"
     ),
     key!(
-        "requestLimits.headTimeoutMs",
+        RequestLimitsHeadTimeoutMs, Restart, "requestLimits.headTimeoutMs",
         "HEAD_TIMEOUT_MS",
         Kind::Integer { min: 100, max: 60_000, out_of_range: OutOfRange::Clamp },
         Default::Integer(5000),
         "a request head must be complete this long after its first byte, or the connection is closed (slow heads cannot pin a session); idle keep-alive connections are bound by connectionTimeoutSeconds"
     ),
     key!(
-        "admin.listen",
+        AdminListen, Restart, "admin.listen",
         "ADMIN_LISTEN",
         Kind::Text,
         Default::Text(""),
         "`host:port` of a second listener for the probes, /clusterz, /metrics and the operations endpoints, apart from application traffic (then the operations endpoints exist only there); empty: none"
     ),
     key!(
-        "runtimeLimits.maxConcurrentHTTPSessions",
+        RuntimeLimitsMaxConcurrentHTTPSessions, Restart, "runtimeLimits.maxConcurrentHTTPSessions",
         "MAX_HTTP_SESSIONS",
         AT_LEAST_1,
         Default::Integer(256),
         "open connections beyond this get one answer, their head within 2 s: the reserved endpoints by their own rules (probes are never starved), anything else 503 with `Retry-After: 1`"
     ),
     key!(
-        "session.enabled",
+        SessionEnabled, Live, "session.enabled",
         "SESSION_ENABLED",
         Kind::Bool,
         Default::Bool(false),
         "sessions are on (reported by `/clusterz`)"
     ),
     key!(
-        "session.secret",
+        SessionSecret, Live, "session.secret",
         "SESSION_SECRET",
         Kind::Secret,
         Default::Text(""),
         "session signing secret; only whether it is configured is ever shown"
     ),
     key!(
-        "observability.healthDetailsEnabled",
+        ObservabilityHealthDetailsEnabled, Live, "observability.healthDetailsEnabled",
         "HEALTH_DETAILS_ENABLED",
         Kind::Bool,
         Default::Bool(true),
         "probes may answer JSON when asked"
     ),
     key!(
-        "observability.readinessRequiresStartup",
+        ObservabilityReadinessRequiresStartup, Live, "observability.readinessRequiresStartup",
         "READINESS_REQUIRES_STARTUP",
         Kind::Bool,
         Default::Bool(false),
         "`/readyz` is 503 until the node has started"
     ),
     key!(
-        "observability.readinessRequiresClusterQuorum",
+        ObservabilityReadinessRequiresClusterQuorum, Live, "observability.readinessRequiresClusterQuorum",
         "READINESS_REQUIRES_CLUSTER_QUORUM",
         Kind::Bool,
         Default::Bool(false),
         "`/readyz` is 503 while quorum is not met"
     ),
-    key!("observability.metricsEnabled", "METRICS_ENABLED", Kind::Bool, Default::Bool(true), "`/metrics` has a body"),
+    key!(ObservabilityMetricsEnabled, Live, "observability.metricsEnabled", "METRICS_ENABLED", Kind::Bool, Default::Bool(true), "`/metrics` has a body"),
     key!(
-        "observability.tracePropagationEnabled",
+        ObservabilityTracePropagationEnabled, Live, "observability.tracePropagationEnabled",
         "TRACE_PROPAGATION_ENABLED",
         Kind::Bool,
         Default::Bool(true),
         "`X-Trace-Id` and `traceparent` on responses"
     ),
     key!(
-        "observability.responseIdentityHeadersEnabled",
+        ObservabilityResponseIdentityHeadersEnabled, Live, "observability.responseIdentityHeadersEnabled",
         "RESPONSE_IDENTITY_HEADERS_ENABLED",
         Kind::Bool,
         Default::Bool(true),
         "`X-Request-Id` and `X-Correlation-Id` on responses"
     ),
-    key!("observability.detailsAccess", "DETAILS_ACCESS", Kind::OneOf(&["public", "restricted"]), Default::Computed("`public` in development and test, else `restricted`"), "who sees member details (gossip addresses, URLs, generations in /clusterz; the upstream's address and source details in the readiness JSON): `public` everyone, `restricted` only the admin listener and requests bearing observability.detailsToken. The contract's fields are always there"),
-    key!("observability.detailsToken", "DETAILS_TOKEN", Kind::Secret, Default::Text(""), "bearer token that shows member details on the service port when observability.detailsAccess is `restricted` (at least 32 characters)"),
-    key!("observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/faults`); unset means they do not exist"),
+    key!(ObservabilityDetailsAccess, Restart, "observability.detailsAccess", "DETAILS_ACCESS", Kind::OneOf(&["public", "restricted"]), Default::Computed("`public` in development and test, else `restricted`"), "who sees member details (gossip addresses, URLs, generations in /clusterz; the upstream's address and source details in the readiness JSON): `public` everyone, `restricted` only the admin listener and requests bearing observability.detailsToken. The contract's fields are always there"),
+    key!(ObservabilityDetailsToken, Restart, "observability.detailsToken", "DETAILS_TOKEN", Kind::Secret, Default::Text(""), "bearer token that shows member details on the service port when observability.detailsAccess is `restricted` (at least 32 characters)"),
+    key!(ObservabilityOpsToken, Restart, "observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/faults`); unset means they do not exist"),
     key!(
-        "cluster.enabled",
+        ClusterEnabled, Restart, "cluster.enabled",
         "CLUSTER_ENABLED",
         Kind::Bool,
         Default::Bool(false),
         "this node is part of a multi-node cluster"
     ),
-    key!("cluster.name", "CLUSTER_NAME", Kind::Text, Default::Text("default"), "cluster name; empty means `default`"),
+    key!(ClusterName, Restart, "cluster.name", "CLUSTER_NAME", Kind::Text, Default::Text("default"), "cluster name; empty means `default`"),
     key!(
-        "cluster.nodeID",
+        ClusterNodeID, Restart, "cluster.nodeID",
         "CLUSTER_NODE_ID",
         Kind::Text,
         Default::Computed("host name, lower-cased (else `node`)"),
         "this node's id"
     ),
     key!(
-        "cluster.expectedNodes",
+        ClusterExpectedNodes, Live, "cluster.expectedNodes",
         "CLUSTER_EXPECTED_NODES",
         AT_LEAST_1,
         Default::Integer(1),
         "how many nodes the cluster should have"
     ),
     key!(
-        "cluster.observedNodes",
+        ClusterObservedNodes, Live, "cluster.observedNodes",
         "CLUSTER_OBSERVED_NODES",
         AT_LEAST_0,
         Default::Computed("`cluster.expectedNodes`"),
         "nodes observed, for `static_config` membership; may exceed expected"
     ),
     key!(
-        "cluster.emitHeaders",
+        ClusterEmitHeaders, Live, "cluster.emitHeaders",
         "CLUSTER_EMIT_HEADERS",
         Kind::Bool,
         Default::Computed("`cluster.enabled`"),
         "`X-Arlen-Cluster-*` headers on every response (needs `cluster.enabled`)"
     ),
-    key!("cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), or at least N"),
-    key!("cluster.quorumLossGraceMs", "CLUSTER_QUORUM_LOSS_GRACE_MS", AT_LEAST_0, Default::Integer(0), "readiness stays ready until quorum has been lost this long"),
-    key!("cluster.quorumRecoveryStableMs", "CLUSTER_QUORUM_RECOVERY_STABLE_MS", AT_LEAST_0, Default::Integer(0), "readiness returns only after quorum has held this long"),
-    key!("cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip", "etcd"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`), or live (`gossip`, `etcd`)"),
-    key!("cluster.gossip.listen", "CLUSTER_GOSSIP_LISTEN", Kind::Address, Default::Computed("`host:port` of the HTTP listener"), "UDP address gossip binds"),
-    key!("cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
-    key!("cluster.gossip.seeds", "CLUSTER_GOSSIP_SEEDS", Kind::AddressList, Default::Text(""), "peers to join through; names are re-resolved every minute"),
-    key!("cluster.gossip.intervalMs", "CLUSTER_GOSSIP_INTERVAL_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "SWIM probe period: each node probes one member this often; also the gossip round"),
-    key!("cluster.gossip.probeTimeoutMs", "CLUSTER_GOSSIP_PROBE_TIMEOUT_MS", Kind::Integer { min: 1, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(40), "how long a probe waits for a direct answer before asking other members to probe (kept below `intervalMs`)"),
-    key!("cluster.gossip.suspicionTimeoutMs", "CLUSTER_GOSSIP_SUSPICION_TIMEOUT_MS", Kind::Integer { min: 10, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(200), "how long a suspected member has to refute before it is declared dead (replaces `phiThreshold`)"),
-    key!("cluster.gossip.maxMembers", "CLUSTER_GOSSIP_MAX_MEMBERS", Kind::Integer { min: 2, max: 65_535, out_of_range: OutOfRange::Clamp }, Default::Integer(1024), "members (alive, suspect and recently dead) a node keeps at most; datagrams that would add more are dropped and counted"),
-    key!("cluster.gossip.keys", "CLUSTER_GOSSIP_KEYS", Kind::Secret, Default::Text(""), "comma-separated base64 32-byte keys (`arlen gossip keygen`): the first seals every datagram, any opens; never printed"),
-    key!("cluster.gossip.keysFile", "CLUSTER_GOSSIP_KEYS_FILE", Kind::Text, Default::Text(""), "a file of gossip keys, one a line (first seals); re-read on SIGHUP; relative to the app root"),
-    key!("cluster.gossip.allowUnauthenticated", "CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED", Kind::Bool, Default::Bool(false), "outside development and test, gossip without keys is refused unless this is YES"),
-    key!("cluster.gossip.unsealedTraffic", "CLUSTER_GOSSIP_UNSEALED_TRAFFIC", Kind::OneOf(&["refuse", "accept", "send"]), Default::Text("refuse"), "with keys: `refuse` unsealed datagrams; `accept` them while sending sealed; or `send` unsealed while accepting both (for turning keys on in a running cluster; reloads on SIGHUP)"),
-    key!("cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
-    key!("cluster.etcd.endpoints", "CLUSTER_ETCD_ENDPOINTS", Kind::UrlList, Default::Text(""), "etcd client URLs, comma-separated; required when the source is `etcd`"),
-    key!("cluster.etcd.prefix", "CLUSTER_ETCD_PREFIX", Kind::Text, Default::Computed("`/arlen/clusters/<cluster.name>/members/`"), "key prefix under which members register"),
-    key!("cluster.etcd.leaseTtlSeconds", "CLUSTER_ETCD_LEASE_TTL_SECONDS", Kind::Integer { min: 2, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(3), "registration lease; a crashed node disappears after it, and a node that cannot reach etcd this long reports `partitioned`"),
-    key!("cluster.etcd.caFile", "CLUSTER_ETCD_CA_FILE", Kind::Text, Default::Text(""), "PEM bundle of the CA that signed etcd's server certificate; required with `https://` endpoints; relative to the app root"),
-    key!("cluster.etcd.certFile", "CLUSTER_ETCD_CERT_FILE", Kind::Text, Default::Text(""), "PEM client certificate, for an etcd that checks clients (`--client-cert-auth`); with `keyFile`"),
-    key!("cluster.etcd.keyFile", "CLUSTER_ETCD_KEY_FILE", Kind::Text, Default::Text(""), "PEM private key of `certFile`; never printed, only its path"),
-    key!("cluster.etcd.username", "CLUSTER_ETCD_USERNAME", Kind::Text, Default::Text(""), "etcd user, when etcd has authentication on"),
-    key!("cluster.etcd.password", "CLUSTER_ETCD_PASSWORD", Kind::Secret, Default::Text(""), "etcd password; never printed"),
-    key!("cluster.faultInjection.enabled", "CLUSTER_FAULT_INJECTION_ENABLED", Kind::Bool, Default::Bool(false), "wrap the gossip transport in fault rules (drills); off costs nothing"),
-    key!("proxy.upstream", "PROXY_UPSTREAM", Kind::HttpUrl, Default::Text(""), "sidecar mode (also `arlen serve --upstream URL`): every request that is not a reserved endpoint goes to this HTTP application"),
-    key!("proxy.healthPath", "PROXY_HEALTH_PATH", Kind::Text, Default::Text(""), "the upstream's health path (`/health`); `/readyz` fails while it does not answer 2xx. Empty: a TCP connect is the check"),
-    key!("proxy.healthIntervalMs", "PROXY_HEALTH_INTERVAL_MS", Kind::Integer { min: 50, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(500), "how often the upstream is checked"),
-    key!("proxy.healthTimeoutMs", "PROXY_HEALTH_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(400), "a check that takes longer has failed"),
-    key!("proxy.connectTimeoutMs", "PROXY_CONNECT_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(1000), "connecting to the upstream takes at most this long (then 502)"),
-    key!("proxy.responseTimeoutSeconds", "PROXY_RESPONSE_TIMEOUT_SECONDS", Kind::Integer { min: 1, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the upstream's response head must arrive within this long (then 504); bodies stream without a limit"),
-    key!("shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
-    key!("shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
-];
+    key!(ClusterQuorumPolicy, Live, "cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), or at least N"),
+    key!(ClusterQuorumLossGraceMs, Live, "cluster.quorumLossGraceMs", "CLUSTER_QUORUM_LOSS_GRACE_MS", AT_LEAST_0, Default::Integer(0), "readiness stays ready until quorum has been lost this long"),
+    key!(ClusterQuorumRecoveryStableMs, Live, "cluster.quorumRecoveryStableMs", "CLUSTER_QUORUM_RECOVERY_STABLE_MS", AT_LEAST_0, Default::Integer(0), "readiness returns only after quorum has held this long"),
+    key!(ClusterMembershipSource, Restart, "cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip", "etcd"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`), or live (`gossip`, `etcd`)"),
+    key!(ClusterGossipListen, Restart, "cluster.gossip.listen", "CLUSTER_GOSSIP_LISTEN", Kind::Address, Default::Computed("`host:port` of the HTTP listener"), "UDP address gossip binds"),
+    key!(ClusterGossipAdvertise, Restart, "cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
+    key!(ClusterGossipSeeds, Restart, "cluster.gossip.seeds", "CLUSTER_GOSSIP_SEEDS", Kind::AddressList, Default::Text(""), "peers to join through; names are re-resolved every minute"),
+    key!(ClusterGossipIntervalMs, Restart, "cluster.gossip.intervalMs", "CLUSTER_GOSSIP_INTERVAL_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "SWIM probe period: each node probes one member this often; also the gossip round"),
+    key!(ClusterGossipProbeTimeoutMs, Restart, "cluster.gossip.probeTimeoutMs", "CLUSTER_GOSSIP_PROBE_TIMEOUT_MS", Kind::Integer { min: 1, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(40), "how long a probe waits for a direct answer before asking other members to probe (kept below `intervalMs`)"),
+    key!(ClusterGossipSuspicionTimeoutMs, Restart, "cluster.gossip.suspicionTimeoutMs", "CLUSTER_GOSSIP_SUSPICION_TIMEOUT_MS", Kind::Integer { min: 10, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(200), "how long a suspected member has to refute before it is declared dead (replaces `phiThreshold`)"),
+    key!(ClusterGossipMaxMembers, Restart, "cluster.gossip.maxMembers", "CLUSTER_GOSSIP_MAX_MEMBERS", Kind::Integer { min: 2, max: 65_535, out_of_range: OutOfRange::Clamp }, Default::Integer(1024), "members (alive, suspect and recently dead) a node keeps at most; datagrams that would add more are dropped and counted"),
+    key!(ClusterGossipKeys, Live, "cluster.gossip.keys", "CLUSTER_GOSSIP_KEYS", Kind::Secret, Default::Text(""), "comma-separated base64 32-byte keys (`arlen gossip keygen`): the first seals every datagram, any opens; never printed"),
+    key!(ClusterGossipKeysFile, Live, "cluster.gossip.keysFile", "CLUSTER_GOSSIP_KEYS_FILE", Kind::Text, Default::Text(""), "a file of gossip keys, one a line (first seals); re-read on SIGHUP; relative to the app root"),
+    key!(ClusterGossipAllowUnauthenticated, Restart, "cluster.gossip.allowUnauthenticated", "CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED", Kind::Bool, Default::Bool(false), "outside development and test, gossip without keys is refused unless this is YES"),
+    key!(ClusterGossipUnsealedTraffic, Live, "cluster.gossip.unsealedTraffic", "CLUSTER_GOSSIP_UNSEALED_TRAFFIC", Kind::OneOf(&["refuse", "accept", "send"]), Default::Text("refuse"), "with keys: `refuse` unsealed datagrams; `accept` them while sending sealed; or `send` unsealed while accepting both (for turning keys on in a running cluster; reloads on SIGHUP)"),
+    key!(ClusterGossipDeadMemberTtlSeconds, Restart, "cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
+    key!(ClusterEtcdEndpoints, Restart, "cluster.etcd.endpoints", "CLUSTER_ETCD_ENDPOINTS", Kind::UrlList, Default::Text(""), "etcd client URLs, comma-separated; required when the source is `etcd`"),
+    key!(ClusterEtcdPrefix, Restart, "cluster.etcd.prefix", "CLUSTER_ETCD_PREFIX", Kind::Text, Default::Computed("`/arlen/clusters/<cluster.name>/members/`"), "key prefix under which members register"),
+    key!(ClusterEtcdLeaseTtlSeconds, Restart, "cluster.etcd.leaseTtlSeconds", "CLUSTER_ETCD_LEASE_TTL_SECONDS", Kind::Integer { min: 2, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(3), "registration lease; a crashed node disappears after it, and a node that cannot reach etcd this long reports `partitioned`"),
+    key!(ClusterEtcdCaFile, Restart, "cluster.etcd.caFile", "CLUSTER_ETCD_CA_FILE", Kind::Text, Default::Text(""), "PEM bundle of the CA that signed etcd's server certificate; required with `https://` endpoints; relative to the app root"),
+    key!(ClusterEtcdCertFile, Restart, "cluster.etcd.certFile", "CLUSTER_ETCD_CERT_FILE", Kind::Text, Default::Text(""), "PEM client certificate, for an etcd that checks clients (`--client-cert-auth`); with `keyFile`"),
+    key!(ClusterEtcdKeyFile, Restart, "cluster.etcd.keyFile", "CLUSTER_ETCD_KEY_FILE", Kind::Text, Default::Text(""), "PEM private key of `certFile`; never printed, only its path"),
+    key!(ClusterEtcdUsername, Restart, "cluster.etcd.username", "CLUSTER_ETCD_USERNAME", Kind::Text, Default::Text(""), "etcd user, when etcd has authentication on"),
+    key!(ClusterEtcdPassword, Restart, "cluster.etcd.password", "CLUSTER_ETCD_PASSWORD", Kind::Secret, Default::Text(""), "etcd password; never printed"),
+    key!(ClusterFaultInjectionEnabled, Restart, "cluster.faultInjection.enabled", "CLUSTER_FAULT_INJECTION_ENABLED", Kind::Bool, Default::Bool(false), "wrap the gossip transport in fault rules (drills); off costs nothing"),
+    key!(ProxyUpstream, Restart, "proxy.upstream", "PROXY_UPSTREAM", Kind::HttpUrl, Default::Text(""), "sidecar mode (also `arlen serve --upstream URL`): every request that is not a reserved endpoint goes to this HTTP application"),
+    key!(ProxyHealthPath, Restart, "proxy.healthPath", "PROXY_HEALTH_PATH", Kind::Text, Default::Text(""), "the upstream's health path (`/health`); `/readyz` fails while it does not answer 2xx. Empty: a TCP connect is the check"),
+    key!(ProxyHealthIntervalMs, Restart, "proxy.healthIntervalMs", "PROXY_HEALTH_INTERVAL_MS", Kind::Integer { min: 50, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(500), "how often the upstream is checked"),
+    key!(ProxyHealthTimeoutMs, Restart, "proxy.healthTimeoutMs", "PROXY_HEALTH_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(400), "a check that takes longer has failed"),
+    key!(ProxyConnectTimeoutMs, Restart, "proxy.connectTimeoutMs", "PROXY_CONNECT_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(1000), "connecting to the upstream takes at most this long (then 502)"),
+    key!(ProxyResponseTimeoutSeconds, Restart, "proxy.responseTimeoutSeconds", "PROXY_RESPONSE_TIMEOUT_SECONDS", Kind::Integer { min: 1, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the upstream's response head must arrive within this long (then 504); bodies stream without a limit"),
+    key!(ShutdownDrainDelaySeconds, Live, "shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
+    key!(ShutdownGracefulTimeoutSeconds, Restart, "shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
+}
 
 /// A key Arlen no longer reads, and what replaced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,12 +435,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The README's configuration reference, as a Markdown table.
 pub fn reference_markdown() -> String {
     let mut out = String::from(
-        "| key | variable (legacy twin `MOJOOBJC_…`) | default | rule | meaning |\n|---|---|---|---|---|\n",
+        "| key | variable (legacy twin `MOJOOBJC_…`) | default | rule | on SIGHUP | meaning |\n|---|---|---|---|---|---|\n",
     );
     for spec in KEYS {
+        let reload = match spec.reload {
+            Reload::Live => "applied",
+            Reload::Restart => "restart",
+        };
         let _ = writeln!(
             out,
-            "| `{}` | `{}` | {} | {} | {} |",
+            "| `{}` | `{}` | {} | {} | {reload} | {} |",
             spec.key,
             spec.variable(),
             spec.default_text(),
@@ -405,6 +458,14 @@ pub fn reference_markdown() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_id_indexes_its_own_spec() {
+        for (i, spec) in KEYS.iter().enumerate() {
+            assert_eq!(spec.id as usize, i, "{}", spec.key);
+            assert_eq!(spec.id.name(), spec.key);
+        }
+    }
 
     #[test]
     fn keys_and_variables_are_unique() {

@@ -101,8 +101,8 @@ fn unsealed_traffic(setting: UnsealedTrafficSetting) -> UnsealedTraffic {
 impl GossipSettings {
     pub(crate) async fn from_config(config: &Config) -> Result<Self, MembershipError> {
         let gossip = &config.cluster.membership.gossip;
-        let listen = resolve("cluster.gossip.listen", &gossip.listen).await?;
-        let advertise = resolve("cluster.gossip.advertise", &gossip.advertise).await?;
+        let listen = resolve(arlen_config::Key::ClusterGossipListen.name(), &gossip.listen).await?;
+        let advertise = resolve(arlen_config::Key::ClusterGossipAdvertise.name(), &gossip.advertise).await?;
         let http_host = if config.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
             advertise.ip().to_string()
         } else {

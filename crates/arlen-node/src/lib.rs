@@ -75,47 +75,6 @@ pub enum NodeError {
     Server(std::io::Error),
 }
 
-/// Keys whose new value only takes effect after a restart.
-const RESTART_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "logFormat",
-    "logLevel",
-    "listenBacklog",
-    "connectionTimeoutSeconds",
-    "requestLimits.headTimeoutMs",
-    "admin.listen",
-    "observability.detailsAccess",
-    "observability.detailsToken",
-    "observability.opsToken",
-    "enableReusePort",
-    "http.titleCaseHeaders",
-    "requestLimits.maxRequestLineBytes",
-    "requestLimits.maxHeaderBytes",
-    "requestLimits.maxBodyBytes",
-    "runtimeLimits.maxConcurrentHTTPSessions",
-    "cluster.enabled",
-    "cluster.name",
-    "cluster.nodeID",
-    "cluster.membership.source",
-    "cluster.gossip.listen",
-    "cluster.gossip.advertise",
-    "cluster.gossip.seeds",
-    "cluster.gossip.intervalMs",
-    "cluster.gossip.probeTimeoutMs",
-    "cluster.gossip.suspicionTimeoutMs",
-    "cluster.gossip.maxMembers",
-    "cluster.gossip.deadMemberTtlSeconds",
-    "cluster.gossip.allowUnauthenticated",
-    "cluster.faultInjection.enabled",
-    "proxy.upstream",
-    "proxy.healthPath",
-    "proxy.healthIntervalMs",
-    "proxy.healthTimeoutMs",
-    "proxy.connectTimeoutMs",
-    "proxy.responseTimeoutSeconds",
-];
-
 /// One node, configured and ready to run an application.
 #[derive(Debug)]
 pub struct Node {
@@ -349,10 +308,12 @@ fn reload(options: &LoadOptions, started: &Loaded, current: Loaded, runtime: &Ru
     for warning in &next.warnings {
         tracing::warn!("{warning}");
     }
-    let needs_restart: Vec<&str> = RESTART_KEYS
+    // What a reload applies is declared next to each key, in the registry.
+    let needs_restart: Vec<&str> = arlen_config::KEYS
         .iter()
-        .copied()
-        .filter(|key| started.setting(key).map(|s| &s.value) != next.setting(key).map(|s| &s.value))
+        .filter(|spec| spec.reload == arlen_config::Reload::Restart)
+        .filter(|spec| started.setting_of(spec.id).value != next.setting_of(spec.id).value)
+        .map(|spec| spec.key)
         .collect();
     if !needs_restart.is_empty() {
         tracing::warn!(keys = ?needs_restart, "these changes need a restart to take effect; the running values stay");

@@ -2,6 +2,7 @@
 //! `arlen up` runs and what drills break. Optionally with a throwaway
 //! single-member etcd.
 
+use arlen_config::Key;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -127,14 +128,17 @@ impl LocalCluster {
         let mut command = Command::new(&self.binary);
         command
             .args(["serve", "--host", "127.0.0.1", "--port", &node.port.to_string()])
-            .env("ARLEN_CLUSTER_ENABLED", "1")
-            .env("ARLEN_CLUSTER_NAME", &spec.cluster)
-            .env("ARLEN_CLUSTER_NODE_ID", &node.id)
-            .env("ARLEN_CLUSTER_EXPECTED_NODES", spec.expected.to_string())
-            .env("ARLEN_CLUSTER_GOSSIP_SEEDS", &self.seeds)
-            .env("ARLEN_CLUSTER_GOSSIP_KEYS", &self.gossip_key)
-            .env("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", if spec.quorum_required { "1" } else { "0" })
-            .env("ARLEN_LOG_FORMAT", "text")
+            .env(Key::ClusterEnabled.variable(), "1")
+            .env(Key::ClusterName.variable(), &spec.cluster)
+            .env(Key::ClusterNodeID.variable(), &node.id)
+            .env(Key::ClusterExpectedNodes.variable(), spec.expected.to_string())
+            .env(Key::ClusterGossipSeeds.variable(), &self.seeds)
+            .env(Key::ClusterGossipKeys.variable(), &self.gossip_key)
+            .env(
+                Key::ObservabilityReadinessRequiresClusterQuorum.variable(),
+                if spec.quorum_required { "1" } else { "0" },
+            )
+            .env(Key::LogFormat.variable(), "text")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
@@ -142,10 +146,10 @@ impl LocalCluster {
             .process_group(0)
             .kill_on_drop(true);
         match &self.etcd {
-            None => command.env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
-            Some(etcd) => {
-                command.env("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd").env("ARLEN_CLUSTER_ETCD_ENDPOINTS", &etcd.url)
-            }
+            None => command.env(Key::ClusterMembershipSource.variable(), "gossip"),
+            Some(etcd) => command
+                .env(Key::ClusterMembershipSource.variable(), "etcd")
+                .env(Key::ClusterEtcdEndpoints.variable(), &etcd.url),
         };
         for (name, value) in &spec.env {
             command.env(name, value);

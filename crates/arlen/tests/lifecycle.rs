@@ -109,6 +109,20 @@ fn sighup_reloads_what_can_change_and_keeps_the_rest() {
     assert!(stderr.contains("\"connectionTimeoutSeconds\""), "{stderr}");
     assert!(!stderr.contains("\"port\""), "the flag keeps the port: {stderr}");
     assert_eq!(node.get("/livez").status, 200, "still on the old port");
+
+    // Keys the old hand-kept list forgot: the registry says they need a restart, so the log does.
+    let warned = node.stderr().matches("these changes need a restart").count();
+    write(&format!(
+        "port = {other_port}\nconnectionTimeoutSeconds = 7\n[observability]\nopsToken = \"0123456789abcdef0123456789abcdef\"\n[cluster]\nenabled = true\nname = \"alpha\"\nexpectedNodes = 2\nobservedNodes = 2\n[cluster.etcd]\nprefix = \"/elsewhere/\"\n"
+    ));
+    node.signal("HUP");
+    poll_until("a second restart warning", Duration::from_secs(10), || {
+        (node.stderr().matches("these changes need a restart").count() > warned).then_some(())
+    });
+    let stderr = node.stderr();
+    let line = stderr.lines().rev().find(|l| l.contains("these changes need a restart")).unwrap_or_default();
+    assert!(line.contains("\"observability.opsToken\"") && line.contains("\"cluster.etcd.prefix\""), "{line}");
+    assert!(!stderr.contains("0123456789abcdef0123456789abcdef"), "the token is never printed");
 }
 
 /// Writes `config/app.toml` with the given observed count.

@@ -12,6 +12,7 @@
 mod report;
 mod sampler;
 
+use arlen_config::Key;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -283,13 +284,13 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     let nodes = args.nodes.max(if scenario.name == "split" || scenario.name == "flaky-link" { 3 } else { 2 });
     let token = format!("{:032x}", rand::random::<u128>());
     let mut env = vec![
-        ("ARLEN_CLUSTER_FAULT_INJECTION_ENABLED".to_owned(), "1".to_owned()),
-        ("ARLEN_OPS_TOKEN".to_owned(), token.clone()),
-        ("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS".to_owned(), "1".to_owned()),
-        ("ARLEN_LOG_LEVEL".to_owned(), "info".to_owned()),
+        (Key::ClusterFaultInjectionEnabled.variable(), "1".to_owned()),
+        (Key::ObservabilityOpsToken.variable(), token.clone()),
+        (Key::ShutdownDrainDelaySeconds.variable(), "1".to_owned()),
+        (Key::LogLevel.variable(), "info".to_owned()),
     ];
     if scenario.name == "split" {
-        env.push(("ARLEN_CLUSTER_QUORUM_POLICY".to_owned(), "majority".to_owned()));
+        env.push((Key::ClusterQuorumPolicy.variable(), "majority".to_owned()));
     }
     let spec = ClusterSpec {
         nodes,
