@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     expose_ids: bool,
     /// `/clusterz` waits in progress are bounded.
     waits: Arc<tokio::sync::Semaphore>,
+    /// `/clusterz/events`: history and subscribers.
+    events: Arc<crate::endpoints::Events>,
     /// An admin listener is configured: the operations endpoints exist only there.
     admin_listener: bool,
     /// Member details for every requester (`observability.detailsAccess = public`).
@@ -149,8 +151,10 @@ impl Runtime {
             MembershipView::uninitialised("unstarted"),
             Arc::new(SystemClock::new()),
         );
+        let events = Arc::new(crate::endpoints::Events::new());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(apply_due_transitions(publisher.clone(), reader.clone()));
+            handle.spawn(events.clone().run(reader.clone()));
         }
         let shared = Shared {
             reader,
@@ -161,6 +165,7 @@ impl Runtime {
             started_at: Instant::now(),
             expose_ids: config.proxy.is_some(),
             waits: Arc::new(tokio::sync::Semaphore::new(crate::endpoints::MAX_CONCURRENT_WAITS)),
+            events,
             admin_listener: config.admin_listen.is_some(),
             public_details: config.observability.details_access == arlen_config::DetailsAccess::Public,
             details_token: Some(&config.observability.details_token)
@@ -179,6 +184,7 @@ impl Runtime {
     /// From now on every response carries `Connection: close`.
     pub fn set_closing(&self) {
         self.shared.closing.store(true, std::sync::atomic::Ordering::Release);
+        self.shared.events.close();
     }
 
     /// Applies the run-time settings of a reloaded configuration.
@@ -403,6 +409,7 @@ impl Shared {
                 monotonic_now: now.monotonic,
                 waits: &self.waits,
                 full_details,
+                events: &self.events,
             };
             let answered = endpoints::answer(endpoint, &parts, snapshot, &self.reader, &cx).await;
             (answered.response, answered.snapshot)

@@ -265,7 +265,10 @@ async fn probe_json_field_order_and_values() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.header("Content-Type"), Some("application/json; charset=utf-8"));
     let body = ready.json();
-    assert_eq!(keys(&body), ["ok", "signal", "status", "timestamp_utc", "uptime_seconds", "ready", "checks", "details"]);
+    assert_eq!(
+        keys(&body),
+        ["ok", "signal", "status", "timestamp_utc", "uptime_seconds", "ready", "checks", "details"]
+    );
     assert_eq!(
         keys(&body["checks"])[..5],
         ["request_dispatch", "metrics_registry", "active_requests", "startup", "cluster_quorum"],
@@ -301,7 +304,11 @@ async fn probe_json_field_order_and_values() {
         let response = node.get_with(target, &[("Accept", "application/json")]).await;
         assert_eq!(response.status, 200, "liveness never depends on cluster state");
         let body = response.json();
-        assert_eq!(keys(&body), ["ok", "signal", "status", "timestamp_utc", "uptime_seconds", "checks", "details"], "{target}");
+        assert_eq!(
+            keys(&body),
+            ["ok", "signal", "status", "timestamp_utc", "uptime_seconds", "checks", "details"],
+            "{target}"
+        );
         assert_eq!(
             (body["ok"].clone(), body["signal"].clone(), body["status"].clone()),
             (true.into(), signal.into(), "ok".into())

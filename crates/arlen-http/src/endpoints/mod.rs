@@ -16,6 +16,7 @@
 //! that snapshot's headers on the response.
 
 mod clusterz;
+mod events;
 mod probes;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use serde::Serialize;
 use crate::metrics::Metrics;
 
 pub use clusterz::{WaitCondition, MAX_CONCURRENT_WAITS, MAX_WAIT};
+pub(crate) use events::Events;
+pub use events::{Event, HISTORY as EVENT_HISTORY, KEEP_ALIVE as EVENT_KEEP_ALIVE, MAX_SUBSCRIBERS};
 pub use probes::{Signal, READY_CHECKS};
 
 /// A reserved endpoint.
@@ -42,6 +45,8 @@ pub enum Endpoint {
         check: Option<String>,
     },
     Cluster,
+    /// `/clusterz/events`: the event stream.
+    Events,
     Metrics,
 }
 
@@ -71,6 +76,9 @@ pub fn match_reserved(path: &str) -> Option<Endpoint> {
     if path.strip_prefix("/clusterz").is_some_and(aliases) {
         return Some(Endpoint::Cluster);
     }
+    if matches!(path, "/clusterz/events" | "/clusterz/events/") {
+        return Some(Endpoint::Events);
+    }
     if path.strip_prefix("/metrics").is_some_and(aliases) {
         return Some(Endpoint::Metrics);
     }
@@ -88,6 +96,7 @@ pub struct Context<'a> {
     pub waits: &'a std::sync::Arc<tokio::sync::Semaphore>,
     /// The requester may see member details (`observability.detailsAccess`).
     pub full_details: bool,
+    pub(crate) events: &'a Events,
 }
 
 /// A response and the snapshot it was computed from.
@@ -120,6 +129,10 @@ pub async fn answer(
             Answered { response, snapshot }
         }
         Endpoint::Cluster => clusterz::clusterz(parts, snapshot, reader, cx).await,
+        Endpoint::Events => {
+            let response = cx.events.subscribe(parts, &snapshot, reader, cx.monotonic_now);
+            Answered { response, snapshot }
+        }
         Endpoint::Metrics => {
             let response = metrics(parts, &snapshot, cx);
             Answered { response, snapshot }
@@ -211,6 +224,7 @@ mod tests {
         assert_eq!(match_reserved("/clusterz"), Some(Endpoint::Cluster));
         assert_eq!(match_reserved("/clusterz/"), Some(Endpoint::Cluster));
         assert_eq!(match_reserved("/metrics/"), Some(Endpoint::Metrics));
+        assert_eq!(match_reserved("/clusterz/events"), Some(Endpoint::Events));
         assert_eq!(match_reserved("/livez"), probe(Signal::Live));
         assert_eq!(
             match_reserved("/readyz/cluster_quorum"),
