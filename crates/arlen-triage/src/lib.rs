@@ -61,10 +61,25 @@ pub struct NodeReport {
     pub member_urls: Vec<String>,
     /// The node withheld member details from triage (`observability.detailsAccess`).
     pub details_restricted: bool,
+    /// Every member this node knows, as it sees them (itself included).
+    pub members: Vec<MemberView>,
+    /// For a node that did not answer: its id, learnt from its peers' views.
+    pub named_by_peers: bool,
     pub samples: Vec<HeaderSample>,
     /// `/clusterz` status read again after sampling (to tell change from contradiction).
     #[serde(skip)]
     pub status_after: Option<String>,
+}
+
+/// One member as one node sees it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct MemberView {
+    pub node_id: String,
+    /// `alive`, `suspect`, `draining`, `dead` or `left`.
+    pub state: String,
+    pub last_heard_ms: Option<u64>,
+    #[serde(skip)]
+    pub url: Option<String>,
 }
 
 /// A finding, in plain words.
@@ -96,6 +111,16 @@ impl NodeReport {
             sees: clusterz.alive_members().map(str::to_owned).collect::<BTreeSet<_>>().into_iter().collect(),
             member_urls: cluster.members.iter().filter(|m| !m.is_self).filter_map(|m| m.http_url.clone()).collect(),
             details_restricted: clusterz.details == arlen_http::documents::RESTRICTED,
+            members: cluster
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    node_id: m.node_id.clone(),
+                    state: m.state.to_string(),
+                    last_heard_ms: m.last_heard_ms,
+                    url: m.http_url.as_deref().and_then(followable),
+                })
+                .collect(),
             ..Self::default()
         }
     }
@@ -179,6 +204,87 @@ impl Discovery {
     }
 }
 
+/// Gives each node that did not answer the id its peers know it by (the
+/// member whose URL is the one that was tried).
+pub fn name_unreachable(reports: &mut [NodeReport]) {
+    let known: Vec<(String, String)> = reports
+        .iter()
+        .filter(|r| r.reachable)
+        .flat_map(|r| r.members.iter().filter_map(|m| Some((m.url.clone()?, m.node_id.clone()))))
+        .collect();
+    for report in reports.iter_mut().filter(|r| !r.reachable && r.node_id.is_none()) {
+        if let Some((_, id)) = known.iter().find(|(url, _)| *url == report.url) {
+            report.node_id = Some(id.clone());
+            report.named_by_peers = true;
+        }
+    }
+}
+
+/// How the reachable nodes see member `id`: `(observer, state, last heard)`.
+pub fn peer_views<'a>(reports: &'a [NodeReport], id: &str) -> Vec<(String, &'a str, Option<u64>)> {
+    reports
+        .iter()
+        .filter(|r| r.reachable && r.node_id.as_deref() != Some(id))
+        .filter_map(|r| {
+            let member = r.members.iter().filter(|m| m.node_id == id).min_by_key(|m| m.state != "alive")?;
+            Some((name(r), member.state.as_str(), member.last_heard_ms))
+        })
+        .collect()
+}
+
+fn describe_views(views: &[(String, &str, Option<u64>)]) -> String {
+    let parts: Vec<String> = views
+        .iter()
+        .map(|(observer, state, heard)| match heard {
+            Some(ms) => format!("{observer}: {state}, last heard {:.1} s ago", *ms as f64 / 1000.0),
+            None => format!("{observer}: {state}"),
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// Who sees whom: rows are the nodes that answered, columns every member any
+/// of them knows; `None` when every observer sees the same states.
+pub fn reachability_matrix(reports: &[NodeReport]) -> Option<String> {
+    let observers: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable && !r.members.is_empty()).collect();
+    let columns: BTreeSet<&str> = observers.iter().flat_map(|r| r.members.iter().map(|m| m.node_id.as_str())).collect();
+    let state_in = |r: &NodeReport, id: &str| -> String {
+        if r.node_id.as_deref() == Some(id) {
+            return "self".to_owned();
+        }
+        r.members
+            .iter()
+            .filter(|m| m.node_id == id)
+            .min_by_key(|m| m.state != "alive")
+            .map_or("-".to_owned(), |m| m.state.clone())
+    };
+    let rows: Vec<Vec<String>> = observers.iter().map(|r| columns.iter().map(|id| state_in(r, id)).collect()).collect();
+    // Views differ when two observers disagree about a member other than themselves.
+    let differs = columns.iter().enumerate().any(|(c, _)| {
+        let seen: BTreeSet<&str> = rows.iter().map(|row| row[c].as_str()).filter(|s| *s != "self").collect();
+        seen.len() > 1
+    });
+    if !differs {
+        return None;
+    }
+    let mut table = vec![std::iter::once("OBSERVER \\ MEMBER".to_owned())
+        .chain(columns.iter().map(|c| (*c).to_owned()))
+        .collect::<Vec<_>>()];
+    for (r, row) in observers.iter().zip(rows) {
+        table.push(std::iter::once(name(r)).chain(row).collect());
+    }
+    let widths: Vec<usize> =
+        (0..table[0].len()).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::from("who sees whom:\n");
+    for row in &table {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
+        out.push_str("  ");
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    Some(out)
+}
+
 fn name(report: &NodeReport) -> String {
     report.node_id.clone().unwrap_or_else(|| report.url.clone())
 }
@@ -192,11 +298,18 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
         findings.push(Finding { kind, message });
     };
     for r in reports.iter().filter(|r| !r.reachable) {
+        let views = r.node_id.as_deref().map(|id| peer_views(reports, id)).unwrap_or_default();
+        let who = match &r.node_id {
+            Some(id) => format!("{id} ({})", r.url),
+            None => r.url.clone(),
+        };
+        let peers =
+            if views.is_empty() { String::new() } else { format!("; its peers see it: {}", describe_views(&views)) };
         raise(
             3,
             &mut findings,
             "unreachable",
-            format!("{} did not answer: {}", r.url, r.error.as_deref().unwrap_or("no answer")),
+            format!("{who} did not answer: {}{peers}", r.error.as_deref().unwrap_or("no answer")),
         );
     }
     let reachable: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable).collect();
@@ -272,11 +385,18 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
                 format!("{} see{} {{{}}}", who.join(", "), if who.len() == 1 { "s" } else { "" }, sees.join(", "))
             })
             .collect();
+        // Groups that each see exactly themselves: the cluster is split, and where.
+        let split = views.iter().all(|(sees, who)| {
+            let who: BTreeSet<&str> = who.iter().map(String::as_str).collect();
+            sees.iter().map(String::as_str).collect::<BTreeSet<_>>() == who
+        });
+        let sides: Vec<String> = views.values().map(|who| format!("{{{}}}", who.join(", "))).collect();
+        let named = if split { format!("; partition: {}", sides.join(" | ")) } else { String::new() };
         raise(
             2,
             &mut findings,
             "disagreement",
-            format!("nodes disagree about membership, a likely partition: {}", described.join("; ")),
+            format!("nodes disagree about membership, a likely partition: {}{named}", described.join("; ")),
         );
     }
     (findings, code)
@@ -314,6 +434,10 @@ pub fn render(reports: &[NodeReport], findings: &[Finding], code: u8) -> String 
         out.push('\n');
     }
     out.push('\n');
+    if let Some(matrix) = reachability_matrix(reports) {
+        out.push_str(&matrix);
+        out.push('\n');
+    }
     if findings.is_empty() {
         out.push_str("findings: none — every node is reachable, nominal and agrees\n");
     } else {
@@ -352,6 +476,50 @@ mod tests {
             sees: sees.iter().map(|s| (*s).to_owned()).collect(),
             ..NodeReport::default()
         }
+    }
+
+    fn member(id: &str, state: &str, heard: Option<u64>) -> MemberView {
+        MemberView { node_id: id.into(), state: state.into(), last_heard_ms: heard, url: Some(format!("http://{id}")) }
+    }
+
+    #[test]
+    fn a_node_that_does_not_answer_is_named_by_its_peers_with_their_views() {
+        let mut a = node("a", "degraded", &["a", "b"]);
+        a.members = vec![member("a", "alive", None), member("b", "alive", Some(5)), member("c", "dead", Some(2100))];
+        let mut b = node("b", "degraded", &["a", "b"]);
+        b.members = vec![member("a", "alive", Some(7)), member("b", "alive", None), member("c", "dead", Some(2000))];
+        let c =
+            NodeReport { url: "http://c".into(), error: Some("connection refused".into()), ..NodeReport::default() };
+        let mut reports = vec![a, b, c];
+        name_unreachable(&mut reports);
+        assert_eq!(reports[2].node_id.as_deref(), Some("c"));
+        let (findings, code) = analyze(&reports);
+        assert_eq!(code, 3);
+        let unreachable = findings.iter().find(|f| f.kind == "unreachable").unwrap();
+        assert_eq!(
+            unreachable.message,
+            "c (http://c) did not answer: connection refused; its peers see it: a: dead, last heard 2.1 s ago; b: dead, last heard 2.0 s ago"
+        );
+        assert!(reachability_matrix(&reports).is_none(), "a and b agree");
+        assert!(render(&reports, &findings, code).contains("\nc  "), "the table names c");
+    }
+
+    #[test]
+    fn differing_views_draw_the_matrix_and_name_the_partition() {
+        let mut a = node("a", "degraded", &["a", "b"]);
+        a.members = vec![member("a", "alive", None), member("b", "alive", Some(5)), member("c", "dead", Some(900))];
+        let mut b = node("b", "degraded", &["a", "b"]);
+        b.members = vec![member("a", "alive", Some(5)), member("b", "alive", None), member("c", "dead", Some(800))];
+        let mut c = node("c", "degraded", &["c"]);
+        c.members = vec![member("a", "dead", Some(700)), member("b", "suspect", Some(600)), member("c", "alive", None)];
+        let reports = [a, b, c];
+        let matrix = reachability_matrix(&reports).unwrap();
+        assert!(matrix.contains("OBSERVER \\ MEMBER  a      b        c\n"), "{matrix}");
+        assert!(matrix.contains("  a                  self   alive    dead\n"), "{matrix}");
+        assert!(matrix.contains("  c                  dead   suspect  self\n"), "{matrix}");
+        let (findings, _) = analyze(&reports);
+        let split = findings.iter().find(|f| f.kind == "disagreement").unwrap();
+        assert!(split.message.ends_with("; partition: {a, b} | {c}"), "{}", split.message);
     }
 
     #[test]

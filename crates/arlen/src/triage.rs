@@ -126,6 +126,7 @@ async fn collect(client: &reqwest::Client, args: &TriageArgs) -> (Vec<NodeReport
             reports.push(report);
         }
     }
+    arlen_triage::name_unreachable(&mut reports);
     reports.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.url.cmp(&b.url)));
     (reports, discovery)
 }

@@ -134,6 +134,10 @@ fn triage_reports_nominal_then_a_partition_then_an_unreachable_node() {
     assert!(text.contains("nodes disagree about membership, a likely partition"), "{text}");
     assert!(text.contains("tr-3 sees {tr-3}"), "{text}");
     assert!(text.contains("tr-1, tr-2 see {tr-1, tr-2}"), "{text}");
+    assert!(text.contains("partition: {tr-1, tr-2} | {tr-3}"), "the partition is named:\n{text}");
+    assert!(text.contains("who sees whom:"), "the matrix is drawn when views differ:\n{text}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("tr-3 ") && l.contains("self")).unwrap_or_default();
+    assert!(!row.contains("alive"), "tr-3 sees nobody else alive: {row}\n{text}");
 
     let (code, json) = triage(&url, &["--json"]);
     assert_eq!(code, 2);
@@ -143,9 +147,16 @@ fn triage_reports_nominal_then_a_partition_then_an_unreachable_node() {
 
     faults(&nodes[2], "DELETE", Some(TOKEN), "");
     nodes[1].signal("KILL");
-    let (code, text) = triage(&url, &[]);
-    assert_eq!(code, 3, "{text}");
-    assert!(text.contains(&format!("http://127.0.0.1:{} did not answer", nodes[1].port)), "{text}");
+    let down = format!("tr-2 (http://127.0.0.1:{}) did not answer", nodes[1].port);
+    let text = poll_until("tr-2 seen dead by its peers", Duration::from_secs(10), || {
+        let (code, text) = triage(&url, &[]);
+        (code == 3 && text.contains(&down) && text.contains("its peers see it: tr-1: dead")).then_some(text)
+    });
+    let line = text.lines().find(|l| l.starts_with("tr-2 ")).unwrap_or_default();
+    assert!(
+        line.contains(&format!("http://127.0.0.1:{}", nodes[1].port)) && line.contains(" no "),
+        "by id in the table: {line}\n{text}"
+    );
 }
 
 #[test]
