@@ -60,7 +60,7 @@ async fn read_events(
 async fn membership_events_stream_and_resume_with_last_event_id() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let mut nodes: Vec<ArlenProcess> = ports
+    let nodes: Vec<ArlenProcess> = ports
         .iter()
         .enumerate()
         .map(|(i, port)| {
