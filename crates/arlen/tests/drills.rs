@@ -122,7 +122,29 @@ fn drill_refuses_unknown_scenarios_and_budgets() {
     assert_eq!(output.status.code(), Some(2));
     let listing = Command::new(binary()).args(["drill", "list"]).output().unwrap();
     let text = String::from_utf8_lossy(&listing.stdout);
-    for scenario in ["crash", "churn", "partition", "split", "one-way", "flaky-link", "etcd-outage"] {
+    for scenario in ["crash", "churn", "rolling-restart", "partition", "split", "one-way", "flaky-link", "etcd-outage"]
+    {
         assert!(text.contains(scenario), "{text}");
     }
+    // A budget that does not apply is absent, not 0.
+    assert!(!text.contains("etcd 0)"), "{text}");
+    let partition = text.lines().skip_while(|l| !l.starts_with("partition")).nth(1).unwrap_or_default();
+    assert!(partition.contains("detection_ms ≤ 1500") && !partition.contains("etcd"), "{partition}");
+    let output =
+        Command::new(binary()).args(["drill", "run", "etcd-outage", "--budget", "detection_ms=1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "etcd-outage does not apply to gossip");
+}
+
+#[test]
+fn drill_rolling_restart() {
+    let report = assert_passes("rolling-restart", &[]);
+    assert_eq!(figure(&report, "failed_requests"), 0.0);
+    assert!(report["requests_ok"].as_u64().unwrap() > 0, "traffic flowed");
+    let events: Vec<String> =
+        report["events"].as_array().unwrap().iter().map(|e| e["what"].as_str().unwrap().to_owned()).collect();
+    let nodes = report["nodes"].as_u64().unwrap();
+    for node in 1..=nodes {
+        assert!(events.iter().any(|e| e == &format!("graceful restart of node-{node} (SIGTERM, drain)")), "{events:?}");
+    }
+    assert!(!events.iter().any(|e| e.contains("kill -9")), "graceful only: {events:?}");
 }

@@ -26,28 +26,135 @@ use crate::cluster::{ClusterSpec, LocalCluster};
 use report::{Event, Figure, Report};
 use sampler::{NodeState, Shared, Timeline};
 
-/// A drill scenario and its default budgets.
+/// A drill scenario: a table of steps, run in order by [`run_step`], and the
+/// budgets of the figures they record.
 struct Scenario {
     name: &'static str,
     about: &'static str,
     /// Which membership sources it applies to.
     gossip: bool,
     etcd: bool,
-    budgets: &'static [(&'static str, f64, f64)],
+    /// Fewest nodes it needs.
+    min_nodes: u16,
+    /// Settings of the cluster beyond the drill's own.
+    env: &'static [(Key, &'static str)],
+    budgets: &'static [Budget],
+    steps: &'static [Step],
 }
 
-/// `(figure, gossip budget, etcd budget)`; a figure without a budget is only reported.
+/// A figure's budget per source; `None` where it does not apply. A figure
+/// without a budget is only reported.
+struct Budget {
+    figure: &'static str,
+    gossip: Option<f64>,
+    etcd: Option<f64>,
+}
+
+const fn budget(figure: &'static str, gossip: Option<f64>, etcd: Option<f64>) -> Budget {
+    Budget { figure, gossip, etcd }
+}
+
+/// Which nodes a step means.
+#[derive(Debug, Clone, Copy)]
+enum Nodes {
+    Everyone,
+    /// Everyone but the last node (the one a fault hits).
+    Others,
+}
+
+/// A fault and (by [`Step::Heal`]) its undoing.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9 the last node; healed by restarting it.
+    Kill,
+    /// The last node's gossip cut both ways.
+    Isolate,
+    /// The last node drops everything it receives.
+    Deaf,
+    /// A minority and a majority cut from each other.
+    Split,
+    /// This much loss between node-1 and node-2, both ways.
+    Loss(u8),
+    /// etcd stopped.
+    StopEtcd,
+}
+
+/// What the sampled states must show.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Degraded(Nodes),
+    NotReady(Nodes),
+    Partitioned(Nodes),
+    /// The last node counts only itself, the others count all but it.
+    Isolated,
+    /// The majority side ready (degraded), the minority not ready.
+    MajorityOnly,
+    /// The deaf node sees nobody and is not ready; the others count it out.
+    DeafCountedOut,
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Inject(Fault),
+    /// Wait for `expect`; `figure` is the time since the fault.
+    Detect {
+        figure: &'static str,
+        what: &'static str,
+        expect: Expect,
+    },
+    /// Keep the fault until the hold time since it was injected has passed.
+    Hold,
+    /// Undo the fault.
+    Heal,
+    /// Wait until every node is nominal and ready; `figure` is the time since the heal.
+    Recover {
+        figure: &'static str,
+    },
+    /// Status changes since convergence beyond `allowed` per node.
+    Spurious {
+        nodes: Nodes,
+        allowed: u32,
+    },
+    /// Background requests that failed since the start.
+    FailedRequests {
+        figure: &'static str,
+    },
+    /// Restart each node in turn (SIGTERM and drain, or kill -9) and wait
+    /// nominal; `worst` is the longest rejoin, `failed` the requests that
+    /// failed during the step.
+    RestartEach {
+        hard: bool,
+        worst: &'static str,
+        failed: &'static str,
+    },
+}
+
+const NOMINAL_AGAIN: Step = Step::Recover { figure: "recovery_ms" };
+const NO_FLAPPING: Step = Step::Spurious { nodes: Nodes::Everyone, allowed: 2 };
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "crash",
         about: "kill -9 one node, then restart it",
         gossip: true,
         etcd: true,
+        min_nodes: 2,
+        env: &[],
         budgets: &[
-            ("detection_ms", 1500.0, 4000.0),
-            ("readiness_flip_ms", 1500.0, 4000.0),
-            ("recovery_ms", 3000.0, 6000.0),
-            ("spurious_transitions", 0.0, 0.0),
+            budget("detection_ms", Some(1500.0), Some(4000.0)),
+            budget("readiness_flip_ms", Some(1500.0), Some(4000.0)),
+            budget("recovery_ms", Some(3000.0), Some(6000.0)),
+            budget("spurious_transitions", Some(0.0), Some(0.0)),
+        ],
+        steps: &[
+            Step::Inject(Fault::Kill),
+            Step::Detect { figure: "detection_ms", what: "survivors report degraded", expect: Expect::Degraded(Nodes::Others) },
+            Step::Detect { figure: "readiness_flip_ms", what: "survivors not ready", expect: Expect::NotReady(Nodes::Others) },
+            Step::Hold,
+            Step::Heal,
+            NOMINAL_AGAIN,
+            Step::Spurious { nodes: Nodes::Others, allowed: 2 },
         ],
     },
     Scenario {
@@ -55,22 +162,49 @@ const SCENARIOS: &[Scenario] = &[
         about: "restart every node in turn: gracefully (SIGTERM, drained), then with kill -9",
         gossip: true,
         etcd: true,
+        min_nodes: 2,
+        env: &[],
         budgets: &[
-            ("graceful_failed_requests", 0.0, 0.0),
-            ("graceful_rejoin_worst_ms", 5000.0, 8000.0),
-            ("kill_rejoin_worst_ms", 6000.0, 10000.0),
+            budget("graceful_failed_requests", Some(0.0), Some(0.0)),
+            budget("graceful_rejoin_worst_ms", Some(5000.0), Some(8000.0)),
+            budget("kill_rejoin_worst_ms", Some(6000.0), Some(10000.0)),
         ],
+        steps: &[
+            Step::RestartEach { hard: false, worst: "graceful_rejoin_worst_ms", failed: "graceful_failed_requests" },
+            Step::RestartEach { hard: true, worst: "kill_rejoin_worst_ms", failed: "kill_failed_requests" },
+        ],
+    },
+    Scenario {
+        name: "rolling-restart",
+        about: "a rolling deploy: each node in turn gets SIGTERM, drains, restarts and rejoins before the next; not one background request may fail",
+        gossip: true,
+        etcd: true,
+        min_nodes: 2,
+        env: &[],
+        budgets: &[budget("failed_requests", Some(0.0), Some(0.0)), budget("rejoin_worst_ms", Some(5000.0), Some(8000.0))],
+        steps: &[Step::RestartEach { hard: false, worst: "rejoin_worst_ms", failed: "failed_requests" }],
     },
     Scenario {
         name: "partition",
         about: "isolate one node both ways for a while, then heal",
         gossip: true,
         etcd: false,
+        min_nodes: 2,
+        env: &[],
         budgets: &[
-            ("detection_ms", 1500.0, 0.0),
-            ("readiness_flip_ms", 1500.0, 0.0),
-            ("recovery_ms", 3000.0, 0.0),
-            ("spurious_transitions", 0.0, 0.0),
+            budget("detection_ms", Some(1500.0), None),
+            budget("readiness_flip_ms", Some(1500.0), None),
+            budget("recovery_ms", Some(3000.0), None),
+            budget("spurious_transitions", Some(0.0), None),
+        ],
+        steps: &[
+            Step::Inject(Fault::Isolate),
+            Step::Detect { figure: "detection_ms", what: "each side counts only itself", expect: Expect::Isolated },
+            Step::Detect { figure: "readiness_flip_ms", what: "every node not ready", expect: Expect::NotReady(Nodes::Everyone) },
+            Step::Hold,
+            Step::Heal,
+            NOMINAL_AGAIN,
+            NO_FLAPPING,
         ],
     },
     Scenario {
@@ -78,28 +212,78 @@ const SCENARIOS: &[Scenario] = &[
         about: "cut the cluster into a minority and a majority (quorumPolicy=majority): only the majority stays ready",
         gossip: true,
         etcd: false,
-        budgets: &[("detection_ms", 1500.0, 0.0), ("recovery_ms", 3000.0, 0.0), ("spurious_transitions", 0.0, 0.0)],
+        min_nodes: 3,
+        env: &[(Key::ClusterQuorumPolicy, "majority")],
+        budgets: &[
+            budget("detection_ms", Some(1500.0), None),
+            budget("recovery_ms", Some(3000.0), None),
+            budget("spurious_transitions", Some(0.0), None),
+        ],
+        steps: &[
+            Step::Inject(Fault::Split),
+            Step::Detect { figure: "detection_ms", what: "majority ready, minority not", expect: Expect::MajorityOnly },
+            Step::Hold,
+            Step::Heal,
+            NOMINAL_AGAIN,
+            NO_FLAPPING,
+        ],
     },
     Scenario {
         name: "one-way",
         about: "one node can send but not receive: it sees nobody, and the others count it out (it cannot answer their probes)",
         gossip: true,
         etcd: false,
-        budgets: &[("detection_ms", 1500.0, 0.0), ("recovery_ms", 3000.0, 0.0), ("spurious_transitions", 0.0, 0.0)],
+        min_nodes: 2,
+        env: &[],
+        budgets: &[
+            budget("detection_ms", Some(1500.0), None),
+            budget("recovery_ms", Some(3000.0), None),
+            budget("spurious_transitions", Some(0.0), None),
+        ],
+        steps: &[
+            Step::Inject(Fault::Deaf),
+            Step::Detect {
+                figure: "detection_ms",
+                what: "the deaf node sees nobody and the others count it out",
+                expect: Expect::DeafCountedOut,
+            },
+            Step::Hold,
+            Step::Heal,
+            NOMINAL_AGAIN,
+            NO_FLAPPING,
+        ],
     },
     Scenario {
         name: "flaky-link",
         about: "25% loss between two nodes for a while: no status change is the expected outcome",
         gossip: true,
         etcd: false,
-        budgets: &[("spurious_transitions", 0.0, 0.0), ("failed_requests", 0.0, 0.0)],
+        min_nodes: 3,
+        env: &[],
+        budgets: &[budget("spurious_transitions", Some(0.0), None), budget("failed_requests", Some(0.0), None)],
+        steps: &[
+            Step::Inject(Fault::Loss(25)),
+            Step::Hold,
+            Step::Heal,
+            Step::Spurious { nodes: Nodes::Everyone, allowed: 0 },
+            Step::FailedRequests { figure: "failed_requests" },
+        ],
     },
     Scenario {
         name: "etcd-outage",
         about: "stop etcd: every node partitioned within the lease TTL + 1 s; start it again: nominal without restarts",
         gossip: false,
         etcd: true,
-        budgets: &[("detection_ms", 0.0, 4000.0), ("recovery_ms", 0.0, 10000.0)],
+        min_nodes: 2,
+        env: &[],
+        budgets: &[budget("detection_ms", None, Some(4000.0)), budget("recovery_ms", None, Some(10000.0))],
+        steps: &[
+            Step::Inject(Fault::StopEtcd),
+            Step::Detect { figure: "detection_ms", what: "every node partitioned", expect: Expect::Partitioned(Nodes::Everyone) },
+            Step::Hold,
+            Step::Heal,
+            NOMINAL_AGAIN,
+        ],
     },
 ];
 
@@ -117,10 +301,10 @@ pub fn run(args: DrillArgs) -> ExitCode {
                 let budgets: Vec<String> = s
                     .budgets
                     .iter()
-                    .map(|(name, g, e)| match (s.gossip, s.etcd) {
-                        (true, true) => format!("{name} ≤ {g} (etcd {e})"),
-                        (true, false) => format!("{name} ≤ {g}"),
-                        _ => format!("{name} ≤ {e}"),
+                    .map(|b| match (b.gossip, b.etcd) {
+                        (Some(g), Some(e)) if g != e => format!("{} ≤ {g} (etcd {e})", b.figure),
+                        (Some(v), _) | (None, Some(v)) => format!("{} ≤ {v}", b.figure),
+                        (None, None) => b.figure.to_owned(),
                     })
                     .collect();
                 println!("{:<25} budgets: {}", "", budgets.join(", "));
@@ -152,6 +336,10 @@ struct Drill {
     figures: BTreeMap<String, (f64, &'static str)>,
     fault_window: (u64, u64),
     converged_at: u64,
+    /// The fault in place, and when it was injected and healed.
+    fault: Option<Fault>,
+    fault_at: Option<Instant>,
+    healed_at: Option<Instant>,
 }
 
 impl Drill {
@@ -235,8 +423,11 @@ fn nominal_and_ready(s: &NodeState) -> bool {
 }
 
 fn parse_budgets(overrides: &[String], scenario: &Scenario, etcd: bool) -> anyhow::Result<BTreeMap<String, f64>> {
-    let mut budgets: BTreeMap<String, f64> =
-        scenario.budgets.iter().map(|(name, g, e)| ((*name).to_owned(), if etcd { *e } else { *g })).collect();
+    let mut budgets: BTreeMap<String, f64> = scenario
+        .budgets
+        .iter()
+        .filter_map(|b| Some((b.figure.to_owned(), if etcd { b.etcd } else { b.gossip }?)))
+        .collect();
     for entry in overrides {
         let (name, value) =
             entry.split_once('=').ok_or_else(|| anyhow::anyhow!("--budget {entry:?}: expected name=value"))?;
@@ -281,7 +472,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         if etcd { "etcd" } else { "gossip" }
     );
     let budgets = parse_budgets(&args.budget, scenario, etcd)?;
-    let nodes = args.nodes.max(if scenario.name == "split" || scenario.name == "flaky-link" { 3 } else { 2 });
+    let nodes = args.nodes.max(scenario.min_nodes);
     let token = format!("{:032x}", rand::random::<u128>());
     let mut env = vec![
         (Key::ClusterFaultInjectionEnabled.variable(), "1".to_owned()),
@@ -289,9 +480,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         (Key::ShutdownDrainDelaySeconds.variable(), "1".to_owned()),
         (Key::LogLevel.variable(), "info".to_owned()),
     ];
-    if scenario.name == "split" {
-        env.push((Key::ClusterQuorumPolicy.variable(), "majority".to_owned()));
-    }
+    env.extend(scenario.env.iter().map(|(key, value)| (key.variable(), (*value).to_owned())));
     let spec = ClusterSpec {
         nodes,
         base_port: args.base_port,
@@ -332,6 +521,9 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         figures: BTreeMap::new(),
         fault_window: (0, 0),
         converged_at: 0,
+        fault: None,
+        fault_at: None,
+        healed_at: None,
     };
     drill.event(format!("started {nodes} nodes; logs in {}", drill.cluster.log_dir.display()));
     let everyone: Vec<usize> = (0..nodes as usize).collect();
@@ -346,7 +538,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         Some(_) => {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drill.converged_at = drill.t_ms();
-            scenario_steps(&mut drill, scenario.name, Duration::from_millis(args.hold_ms)).await
+            run_steps(&mut drill, scenario.steps, Duration::from_millis(args.hold_ms)).await
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -359,6 +551,25 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     outcome?;
 
     let timeline = std::mem::take(&mut *shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let outcome =
+        Outcome { scenario, source: if etcd { "etcd" } else { "gossip" }, nodes, node_ids, budgets, timeline };
+    finish(drill, outcome, args.report)
+}
+
+/// What a finished run hands to its report.
+struct Outcome {
+    scenario: &'static Scenario,
+    source: &'static str,
+    nodes: u16,
+    node_ids: Vec<String>,
+    budgets: BTreeMap<String, f64>,
+    timeline: Timeline,
+}
+
+/// Judges the figures against their budgets, writes the report and prints
+/// the summary; true when every budget held.
+fn finish(drill: Drill, outcome: Outcome, report_dir: Option<PathBuf>) -> anyhow::Result<bool> {
+    let Outcome { scenario, source, nodes, node_ids, budgets, timeline } = outcome;
     let figures: Vec<Figure> = drill
         .figures
         .iter()
@@ -377,7 +588,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     let duration_ms = drill.t_ms();
     let report = Report {
         scenario: scenario.name.to_owned(),
-        source: if etcd { "etcd" } else { "gossip" }.to_owned(),
+        source: source.to_owned(),
         nodes: nodes as usize,
         passed,
         figures,
@@ -391,7 +602,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         requests_failed: timeline.requests_failed,
         failures: timeline.failures,
     };
-    let dir = args.report.unwrap_or_else(|| {
+    let dir = report_dir.unwrap_or_else(|| {
         PathBuf::from("drill-reports").join(format!(
             "{}-{}",
             scenario.name,
@@ -419,7 +630,6 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     );
     Ok(passed)
 }
-
 /// Counts spurious status transitions: changes beyond `expected` per node
 /// (nodes not listed are not counted).
 fn spurious(drill: &Drill, expected: &[(usize, u32)]) -> f64 {
@@ -434,195 +644,212 @@ fn failed_requests(drill: &Drill) -> u64 {
     drill.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).requests_failed
 }
 
-async fn scenario_steps(drill: &mut Drill, name: &str, hold: Duration) -> anyhow::Result<()> {
-    let n = drill.cluster.nodes.len();
-    let everyone: Vec<usize> = (0..n).collect();
-    let last = n - 1;
-    let others: Vec<usize> = (0..last).collect();
+/// The node sets of a cluster of `n`.
+struct Layout {
+    everyone: Vec<usize>,
+    last: usize,
+    others: Vec<usize>,
+    majority: Vec<usize>,
+    minority: Vec<usize>,
+}
+
+impl Layout {
+    fn new(n: usize) -> Self {
+        let majority_size = n - (n - 1) / 2;
+        Self {
+            everyone: (0..n).collect(),
+            last: n - 1,
+            others: (0..n - 1).collect(),
+            majority: (0..majority_size).collect(),
+            minority: (majority_size..n).collect(),
+        }
+    }
+
+    fn nodes(&self, which: Nodes) -> Vec<usize> {
+        match which {
+            Nodes::Everyone => self.everyone.clone(),
+            Nodes::Others => self.others.clone(),
+        }
+    }
+
+    fn holds(&self, expect: Expect, s: &[Option<NodeState>]) -> bool {
+        let rest = self.others.len() as u64;
+        match expect {
+            Expect::Degraded(which) => all(s, &self.nodes(which), |x| x.status == "degraded"),
+            Expect::NotReady(which) => all(s, &self.nodes(which), |x| x.reachable && !x.ready),
+            Expect::Partitioned(which) => all(s, &self.nodes(which), |x| x.status == "partitioned" && !x.ready),
+            Expect::Isolated => {
+                all(s, &[self.last], |x| x.observed == Some(1) && x.status == "degraded")
+                    && all(s, &self.others, |x| x.observed == Some(rest) && x.status == "degraded")
+            }
+            Expect::MajorityOnly => {
+                all(s, &self.majority, |x| x.ready && x.status == "degraded")
+                    && all(s, &self.minority, |x| x.reachable && !x.ready)
+            }
+            // SWIM: a member that hears no probe answers none, so its peers
+            // count it out too, while it sees nobody.
+            Expect::DeafCountedOut => {
+                all(s, &[self.last], |x| x.observed == Some(1) && !x.ready)
+                    && all(s, &self.others, |x| x.observed == Some(rest))
+            }
+        }
+    }
+}
+
+fn node_list(nodes: &[usize]) -> String {
+    nodes.iter().map(|i| format!("node-{}", i + 1)).collect::<Vec<_>>().join(",")
+}
+
+async fn run_steps(drill: &mut Drill, steps: &[Step], hold: Duration) -> anyhow::Result<()> {
+    let layout = Layout::new(drill.cluster.nodes.len());
+    for step in steps {
+        run_step(drill, &layout, *step, hold).await?;
+    }
+    Ok(())
+}
+
+/// One step; each kind is one arm.
+async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration) -> anyhow::Result<()> {
     let wait = Duration::from_secs(30);
-    match name {
-        "crash" => {
+    match step {
+        Step::Inject(fault) => {
+            drill.fault_window.0 = drill.t_ms();
+            inject(drill, layout, fault).await?;
+            drill.fault = Some(fault);
+            drill.fault_at = Some(Instant::now());
+        }
+        Step::Detect { figure, what, expect } => {
+            let fault_at = drill.fault_at.unwrap_or_else(Instant::now);
+            let seen = drill.wait_for(what, wait, |s| layout.holds(expect, s)).await;
+            drill.record_latency(figure, seen.map(|_| fault_at.elapsed()));
+        }
+        Step::Hold => {
+            let since = drill.fault_at.map_or(Duration::ZERO, |t| t.elapsed());
+            tokio::time::sleep(hold.saturating_sub(since)).await;
+        }
+        Step::Heal => {
+            drill.fault_window.1 = drill.t_ms();
+            drill.healed_at = Some(Instant::now());
+            if let Some(fault) = drill.fault.take() {
+                heal(drill, layout, fault).await?;
+            }
+        }
+        Step::Recover { figure } => {
+            let healed_at = drill.healed_at.unwrap_or_else(Instant::now);
+            let recovered =
+                drill.wait_for("all nominal and ready", wait, |s| all(s, &layout.everyone, nominal_and_ready)).await;
+            drill.record_latency(figure, recovered.map(|_| healed_at.elapsed()));
+        }
+        Step::Spurious { nodes, allowed } => {
+            let expected: Vec<(usize, u32)> = layout.nodes(nodes).into_iter().map(|n| (n, allowed)).collect();
+            let count = spurious(drill, &expected);
+            drill.record("spurious_transitions", count, "count");
+        }
+        Step::FailedRequests { figure } => {
+            let failures = failed_requests(drill);
+            drill.record(figure, failures as f64, "count");
+        }
+        Step::RestartEach { hard, worst, failed } => {
+            let failed_before = failed_requests(drill);
+            if drill.fault_window.0 == 0 {
+                drill.fault_window.0 = drill.t_ms();
+            }
+            let mut longest = 0f64;
+            for node in layout.everyone.clone() {
+                if hard {
+                    drill.event(format!("hard restart of node-{} (kill -9)", node + 1));
+                    drill.cluster.kill(node).await;
+                } else {
+                    drill.event(format!("graceful restart of node-{} (SIGTERM, drain)", node + 1));
+                    drill.cluster.terminate(node);
+                    drill.cluster.wait_exit(node, Duration::from_secs(20)).await;
+                }
+                drill
+                    .wait_for(&format!("node-{} seen gone", node + 1), wait, |s| all(s, &[node], |x| !x.reachable))
+                    .await;
+                drill.cluster.spawn(node)?;
+                let took = drill
+                    .wait_for("all nominal and ready again", wait, |s| all(s, &layout.everyone, nominal_and_ready))
+                    .await;
+                longest = longest.max(took.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1000.0));
+            }
+            drill.fault_window.1 = drill.t_ms();
+            drill.record(worst, longest, "ms");
+            let failures = failed_requests(drill) - failed_before;
+            drill.record(failed, failures as f64, "count");
+        }
+    }
+    Ok(())
+}
+
+async fn inject(drill: &mut Drill, layout: &Layout, fault: Fault) -> anyhow::Result<()> {
+    let last = layout.last;
+    match fault {
+        Fault::Kill => {
             drill.event(format!("fault: kill -9 node-{}", last + 1));
-            drill.fault_window.0 = drill.t_ms();
             drill.cluster.kill(last).await;
-            let fault_at = Instant::now();
-            let detection = drill
-                .wait_for("survivors report degraded", wait, |s| all(s, &others, |x| x.status == "degraded"))
-                .await;
-            drill.record_latency("detection_ms", detection.map(|_| fault_at.elapsed()));
-            let flip =
-                drill.wait_for("survivors not ready", wait, |s| all(s, &others, |x| x.reachable && !x.ready)).await;
-            drill.record_latency("readiness_flip_ms", flip.map(|_| fault_at.elapsed()));
-            tokio::time::sleep(hold.saturating_sub(fault_at.elapsed())).await;
-            drill.event(format!("heal: restart node-{}", last + 1));
-            drill.fault_window.1 = drill.t_ms();
-            drill.cluster.spawn(last)?;
-            let recovery =
-                drill.wait_for("all nominal and ready", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-            drill.record_latency("recovery_ms", recovery);
-            let spurious = spurious(drill, &others.iter().map(|n| (*n, 2)).collect::<Vec<_>>());
-            drill.record("spurious_transitions", spurious, "count");
         }
-        "churn" => {
-            drill.fault_window.0 = drill.t_ms();
-            let mut worst = 0f64;
-            for node in 0..n {
-                drill.event(format!("graceful restart of node-{} (SIGTERM, drain)", node + 1));
-                drill.cluster.terminate(node);
-                drill.cluster.wait_exit(node, Duration::from_secs(20)).await;
-                drill
-                    .wait_for(&format!("node-{} seen gone", node + 1), wait, |s| all(s, &[node], |x| !x.reachable))
-                    .await;
-                drill.cluster.spawn(node)?;
-                let took =
-                    drill.wait_for("all nominal and ready again", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-                worst = worst.max(took.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1000.0));
-            }
-            drill.record("graceful_rejoin_worst_ms", worst, "ms");
-            let graceful_failures = failed_requests(drill);
-            drill.record("graceful_failed_requests", graceful_failures as f64, "count");
-            let mut worst = 0f64;
-            for node in 0..n {
-                drill.event(format!("hard restart of node-{} (kill -9)", node + 1));
-                drill.cluster.kill(node).await;
-                drill
-                    .wait_for(&format!("node-{} seen gone", node + 1), wait, |s| all(s, &[node], |x| !x.reachable))
-                    .await;
-                drill.cluster.spawn(node)?;
-                let took =
-                    drill.wait_for("all nominal and ready again", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-                worst = worst.max(took.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1000.0));
-            }
-            drill.fault_window.1 = drill.t_ms();
-            drill.record("kill_rejoin_worst_ms", worst, "ms");
-            let kill_failures = failed_requests(drill) - graceful_failures;
-            drill.record("kill_failed_requests", kill_failures as f64, "count");
-        }
-        "partition" => {
+        Fault::Isolate => {
             drill.event(format!("fault: isolate node-{} both ways", last + 1));
-            drill.fault_window.0 = drill.t_ms();
             drill.rules(last, serde_json::json!([{ "direction": "both" }])).await?;
-            let fault_at = Instant::now();
-            let expected_rest = (n - 1) as u64;
-            let detection = drill
-                .wait_for("each side counts only itself", wait, |s| {
-                    all(s, &[last], |x| x.observed == Some(1) && x.status == "degraded")
-                        && all(s, &others, |x| x.observed == Some(expected_rest) && x.status == "degraded")
-                })
-                .await;
-            drill.record_latency("detection_ms", detection.map(|_| fault_at.elapsed()));
-            let flip =
-                drill.wait_for("every node not ready", wait, |s| all(s, &everyone, |x| x.reachable && !x.ready)).await;
-            drill.record_latency("readiness_flip_ms", flip.map(|_| fault_at.elapsed()));
-            tokio::time::sleep(hold.saturating_sub(fault_at.elapsed())).await;
-            drill.event("heal: remove the rules");
-            drill.fault_window.1 = drill.t_ms();
-            drill.rules(last, serde_json::json!([])).await?;
-            let recovery =
-                drill.wait_for("all nominal and ready", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-            drill.record_latency("recovery_ms", recovery);
-            let spurious = spurious(drill, &everyone.iter().map(|n| (*n, 2)).collect::<Vec<_>>());
-            drill.record("spurious_transitions", spurious, "count");
         }
-        "split" => {
-            let minority: Vec<usize> = ((n - (n - 1) / 2)..n).collect();
-            let majority: Vec<usize> = (0..(n - (n - 1) / 2)).collect();
+        Fault::Deaf => {
+            drill.event(format!("fault: node-{} drops everything it receives", last + 1));
+            drill.rules(last, serde_json::json!([{ "direction": "inbound" }])).await?;
+        }
+        Fault::Split => {
             drill.event(format!(
                 "fault: split {{{}}} | {{{}}}",
-                majority.iter().map(|i| format!("node-{}", i + 1)).collect::<Vec<_>>().join(","),
-                minority.iter().map(|i| format!("node-{}", i + 1)).collect::<Vec<_>>().join(",")
+                node_list(&layout.majority),
+                node_list(&layout.minority)
             ));
-            drill.fault_window.0 = drill.t_ms();
-            for node in 0..n {
-                let across: Vec<usize> = if minority.contains(&node) { majority.clone() } else { minority.clone() };
+            for node in layout.everyone.clone() {
+                let across = if layout.minority.contains(&node) { &layout.majority } else { &layout.minority };
                 let rules: Vec<serde_json::Value> = across
                     .iter()
                     .map(|peer| serde_json::json!({ "peer": drill.gossip_address(*peer), "direction": "both" }))
                     .collect();
                 drill.rules(node, serde_json::Value::Array(rules)).await?;
             }
-            let fault_at = Instant::now();
-            let (major, minor) = (majority.clone(), minority.clone());
-            let detection = drill
-                .wait_for("majority ready, minority not", wait, move |s| {
-                    all(s, &major, |x| x.ready && x.status == "degraded") && all(s, &minor, |x| x.reachable && !x.ready)
-                })
-                .await;
-            drill.record_latency("detection_ms", detection.map(|_| fault_at.elapsed()));
-            tokio::time::sleep(hold.saturating_sub(fault_at.elapsed())).await;
+        }
+        Fault::Loss(percent) => {
+            drill.event(format!("fault: {percent}% loss between node-1 and node-2, both ways"));
+            let peer = drill.gossip_address(1);
+            drill.rules(0, serde_json::json!([{ "peer": peer, "direction": "both", "drop_percent": percent }])).await?;
+        }
+        Fault::StopEtcd => {
+            drill.event("fault: stop etcd");
+            drill.cluster.etcd.as_mut().ok_or_else(|| anyhow::anyhow!("no etcd in this cluster"))?.stop().await;
+        }
+    }
+    Ok(())
+}
+
+async fn heal(drill: &mut Drill, layout: &Layout, fault: Fault) -> anyhow::Result<()> {
+    match fault {
+        Fault::Kill => {
+            drill.event(format!("heal: restart node-{}", layout.last + 1));
+            drill.cluster.spawn(layout.last)?;
+        }
+        Fault::Isolate | Fault::Deaf => {
             drill.event("heal: remove the rules");
-            drill.fault_window.1 = drill.t_ms();
-            for node in 0..n {
+            drill.rules(layout.last, serde_json::json!([])).await?;
+        }
+        Fault::Split => {
+            drill.event("heal: remove the rules");
+            for node in layout.everyone.clone() {
                 drill.rules(node, serde_json::json!([])).await?;
             }
-            let recovery =
-                drill.wait_for("all nominal and ready", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-            drill.record_latency("recovery_ms", recovery);
-            let spurious = spurious(drill, &everyone.iter().map(|n| (*n, 2)).collect::<Vec<_>>());
-            drill.record("spurious_transitions", spurious, "count");
         }
-        "one-way" => {
-            drill.event(format!("fault: node-{} drops everything it receives", last + 1));
-            drill.fault_window.0 = drill.t_ms();
-            drill.rules(last, serde_json::json!([{ "direction": "inbound" }])).await?;
-            let fault_at = Instant::now();
-            // SWIM: a member that hears no probe answers none, so its peers
-            // count it out too, while it sees nobody.
-            let expected_rest = (n - 1) as u64;
-            let detection = drill
-                .wait_for("the deaf node sees nobody and the others count it out", wait, |s| {
-                    all(s, &[last], |x| x.observed == Some(1) && !x.ready)
-                        && all(s, &others, |x| x.observed == Some(expected_rest))
-                })
-                .await;
-            drill.record_latency("detection_ms", detection.map(|_| fault_at.elapsed()));
-            tokio::time::sleep(hold.saturating_sub(fault_at.elapsed())).await;
+        Fault::Loss(_) => {
             drill.event("heal: remove the rules");
-            drill.fault_window.1 = drill.t_ms();
-            drill.rules(last, serde_json::json!([])).await?;
-            let recovery =
-                drill.wait_for("all nominal and ready", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-            drill.record_latency("recovery_ms", recovery);
-            let spurious = spurious(drill, &everyone.iter().map(|n| (*n, 2)).collect::<Vec<_>>());
-            drill.record("spurious_transitions", spurious, "count");
-        }
-        "flaky-link" => {
-            drill.event("fault: 25% loss between node-1 and node-2, both ways");
-            drill.fault_window.0 = drill.t_ms();
-            let peer = drill.gossip_address(1);
-            drill.rules(0, serde_json::json!([{ "peer": peer, "direction": "both", "drop_percent": 25 }])).await?;
-            tokio::time::sleep(hold).await;
-            drill.event("heal: remove the rules");
-            drill.fault_window.1 = drill.t_ms();
             drill.rules(0, serde_json::json!([])).await?;
-            let spurious = spurious(drill, &everyone.iter().map(|n| (*n, 0)).collect::<Vec<_>>());
-            drill.record("spurious_transitions", spurious, "count");
-            let failures = failed_requests(drill);
-            drill.record("failed_requests", failures as f64, "count");
         }
-        "etcd-outage" => {
-            drill.event("fault: stop etcd");
-            drill.fault_window.0 = drill.t_ms();
-            drill.cluster.etcd.as_mut().expect("etcd scenario").stop().await;
-            let fault_at = Instant::now();
-            let detection = drill
-                .wait_for("every node partitioned", wait, |s| {
-                    all(s, &everyone, |x| x.status == "partitioned" && !x.ready)
-                })
-                .await;
-            drill.record_latency("detection_ms", detection.map(|_| fault_at.elapsed()));
-            tokio::time::sleep(hold.saturating_sub(fault_at.elapsed())).await;
+        Fault::StopEtcd => {
             drill.event("heal: start etcd again");
-            drill.fault_window.1 = drill.t_ms();
-            let healed_at = Instant::now();
-            drill.cluster.etcd.as_mut().expect("etcd scenario").resume().await?;
+            drill.cluster.etcd.as_mut().ok_or_else(|| anyhow::anyhow!("no etcd in this cluster"))?.resume().await?;
             drill.event("etcd healthy again");
-            let recovery =
-                drill.wait_for("all nominal and ready", wait, |s| all(s, &everyone, nominal_and_ready)).await;
-            // From the moment etcd was started, not from when it reported healthy.
-            drill.record_latency("recovery_ms", recovery.map(|_| healed_at.elapsed()));
         }
-        other => anyhow::bail!("scenario {other} has no steps"),
     }
     Ok(())
 }
