@@ -119,8 +119,15 @@ pub struct UpArgs {
     /// cluster.expectedNodes of every node [default: --nodes]
     #[arg(long, value_name = "N")]
     pub expected: Option<u16>,
-    /// Make /readyz answer 503 while quorum is not met
+    /// The quorum policy of every node: all, majority or a number
+    #[arg(long, value_name = "POLICY", default_value = "majority", value_parser = quorum_policy)]
+    pub quorum_policy: String,
+    /// Let /readyz answer 200 even while quorum is not met (by default a node
+    /// leaves rotation when its cluster loses quorum)
     #[arg(long)]
+    pub no_quorum_gate: bool,
+    /// Readiness requires quorum (the default now; kept for old scripts)
+    #[arg(long, hide = true)]
     pub quorum_required: bool,
     /// Cluster name
     #[arg(long, default_value = "local")]
@@ -132,6 +139,11 @@ pub struct UpArgs {
     /// Table refresh period in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub refresh_ms: u64,
+}
+
+/// `--quorum-policy`, checked with the configuration's own rule.
+fn quorum_policy(text: &str) -> Result<String, String> {
+    arlen_config::QuorumPolicySetting::parse(text).map(|policy| policy.name())
 }
 
 #[derive(Debug, Args)]

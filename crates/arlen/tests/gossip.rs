@@ -252,6 +252,63 @@ fn arlen_up_runs_a_cluster_shows_a_kill_and_stops_every_node() {
 }
 
 #[test]
+fn arlen_up_keys_kill_partition_heal_and_restart_nodes_and_time_what_the_others_see() {
+    use std::io::Write as _;
+    let base = free_port_range(3);
+    let mut up = Command::new(binary())
+        .args(["up", "--nodes", "3", "--base-port", &base.to_string(), "--refresh-ms", "100"])
+        .env_remove("ARLEN_ENV")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut keys = up.stdin.take().unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let mut wait_for = |what: &str, check: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line for {what}; output so far:\n{}", seen.join("\n")));
+            seen.push(line.clone());
+            if check(&line) {
+                return line;
+            }
+        }
+    };
+    let header = wait_for("the header", &|l| l.starts_with("arlen up:"));
+    assert!(header.contains("readiness requires quorum (policy majority)"), "{header}");
+    wait_for("the keys", &|l| l.starts_with("keys: 1-9 select a node"));
+    wait_for("a nominal node-3", &|l| l.starts_with("node-3") && l.split_whitespace().nth(2) == Some("nominal"));
+    keys.write_all(b"3k").unwrap();
+    wait_for("the kill", &|l| l.ends_with("node-3: kill -9"));
+    let seen_gone = wait_for("the kill seen", &|l| l.contains("node-3 killed: no longer counted by the others after"));
+    assert!(seen_gone.ends_with("node-1 ready, node-2 ready"), "majority: two of three stay ready: {seen_gone}");
+    keys.write_all(b"1p").unwrap();
+    let cut = wait_for("the partition seen", &|l| l.contains("node-1 partitioned: no longer counted by the others"));
+    assert!(cut.ends_with("node-1 not ready, node-2 not ready"), "both alone, out of rotation: {cut}");
+    keys.write_all(b"h").unwrap();
+    wait_for("the heal seen", &|l| l.contains("node-1 healed: counted by every node again after"));
+    keys.write_all(b"3r").unwrap();
+    let back = wait_for("the restart seen", &|l| l.contains("node-3 restarted: counted by every node again after"));
+    assert!(back.ends_with("node-1 ready, node-2 ready, node-3 ready"), "{back}");
+    keys.write_all(b"q").unwrap();
+    let status = poll_until("arlen up to exit", Duration::from_secs(30), || up.try_wait().unwrap());
+    assert!(status.success(), "arlen up exited with {status}");
+}
+
+#[test]
 fn arlen_up_refuses_a_taken_port() {
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = blocker.local_addr().unwrap().port();
