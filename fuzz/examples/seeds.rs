@@ -17,19 +17,34 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
-    let plist = b"{\n  port = 8080;\n  cluster = { enabled = YES; name = alpha; expectedNodes = 3; };\n  // a comment\n}\n";
+    let plist =
+        b"{\n  port = 8080;\n  cluster = { enabled = YES; name = alpha; expectedNodes = 3; };\n  // a comment\n}\n";
     let toml = b"port = 8080\n[cluster]\nenabled = true\nname = \"alpha\"\nexpectedNodes = 3\n[cluster.gossip]\nseeds = [\"127.0.0.1:7946\"]\n";
     let json = br#"{"port": 8080, "cluster": {"enabled": true, "quorumPolicy": "majority", "membership": {"source": "gossip"}}}"#;
-    write(&dir, "config_files", &[[&[0u8][..], plist].concat(), [&[1u8][..], toml].concat(), [&[2u8][..], json].concat(), [&[6u8][..], toml].concat()]);
+    write(
+        &dir,
+        "config_files",
+        &[
+            [&[0u8][..], plist].concat(),
+            [&[1u8][..], toml].concat(),
+            [&[2u8][..], json].concat(),
+            [&[6u8][..], toml].concat(),
+        ],
+    );
     let keys = arlen_config::KEYS;
     let index = |key: &str| u8::try_from(keys.iter().position(|k| k.key == key).expect("a key")).expect("few keys");
     write(
         &dir,
         "config_env",
         &[
-            join(&[&[[index("port")].as_slice(), b"8080"].concat(), &[[index("cluster.enabled")].as_slice(), b"YES"].concat()]),
+            join(&[
+                &[[index("port")].as_slice(), b"8080"].concat(),
+                &[[index("cluster.enabled")].as_slice(), b"YES"].concat(),
+            ]),
             join(&[&[[index("cluster.quorumPolicy")].as_slice(), b"at_least:2"].concat()]),
-            join(&[&[[index("cluster.gossip.keys")].as_slice(), b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="].concat()]),
+            join(&[
+                &[[index("cluster.gossip.keys")].as_slice(), b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="].concat()
+            ]),
         ],
     );
     write(

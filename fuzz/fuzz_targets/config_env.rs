@@ -18,6 +18,11 @@ fuzz_target!(|data: &[u8]| {
     }
     match arlen_config::load(&LoadOptions::new("/nonexistent"), &MapEnvironment::new(vars)) {
         Ok(loaded) => assert!(loaded.config.cluster.expected_nodes >= 1, "expected nodes are clamped to at least 1"),
-        Err(errors) => assert!(errors.to_string().contains("ARLEN_") || errors.to_string().contains("MOJOOBJC_") || errors.to_string().contains("key"), "{errors}"),
+        Err(errors) => assert!(
+            errors.to_string().contains("ARLEN_")
+                || errors.to_string().contains("MOJOOBJC_")
+                || errors.to_string().contains("key"),
+            "{errors}"
+        ),
     }
 });

@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
         let app = axum::Router::new()
             .route("/", axum::routing::get(|| async { "hello\n" }))
             .route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body }));
-        let service = runtime.wrap(app).map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new));
+        let service =
+            runtime.wrap(app).map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new));
         let output = tokio.block_on(async {
             let (mut client, server) = tokio::io::duplex(1 << 16);
             let connection = hyper::server::conn::http1::Builder::new()
