@@ -17,6 +17,8 @@ pub mod forge;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gossip;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 pub mod static_config;
 mod supervise;
 

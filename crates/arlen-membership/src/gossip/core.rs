@@ -52,7 +52,8 @@ impl Protocol {
         // datagram naming it could still be accepted.
         config.remove_down_after = Some(self.dead_member_ttl.max(REPLAY_WINDOW * 2));
         config.max_packet_size = NonZeroUsize::new(max_packet).unwrap_or(NonZeroUsize::MIN);
-        config.max_transmissions = config.max_transmissions.max(NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN));
+        config.max_transmissions =
+            NonZeroU8::new(config.max_transmissions.get().saturating_mul(2).max(6)).unwrap_or(NonZeroU8::MIN);
         config.notify_down_members = true;
         let three = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
         let two = NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN);
@@ -70,6 +71,41 @@ impl Protocol {
 /// Alive or suspect: still counted (a suspect has time to refute).
 pub(crate) fn is_live(member: &Member<GossipId>) -> bool {
     member.state() != foca::State::Down
+}
+
+/// When to (re)announce to the seeds: alone, every two rounds; in a cluster,
+/// now and then to one seed that is not a live member (heals split seed
+/// groups). Time is measured from the node's start, so the driver (real
+/// time) and the simulation (virtual time) run the same schedule.
+#[derive(Debug, Clone)]
+pub(crate) struct SeedSchedule {
+    interval: Duration,
+    next_alone: Duration,
+    next_outside: Duration,
+}
+
+impl SeedSchedule {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self { interval, next_alone: Duration::ZERO, next_outside: Duration::ZERO }
+    }
+
+    /// The seeds to announce to at `since_start`.
+    pub(crate) fn due(&mut self, core: &Core, seeds: &[SocketAddr], since_start: Duration) -> Vec<SocketAddr> {
+        let alone = !core.members().any(is_live);
+        if alone {
+            if since_start >= self.next_alone {
+                self.next_alone = since_start + (self.interval * 2).max(Duration::from_millis(100));
+                return seeds.to_vec();
+            }
+            return Vec::new();
+        }
+        if since_start >= self.next_outside {
+            self.next_outside = since_start + (self.interval * 100).max(Duration::from_secs(5));
+            let active: HashSet<SocketAddr> = core.members().filter(|m| is_live(m)).map(|m| m.id().addr).collect();
+            return seeds.iter().copied().find(|seed| !active.contains(seed)).into_iter().collect();
+        }
+        Vec::new()
+    }
 }
 
 /// Milliseconds since the epoch.

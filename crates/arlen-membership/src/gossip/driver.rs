@@ -16,7 +16,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::core::{is_live, Core, Output};
+use super::core::{Core, Output, SeedSchedule};
 use super::identity::{Announced, GossipId};
 use super::seal::{Sealing, MAX_DATAGRAM};
 use super::{GossipSettings, GossipTraffic, Observer, GOSSIP_NAME};
@@ -123,8 +123,8 @@ struct Driver<'a> {
     traffic: &'a GossipTraffic,
     seeds: watch::Receiver<Vec<SocketAddr>>,
     timers: Timers,
-    next_seed_announce: Instant,
-    next_alone_announce: Instant,
+    schedule: SeedSchedule,
+    started: Instant,
     leaving_until: Option<(Instant, oneshot::Sender<()>)>,
 }
 
@@ -243,26 +243,11 @@ impl Driver<'_> {
         }
     }
 
-    /// Alone: ask the seeds again every two rounds. In a cluster: now and
-    /// then ask one seed that is not a live member (heals split seed groups).
+    /// Announces to the seeds the schedule says are due.
     fn maybe_announce_to_seeds(&mut self) {
-        let now = Instant::now();
-        let interval = self.settings.protocol.interval;
-        let alone = !self.core.members().any(is_live);
-        if alone {
-            if now >= self.next_alone_announce {
-                self.announce_to_seeds();
-                self.next_alone_announce = now + (interval * 2).max(Duration::from_millis(100));
-            }
-            return;
-        }
-        if now >= self.next_seed_announce {
-            let active: Vec<SocketAddr> = self.core.members().filter(|m| is_live(m)).map(|m| m.id().addr).collect();
-            let outside = self.seeds.borrow().iter().copied().find(|seed| !active.contains(seed));
-            if let Some(seed) = outside {
-                self.core.announce(seed, SystemTime::now());
-            }
-            self.next_seed_announce = now + (interval * 100).max(Duration::from_secs(5));
+        let seeds = self.seeds.borrow().clone();
+        for seed in self.schedule.due(&self.core, &seeds, self.started.elapsed()) {
+            self.core.announce(seed, SystemTime::now());
         }
     }
 }
@@ -327,8 +312,8 @@ impl Supervised {
                 traffic: &self.traffic,
                 seeds: self.seeds.clone(),
                 timers: Timers::default(),
-                next_seed_announce: Instant::now(),
-                next_alone_announce: Instant::now(),
+                schedule: SeedSchedule::new(self.settings.protocol.interval),
+                started: Instant::now(),
                 leaving_until: None,
             };
             let ended = tokio::select! {

@@ -1,0 +1,143 @@
+//! `gossip-sim`: the gossip protocol core of N nodes in one process, on a
+//! virtual clock (`arlen_membership::simulation`). For each size, sealing
+//! and loss rate it measures, and prints one JSON line:
+//!
+//! - `converge_s`: cold start (every node starts within one period and
+//!   announces to three seeds) until every node counts every other;
+//! - steady state over `--steady-seconds`, from 5 s after convergence: `bytes_per_node_per_s` sent,
+//!   `cpu_us_per_node_per_period` (wall time of protocol work), and false
+//!   suspicions: `suspect_pair_samples` (observer→member pairs seen suspect,
+//!   summed over samples every 100 ms) and `false_down_pairs` (pairs ever
+//!   declared down) while every node is up;
+//! - `detect_s`: kill one node; until no survivor counts it;
+//! - `heal_s`: cut the survivors in two halves until each half counts only
+//!   itself (`split_s`), then heal; until every survivor counts every other.
+//!
+//! usage: gossip-sim [--sizes 100,250,500,1000] [--loss 0,0.01,0.1]
+//!                   [--unsealed] [--steady-seconds 10] [--max-members N] [--seed S]
+//! Figures are in virtual seconds except the CPU one. Every run is bounded
+//! by virtual-time limits.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use arlen_membership::simulation::{SimConfig, Simulation};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
+    arg(name).unwrap_or_else(|| default.to_owned()).split(',').filter_map(|v| v.trim().parse().ok()).collect()
+}
+
+fn seconds(d: Option<Duration>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| serde_json::json!((d.as_secs_f64() * 1000.0).round() / 1000.0))
+}
+
+fn main() {
+    let sizes: Vec<usize> = list("--sizes", "100,250,500,1000");
+    let losses: Vec<f64> = list("--loss", "0");
+    let sealed = !std::env::args().any(|a| a == "--unsealed");
+    let steady = Duration::from_secs(arg("--steady-seconds").and_then(|v| v.parse().ok()).unwrap_or(10));
+    let seed: u64 = arg("--seed").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let max_members: Option<usize> = arg("--max-members").and_then(|v| v.parse().ok());
+    for &nodes in &sizes {
+        for &loss in &losses {
+            let mut config = SimConfig::defaults(nodes);
+            config.sealed = sealed;
+            config.loss = loss;
+            config.seed = seed;
+            config.max_members = max_members.unwrap_or_else(|| config.max_members.max(nodes + 8));
+            let line = run(config, steady);
+            println!("{line}");
+        }
+    }
+}
+
+fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
+    let wall = Instant::now();
+    let nodes = config.nodes;
+    let interval = config.interval;
+    let every = if nodes >= 1000 { Duration::from_millis(50) } else { Duration::from_millis(20) };
+    let mut sim = Simulation::new(config.clone());
+    let trace = std::env::args().any(|a| a == "--trace");
+    let converge = sim.run_until(Duration::from_secs(60), every, |s| {
+        if trace && s.now().as_millis() % 500 < every.as_millis() {
+            let counts: Vec<usize> = (0..s.len()).map(|i| s.live_members(i)).collect();
+            let min = counts.iter().min().copied().unwrap_or(0);
+            let mean = counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64;
+            eprintln!("t={:.1}s live members: min {min}, mean {mean:.1} of {}", s.now().as_secs_f64(), s.len() - 1);
+            let lacking: Vec<(usize, Vec<usize>)> = (0..s.len())
+                .filter(|i| counts[*i] + 1 < s.len())
+                .take(5)
+                .map(|i| (i, (0..s.len()).filter(|m| *m != i && !s.sees_live(i, *m)).take(5).collect()))
+                .collect();
+            if !lacking.is_empty() && min + 10 >= s.len() {
+                eprintln!("  lacking (observer, members): {lacking:?}");
+            }
+        }
+        Simulation::converged(s)
+    });
+
+    // Steady state, once the joins' backlog has gone out: bandwidth, CPU, false suspicions.
+    sim.run_for(Duration::from_secs(5));
+    let (bytes0, busy0) = (sim.bytes_sent, sim.busy);
+    let up = sim.up_addresses();
+    let mut suspect_samples = 0usize;
+    let mut down_pairs: HashSet<(usize, usize)> = HashSet::new();
+    let samples = (steady.as_millis() / 100).max(1);
+    for _ in 0..samples {
+        sim.run_for(Duration::from_millis(100));
+        for observer in 0..nodes {
+            let (suspect, down) = sim.doubts(observer, &up);
+            suspect_samples += suspect;
+            if down > 0 {
+                for member in 0..nodes {
+                    if member != observer && !sim.sees_live(observer, member) {
+                        down_pairs.insert((observer, member));
+                    }
+                }
+            }
+        }
+    }
+    let bytes = sim.bytes_sent - bytes0;
+    let busy = sim.busy - busy0;
+    let periods = steady.as_secs_f64() / interval.as_secs_f64();
+
+    // A crash: one node that is not a seed.
+    let victim = nodes - 1;
+    sim.crash(victim);
+    let detect = sim.run_until(Duration::from_secs(30), every.min(Duration::from_millis(10)), |s| {
+        (0..s.len()).filter(|i| s.is_up(*i)).all(|i| !s.sees_live(i, victim))
+    });
+
+    // A partition of the survivors into two halves, then the heal.
+    let survivors: Vec<usize> = (0..nodes).filter(|i| sim.is_up(*i)).collect();
+    let half: HashSet<usize> = survivors.iter().copied().take(survivors.len() / 2).collect();
+    let (a, b) = (half.len(), survivors.len() - half.len());
+    sim.partition(Some(half.clone()));
+    let split = sim.run_until(Duration::from_secs(30), every, |s| {
+        survivors.iter().all(|i| s.live_members(*i) + 1 == if half.contains(i) { a } else { b })
+    });
+    sim.partition(None);
+    let heal = sim.run_until(Duration::from_secs(60), every, Simulation::converged);
+
+    serde_json::json!({
+        "nodes": nodes,
+        "sealed": config.sealed,
+        "loss": config.loss,
+        "max_members": config.max_members,
+        "converge_s": seconds(converge),
+        "bytes_per_node_per_s": (bytes as f64 / nodes as f64 / steady.as_secs_f64()).round(),
+        "cpu_us_per_node_per_period": ((busy.as_secs_f64() * 1e6 / nodes as f64 / periods) * 10.0).round() / 10.0,
+        "suspect_pair_samples": suspect_samples,
+        "false_down_pairs": down_pairs.len(),
+        "detect_s": seconds(detect),
+        "split_s": seconds(split),
+        "heal_s": seconds(heal),
+        "virtual_s": (sim.now().as_secs_f64() * 10.0).round() / 10.0,
+        "wall_s": (wall.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    })
+}
