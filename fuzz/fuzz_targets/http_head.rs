@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use arlen_http::Runtime;
 use axum::body::Body;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -14,16 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower::ServiceExt as _;
 
-thread_local! {
-    static RUNTIME: (tokio::runtime::Runtime, Runtime) = {
-        let tokio = arlen_fuzz::paused_runtime();
-        let runtime = { let _guard = tokio.enter(); Runtime::new(arlen_fuzz::default_config()) };
-        (tokio, runtime)
-    };
-}
-
 fuzz_target!(|data: &[u8]| {
-    RUNTIME.with(|(tokio, runtime)| {
+    arlen_fuzz::with_node(|tokio, runtime| {
         let app = axum::Router::new()
             .route("/", axum::routing::get(|| async { "hello\n" }))
             .route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body }));

@@ -4,21 +4,12 @@
 //! contract allows (never a 500), and a JSON answer is valid JSON.
 #![no_main]
 
-use arlen_http::Runtime;
 use axum::body::Body;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt as _;
 
 const PATHS: [&str; 8] =
     ["/readyz", "/livez", "/healthz", "/clusterz", "/metrics", "/readyz/", "/livez/", "/clusterz.json"];
-
-thread_local! {
-    static RUNTIME: (tokio::runtime::Runtime, Runtime) = {
-        let tokio = arlen_fuzz::paused_runtime();
-        let runtime = { let _guard = tokio.enter(); Runtime::new(arlen_fuzz::default_config()) };
-        (tokio, runtime)
-    };
-}
 
 fuzz_target!(|data: &[u8]| {
     let fields = arlen_fuzz::fields(data);
@@ -37,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let Ok(request) = builder.body(Body::empty()) else { return };
-    RUNTIME.with(|(tokio, runtime)| {
+    arlen_fuzz::with_node(|tokio, runtime| {
         let service = runtime.wrap(axum::Router::new());
         let response = tokio.block_on(service.oneshot(request)).expect("infallible");
         let status = response.status().as_u16();

@@ -24,3 +24,20 @@ pub fn paused_runtime() -> tokio::runtime::Runtime {
 pub fn fields(data: &[u8]) -> Vec<&[u8]> {
     data.split(|b| *b == 0xff).collect()
 }
+
+thread_local! {
+    static RUNTIME: (tokio::runtime::Runtime, arlen_http::Runtime) = {
+        let tokio = paused_runtime();
+        let runtime = {
+            let _guard = tokio.enter();
+            arlen_http::Runtime::new(default_config())
+        };
+        (tokio, runtime)
+    };
+}
+
+/// Runs `f` with this thread's paused tokio runtime and a node runtime made
+/// inside it from the default configuration.
+pub fn with_node<T>(f: impl FnOnce(&tokio::runtime::Runtime, &arlen_http::Runtime) -> T) -> T {
+    RUNTIME.with(|(tokio, runtime)| f(tokio, runtime))
+}

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arlen_cluster::HeardClock;
 
@@ -38,14 +38,7 @@ impl GossipReceiver {
             http_url: "http://127.0.0.1:8080".to_owned(),
             state: Announced::Alive,
         };
-        let protocol = Protocol {
-            interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(40),
-            suspicion_timeout: Duration::from_millis(200),
-            dead_member_ttl: Duration::from_secs(60),
-            max_members: 16,
-            expected_nodes: 3,
-        };
+        let protocol = Protocol::defaults(16, 3);
         let unsealed = if accept_unsealed { UnsealedTraffic::Accept } else { UnsealedTraffic::Refuse };
         let traffic = Arc::new(GossipTraffic::default());
         let sealing = Sealing::new(CLUSTER, &[KEY], unsealed);

@@ -180,6 +180,20 @@ fn clusters_with_different_names_on_the_same_seeds_never_count_each_other() {
     }
 }
 
+/// The child's stdout, line by line, from a reader thread.
+fn output_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 #[test]
 fn arlen_up_runs_a_cluster_shows_a_kill_and_stops_every_node() {
     let base = free_port_range(3);
@@ -190,15 +204,7 @@ fn arlen_up_runs_a_cluster_shows_a_kill_and_stops_every_node() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = up.stdout.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = output_lines(&mut up);
     let mut seen = Vec::new();
     let mut next_line = |timeout: Duration| {
         let line = lines
@@ -264,15 +270,7 @@ fn arlen_up_keys_kill_partition_heal_and_restart_nodes_and_time_what_the_others_
         .spawn()
         .unwrap();
     let mut keys = up.stdin.take().unwrap();
-    let stdout = up.stdout.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = output_lines(&mut up);
     let mut seen: Vec<String> = Vec::new();
     let mut wait_for = |what: &str, check: &dyn Fn(&str) -> bool| -> String {
         let deadline = Instant::now() + Duration::from_secs(30);

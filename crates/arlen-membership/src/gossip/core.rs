@@ -39,6 +39,20 @@ pub(crate) struct Protocol {
 }
 
 impl Protocol {
+    /// The configuration's defaults (100 ms rounds, 40 ms probes, 200 ms
+    /// suspicion, 60 s memory of the dead), for tests and fuzzing.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn defaults(max_members: usize, expected_nodes: u32) -> Self {
+        Self {
+            interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(40),
+            suspicion_timeout: Duration::from_millis(200),
+            dead_member_ttl: Duration::from_secs(60),
+            max_members,
+            expected_nodes,
+        }
+    }
+
     fn foca_config(&self, max_packet: usize) -> foca::Config {
         let size = NonZeroU32::new(self.expected_nodes.max(1)).unwrap_or(NonZeroU32::MIN);
         let mut config = foca::Config::new_lan(size);
@@ -355,14 +369,7 @@ mod tests {
     }
 
     fn protocol() -> Protocol {
-        Protocol {
-            interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(40),
-            suspicion_timeout: Duration::from_millis(200),
-            dead_member_ttl: Duration::from_secs(60),
-            max_members: 16,
-            expected_nodes: 3,
-        }
+        Protocol::defaults(16, 3)
     }
 
     fn core() -> Core {
