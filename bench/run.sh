@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for every benchmark: builds in release mode, runs the request
-# path against the plain-axum baseline, cluster scale (3-50 nodes), signals
-# under load, the membership timings (gossip and etcd), the drills, and the
+# path against the plain-axum baseline, the sidecar against nginx, cluster
+# scale (3-50 real nodes, and 100-1000 simulated), signals under load, probes
+# under abuse, the membership timings (gossip and etcd), the drills, and the
 # criterion micro-benchmarks, then appends a dated results section to
 # BENCHMARKS.md. Loopback only; every load is bounded in time.
 #
@@ -15,8 +16,9 @@ cargo build --release --locked -q -p arlen -p arlen-bench
 if [ "${1:-}" = "--quick" ]; then
   perf=(--rounds 1 --seconds 1 --sizes 3,10 --trials 1); membership=(--trials 3); drills=(--runs 1)
   criterion=(--warm-up-time 1 --measurement-time 1); idle=(--idle-seconds 10 --busy-seconds 10)
+  sidecar=(2 1); sim=(--sizes 50,100 --steady-seconds 2 --quick)
 else
-  perf=(); membership=(); drills=(); criterion=(); idle=()
+  perf=(); membership=(); drills=(); criterion=(); idle=(); sidecar=(); sim=(--sizes 100,250,500,1000)
 fi
 out=$(mktemp)
 {
@@ -33,6 +35,9 @@ out=$(mktemp)
   python3 bench/membership.py "${membership[@]}" "${idle[@]}" --only detect,leave,cost,idle,busy
   python3 bench/membership.py "${membership[@]}" --source etcd --only detect,leave,etcd-outage
   python3 bench/drills.py "${drills[@]}"
+  ./bench/sidecar.sh "${sidecar[@]}"
+  python3 bench/abuse.py
+  python3 bench/gossip-sim.py "${sim[@]}"
   cargo bench -q -p arlen-bench --bench request_path -- "${criterion[@]}" 2>/dev/null | grep -E 'time:|^[a-z]' || true
   echo '```'
 } | tee "$out"
