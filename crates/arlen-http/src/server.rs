@@ -189,17 +189,34 @@ where
             }
             Err(_) => {
                 tracing::debug!(%peer, limit = settings.max_sessions, "session limit reached; probes only, 503 otherwise");
-                let busy = runtime
-                    .busy_service(settings.listener)
-                    .map_request(|request: http::Request<Incoming>| request.map(Body::new));
+                // One answer per over-limit connection: the first request
+                // starts a graceful shutdown (HTTP/1.1: no keep-alive; HTTP/2:
+                // GOAWAY, so no second stream), which lets that answer finish.
+                let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+                let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+                let busy =
+                    runtime.busy_service(settings.listener).map_request(move |request: http::Request<Incoming>| {
+                        if let Some(tx) = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                            let _ = tx.send(());
+                        }
+                        request.map(Body::new)
+                    });
                 // The head must come at once; the one answer (a probe, a capped
                 // /clusterz wait, or 503) ends the connection.
                 let deadline = OVER_LIMIT_HEAD_DEADLINE.min(settings.head_timeout);
                 let io = TokioIo::new(FirstBytesDeadline::new(io.into_inner().into_stream(), deadline, deadline));
                 let connection = busy_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
-                let limit = crate::endpoints::MAX_WAIT + OVER_LIMIT_HEAD_DEADLINE;
+                let limit = tokio::time::Instant::now() + crate::endpoints::MAX_WAIT + OVER_LIMIT_HEAD_DEADLINE;
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(limit, connection).await;
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        () = tokio::time::sleep_until(limit) => return,
+                        answered = first_rx => if answered.is_ok() {
+                            connection.as_mut().graceful_shutdown();
+                        },
+                    }
+                    let _ = tokio::time::timeout_at(limit, connection).await;
                 });
             }
         }

@@ -909,3 +909,38 @@ async fn title_case_can_be_turned_off_on_http1() {
     assert!(!response.has_exact_header("X-Arlen-Cluster-Status"));
     assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("degraded"), "names are case-insensitive");
 }
+
+#[tokio::test]
+async fn an_http2_connection_over_the_session_limit_gets_one_answer_then_goaway() {
+    let node = start(&[ALPHA, &[("ARLEN_MAX_HTTP_SESSIONS", "1")]].concat(), true).await;
+    // The only session, held by an HTTP/2 client.
+    let holder = h2_client();
+    assert_eq!(holder.get(format!("http://{}/", node.address)).send().await.unwrap().status().as_u16(), 200);
+    // Over the limit: one stream is answered (a probe, by its own rules) ...
+    let stream = tokio::net::TcpStream::connect(node.address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = || {
+        http::Request::get(format!("http://{}/livez", node.address))
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .unwrap()
+    };
+    let first = sender.send_request(request()).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    // ... and the connection takes no second one: GOAWAY, then it closes.
+    let second = tokio::time::timeout(Duration::from_secs(5), async {
+        match sender.ready().await {
+            Ok(()) => sender.send_request(request()).await.map(|r| r.status().as_u16()),
+            Err(error) => Err(error),
+        }
+    })
+    .await
+    .expect("the over-limit connection answers or ends at once");
+    assert!(second.is_err(), "a second stream on an over-limit connection was served: {second:?}");
+    tokio::time::timeout(Duration::from_secs(5), driver).await.expect("the connection ended").unwrap().ok();
+}
