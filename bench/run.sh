@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for every benchmark: builds in release mode, runs the request
-# path against the plain-axum baseline, the sidecar against nginx, cluster
+# path against the plain-axum baseline and against the equivalent stack, the sidecar against nginx, cluster
 # scale (3-50 real nodes, and 100-1000 simulated), signals under load, probes
 # under abuse, the membership timings (gossip and etcd), the drills, and the
 # criterion micro-benchmarks, then appends a dated results section to
@@ -16,9 +16,9 @@ cargo build --release --locked -q -p arlen -p arlen-bench
 if [ "${1:-}" = "--quick" ]; then
   perf=(--rounds 1 --seconds 1 --sizes 3,10 --trials 1); membership=(--trials 3); drills=(--runs 1)
   criterion=(--warm-up-time 1 --measurement-time 1); idle=(--idle-seconds 10 --busy-seconds 10)
-  sidecar=(2 1); sim=(--sizes 50,100 --steady-seconds 2 --quick)
+  sidecar=(2 1); sim=(--sizes 50,100 --steady-seconds 2 --quick); equivalent=(2 1)
 else
-  perf=(); membership=(); drills=(); criterion=(); idle=(); sidecar=(); sim=(--sizes 100,250,500,1000)
+  perf=(); membership=(); drills=(); criterion=(); idle=(); sidecar=(); sim=(--sizes 100,250,500,1000); equivalent=()
 fi
 out=$(mktemp)
 {
@@ -30,6 +30,7 @@ out=$(mktemp)
   echo
   echo '```'
   python3 bench/perf.py "${perf[@]}"
+  ./bench/equivalent.sh "${equivalent[@]}"
   ./bench/header-instructions.sh
   python3 bench/request_instructions.py
   python3 bench/membership.py "${membership[@]}" "${idle[@]}" --only detect,leave,cost,idle,busy
