@@ -15,6 +15,7 @@
 //!
 //! usage: gossip-sim [--sizes 100,250,500,1000] [--loss 0,0.01,0.1]
 //!                   [--unsealed] [--steady-seconds 10] [--max-members N] [--seed S]
+//!                   [--interval-ms 100] [--probe-timeout-ms 40] [--suspicion-ms 200]
 //! Figures are in virtual seconds except the CPU one. Every run is bounded
 //! by virtual-time limits.
 
@@ -50,6 +51,12 @@ fn main() {
             config.loss = loss;
             config.seed = seed;
             config.max_members = max_members.unwrap_or_else(|| config.max_members.max(nodes + 8));
+            let millis = |name: &str, default: Duration| {
+                arg(name).and_then(|v| v.parse().ok()).map_or(default, Duration::from_millis)
+            };
+            config.interval = millis("--interval-ms", config.interval);
+            config.probe_timeout = millis("--probe-timeout-ms", config.probe_timeout);
+            config.suspicion_timeout = millis("--suspicion-ms", config.suspicion_timeout);
             let line = run(config, steady);
             println!("{line}");
         }
@@ -129,6 +136,9 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         "sealed": config.sealed,
         "loss": config.loss,
         "max_members": config.max_members,
+        "interval_ms": config.interval.as_millis() as u64,
+        "probe_timeout_ms": config.probe_timeout.as_millis() as u64,
+        "suspicion_ms": config.suspicion_timeout.as_millis() as u64,
         "converge_s": seconds(converge),
         "bytes_per_node_per_s": (bytes as f64 / nodes as f64 / steady.as_secs_f64()).round(),
         "cpu_us_per_node_per_period": ((busy.as_secs_f64() * 1e6 / nodes as f64 / periods) * 10.0).round() / 10.0,
