@@ -32,7 +32,7 @@ pub struct SimConfig {
     /// Probability that a datagram is lost, 0.0..1.0.
     pub loss: f64,
     pub seed: u64,
-    /// `cluster.gossip.intervalMs` and friends (the defaults: 100, 40, 200 ms).
+    /// `cluster.gossip.intervalMs` and friends (the defaults: 50, 20, 200 ms).
     pub interval: Duration,
     pub probe_timeout: Duration,
     pub suspicion_timeout: Duration,
@@ -53,8 +53,8 @@ impl SimConfig {
             sealed: true,
             loss: 0.0,
             seed: 1,
-            interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(40),
+            interval: Duration::from_millis(50),
+            probe_timeout: Duration::from_millis(20),
             suspicion_timeout: Duration::from_millis(200),
             max_members: 1024,
             latency: Duration::from_micros(200),
