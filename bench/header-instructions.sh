@@ -26,7 +26,7 @@ baseline=$PWD/target/release/arlen-baseline
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. bench/common.sh
 
 # instructions <mode> <requests>
 instructions() {

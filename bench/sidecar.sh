@@ -22,8 +22,7 @@ work=$(mktemp -d)
 pids=()
 # The proxies first, then the upstream (so nothing logs the upstream going away).
 trap 'for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 200); do curl -fsS -o /dev/null "http://127.0.0.1:$1$2" 2>/dev/null && return; sleep 0.05; done; echo "port $1 never answered"; exit 1; }
+. bench/common.sh
 
 head -c 1048576 /dev/zero | tr '\0' 'x' > "$work/big.txt"
 up=$(free_port); ng=$(free_port); ar=$(free_port)
