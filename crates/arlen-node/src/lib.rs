@@ -145,7 +145,7 @@ impl Node {
             None => None,
         };
         let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let admin_server = admin_listener.map(|admin| {
+        let mut admin_server = admin_listener.map(|admin| {
             tokio::spawn(arlen_http::serve(
                 admin,
                 runtime.admin_service(),
@@ -157,7 +157,7 @@ impl Node {
             ))
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(arlen_http::serve(
+        let mut server = tokio::spawn(arlen_http::serve(
             listener,
             runtime.wrap(app),
             runtime.clone(),
@@ -194,6 +194,11 @@ impl Node {
                     Received::Stop(name) => break name,
                 },
                 reason = membership.failed() => return Err(NodeError::MembershipFailed(reason)),
+                // A listener that stops before it is told to is a failure, not a quiet node.
+                ended = &mut server => return Err(server_failure(ended)),
+                ended = async { admin_server.as_mut().expect("guarded").await }, if admin_server.is_some() => {
+                    return Err(server_failure(ended));
+                }
                 ended = async { upstream_check.as_mut().expect("guarded").await }, if upstream_check.is_some() => {
                     let reason = match ended {
                         Ok(()) => "it returned".to_owned(),
@@ -214,10 +219,8 @@ impl Node {
             None => Ok(Ok(())),
         };
         for served in [served, admin_served] {
-            match served {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(NodeError::Server(error)),
-                Err(join) => return Err(NodeError::Server(std::io::Error::other(join.to_string()))),
+            if !matches!(served, Ok(Ok(()))) {
+                return Err(server_failure(served));
             }
         }
         membership.leave().await;
@@ -228,6 +231,16 @@ impl Node {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What a listener's task ending means: its error, its panic, or (before
+/// the node asked it to stop) that it stopped serving.
+fn server_failure(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> NodeError {
+    NodeError::Server(match ended {
+        Ok(Ok(())) => std::io::Error::other("the listener stopped serving"),
+        Ok(Err(error)) => error,
+        Err(join) => std::io::Error::other(join.to_string()),
+    })
 }
 
 /// Out of rotation, tell peers, keep serving for the drain delay (until a
