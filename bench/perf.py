@@ -7,13 +7,15 @@ median of per-round ratios with min-max. Every load is bounded in time.
   request-path  arlen serve vs the plain-axum baseline (arlen-baseline), wrk:
                 GET / (headers on), /readyz text and JSON, /clusterz, /metrics
                 (JSON endpoints against a static body of the same size)
-  scale         gossip clusters of N = 3, 10, 25, 50 nodes: convergence,
-                kill -9 detection, per-node CPU, RSS, gossip bytes/s
+  scale         gossip clusters of N = 3, 10, 25, 50, 100 nodes: convergence,
+                kill -9 detection, per-node CPU (and all nodes' share of
+                the machine: where it nears 100 %, the box distorts the
+                figures), RSS, gossip bytes/s
   under-load    detection of a crash as seen by a node whose two cores are
                 saturated by wrk, against the idle figure in the same run
 
 usage: bench/perf.py [request-path|scale|under-load ...] [--rounds 5] [--seconds 3]
-                     [--sizes 3,10,25,50] [--trials 5]
+                     [--sizes 3,10,25,50,100] [--trials 5]
 """
 import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -118,8 +120,8 @@ def all_true(cluster, nodes, check):
 
 def scale(args):
     print("cluster scale, gossip on loopback (seeds: the first 3 nodes), release build", flush=True)
-    print("| nodes | convergence (last start → all nominal) | kill -9 detection, median (worst) over trials | CPU per node, idle | RSS per node | gossip sent B/s per node | received B/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| nodes | convergence (last start → all nominal) | kill -9 detection, median (worst) over trials | CPU per node, idle | all nodes, share of the machine | RSS per node | gossip sent B/s per node | received B/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for size in [int(x) for x in args.sizes.split(",")]:
         c = Cluster(size, f"scale{size}", extra={"ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS": "0"}, seeds=3)
         try:
@@ -144,7 +146,8 @@ def scale(args):
                 c.wait("rejoin", lambda: all_true(c, range(size), lambda i: c.observed(i) == size), limit=120)
                 time.sleep(1)
             print(f"| {size} | {convergence:.2f} s | {statistics.median(detections):.2f} s ({max(detections):.2f} s) | "
-                  f"{statistics.median(cpu):.2f}% (max {max(cpu):.2f}%) | {statistics.median(rss):.1f} MB (max {max(rss):.1f}) | "
+                  f"{statistics.median(cpu):.2f}% (max {max(cpu):.2f}%) | {sum(cpu) / (os.cpu_count() or 1):.0f}% of {os.cpu_count()} cores | "
+                  f"{statistics.median(rss):.1f} MB (max {max(rss):.1f}) | "
                   f"{statistics.median(sent):.0f} | {statistics.median(received):.0f} |", flush=True)
         finally:
             c.stop()
@@ -190,7 +193,7 @@ def main():
     parser.add_argument("what", nargs="*", default=["request-path", "scale", "under-load"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
-    parser.add_argument("--sizes", default="3,10,25,50")
+    parser.add_argument("--sizes", default="3,10,25,50,100")
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
     for what in args.what:

@@ -337,6 +337,12 @@ impl Simulation {
         (suspect, down)
     }
 
+    /// The most membership updates any node that is up still has to gossip:
+    /// 0 once a cold start's joins (or a change) have been spread in full.
+    pub fn max_backlog(&self) -> usize {
+        self.nodes.iter().filter(|n| n.up).map(|n| n.core.updates_backlog()).max().unwrap_or(0)
+    }
+
     /// Addresses of the nodes that are up.
     pub fn up_addresses(&self) -> HashSet<SocketAddr> {
         (0..self.nodes.len()).filter(|i| self.nodes[*i].up).map(address).collect()

@@ -4,7 +4,11 @@
 //!
 //! - `converge_s`: cold start (every node starts within one period and
 //!   announces to three seeds) until every node counts every other;
-//! - steady state over `--steady-seconds`, from 5 s after convergence: `bytes_per_node_per_s` sent,
+//! - `settle_s`: from convergence until no node has membership updates left
+//!   to gossip (the cold start's joins all sent `max_transmissions` times;
+//!   null when the backlog stops shrinking for 2 s, as under heavy loss
+//!   where suspicions and refutations never stop, or after 60 s);
+//! - steady state over `--steady-seconds`, from then: `bytes_per_node_per_s` sent,
 //!   `cpu_us_per_node_per_period` (wall time of protocol work), and false
 //!   suspicions: `suspect_pair_samples` (observer→member pairs seen suspect,
 //!   summed over samples every 100 ms) and `false_down_pairs` (pairs ever
@@ -63,6 +67,28 @@ fn main() {
     }
 }
 
+/// Runs until no node has updates left to gossip; `None` if the backlog
+/// stops shrinking (checked every 500 ms against 2 s before) or 60 s pass.
+fn settle(sim: &mut Simulation) -> Option<Duration> {
+    let start = sim.now();
+    let mut history = std::collections::VecDeque::new();
+    while sim.now() - start < Duration::from_secs(60) {
+        let backlog = sim.max_backlog();
+        if backlog == 0 {
+            return Some(sim.now() - start);
+        }
+        if history.len() == 4 {
+            if history.front().is_some_and(|&before| backlog >= before) {
+                return None;
+            }
+            history.pop_front();
+        }
+        history.push_back(backlog);
+        sim.run_for(Duration::from_millis(500));
+    }
+    None
+}
+
 fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
     let wall = Instant::now();
     let nodes = config.nodes;
@@ -89,7 +115,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
     });
 
     // Steady state, once the joins' backlog has gone out: bandwidth, CPU, false suspicions.
-    sim.run_for(Duration::from_secs(5));
+    let settle = settle(&mut sim);
     let (bytes0, busy0) = (sim.bytes_sent, sim.busy);
     let up = sim.up_addresses();
     let mut suspect_samples = 0usize;
@@ -140,6 +166,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         "probe_timeout_ms": config.probe_timeout.as_millis() as u64,
         "suspicion_ms": config.suspicion_timeout.as_millis() as u64,
         "converge_s": seconds(converge),
+        "settle_s": seconds(settle),
         "bytes_per_node_per_s": (bytes as f64 / nodes as f64 / steady.as_secs_f64()).round(),
         "cpu_us_per_node_per_period": ((busy.as_secs_f64() * 1e6 / nodes as f64 / periods) * 10.0).round() / 10.0,
         "suspect_pair_samples": suspect_samples,

@@ -235,6 +235,13 @@ impl Core {
         self.foca.iter_membership_state()
     }
 
+    /// Membership updates still waiting to be gossiped (each is sent up to
+    /// `max_transmissions` times).
+    #[cfg(feature = "simulation")]
+    pub(crate) fn updates_backlog(&self) -> usize {
+        self.foca.updates_backlog()
+    }
+
     pub(crate) fn set_sealing(&mut self, sealing: Sealing) {
         self.io.sealing = sealing;
     }
