@@ -7,7 +7,9 @@ table, writes the JSON lines and an SVG chart of how each figure grows with N.
 usage: bench/gossip-sim.py [--sizes 100,250,500,1000,2000] [--steady-seconds 10]
                            [--jobs N] [--out bench/results/gossip-sim] [--quick]
 
-Each configuration is one `gossip-sim` process; `--jobs` of them run at once
+Rows accumulate in the JSON lines file: a configuration measured again
+replaces its row, rows of other sizes stay (rows of other protocol settings
+are dropped). Each configuration is one `gossip-sim` process; `--jobs` of them run at once
 (default: one per core). Figures are in virtual time, except CPU (wall time
 of protocol work), which is an upper bound when jobs share the machine.
 """
@@ -72,10 +74,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,250,500,1000,2000")
     ap.add_argument("--steady-seconds", type=int, default=10)
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "gossip-sim"))
+    ap.add_argument("--out", default=None, help="default bench/results/gossip-sim (a temporary file with --quick)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="sealed without loss only")
     args = ap.parse_args()
+    if args.out is None:
+        import tempfile
+        args.out = os.path.join(tempfile.mkdtemp(), "gossip-sim") if args.quick else os.path.join(ROOT, "bench", "results", "gossip-sim")
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "arlen-bench", "--bin", "gossip-sim"], cwd=ROOT, check=True)
     configs = [(True, 0.0)] if args.quick else [(True, 0.0), (True, 0.01), (True, 0.1), (False, 0.0)]
     sizes = [int(n) for n in args.sizes.split(",")]
@@ -88,6 +93,16 @@ def main():
             for row in future.result():
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+    # Results accumulate: a configuration measured again replaces its row, the
+    # others (say, 2,000 nodes, measured on their own) stay.
+    key = lambda r: (r["nodes"], r["sealed"], r["loss"], r.get("interval_ms"), r.get("probe_timeout_ms"), r.get("suspicion_ms"))
+    previous = []
+    if os.path.exists(args.out + ".jsonl"):
+        with open(args.out + ".jsonl") as f:
+            previous = [json.loads(line) for line in f if line.strip()]
+    fresh = {key(r) for r in rows}
+    current = (rows[0]["interval_ms"], rows[0]["probe_timeout_ms"], rows[0]["suspicion_ms"]) if rows else None
+    rows += [r for r in previous if key(r) not in fresh and key(r)[3:] == current]
     rows.sort(key=lambda r: (r["nodes"], not r["sealed"], r["loss"]))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".jsonl", "w") as f:
