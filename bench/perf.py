@@ -7,7 +7,7 @@ median of per-round ratios with min-max. Every load is bounded in time.
   request-path  arlen serve vs the plain-axum baseline (arlen-baseline), wrk:
                 GET / (headers on), /readyz text and JSON, /clusterz, /metrics
                 (JSON endpoints against a static body of the same size)
-  scale         gossip clusters of N = 3, 10, 25, 50, 100 nodes: convergence,
+  scale         gossip clusters of N = 3, 10, 25, 50, 100, 200 nodes: convergence,
                 kill -9 detection, per-node CPU (and all nodes' share of
                 the machine: where it nears 100 %, the box distorts the
                 figures), RSS, gossip bytes/s
@@ -15,7 +15,7 @@ median of per-round ratios with min-max. Every load is bounded in time.
                 saturated by wrk, against the idle figure in the same run
 
 usage: bench/perf.py [request-path|scale|under-load ...] [--rounds 5] [--seconds 3]
-                     [--sizes 3,10,25,50,100] [--trials 5]
+                     [--sizes 3,10,25,50,100,200] [--trials 5]
 """
 import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -241,7 +241,7 @@ def main():
     parser.add_argument("what", nargs="*", default=["request-path", "scale", "under-load"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
-    parser.add_argument("--sizes", default="3,10,25,50,100")
+    parser.add_argument("--sizes", default="3,10,25,50,100,200")
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
     for what in args.what:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for every benchmark: builds in release mode, runs the request
 # path against the plain-axum baseline and against the equivalent stack, the sidecar against nginx, cluster
-# scale (3-50 real nodes, and 100-1000 simulated), signals under load, probes
+# scale (3-200 real nodes, and 100-1000 simulated), signals under load, probes
 # under abuse, the membership timings (gossip and etcd), the drills, and the
 # criterion micro-benchmarks, then appends a dated results section to
 # BENCHMARKS.md. Loopback only; every load is bounded in time.
