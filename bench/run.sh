@@ -21,24 +21,26 @@ else
   perf=(); membership=(); drills=(); criterion=(); idle=(); sidecar=(); sim=(--sizes 100,250,500,1000); equivalent=()
 fi
 out=$(mktemp)
+# A benchmark that fails is recorded as failed in the section; the others still run.
+step() { "$@" || echo "FAILED (exit $?): $*"; }
 {
   echo
   echo "## Results of $(date -u +%Y-%m-%d) (bench/run.sh ${1:-})"
   echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;"
+  echo "Commit $(git rev-parse --short HEAD). Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;"
   echo "$(rustc --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2); $(etcd --version | head -1)."
   echo
   echo '```'
-  python3 bench/perf.py "${perf[@]}"
-  ./bench/equivalent.sh "${equivalent[@]}"
-  ./bench/header-instructions.sh
-  python3 bench/request_instructions.py
-  python3 bench/membership.py "${membership[@]}" "${idle[@]}" --only detect,leave,cost,idle,busy
-  python3 bench/membership.py "${membership[@]}" --source etcd --only detect,leave,etcd-outage
-  python3 bench/drills.py "${drills[@]}"
-  ./bench/sidecar.sh "${sidecar[@]}"
-  python3 bench/abuse.py
-  python3 bench/gossip-sim.py "${sim[@]}"
+  step python3 bench/perf.py "${perf[@]}"
+  step ./bench/equivalent.sh "${equivalent[@]}"
+  step ./bench/header-instructions.sh
+  step python3 bench/request_instructions.py
+  step python3 bench/membership.py "${membership[@]}" "${idle[@]}" --only detect,leave,cost,idle,busy
+  step python3 bench/membership.py "${membership[@]}" --source etcd --only detect,leave,etcd-outage
+  step python3 bench/drills.py "${drills[@]}"
+  step ./bench/sidecar.sh "${sidecar[@]}"
+  step python3 bench/abuse.py
+  step python3 bench/gossip-sim.py "${sim[@]}"
   cargo bench -q -p arlen-bench --bench request_path -- "${criterion[@]}" 2>/dev/null | grep -E 'time:|^[a-z]' || true
   echo '```'
 } | tee "$out"

@@ -141,6 +141,8 @@ struct Io {
     timers: Vec<(Duration, Timer<GossipId>)>,
     membership_changed: bool,
     amplification_drops: u64,
+    /// This node is leaving: foca going defunct is what was asked for.
+    leaving: bool,
 }
 
 impl Runtime<GossipId> for Io {
@@ -157,6 +159,7 @@ impl Runtime<GossipId> for Io {
             Notification::Rejoin(id) => {
                 tracing::warn!(seq = id.seq, "the cluster declared this node down; rejoined as a renewed identity")
             }
+            Notification::Defunct if self.leaving => tracing::debug!("gossip left the cluster"),
             Notification::Defunct => tracing::warn!("the cluster declared this node down and it cannot rejoin"),
             Notification::Active | Notification::Idle => {}
         }
@@ -218,6 +221,7 @@ impl Core {
                 timers: Vec::new(),
                 membership_changed: false,
                 amplification_drops: 0,
+                leaving: false,
             },
             max_members: protocol.max_members.max(1),
             heard,
@@ -343,6 +347,7 @@ impl Core {
     /// Announces `left` and tells a few members this node is gone.
     pub(crate) fn leave(&mut self, now: SystemTime) {
         self.announce_state(Announced::Left, now);
+        self.io.leaving = true;
         if let Err(error) = self.foca.leave_cluster(&mut self.io) {
             tracing::debug!(%error, "gossip leave");
         }
