@@ -147,22 +147,27 @@ class Cluster:
         return None
 
     def idle_cost(self, window):
-        """Per node over `window` seconds: (CPU %, RSS MB, gossip bytes/s sent, received)."""
+        """Per node over `window` seconds: (CPU %, RSS MB, gossip bytes/s sent, received).
+        Rates divide by the time that really passed between the two readings
+        of each figure (reading 100 nodes' metrics takes a while on a busy box)."""
         hz = os.sysconf("SC_CLK_TCK")
         nodes = range(len(self.procs))
 
-        def read():
-            return ([cpu_ticks(p.pid) for p in self.procs],
-                    [self.metric(i, "aln_gossip_sent_bytes_total") for i in nodes],
-                    [self.metric(i, "aln_gossip_received_bytes_total") for i in nodes])
+        def ticks():
+            return time.monotonic(), [cpu_ticks(p.pid) for p in self.procs]
 
-        t0, s0, r0 = read()
+        def metrics():
+            return [(time.monotonic(), self.metric(i, "aln_gossip_sent_bytes_total"),
+                     self.metric(i, "aln_gossip_received_bytes_total")) for i in nodes]
+
+        (c0, t0), m0 = ticks(), metrics()
         time.sleep(window)  # the measurement window, not synchronisation
-        t1, s1, r1 = read()
+        (c1, t1), m1 = ticks(), metrics()
         rss = [rss_mb(p.pid) for p in self.procs]
-        rate = lambda before, after: [(b - a) / window for a, b in zip(before, after)]
-        cpu = [100 * ticks / hz for ticks in rate(t0, t1)]
-        return cpu, rss, rate(s0, s1), rate(r0, r1)
+        cpu = [100 * (b - a) / hz / (c1 - c0) for a, b in zip(t0, t1)]
+        sent = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(m0, m1)]
+        received = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in zip(m0, m1)]
+        return cpu, rss, sent, received
 
     def stop(self):
         for p in self.procs:
