@@ -6,6 +6,7 @@ table, writes the JSON lines and an SVG chart of how each figure grows with N.
 
 usage: bench/gossip-sim.py [--sizes 100,250,500,1000,2000] [--steady-seconds 10]
                            [--jobs N] [--out bench/results/gossip-sim] [--quick]
+                           [--configs sealed@0,sealed@0.01,sealed@0.1,unsealed@0]
 
 Rows accumulate in the JSON lines file: a configuration measured again
 replaces its row, rows of other sizes stay (rows of other protocol settings
@@ -77,12 +78,15 @@ def main():
     ap.add_argument("--out", default=None, help="default bench/results/gossip-sim (a temporary file with --quick)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="sealed without loss only")
+    ap.add_argument("--configs", default="sealed@0,sealed@0.01,sealed@0.1,unsealed@0",
+                    help="which configurations, as sealed@LOSS or unsealed@LOSS")
     args = ap.parse_args()
     if args.out is None:
         import tempfile
         args.out = os.path.join(tempfile.mkdtemp(), "gossip-sim") if args.quick else os.path.join(ROOT, "bench", "results", "gossip-sim")
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "arlen-bench", "--bin", "gossip-sim"], cwd=ROOT, check=True)
-    configs = [(True, 0.0)] if args.quick else [(True, 0.0), (True, 0.01), (True, 0.1), (False, 0.0)]
+    configs = [(True, 0.0)] if args.quick else [
+        (kind == "sealed", float(loss)) for kind, loss in (c.split("@") for c in args.configs.split(","))]
     sizes = [int(n) for n in args.sizes.split(",")]
     # Largest first, so the longest runs do not start last.
     jobs = sorted(((n, loss, sealed) for n in sizes for sealed, loss in configs), key=lambda j: -j[0])

@@ -192,6 +192,9 @@ pub(crate) struct EtcdSource {
     stats: std::sync::Arc<EtcdStats>,
 }
 
+/// How often a node retries its key while another generation's lease runs out.
+const REGISTER_RETRY: Duration = Duration::from_millis(200);
+
 /// How the first attempt to register ended.
 enum FirstOutcome {
     Registered,
@@ -206,9 +209,10 @@ impl EtcdSource {
         let (fatal_tx, fatal) = watch::channel(None);
         let stats = std::sync::Arc::new(EtcdStats::default());
         let task = tokio::spawn(supervise(settings.clone(), publisher, stats.clone(), commands_rx, first_tx, fatal_tx));
-        // Wait for the first registration, but never block start-up on an
+        // Wait for the first registration (which may wait out a crashed
+        // predecessor's lease: TTL + 1 s), but never block start-up on an
         // unreachable etcd: then the node starts `partitioned` and keeps trying.
-        let wait = settings.lease_ttl * 2;
+        let wait = settings.lease_ttl * 3 + Duration::from_secs(1);
         match tokio::time::timeout(wait, first_rx).await {
             Ok(Ok(FirstOutcome::Registered)) => {}
             Ok(Ok(FirstOutcome::Duplicate(detail))) => {
@@ -564,39 +568,66 @@ impl<'p> Runner<'p> {
     }
 
     /// Writes our key if nobody holds it, or if it is ours from an earlier
-    /// lease. `Ok(false)` when another process holds it (recorded as the problem).
+    /// lease. Another generation's registration is what a node restarted
+    /// after a crash finds: its predecessor's lease expires within the TTL,
+    /// so the key is tried again until then (and a second). `Ok(false)` when
+    /// another process still holds it after that: a live duplicate (recorded
+    /// as the problem).
     async fn register(&mut self, client: &mut Client, lease: i64) -> Result<bool, SessionEnd> {
         let key = self.settings.key();
         let value = serde_json::to_string(&self.registration()).expect("registration serialises");
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let answer = client.txn(txn).await.map_err(|e| SessionEnd::Failed(format!("cannot register: {e}")))?;
-        if answer.succeeded() {
-            return Ok(true);
-        }
-        let existing = answer.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(get) => get.kvs().first().cloned(),
-            _ => None,
-        });
-        let holder = existing.as_ref().and_then(|kv| serde_json::from_slice::<Registration>(kv.value()).ok());
-        match holder {
-            Some(holder) if holder.generation == self.settings.generation => {
-                // Ours, from a lease we lost: take it over with the current one.
-                self.put_own(client, lease).await.map_err(|e| SessionEnd::Failed(format!("cannot register: {e}")))?;
-                Ok(true)
+        let patience = self.settings.lease_ttl + Duration::from_secs(1);
+        let first_try = Instant::now();
+        let mut waiting = false;
+        loop {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let answer = client.txn(txn).await.map_err(|e| SessionEnd::Failed(format!("cannot register: {e}")))?;
+            if answer.succeeded() {
+                return Ok(true);
             }
-            Some(holder) => {
-                let detail = format!(
-                    "node id {} is already registered in etcd at {key} by another live process (generation {}, {}); refusing to register a second one",
-                    self.settings.node_id, holder.generation, holder.http_url
-                );
-                tracing::error!("{detail}");
-                self.problem = Some(detail);
-                Ok(false)
+            let existing = answer.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            });
+            let holder = existing.as_ref().and_then(|kv| serde_json::from_slice::<Registration>(kv.value()).ok());
+            match holder {
+                Some(holder) if holder.generation == self.settings.generation => {
+                    // Ours, from a lease we lost: take it over with the current one.
+                    self.put_own(client, lease)
+                        .await
+                        .map_err(|e| SessionEnd::Failed(format!("cannot register: {e}")))?;
+                    return Ok(true);
+                }
+                Some(holder) if first_try.elapsed() < patience => {
+                    if !std::mem::replace(&mut waiting, true) {
+                        tracing::info!(
+                            node_id = %self.settings.node_id,
+                            holder_generation = holder.generation,
+                            holder_url = %holder.http_url,
+                            "node id already registered in etcd by another generation; waiting up to {patience:?} for its lease to expire (a restart after a crash)"
+                        );
+                    }
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+                Some(holder) => {
+                    let detail = format!(
+                        "node id {} is already registered in etcd at {key} by another live process (generation {}, {}; its lease was still kept alive after {} ms); refusing to register a second one",
+                        self.settings.node_id,
+                        holder.generation,
+                        holder.http_url,
+                        patience.as_millis()
+                    );
+                    tracing::error!("{detail}");
+                    self.problem = Some(detail);
+                    return Ok(false);
+                }
+                None => {
+                    return Err(SessionEnd::Failed(format!("{key} holds a value that is not an Arlen registration")))
+                }
             }
-            None => Err(SessionEnd::Failed(format!("{key} holds a value that is not an Arlen registration"))),
         }
     }
 

@@ -97,6 +97,15 @@ fn drill_crash_on_etcd() {
 }
 
 #[test]
+fn drill_churn_on_etcd() {
+    // A node restarted after kill -9 finds its predecessor's key still
+    // leased: it waits the lease out instead of refusing to start.
+    let report = assert_passes("churn", &["--source", "etcd"]);
+    assert!(figure(&report, "kill_rejoin_worst_ms").is_finite());
+    assert_eq!(figure(&report, "graceful_failed_requests"), 0.0);
+}
+
+#[test]
 fn drill_etcd_outage() {
     let report = assert_passes("etcd-outage", &["--source", "etcd"]);
     assert!(figure(&report, "recovery_ms") > 0.0);
