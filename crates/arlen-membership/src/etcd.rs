@@ -212,7 +212,7 @@ impl EtcdSource {
         // Wait for the first registration (which may wait out a crashed
         // predecessor's lease: TTL + 1 s), but never block start-up on an
         // unreachable etcd: then the node starts `partitioned` and keeps trying.
-        let wait = settings.lease_ttl * 3 + Duration::from_secs(1);
+        let wait = settings.lease_ttl * 2 + Duration::from_secs(1);
         match tokio::time::timeout(wait, first_rx).await {
             Ok(Ok(FirstOutcome::Registered)) => {}
             Ok(Ok(FirstOutcome::Duplicate(detail))) => {
