@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arlen_cluster::{Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
 use arlen_config::Config;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, LeaseKeeper, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use std::panic::AssertUnwindSafe;
@@ -468,7 +468,7 @@ impl<'p> Runner<'p> {
         };
         self.last_contact = Some(Instant::now());
 
-        match self.register(&mut client, lease).await {
+        match self.register(&mut client, lease, &mut keeper).await {
             Ok(true) => {
                 self.registered = true;
                 if let Some(first) = first.take() {
@@ -573,7 +573,12 @@ impl<'p> Runner<'p> {
     /// so the key is tried again until then (and a second). `Ok(false)` when
     /// another process still holds it after that: a live duplicate (recorded
     /// as the problem).
-    async fn register(&mut self, client: &mut Client, lease: i64) -> Result<bool, SessionEnd> {
+    async fn register(
+        &mut self,
+        client: &mut Client,
+        lease: i64,
+        keeper: &mut LeaseKeeper,
+    ) -> Result<bool, SessionEnd> {
         let key = self.settings.key();
         let value = serde_json::to_string(&self.registration()).expect("registration serialises");
         let patience = self.settings.lease_ttl + Duration::from_secs(1);
@@ -611,6 +616,9 @@ impl<'p> Runner<'p> {
                         );
                     }
                     tokio::time::sleep(REGISTER_RETRY).await;
+                    // Our own lease must outlive the wait (it is as long as
+                    // the predecessor's, and granted later, but only just).
+                    keeper.keep_alive().await.map_err(|e| SessionEnd::Failed(format!("keep-alive failed: {e}")))?;
                 }
                 Some(holder) => {
                     let detail = format!(
