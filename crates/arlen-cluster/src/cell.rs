@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::gate::{Clock, Timestamp};
 use crate::membership::MembershipView;
-use crate::snapshot::{Lifecycle, NodeIdentity, RuntimeSettings, Snapshot, UpstreamHealth};
+use crate::snapshot::{Lifecycle, MembershipConfirmed, NodeIdentity, RuntimeSettings, Snapshot, UpstreamHealth};
 
 /// Publishes snapshots. Cloneable; every writer holds one.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ struct CellState {
     id: u64,
     generation: AtomicU64,
     clock: Arc<dyn Clock>,
+    /// When the membership source last confirmed its view (changed or not).
+    confirmed: Arc<MembershipConfirmed>,
 }
 
 static NEXT_CELL_ID: AtomicU64 = AtomicU64::new(1);
@@ -64,9 +66,15 @@ pub fn snapshot_channel(
         None,
         clock.now(),
     );
+    let confirmed = first.membership_confirmed.clone();
+    confirmed.set(clock.now().monotonic);
     let (sender, receiver) = watch::channel(Arc::new(first));
-    let cell =
-        Arc::new(CellState { id: NEXT_CELL_ID.fetch_add(1, Ordering::Relaxed), generation: AtomicU64::new(1), clock });
+    let cell = Arc::new(CellState {
+        id: NEXT_CELL_ID.fetch_add(1, Ordering::Relaxed),
+        generation: AtomicU64::new(1),
+        clock,
+        confirmed,
+    });
     (SnapshotPublisher { sender: Arc::new(sender), cell: cell.clone() }, SnapshotReader { receiver, cell })
 }
 
@@ -88,6 +96,10 @@ impl SnapshotPublisher {
     /// (including the gate) changed.
     fn publish(&self, change: Change) {
         let now = self.cell.clock.now();
+        if change.membership.is_some() {
+            // Confirmed even when nothing changed (no new snapshot then).
+            self.cell.confirmed.set(now.monotonic);
+        }
         self.sender.send_if_modified(|current| {
             let settings = change.settings.filter(|s| *s != *current.settings);
             let membership = change.membership.filter(|m| *m != *current.membership);
@@ -101,6 +113,7 @@ impl SnapshotPublisher {
                 Some(current.gate),
                 now,
             );
+            next.membership_confirmed = current.membership_confirmed.clone();
             next.upstream = match change.upstream {
                 Some(upstream) if current.upstream.as_deref() != Some(&upstream) => Some(Arc::new(upstream)),
                 _ => current.upstream.clone(),

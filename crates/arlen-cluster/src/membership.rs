@@ -98,6 +98,11 @@ pub struct MembershipView {
     pub duplicate_node_ids: Vec<String>,
     /// Last-heard times of the members, when the source tracks them.
     pub heard: Option<HeardClock>,
+    /// How long this view may be trusted without the source confirming it
+    /// again, when the source confirms it periodically (gossip does, every
+    /// probe period). Readiness is not answered from a view older than this
+    /// (after the process was paused, or the source stalled).
+    pub fresh_for: Option<std::time::Duration>,
 }
 
 impl MembershipView {
@@ -111,6 +116,7 @@ impl MembershipView {
             health: SourceHealth { ok: true, detail: String::new(), last_membership_change: None },
             duplicate_node_ids: Vec::new(),
             heard: None,
+            fresh_for: None,
         }
     }
 
@@ -123,6 +129,7 @@ impl MembershipView {
             health: SourceHealth { ok: false, detail: "not initialised yet".to_owned(), last_membership_change: None },
             duplicate_node_ids: Vec::new(),
             heard: None,
+            fresh_for: None,
         }
     }
 }

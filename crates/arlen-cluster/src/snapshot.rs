@@ -90,8 +90,12 @@ pub struct Readiness {
     pub ready: bool,
     pub startup_ok: bool,
     pub quorum_required: bool,
-    /// The gated quorum verdict, or true when quorum is not required.
+    /// The gated quorum verdict (on a fresh view), or true when quorum is
+    /// not required.
     pub quorum_ok: bool,
+    /// How old the membership view is when it is older than the source
+    /// allows ([`MembershipView::fresh_for`]): quorum is then not met.
+    pub stale_view: Option<Duration>,
     pub draining: bool,
     /// The upstream answers its health check, or there is no upstream.
     pub upstream_ok: bool,
@@ -196,6 +200,27 @@ pub struct Snapshot {
     pub membership_changes: u64,
     /// The upstream's health, when the node is a sidecar.
     pub upstream: Option<Arc<UpstreamHealth>>,
+    /// When the source last confirmed the membership view (shared by every
+    /// snapshot of one cell: a confirmation that changes nothing publishes
+    /// no new snapshot).
+    pub membership_confirmed: Arc<MembershipConfirmed>,
+}
+
+/// The monotonic time (since the clock's origin) at which the membership
+/// source last confirmed its view.
+#[derive(Debug, Default)]
+pub struct MembershipConfirmed(std::sync::atomic::AtomicU64);
+
+impl MembershipConfirmed {
+    pub(crate) fn set(&self, monotonic: Duration) {
+        let nanos = u64::try_from(monotonic.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_max(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the view was last confirmed.
+    pub fn at(&self) -> Duration {
+        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Snapshot {
@@ -232,6 +257,7 @@ impl Snapshot {
             status_transitions: 0,
             membership_changes: 0,
             upstream: None,
+            membership_confirmed: Arc::default(),
         }
     }
 
@@ -246,7 +272,11 @@ impl Snapshot {
     pub fn readiness_at(&self, now: Duration) -> Readiness {
         let startup_ok = !self.settings.readiness_requires_startup || self.lifecycle.started;
         let quorum_required = self.settings.readiness_requires_cluster_quorum && self.identity.cluster_enabled;
-        let quorum_ok = !quorum_required || self.gate.met_at(now);
+        // A view its source has not confirmed for longer than it allows
+        // (the process was paused, the source stalled) is not evidence.
+        let age = now.saturating_sub(self.membership_confirmed.at());
+        let stale_view = self.membership.fresh_for.filter(|bound| age > *bound).map(|_| age);
+        let quorum_ok = !quorum_required || (self.gate.met_at(now) && stale_view.is_none());
         let draining = self.lifecycle.draining;
         let upstream_ok = self.upstream.as_ref().is_none_or(|upstream| upstream.ok);
         Readiness {
@@ -254,6 +284,7 @@ impl Snapshot {
             startup_ok,
             quorum_required,
             quorum_ok,
+            stale_view,
             draining,
             upstream_ok,
         }

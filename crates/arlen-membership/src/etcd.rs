@@ -738,6 +738,7 @@ impl<'p> Runner<'p> {
             health: SourceHealth { ok, detail, last_membership_change: self.last_change },
             duplicate_node_ids: Vec::new(),
             heard: None,
+            fresh_for: None,
         });
     }
 }

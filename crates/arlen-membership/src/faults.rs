@@ -242,6 +242,15 @@ impl Transport for FaultyTransport {
         }
     }
 
+    fn try_recv_from(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        loop {
+            let (len, from) = self.inner.try_recv_from(buf)?;
+            if self.rules.verdict(from, Direction::Inbound) != Verdict::Drop {
+                return Some((len, from));
+            }
+        }
+    }
+
     fn send_to(&self, to: SocketAddr, datagram: &[u8]) {
         match self.rules.verdict(to, Direction::Outbound) {
             Verdict::Pass => self.inner.send_to(to, datagram),

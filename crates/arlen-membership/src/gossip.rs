@@ -52,6 +52,14 @@ pub struct GossipTraffic {
     pub bytes_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub messages_received: AtomicU64,
+    /// Times this node noticed it had stalled (paused, starved of CPU).
+    pub stalls: AtomicU64,
+    /// Times this node rejoined under a renewed identity after the cluster
+    /// declared it down (or took the generation after its predecessor).
+    pub rejoins: AtomicU64,
+    /// Times this node, alone, heard again from a member it had declared
+    /// down and forgot the verdicts of its isolation.
+    pub isolation_resets: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
 }
 
@@ -80,6 +88,10 @@ pub(crate) struct GossipSettings {
     pub protocol: Protocol,
     pub keys: Vec<[u8; 32]>,
     pub unsealed: UnsealedTraffic,
+    /// Seeds foca's random choices (whom to probe, whom to gossip to): from
+    /// the operating system in production, from a test's printed seed in the
+    /// tests so that a seed reproduces a run.
+    pub rng_seed: u64,
 }
 
 async fn resolve(key: &str, address: &str) -> Result<SocketAddr, MembershipError> {
@@ -126,6 +138,7 @@ impl GossipSettings {
             },
             keys: gossip.keys.bytes().to_vec(),
             unsealed: unsealed_traffic(gossip.unsealed_traffic),
+            rng_seed: rand::random(),
         })
     }
 
@@ -145,7 +158,9 @@ impl GossipSettings {
     }
 
     fn core(&self, identity: GossipId, sealing: Sealing, heard: HeardClock, traffic: Arc<GossipTraffic>) -> Core {
-        Core::new(identity, &self.cluster_name, &self.protocol, sealing, rand::random(), heard, traffic)
+        // A restarted task draws other choices than the run it replaces.
+        let seed = self.rng_seed ^ u64::from(identity.seq).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Core::new(identity, &self.cluster_name, &self.protocol, sealing, seed, heard, traffic)
     }
 }
 
@@ -215,7 +230,7 @@ impl GossipSource {
         let mut observer = Observer::new(&settings);
         let core = settings.core(settings.identity(), sealing.clone(), observer.heard(), traffic.clone());
         // Publish the first view before returning: the node is "initialised".
-        publisher.set_membership(observer.view_of(&core, SystemTime::now()));
+        publisher.set_membership(observer.view_of(&core, driver::wall_now()));
 
         let (seeds_tx, seeds) = watch::channel(resolve_seeds(&settings.seeds).await);
         let names = settings.seeds.clone();
@@ -327,9 +342,18 @@ fn observations(core: &Core) -> Vec<Observation> {
         live,
         is_self,
     };
+    let own = core.identity().addr;
     std::iter::once(observation(core.identity(), true, true))
-        .chain(core.members().map(|m| observation(m.id(), core::is_live(m), false)))
+        // An earlier incarnation of this very node is not a peer.
+        .chain(core.members().filter(|m| m.id().addr != own).map(|m| observation(m.id(), core::is_live(m), false)))
         .collect()
+}
+
+/// This node has heard no peer for longer than it may vouch for them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unheard {
+    pub silence: Duration,
+    pub bound: Duration,
 }
 
 /// Turns the core's members into membership views, remembering what it
@@ -365,10 +389,19 @@ impl Observer {
     }
 
     fn view_of(&mut self, core: &Core, now: SystemTime) -> MembershipView {
-        self.view_from(observations(core), now)
+        let silence = core.silence(now);
+        let unheard = (!core.vouches(now)).then_some(Unheard { silence, bound: core.vouch_bound() });
+        let mut view = self.view_from(observations(core), now, unheard);
+        view.fresh_for = Some(core.vouch_bound());
+        view
     }
 
-    pub(crate) fn view_from(&mut self, mut observed: Vec<Observation>, now: SystemTime) -> MembershipView {
+    pub(crate) fn view_from(
+        &mut self,
+        mut observed: Vec<Observation>,
+        now: SystemTime,
+        unheard: Option<Unheard>,
+    ) -> MembershipView {
         // Down members stay listed (as dead or left) for the TTL.
         let down: BTreeSet<(SocketAddr, u64)> =
             observed.iter().filter(|o| !o.live).map(|o| (o.gossip_address, o.generation)).collect();
@@ -394,6 +427,8 @@ impl Observer {
                     (Announced::Left, _) => MemberState::Left,
                     (_, false) => MemberState::Dead,
                     (Announced::Draining, true) => MemberState::Draining,
+                    // Not heard from anyone for too long: not vouched for.
+                    (Announced::Alive, true) if unheard.is_some() && !o.is_self => MemberState::Suspect,
                     (Announced::Alive, true) => MemberState::Alive,
                 };
                 Member {
@@ -441,12 +476,20 @@ impl Observer {
         if !duplicate_node_ids.is_empty() {
             detail.push_str(&format!("; duplicate node ids: {}", duplicate_node_ids.join(", ")));
         }
+        if let Some(Unheard { silence, bound }) = unheard {
+            detail.push_str(&format!(
+                "; heard from no member for {} ms (bound {} ms): counting only itself until one answers",
+                silence.as_millis(),
+                bound.as_millis()
+            ));
+        }
         MembershipView {
             source: GOSSIP_NAME,
             observed_nodes,
             members,
+            fresh_for: None,
             health: SourceHealth {
-                ok: duplicate_node_ids.is_empty(),
+                ok: duplicate_node_ids.is_empty() && unheard.is_none(),
                 detail,
                 last_membership_change: self.last_change,
             },

@@ -17,7 +17,7 @@ pub mod forge;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gossip;
-#[cfg(feature = "simulation")]
+#[cfg(any(test, feature = "simulation"))]
 pub mod simulation;
 pub mod static_config;
 mod supervise;

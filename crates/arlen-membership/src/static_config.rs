@@ -32,5 +32,6 @@ pub fn view(config: &Config, now: SystemTime) -> MembershipView {
         },
         duplicate_node_ids: Vec::new(),
         heard: None,
+        fresh_for: None,
     }
 }

@@ -23,6 +23,7 @@ pub(crate) fn fail_closed(publisher: &SnapshotPublisher, source: &'static str, r
         health: SourceHealth { ok: false, detail: reason.to_owned(), last_membership_change: Some(SystemTime::now()) },
         duplicate_node_ids: Vec::new(),
         heard: None,
+        fresh_for: None,
     });
 }
 

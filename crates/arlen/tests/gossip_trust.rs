@@ -130,7 +130,9 @@ fn forged_member(seen_by: &Node, node_id: &str) -> ForgedMember {
 fn ghost_at(addr: SocketAddr) -> ForgedMember {
     ForgedMember {
         node_id: "ghost".to_owned(),
-        generation: u64::MAX / 2,
+        // A plausible start (now): a generation beyond the clock plus the
+        // replay window is refused outright (`future_generation`).
+        generation: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
         seq: 0,
         addr,
         http_url: "http://127.0.0.1:1".to_owned(),

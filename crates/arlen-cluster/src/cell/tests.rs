@@ -225,3 +225,34 @@ fn maintenance_counts_members_already_out() {
     let verdict = reader.current().maintenance();
     assert_eq!(verdict.remaining_nodes, 2, "{verdict:?}");
 }
+
+/// A view its source must confirm every so often (gossip does, every probe
+/// period) is no evidence once it is older than that: after a pause, the
+/// probes queued during it are answered 503 until the source confirms it.
+#[test]
+fn readiness_is_never_answered_from_a_view_older_than_its_source_allows() {
+    let (publisher, reader, clock) = channel(settings(3), 3);
+    let fresh = |observed| MembershipView { fresh_for: Some(Duration::from_millis(400)), ..view(observed) };
+    publisher.set_membership(fresh(3));
+    let now = || reader.now().monotonic;
+    assert!(reader.current().readiness_at(now()).ready);
+    clock.advance(Duration::from_millis(300));
+    // Confirmed unchanged: no new snapshot, but the view is fresh again.
+    let generation = reader.current().generation;
+    publisher.set_membership(fresh(3));
+    assert_eq!(reader.current().generation, generation);
+    clock.advance(Duration::from_millis(300));
+    assert!(reader.current().readiness_at(now()).ready, "confirmed 300 ms ago");
+    // The process was stopped for 5 s: nothing confirmed the view meanwhile.
+    clock.advance(Duration::from_secs(5));
+    let readiness = reader.current().readiness_at(now());
+    assert!(!readiness.ready && !readiness.quorum_ok);
+    assert_eq!(readiness.stale_view, Some(Duration::from_millis(5300)));
+    publisher.set_membership(fresh(3));
+    let readiness = reader.current().readiness_at(now());
+    assert!(readiness.ready && readiness.stale_view.is_none());
+    // A source that does not confirm periodically (static) never goes stale.
+    publisher.set_membership(view(3));
+    clock.advance(Duration::from_secs(60));
+    assert!(reader.current().readiness_at(now()).ready);
+}

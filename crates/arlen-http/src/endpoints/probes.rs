@@ -63,14 +63,20 @@ struct Outcome {
 fn outcomes(snapshot: &Snapshot, cx: &Context<'_>) -> Vec<Outcome> {
     let readiness = snapshot.readiness_at(cx.monotonic_now);
     let quorum = &snapshot.quorum;
-    let quorum_reason = format!(
-        "quorum not met: {}, {} of {} expected observed, {} required (policy {})",
-        quorum.status,
-        quorum.observed_nodes,
-        quorum.expected_nodes,
-        quorum.required_nodes,
-        quorum.policy.name()
-    );
+    let quorum_reason = match readiness.stale_view {
+        Some(age) => format!(
+            "the membership view is {} ms old, more than its source allows: this node was paused or its membership task stalled",
+            age.as_millis()
+        ),
+        None => format!(
+            "quorum not met: {}, {} of {} expected observed, {} required (policy {})",
+            quorum.status,
+            quorum.observed_nodes,
+            quorum.expected_nodes,
+            quorum.required_nodes,
+            quorum.policy.name()
+        ),
+    };
     vec![
         Outcome { name: "request_dispatch", ok: true, reason: String::new() },
         Outcome { name: "metrics_registry", ok: true, reason: String::new() },

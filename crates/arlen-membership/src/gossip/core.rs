@@ -3,7 +3,7 @@
 //! datagrams to send and timers to set; the driver (`driver.rs`) does the IO,
 //! and the in-memory tests drive it on a paused clock.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use foca::{Foca, Member, NoCustomBroadcast, Notification, PeriodicParams, Runtim
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
-use super::identity::{identities_in, Announced, GossipId, WireCodec};
+use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
 use super::seal::{Rejection, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
 use super::GossipTraffic;
 
@@ -51,6 +51,31 @@ impl Protocol {
             max_members,
             expected_nodes,
         }
+    }
+
+    /// How long a node with live peers may go without an authenticated
+    /// datagram addressed to it before it stops vouching for them: three
+    /// probe periods, a probe timeout and a suspicion timeout. A connected
+    /// node probes one member every period and every member probes it about
+    /// as often, whatever the cluster's size, so a healthy node hears
+    /// someone within a period or two (at 1,000 members as at 3); a node
+    /// that hears nobody for this long is cut off, stranded or paused, and
+    /// foca alone would take up to one probe period per member to notice.
+    pub(crate) fn vouch_bound(&self) -> Duration {
+        self.interval * 3 + self.probe_timeout + self.suspicion_timeout
+    }
+
+    /// A gap this long between two calls into the core means the node
+    /// itself stalled (paused, throttled, swapped): the driver calls it at
+    /// least every period.
+    fn stall_gap(&self) -> Duration {
+        (self.interval * 4).max(Duration::from_millis(150))
+    }
+
+    /// After a stall the node doubts itself this long: a fresh round of
+    /// probes and a suspicion timeout, before it convicts anyone.
+    fn doubt_period(&self) -> Duration {
+        self.suspicion_timeout + self.interval * 2
     }
 
     fn foca_config(&self, max_packet: usize) -> foca::Config {
@@ -143,22 +168,26 @@ struct Io {
     amplification_drops: u64,
     /// This node is leaving: foca going defunct is what was asked for.
     leaving: bool,
+    /// foca renewed this node's identity (it was declared down): it must be
+    /// connected again at once (see [`Core::after_foca`]).
+    rejoined: Option<GossipId>,
+    me: String,
 }
 
 impl Runtime<GossipId> for Io {
     fn notify(&mut self, notification: Notification<'_, GossipId>) {
         self.membership_changed = true;
         match notification {
-            Notification::MemberUp(id) => tracing::debug!(node_id = %id.node_id, addr = %id.addr, "gossip member up"),
+            Notification::MemberUp(id) => {
+                eprintln!("DEBUG {} sees up {} seq {} at {}", self.me, id.node_id, id.seq, self.now_ms % 100000);
+            }
             Notification::MemberDown(id) => {
                 tracing::info!(node_id = %id.node_id, addr = %id.addr, "gossip member down")
             }
             Notification::Rename(old, new) => {
                 tracing::debug!(node_id = %new.node_id, from_seq = old.seq, to_seq = new.seq, "gossip member renewed")
             }
-            Notification::Rejoin(id) => {
-                tracing::warn!(seq = id.seq, "the cluster declared this node down; rejoined as a renewed identity")
-            }
+            Notification::Rejoin(id) => self.rejoined = Some(id.clone()),
             Notification::Defunct if self.leaving => tracing::debug!("gossip left the cluster"),
             Notification::Defunct => tracing::warn!("the cluster declared this node down and it cannot rejoin"),
             Notification::Active | Notification::Idle => {}
@@ -185,11 +214,71 @@ impl Runtime<GossipId> for Io {
 /// One gossip node's protocol state.
 pub(crate) struct Core {
     foca: Foca<GossipId, WireCodec, StdRng, NoCustomBroadcast>,
+    /// To start foca afresh (see [`Core::forget_verdicts_of_isolation`]).
+    foca_config: foca::Config,
+    /// Seeds of every foca this core starts (from the one seed it was given).
+    seeds: StdRng,
     io: Io,
+    protocol: Protocol,
     max_members: usize,
     heard: HeardClock,
     traffic: Arc<GossipTraffic>,
     last_logged: [Option<Instant>; Rejection::ALL.len()],
+    vigil: Vigil,
+}
+
+/// Arlen's watch over what foca reports: the evidence that peers are talking
+/// to this node, the node's own stalls, and its rejoins.
+#[derive(Debug)]
+struct Vigil {
+    /// The first call into the core: silence is measured from here until a
+    /// peer has been heard.
+    started: Option<SystemTime>,
+    /// The last call into the core (stall detection).
+    last_call: Option<SystemTime>,
+    /// The last authenticated datagram addressed to this node's current
+    /// identity that was not a `TurnUndead`.
+    last_evidence: Option<SystemTime>,
+    /// After a stall: until then no one is convicted...
+    doubt_until: Option<SystemTime>,
+    /// ...and until then datagrams (likely queued during the stall) are no
+    /// evidence of a live peer.
+    quarantine_until: Option<SystemTime>,
+    stalls: u64,
+    last_stall_log: Option<SystemTime>,
+    /// Rejoins: the last one, the backoff before another, how many.
+    last_rejoin: Option<SystemTime>,
+    rejoin_backoff: Duration,
+    rejoins: u64,
+    /// Rejoins less than [`REJOIN_CALM`] apart, in a row.
+    recent_rejoins: u32,
+    /// The first and the last echo of this node's own verdicts, while they
+    /// keep coming.
+    echoes_since: Option<(SystemTime, SystemTime)>,
+    last_rejoin_log: Option<SystemTime>,
+    /// Datagrams telling this node it is down that were dropped by the backoff.
+    held_back: u64,
+    /// When each refused newcomer's address was last told who holds it.
+    hints: HashMap<SocketAddr, SystemTime>,
+    /// When each sender that addressed an earlier identity of ours was last
+    /// told the current one.
+    introduced: HashMap<SocketAddr, SystemTime>,
+}
+
+/// How long at most a rejoin waits after the previous one.
+const MAX_REJOIN_BACKOFF: Duration = Duration::from_secs(1);
+/// How long echoes of this node's own verdicts are ignored while they keep
+/// coming.
+const ECHO_PATIENCE: Duration = Duration::from_secs(1);
+/// Rejoins in a row that wait only one probe period.
+const FREE_REJOINS: u32 = 3;
+/// Rejoins further apart than this reset the backoff.
+const REJOIN_CALM: Duration = Duration::from_secs(10);
+/// How often a repeated warning (rejoins, stalls) is logged at most.
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn since(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
 }
 
 /// What the driver must do after an input.
@@ -210,9 +299,14 @@ impl Core {
         heard: HeardClock,
         traffic: Arc<GossipTraffic>,
     ) -> Self {
+        let me = identity.node_id.clone();
         let config = protocol.foca_config(Sealing::max_packet(cluster_name));
+        let mut seeds = StdRng::seed_from_u64(seed);
+        let foca_rng = StdRng::seed_from_u64(rand::RngExt::random(&mut seeds));
         Self {
-            foca: Foca::new(identity, config, StdRng::seed_from_u64(seed), WireCodec),
+            foca: Foca::new(identity, config.clone(), foca_rng, WireCodec),
+            foca_config: config,
+            seeds,
             io: Io {
                 sealing,
                 now_ms: 0,
@@ -222,12 +316,137 @@ impl Core {
                 membership_changed: false,
                 amplification_drops: 0,
                 leaving: false,
+                rejoined: None,
+                me,
             },
+            protocol: protocol.clone(),
             max_members: protocol.max_members.max(1),
             heard,
             traffic,
             last_logged: [None; Rejection::ALL.len()],
+            vigil: Vigil {
+                started: None,
+                last_call: None,
+                last_evidence: None,
+                doubt_until: None,
+                quarantine_until: None,
+                stalls: 0,
+                last_stall_log: None,
+                last_rejoin: None,
+                rejoin_backoff: protocol.interval,
+                rejoins: 0,
+                recent_rejoins: 0,
+                echoes_since: None,
+                last_rejoin_log: None,
+                held_back: 0,
+                hints: HashMap::new(),
+                introduced: HashMap::new(),
+            },
         }
+    }
+
+    /// Every entry point starts here: the clock for sealing, and the node's
+    /// own stalls. A gap longer than [`Protocol::stall_gap`] since the last
+    /// call means this node was not running (SIGSTOP, a VM pause, CPU
+    /// throttling): it doubts itself before it accuses anyone, and what
+    /// arrives right after waking (queued during the stall) is no evidence
+    /// that anyone is alive now.
+    fn enter(&mut self, now: SystemTime) {
+        self.io.now_ms = epoch_ms(now);
+        let vigil = &mut self.vigil;
+        vigil.started.get_or_insert(now);
+        if let Some(last) = vigil.last_call {
+            let gap = since(now, last);
+            if gap > self.protocol.stall_gap() {
+                vigil.stalls += 1;
+                self.traffic.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                vigil.doubt_until = Some(now + self.protocol.doubt_period());
+                vigil.quarantine_until = Some(now + self.protocol.interval);
+                if vigil.last_stall_log.is_none_or(|at| since(now, at) >= REPEAT_LOG_EVERY) {
+                    vigil.last_stall_log = Some(now);
+                    tracing::warn!(
+                        stalled_ms = gap.as_millis() as u64,
+                        stalls = vigil.stalls,
+                        "this node stalled (paused or starved of CPU); it convicts no one until a fresh round of probes"
+                    );
+                }
+            }
+        }
+        vigil.last_call = Some(now);
+    }
+
+    /// Called every probe period by the driver, whatever else happens, so
+    /// the core notices its own stalls and its silence.
+    pub(crate) fn tick(&mut self, now: SystemTime) {
+        self.enter(now);
+    }
+
+    /// How long no peer has been heard talking to this node (since its start
+    /// until one has).
+    pub(crate) fn silence(&self, now: SystemTime) -> Duration {
+        self.vigil.last_evidence.or(self.vigil.started).map_or(Duration::ZERO, |at| since(now, at))
+    }
+
+    /// The silence beyond which this node stops vouching for its peers.
+    pub(crate) fn vouch_bound(&self) -> Duration {
+        self.protocol.vouch_bound()
+    }
+
+    /// Whether the node vouches for the members foca counts live: it has
+    /// heard from one of them within the bound, or there are none.
+    pub(crate) fn vouches(&self, now: SystemTime) -> bool {
+        self.silence(now) <= self.vouch_bound() || !self.members().any(is_live)
+    }
+
+    fn doubting(&self, now: SystemTime) -> Option<Duration> {
+        self.vigil.doubt_until.and_then(|until| until.duration_since(now).ok()).filter(|d| !d.is_zero())
+    }
+
+    /// After every foca call: a renewed identity is connected at once.
+    ///
+    /// foca's `change_identity` (reached from a rejoin after `TurnUndead`,
+    /// and from [`Core::announce_state`]) resets the connection state to
+    /// disconnected and voids every timer; foca connects again only when a
+    /// datagram addressed to the *new* identity arrives. Until then the node
+    /// would neither probe nor suspect anyone while its table still lists
+    /// everyone alive — a node cut off right after a rejoin stayed "nominal"
+    /// for a whole partition. Applying no updates runs foca's own
+    /// connection-state adjustment, which starts the probe cycle again.
+    fn after_foca(&mut self, now: SystemTime) {
+        let Some(renewed) = self.io.rejoined.take() else { return };
+        if let Err(error) = self.foca.apply_many(std::iter::empty(), false, &mut self.io) {
+            tracing::warn!(%error, "gossip could not reconnect after renewing its identity");
+        }
+        let vigil = &mut self.vigil;
+        vigil.rejoins += 1;
+        self.traffic.rejoins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        vigil.recent_rejoins = match vigil.last_rejoin {
+            Some(at) if since(now, at) < REJOIN_CALM => vigil.recent_rejoins.saturating_add(1),
+            _ => 1,
+        };
+        // A few rejoins in a row are normal (a flapping link); beyond that
+        // the backoff doubles up to its bound.
+        let doublings = vigil.recent_rejoins.saturating_sub(FREE_REJOINS).min(16);
+        vigil.rejoin_backoff = (self.protocol.interval * 2u32.pow(doublings)).min(MAX_REJOIN_BACKOFF);
+        vigil.last_rejoin = Some(now);
+        // Evidence of peers counts for the new identity only.
+        vigil.last_evidence = None;
+        vigil.started = Some(now);
+        if vigil.last_rejoin_log.is_none_or(|at| since(now, at) >= REPEAT_LOG_EVERY) {
+            vigil.last_rejoin_log = Some(now);
+            tracing::warn!(
+                seq = renewed.seq,
+                generation = renewed.generation,
+                rejoins = vigil.rejoins,
+                held_back = vigil.held_back,
+                "the cluster declared this node down; rejoined as a renewed identity (logged at most every 10 s)"
+            );
+        }
+    }
+
+    /// Marks the identity change just made by Arlen (not by foca) as a rejoin.
+    fn renewed_by_us(&mut self) {
+        self.io.rejoined = Some(self.foca.identity().clone());
     }
 
     pub(crate) fn identity(&self) -> &GossipId {
@@ -241,7 +460,7 @@ impl Core {
 
     /// Membership updates still waiting to be gossiped (each is sent up to
     /// `max_transmissions` times).
-    #[cfg(feature = "simulation")]
+    #[cfg(any(test, feature = "simulation"))]
     pub(crate) fn updates_backlog(&self) -> usize {
         self.foca.updates_backlog()
     }
@@ -256,38 +475,232 @@ impl Core {
 
     /// Handles one datagram from the network.
     pub(crate) fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: SystemTime) {
-        self.io.now_ms = epoch_ms(now);
-        if let Err(rejection) = self.accept(datagram, now) {
+        self.enter(now);
+        if let Err(rejection) = self.accept(from, datagram, now) {
             self.reject(rejection, from);
         }
         self.count_amplification_drops(from);
+        self.after_foca(now);
     }
 
-    fn accept(&mut self, datagram: &[u8], now: SystemTime) -> Result<(), Rejection> {
+    fn accept(&mut self, from: SocketAddr, datagram: &[u8], now: SystemTime) -> Result<(), Rejection> {
         let opened = self.io.sealing.open(datagram, self.io.now_ms)?;
-        let (sender, named) = identities_in(&opened.packet).map_err(|error| {
+        let packet = decode_packet(&opened.packet).map_err(|error| {
             tracing::debug!(%error, "gossip packet refused");
             Rejection::Undecodable
         })?;
+        // A generation is milliseconds since the epoch at a start: one beyond
+        // this node's clock plus the replay window is forged or from a clock
+        // that sealing would refuse anyway. Refused, it can never hold an
+        // address that a real restart needs.
+        let latest = self.io.now_ms.saturating_add(u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX));
+        if packet.identities().any(|id| id.generation > latest) {
+            return Err(Rejection::FutureGeneration);
+        }
         if self.foca.iter_membership_state().len() + 1 >= self.max_members {
             let mut known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
             known.insert(self.foca.identity().addr);
-            if std::iter::once(&sender).chain(&named).any(|id| !known.contains(&id.addr)) {
+            if packet.identities().any(|id| !known.contains(&id.addr)) {
                 return Err(Rejection::MemberLimit);
             }
+        }
+        self.forget_verdicts_of_isolation(&packet.header.src, now);
+        let to_us = packet.header.dst == *self.foca.identity();
+        if !to_us && packet.header.message != foca::Message::Announce {
+            self.introduce_to(&packet.header, now);
+        }
+        if packet.header.message == foca::Message::TurnUndead && !self.rejoin_due(&packet.header.src, to_us, now) {
+            return Ok(());
         }
         self.io.reply_budget = (!opened.sealed).then(|| datagram.len() * AMPLIFICATION_FACTOR);
         let handled = self.foca.handle_data(&opened.packet, &mut self.io);
         self.io.reply_budget = None;
         match handled {
             Ok(()) => {
+                let sender = &packet.header.src;
                 self.heard.record(&sender.node_id, sender.generation, now);
+                let quarantined = self.vigil.quarantine_until.is_some_and(|until| now < until);
+                if to_us && packet.header.message != foca::Message::TurnUndead && !quarantined {
+                    self.vigil.last_evidence = Some(now);
+                }
+                self.follow_predecessor(&packet, now);
+                self.hint_newcomer(from, &packet.header.src, opened.sealed);
                 Ok(())
             }
             Err(error) => {
                 tracing::debug!(%error, "foca refused a gossip packet");
                 Err(Rejection::Undecodable)
             }
+        }
+    }
+
+    /// Whether echoes (see [`Core::rejoin_due`]) have kept coming for longer
+    /// than [`ECHO_PATIENCE`]: then both sides believe they are the majority
+    /// (a wrong `expectedNodes`, an even split), and this side rejoins too
+    /// rather than wait for ever.
+    fn echoes_persist(&mut self, now: SystemTime) -> bool {
+        let vigil = &mut self.vigil;
+        let first = match vigil.echoes_since {
+            Some((first, last)) if since(now, last) < ECHO_PATIENCE => first,
+            _ => now,
+        };
+        vigil.echoes_since = Some((first, now));
+        since(now, first) >= ECHO_PATIENCE
+    }
+
+    /// Whether this node and the members it vouches for are more than half
+    /// of the expected cluster.
+    fn on_majority_side(&self, now: SystemTime) -> bool {
+        let live = if self.vouches(now) { 1 + self.members().filter(|m| is_live(m)).count() } else { 1 };
+        live * 2 > usize::try_from(self.protocol.expected_nodes).unwrap_or(usize::MAX)
+    }
+
+    /// A node that counts no live member (or has heard no one for longer than
+    /// it may vouch for them) and hears from one it declared down
+    /// was most likely the one cut off: its verdicts of that time say only
+    /// that it could reach nobody. Left to foca, it would refuse the healthy
+    /// majority (`TurnUndead`) and spread its `Down` verdicts on the replies,
+    /// and every healthy node would have to rejoin under a renewed identity
+    /// — each heal of one isolated node shook the whole cluster. Instead it
+    /// forgets them: foca starts afresh with this node's identity and an
+    /// empty table, before anything of the old view is sent.
+    fn forget_verdicts_of_isolation(&mut self, sender: &GossipId, now: SystemTime) {
+        if self.vouches(now) && self.foca.iter_membership_state().any(is_live) {
+            return;
+        }
+        let declared_down = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().addr == sender.addr && m.state() == foca::State::Down && !sender.supersedes(m.id()));
+        if !declared_down {
+            return;
+        }
+        tracing::info!(
+            peer = %sender.node_id,
+            "heard again from a member declared down while this node could reach no one; forgetting the verdicts of its isolation"
+        );
+        let rng = StdRng::seed_from_u64(rand::RngExt::random(&mut self.seeds));
+        let identity = self.foca.identity().clone();
+        self.foca = Foca::new(identity, self.foca_config.clone(), rng, WireCodec);
+        self.traffic.isolation_resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// foca ignores a packet addressed to an earlier identity of this node:
+    /// its sender has not learnt of the renewal. When two nodes renew at
+    /// once (a heal), each keeps addressing the other's old identity and
+    /// neither hears the other until a third node tells them — cut off
+    /// together right then, they would convict each other. Announcing to
+    /// the sender makes it learn this node's identity at once (at most once
+    /// a period per sender).
+    fn introduce_to(&mut self, header: &foca::Header<GossipId>, now: SystemTime) {
+        let own = self.foca.identity();
+        if header.dst.addr != own.addr || !own.supersedes(&header.dst) {
+            return;
+        }
+        let sender = header.src.clone();
+        if self.vigil.introduced.get(&sender.addr).is_some_and(|at| since(now, *at) < self.protocol.interval) {
+            return;
+        }
+        if self.vigil.introduced.len() >= 256 {
+            self.vigil.introduced.clear();
+        }
+        self.vigil.introduced.insert(sender.addr, now);
+        if let Err(error) = self.foca.announce(sender, &mut self.io) {
+            tracing::debug!(%error, "gossip introduction");
+        }
+    }
+
+    /// Whether a `TurnUndead` may make this node rejoin now. One about an
+    /// earlier identity of ours (in flight across a rejoin) is stale. On the
+    /// majority side, one from a member this node holds down is the echo of
+    /// its own verdict (foca answers a down member's datagrams with
+    /// `TurnUndead`, both ways): after a heal, the side that was cut off and
+    /// the healthy majority would each make the other rejoin. The minority
+    /// honours it and rejoins (a node that was cut off alone has forgotten
+    /// its verdicts by then, [`Core::forget_verdicts_of_isolation`]); the
+    /// majority ignores it and stays as it is. One about the current identity waits out the rejoin backoff, so a
+    /// node that the cluster keeps refusing renews itself a few times a
+    /// second at most, not thousands.
+    fn rejoin_due(&mut self, sender: &GossipId, to_us: bool, now: SystemTime) -> bool {
+        let held_down = self.foca.iter_membership_state().any(|m| m.id() == sender && m.state() == foca::State::Down);
+        let echo = held_down && self.on_majority_side(now) && !self.echoes_persist(now);
+        let due = to_us && !echo && self.vigil.last_rejoin.is_none_or(|at| since(now, at) >= self.vigil.rejoin_backoff);
+        if !due {
+            self.vigil.held_back += 1;
+        }
+        due
+    }
+
+    /// A packet that names an earlier incarnation at this node's address
+    /// ranking above this one (its wall clock was ahead of ours: an NTP step
+    /// or a VM restored from a snapshot between the two starts) would keep
+    /// this node out until the cluster forgets it. A restart must supersede
+    /// its predecessor: take the generation right after it.
+    fn follow_predecessor(&mut self, packet: &Packet, now: SystemTime) {
+        let own = self.foca.identity().clone();
+        let Some(predecessor) = packet
+            .members
+            .iter()
+            .map(Member::id)
+            .filter(|id| id.addr == own.addr && id.supersedes(&own))
+            .max_by_key(|id| id.generation)
+        else {
+            return;
+        };
+        let Some(successor) = own.succeeding(predecessor) else { return };
+        tracing::warn!(
+            predecessor_generation = predecessor.generation,
+            own_generation = own.generation,
+            generation = successor.generation,
+            "an earlier incarnation at this address ranks above this one (the clock went back across a restart); taking the generation after it"
+        );
+        if let Err(error) = self.foca.change_identity(successor, &mut self.io) {
+            tracing::warn!(%error, "gossip could not take the generation after its predecessor");
+            return;
+        }
+        self.renewed_by_us();
+        self.after_foca(now);
+    }
+
+    /// A sender whose address is held by a down member that ranks above it
+    /// is refused by foca (`TurnUndead`) for as long as the down member is
+    /// remembered. When that sender is a restart whose clock went back, it
+    /// cannot know what to supersede: tell it, with a standard foca gossip
+    /// message naming the down holder (at most once a period per address,
+    /// sealed traffic only).
+    fn hint_newcomer(&mut self, from: SocketAddr, sender: &GossipId, sealed: bool) {
+        if !sealed && self.io.sealing.seals() {
+            return;
+        }
+        let Some(holder) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().addr == sender.addr && m.id() != sender)
+            .filter(|m| m.state() == foca::State::Down && m.id().supersedes(sender))
+            .cloned()
+        else {
+            return;
+        };
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(self.io.now_ms);
+        if self.vigil.hints.get(&sender.addr).is_some_and(|at| since(now, *at) < self.protocol.interval) {
+            return;
+        }
+        if self.vigil.hints.len() >= 256 {
+            self.vigil.hints.clear();
+        }
+        self.vigil.hints.insert(sender.addr, now);
+        let header = foca::Header {
+            src: self.foca.identity().clone(),
+            src_incarnation: 0,
+            dst: sender.clone(),
+            message: foca::Message::Gossip,
+        };
+        match encode_packet(&header, &[Member::down(holder.id().clone())]) {
+            Ok(packet) => {
+                let datagram = self.io.sealing.seal(&packet, self.io.now_ms);
+                self.io.outbox.push((from, datagram));
+            }
+            Err(error) => tracing::debug!(%error, "gossip hint not encoded"),
         }
     }
 
@@ -314,33 +727,52 @@ impl Core {
     }
 
     pub(crate) fn handle_timer(&mut self, timer: Timer<GossipId>, now: SystemTime) {
-        self.io.now_ms = epoch_ms(now);
+        self.enter(now);
+        // A node that just woke from a stall doubts itself: its probes timed
+        // out while it was not running, not necessarily the peer. Convictions
+        // wait until a fresh round of probes had its chance (the member stays
+        // suspect, and a live one refutes meanwhile).
+        if let Timer::ChangeSuspectToDown { .. } = &timer {
+            if let Some(remaining) = self.doubting(now) {
+                self.io.timers.push((remaining, timer));
+                return;
+            }
+        }
         if let Err(error) = self.foca.handle_timer(timer, &mut self.io) {
             tracing::debug!(%error, "gossip timer");
         }
+        self.after_foca(now);
     }
 
     /// Asks the node at `seed` to let this node in.
     pub(crate) fn announce(&mut self, seed: SocketAddr, now: SystemTime) {
+        self.enter(now);
         if seed == self.foca.identity().addr {
             return;
         }
-        self.io.now_ms = epoch_ms(now);
         if let Err(error) = self.foca.announce(GossipId::seed(seed), &mut self.io) {
             tracing::debug!(%error, %seed, "gossip announce");
         }
+        self.after_foca(now);
     }
 
     /// Says something new about this node: a renewed identity that replaces
     /// the old one everywhere.
     pub(crate) fn announce_state(&mut self, state: Announced, now: SystemTime) {
-        self.io.now_ms = epoch_ms(now);
+        self.enter(now);
         let Some(renewed) = self.foca.identity().with_state(state) else {
             tracing::warn!("gossip identity cannot be renewed any more; restart the node");
             return;
         };
         if let Err(error) = self.foca.change_identity(renewed, &mut self.io) {
             tracing::warn!(%error, "gossip could not announce this node's state");
+            return;
+        }
+        if state != Announced::Left {
+            // Connected again at once, as after a rejoin (see `after_foca`).
+            if let Err(error) = self.foca.apply_many(std::iter::empty(), false, &mut self.io) {
+                tracing::warn!(%error, "gossip could not reconnect after announcing its state");
+            }
         }
     }
 

@@ -31,6 +31,8 @@ pub(crate) trait Transport: Send + Sync + 'static {
     async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)>;
     /// Sends without waiting; a datagram that cannot be sent now is dropped.
     fn send_to(&self, to: SocketAddr, datagram: &[u8]);
+    /// Receives one datagram that has already arrived, without waiting.
+    fn try_recv_from(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)>;
 }
 
 /// Opens transports.
@@ -60,6 +62,33 @@ impl Transport for tokio::net::UdpSocket {
             tracing::debug!(%to, %error, "gossip datagram not sent");
         }
     }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::try_recv_from(self, buf).ok()
+    }
+}
+
+/// Datagrams read from the socket before due timers fire, at most: acks
+/// that arrived while the task was busy or paused are seen before the probe
+/// they answer times out, and a flood cannot hold the timers back.
+const DRAIN_BEFORE_TIMERS: usize = 64;
+
+/// The wall clock the protocol core runs on. Under the tests' paused tokio
+/// clock it follows virtual time (so stalls and silences are measured in the
+/// time the test advances); in production it is the system's wall clock,
+/// which sealing timestamps must follow.
+pub(crate) fn wall_now() -> SystemTime {
+    #[cfg(test)]
+    {
+        use std::sync::OnceLock;
+        static ORIGIN: OnceLock<(SystemTime, std::time::Instant)> = OnceLock::new();
+        // tokio's paused clock starts where std's was when the runtime
+        // started; virtual time is what it has advanced since.
+        let (wall, instant) = *ORIGIN.get_or_init(|| (SystemTime::now(), Instant::now().into_std()));
+        wall + Instant::now().into_std().saturating_duration_since(instant)
+    }
+    #[cfg(not(test))]
+    SystemTime::now()
 }
 
 /// What the source asks of the running task.
@@ -156,7 +185,10 @@ impl Driver<'_> {
             }
             let mut publish = false;
             let mut acknowledge = None;
+            // Biased: the branches are polled in order, so a run under the
+            // paused clock is the same every time (a test's seed reproduces it).
             tokio::select! {
+                biased;
                 command = commands.recv() => match command {
                     None => return Ended::Stopped,
                     Some(command) => {
@@ -164,12 +196,19 @@ impl Driver<'_> {
                         publish = true;
                     }
                 },
+                () = self.timers.wait() => {
+                    for _ in 0..DRAIN_BEFORE_TIMERS {
+                        let Some((len, from)) = self.transport.try_recv_from(&mut buf) else { break };
+                        self.receive(from, &buf[..len]);
+                    }
+                    for timer in self.timers.pop_due() {
+                        self.core.handle_timer(timer, wall_now());
+                    }
+                }
                 received = self.transport.recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
                         receive_errors = 0;
-                        self.traffic.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
-                        self.traffic.messages_received.fetch_add(1, Ordering::Relaxed);
-                        self.core.handle_datagram(from, &buf[..len.min(MAX_DATAGRAM + 1)], SystemTime::now());
+                        self.receive(from, &buf[..len]);
                     }
                     Err(error) => {
                         receive_errors += 1;
@@ -179,19 +218,15 @@ impl Driver<'_> {
                         }
                     }
                 },
-                () = self.timers.wait() => {
-                    for timer in self.timers.pop_due() {
-                        self.core.handle_timer(timer, SystemTime::now());
-                    }
-                }
                 _ = tick.tick() => {
+                    self.core.tick(wall_now());
                     self.maybe_announce_to_seeds();
                     publish = true;
                 }
             }
             publish |= self.flush();
             if publish {
-                self.publisher.set_membership(self.observer.view_of(&self.core, SystemTime::now()));
+                self.publisher.set_membership(self.observer.view_of(&self.core, wall_now()));
             }
             // Acknowledged once the node's own view shows the change.
             if let Some(done) = acknowledge {
@@ -200,9 +235,15 @@ impl Driver<'_> {
         }
     }
 
+    fn receive(&mut self, from: SocketAddr, datagram: &[u8]) {
+        self.traffic.bytes_received.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        self.traffic.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.core.handle_datagram(from, &datagram[..datagram.len().min(MAX_DATAGRAM + 1)], wall_now());
+    }
+
     /// Applies a command; returns what to acknowledge once it is published.
     fn command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
-        let now = SystemTime::now();
+        let now = wall_now();
         match command {
             Command::Announce(state, done) => {
                 self.core.announce_state(state, now);
@@ -239,7 +280,7 @@ impl Driver<'_> {
     fn announce_to_seeds(&mut self) {
         let seeds = self.seeds.borrow().clone();
         for seed in seeds {
-            self.core.announce(seed, SystemTime::now());
+            self.core.announce(seed, wall_now());
         }
     }
 
@@ -247,7 +288,7 @@ impl Driver<'_> {
     fn maybe_announce_to_seeds(&mut self) {
         let seeds = self.seeds.borrow().clone();
         for seed in self.schedule.due(&self.core, &seeds, self.started.elapsed()) {
-            self.core.announce(seed, SystemTime::now());
+            self.core.announce(seed, wall_now());
         }
     }
 }

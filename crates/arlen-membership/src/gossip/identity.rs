@@ -119,6 +119,21 @@ impl GossipId {
         Some(Self { seq: self.seq.checked_add(1)?, state, ..self.clone() })
     }
 
+    /// Whether this identity replaces `other` at their (shared) address.
+    pub(crate) fn supersedes(&self, other: &Self) -> bool {
+        self.precedence() > other.precedence()
+    }
+
+    /// This identity restarted past `predecessor`: the generation right
+    /// after the predecessor's, everything else kept. Used when the node
+    /// learns that an earlier incarnation at its address ranks above it
+    /// (the wall clock went back across the restart): a restart must always
+    /// supersede what it replaces. Only a generation is taken from the wire,
+    /// never anything else of the identity.
+    pub(crate) fn succeeding(&self, predecessor: &Self) -> Option<Self> {
+        Some(Self { generation: predecessor.generation.checked_add(1)?, seq: 0, ..self.clone() })
+    }
+
     fn precedence(&self) -> (u64, u32, Announced, &str, &str) {
         (self.generation, self.seq, self.state, &self.node_id, &self.http_url)
     }
@@ -182,18 +197,50 @@ impl Codec<GossipId> for WireCodec {
     }
 }
 
-/// The sender and every member a packet names (for the member bound, and for
-/// "last heard"). Decodes the same way foca will.
-pub(crate) fn identities_in(mut packet: &[u8]) -> Result<(GossipId, Vec<GossipId>), CodecError> {
+/// A decoded packet: its header and the member updates it carries.
+pub(crate) struct Packet {
+    pub header: Header<GossipId>,
+    pub members: Vec<Member<GossipId>>,
+}
+
+impl Packet {
+    /// The sender and every member the packet names.
+    pub(crate) fn identities(&self) -> impl Iterator<Item = &GossipId> {
+        std::iter::once(&self.header.src).chain(self.members.iter().map(Member::id))
+    }
+}
+
+/// The header and every member update of a packet (for the member bound,
+/// "last heard", generations and evidence). Decodes the same way foca will.
+pub(crate) fn decode_packet(mut packet: &[u8]) -> Result<Packet, CodecError> {
     let header = WireCodec.decode_header(&mut packet)?;
     let mut members = Vec::new();
     if packet.remaining() >= 2 && header.message != foca::Message::Broadcast {
         let count = packet.get_u16();
         for _ in 0..count {
-            members.push(WireCodec.decode_member(&mut packet)?.id().clone());
+            members.push(WireCodec.decode_member(&mut packet)?);
         }
     }
-    Ok((header.src, members))
+    Ok(Packet { header, members })
+}
+
+/// The sender and every member a packet names.
+#[cfg(feature = "forge")]
+pub(crate) fn identities_in(packet: &[u8]) -> Result<(GossipId, Vec<GossipId>), CodecError> {
+    let packet = decode_packet(packet)?;
+    let named = packet.members.iter().map(|m| m.id().clone()).collect();
+    Ok((packet.header.src, named))
+}
+
+/// Encodes a packet as foca would (header, then the member count and members).
+pub(crate) fn encode_packet(header: &Header<GossipId>, members: &[Member<GossipId>]) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::new();
+    WireCodec.encode_header(header, &mut buf)?;
+    buf.put_u16(u16::try_from(members.len()).unwrap_or(u16::MAX));
+    for member in members.iter().take(usize::from(u16::MAX)) {
+        WireCodec.encode_member(member, &mut buf)?;
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]

@@ -77,10 +77,14 @@ pub enum Rejection {
     MemberLimit,
     /// A reply that would exceed the anti-amplification limit (outbound).
     Amplification,
+    /// It names a member whose generation lies beyond this node's clock
+    /// plus [`REPLAY_WINDOW`] (a forged or badly skewed identity that would
+    /// otherwise hold an address for ever).
+    FutureGeneration,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 10] = [
         Rejection::Oversized,
         Rejection::Malformed,
         Rejection::Unsealed,
@@ -90,6 +94,7 @@ impl Rejection {
         Rejection::Undecodable,
         Rejection::MemberLimit,
         Rejection::Amplification,
+        Rejection::FutureGeneration,
     ];
 
     /// The metric label and log word.
@@ -104,6 +109,7 @@ impl Rejection {
             Rejection::Undecodable => "undecodable",
             Rejection::MemberLimit => "member_limit",
             Rejection::Amplification => "amplification",
+            Rejection::FutureGeneration => "future_generation",
         }
     }
 

@@ -59,6 +59,13 @@ impl Transport for MemorySocket {
         Ok((len, from))
     }
 
+    fn try_recv_from(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let (from, datagram) = self.inbox.try_lock().ok()?.try_recv().ok()?;
+        let len = datagram.len().min(buf.len());
+        buf[..len].copy_from_slice(&datagram[..len]);
+        Some((len, from))
+    }
+
     fn send_to(&self, to: SocketAddr, datagram: &[u8]) {
         if let Some(inbox) = self.network.sockets.lock().unwrap().get(&to) {
             let _ = inbox.send((self.addr, datagram.to_vec()));
@@ -70,6 +77,18 @@ impl Drop for MemorySocket {
     fn drop(&mut self) {
         self.network.sockets.lock().unwrap().remove(&self.addr);
     }
+}
+
+/// The seed of every random choice in this test process (foca's RNG in each
+/// node, fault rules, partitions): `ARLEN_TEST_SEED` or a fresh one, printed
+/// so a failing run can be repeated exactly.
+pub(crate) fn test_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let seed = std::env::var("ARLEN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        println!("ARLEN_TEST_SEED={seed}");
+        seed
+    })
 }
 
 fn address(port: u16) -> SocketAddr {
@@ -95,6 +114,7 @@ fn settings(cluster: &str, node_id: &str, port: u16, generation: u64, seeds: &[u
         },
         keys: vec![[7; 32]],
         unsealed: UnsealedTraffic::Refuse,
+        rng_seed: test_seed() ^ u64::from(port),
     }
 }
 
@@ -117,7 +137,7 @@ async fn start_node(network: &MemoryNetwork, settings: GossipSettings, expected:
         MembershipView::uninitialised("unstarted"),
         crate::tests_support::clock(),
     );
-    let faults = FaultRules::with_seed(1);
+    let faults = FaultRules::with_seed(test_seed() ^ u64::from(settings.listen.port()));
     let port = settings.listen.port();
     let source =
         GossipSource::start_with(settings, publisher, Arc::new(network.clone()), Some(faults.clone())).await.unwrap();
@@ -128,7 +148,9 @@ async fn start_cluster(network: &MemoryNetwork, cluster: &str, ports: &[u16]) ->
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let name = format!("node-{}", i + 1);
-        nodes.push(start_node(network, settings(cluster, &name, *port, 1, &ports[..1]), ports.len() as u32).await);
+        let mut settings = settings(cluster, &name, *port, 1, &ports[..1]);
+        settings.protocol.expected_nodes = ports.len() as u32;
+        nodes.push(start_node(network, settings, ports.len() as u32).await);
     }
     nodes
 }
@@ -270,8 +292,7 @@ async fn two_processes_with_one_node_id_are_reported_and_counted_once() {
 /// every link across; each side then counts only itself. Healing restores five.
 #[tokio::test(start_paused = true)]
 async fn seeded_partitions_split_the_count_and_heal() {
-    let seed: u64 = std::env::var("ARLEN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    println!("ARLEN_TEST_SEED={seed}");
+    let seed = test_seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let network = MemoryNetwork::default();
     let ports = [16001, 16002, 16003, 16004, 16005];
