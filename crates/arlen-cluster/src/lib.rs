@@ -18,7 +18,9 @@ mod snapshot;
 pub use cell::{snapshot_channel, SnapshotPublisher, SnapshotReader};
 pub use gate::{Clock, GateWindows, PendingTransition, QuorumGate, Timestamp};
 pub use maintenance::Maintenance;
-pub use membership::{HeardClock, Member, MemberState, MembershipView, SourceHealth};
+pub use membership::{
+    Accusation, AccuserHealth, HeardClock, Member, MemberState, MembershipView, ProbeEvidence, SourceHealth, Verdict,
+};
 pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
 pub use snapshot::{
     ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, UpstreamHealth,

@@ -103,6 +103,8 @@ pub struct MembershipView {
     /// probe period). Readiness is not answered from a view older than this
     /// (after the process was paused, or the source stalled).
     pub fresh_for: Option<std::time::Duration>,
+    /// This node's recent verdicts about others (bounded; newest last).
+    pub accusations: Vec<Accusation>,
 }
 
 impl MembershipView {
@@ -117,6 +119,7 @@ impl MembershipView {
             duplicate_node_ids: Vec::new(),
             heard: None,
             fresh_for: None,
+            accusations: Vec::new(),
         }
     }
 
@@ -130,6 +133,104 @@ impl MembershipView {
             duplicate_node_ids: Vec::new(),
             heard: None,
             fresh_for: None,
+            accusations: Vec::new(),
+        }
+    }
+}
+
+/// What a member's accuser concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A probe failed (direct and indirect): the member has a suspicion
+    /// timeout to refute.
+    Suspect,
+    /// The suspicion ran out: the accuser declared the member down.
+    Down,
+    /// The member answered in time: the suspicion was false.
+    Refuted,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Suspect => "suspect",
+            Verdict::Down => "down",
+            Verdict::Refuted => "refuted",
+        }
+    }
+}
+
+/// The probe outcomes a suspicion rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProbeEvidence {
+    /// The direct probe timed out (false: this node did not probe the member
+    /// itself; it learnt the suspicion from gossip).
+    pub direct_failed: bool,
+    /// How long the direct probe waited for its ack, in milliseconds.
+    pub probe_timeout_ms: u64,
+    /// Members asked to probe it on this node's behalf, and how many of them
+    /// got an answer.
+    pub indirect_asked: u32,
+    pub indirect_acked: u32,
+}
+
+/// How the accuser itself was doing when it accused: Lifeguard's point is
+/// that most false verdicts come from a slow accuser, not a dead accused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccuserHealth {
+    /// 0 when its own probes succeed; grows with its recent failures and
+    /// with suspicions about itself (it then waits longer before accusing).
+    pub local_health: u32,
+    /// When it last noticed its own stall (paused, starved of CPU), in
+    /// milliseconds before the verdict.
+    pub stalled_ms_ago: Option<u64>,
+}
+
+impl AccuserHealth {
+    /// Healthy: no recent failures of its own and no stall in the last minute.
+    pub fn healthy(&self) -> bool {
+        self.local_health == 0 && self.stalled_ms_ago.is_none_or(|ms| ms > 60_000)
+    }
+}
+
+/// One verdict of this node about another, with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accusation {
+    pub accused: String,
+    pub accused_generation: u64,
+    pub accuser: String,
+    pub verdict: Verdict,
+    pub at: SystemTime,
+    pub evidence: ProbeEvidence,
+    pub accuser_health: AccuserHealth,
+}
+
+impl Accusation {
+    /// One line for an operator: who, what, on what evidence.
+    pub fn explain(&self) -> String {
+        let evidence = &self.evidence;
+        let probes = if evidence.direct_failed {
+            format!(
+                "its direct probe timed out after {} ms and {} of {} indirect probes answered",
+                evidence.probe_timeout_ms, evidence.indirect_acked, evidence.indirect_asked
+            )
+        } else {
+            "no probe of its own".to_owned()
+        };
+        let health = if self.accuser_health.healthy() {
+            format!("{} was healthy", self.accuser)
+        } else {
+            format!(
+                "{} itself was unwell (local health {}{})",
+                self.accuser,
+                self.accuser_health.local_health,
+                self.accuser_health.stalled_ms_ago.map(|ms| format!(", stalled {ms} ms before")).unwrap_or_default()
+            )
+        };
+        match self.verdict {
+            Verdict::Suspect => format!("{} suspected {}: {probes}; {health}", self.accuser, self.accused),
+            Verdict::Down => format!("{} declared {} down: {probes}; {health}", self.accuser, self.accused),
+            Verdict::Refuted => format!("{} refuted {}'s suspicion in time", self.accused, self.accuser),
         }
     }
 }

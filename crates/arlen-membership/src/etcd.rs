@@ -739,6 +739,7 @@ impl<'p> Runner<'p> {
             duplicate_node_ids: Vec::new(),
             heard: None,
             fresh_for: None,
+            accusations: Vec::new(),
         });
     }
 }

@@ -14,6 +14,7 @@
 //! (`identity.rs`). The [`Observer`] turns the core's members into
 //! [`MembershipView`]s. Nothing outside this module imports foca.
 
+mod accuracy;
 pub(crate) mod core;
 mod driver;
 pub(crate) mod identity;
@@ -60,6 +61,11 @@ pub struct GossipTraffic {
     /// Times this node, alone, heard again from a member it had declared
     /// down and forgot the verdicts of its isolation.
     pub isolation_resets: AtomicU64,
+    /// This node's own verdicts: members it suspected (a probe failed),
+    /// suspicions refuted in time (false suspicions), members it declared down.
+    pub suspicions: AtomicU64,
+    pub refutations: AtomicU64,
+    pub downs: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
 }
 
@@ -393,6 +399,7 @@ impl Observer {
         let unheard = (!core.vouches(now)).then_some(Unheard { silence, bound: core.vouch_bound() });
         let mut view = self.view_from(observations(core), now, unheard);
         view.fresh_for = Some(core.vouch_bound());
+        view.accusations = core.accusations();
         view
     }
 
@@ -488,6 +495,7 @@ impl Observer {
             observed_nodes,
             members,
             fresh_for: None,
+            accusations: Vec::new(),
             health: SourceHealth {
                 ok: duplicate_node_ids.is_empty() && unheard.is_none(),
                 detail,

@@ -33,5 +33,6 @@ pub fn view(config: &Config, now: SystemTime) -> MembershipView {
         duplicate_node_ids: Vec::new(),
         heard: None,
         fresh_for: None,
+        accusations: Vec::new(),
     }
 }

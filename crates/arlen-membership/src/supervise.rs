@@ -24,6 +24,7 @@ pub(crate) fn fail_closed(publisher: &SnapshotPublisher, source: &'static str, r
         duplicate_node_ids: Vec::new(),
         heard: None,
         fresh_for: None,
+        accusations: Vec::new(),
     });
 }
 

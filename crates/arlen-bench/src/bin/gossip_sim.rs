@@ -20,6 +20,7 @@
 //! usage: gossip-sim [--sizes 100,250,500,1000] [--loss 0,0.01,0.1]
 //!                   [--unsealed] [--steady-seconds 10] [--max-members N] [--seed S]
 //!                   [--interval-ms 100] [--probe-timeout-ms 40] [--suspicion-ms 200]
+//!                   [--stall-share 0.05 --stall-ms 2000 --stall-every-ms 10000]
 //! Figures are in virtual seconds except the CPU one. Every run is bounded
 //! by virtual-time limits.
 
@@ -123,19 +124,40 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
     let mut suspect_samples = 0usize;
     let mut down_pairs: HashSet<(usize, usize)> = HashSet::new();
     let samples = (steady.as_millis() / 100).max(1);
-    for _ in 0..samples {
+    // Stalls (`--stall-share`): every `--stall-every-ms`, that share of the
+    // nodes stops for `--stall-ms` (a GC pause, CFS throttling); false downs
+    // are counted among the others only.
+    let stall_share: f64 = arg("--stall-share").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stall_for = Duration::from_millis(arg("--stall-ms").and_then(|v| v.parse().ok()).unwrap_or(2000));
+    let stall_every = arg("--stall-every-ms").and_then(|v| v.parse::<u128>().ok()).unwrap_or(10_000).max(100);
+    let mut stalled: HashSet<usize> = HashSet::new();
+    let mut lcg = config.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    for sample in 0..samples {
+        if stall_share > 0.0 && (u128::from(sample as u64) * 100) % stall_every == 0 {
+            let count = ((nodes as f64) * stall_share).round() as usize;
+            for _ in 0..count {
+                lcg = lcg.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let index = (lcg >> 33) as usize % nodes;
+                sim.stall(index, stall_for);
+                stalled.insert(index);
+            }
+        }
         sim.run_for(Duration::from_millis(100));
-        for observer in 0..nodes {
+        for observer in (0..nodes).filter(|o| !stalled.contains(o)) {
             let (suspect, down) = sim.doubts(observer, &up);
             suspect_samples += suspect;
             if down > 0 {
-                for member in 0..nodes {
+                for member in (0..nodes).filter(|m| !stalled.contains(m)) {
                     if member != observer && !sim.sees_live(observer, member) {
                         down_pairs.insert((observer, member));
                     }
                 }
             }
         }
+    }
+    // Let the stalled nodes come back before the crash is measured.
+    if !stalled.is_empty() {
+        sim.run_until(Duration::from_secs(30), every, Simulation::converged);
     }
     let bytes = sim.bytes_sent - bytes0;
     let busy = sim.busy - busy0;
@@ -173,6 +195,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         "cpu_us_per_node_per_period": ((busy.as_secs_f64() * 1e6 / nodes as f64 / periods) * 10.0).round() / 10.0,
         "suspect_pair_samples": suspect_samples,
         "false_down_pairs": down_pairs.len(),
+        "stalled_nodes": stalled.len(),
         "detect_s": seconds(detect),
         "split_s": seconds(split),
         "heal_s": seconds(heal),

@@ -14,9 +14,11 @@ use foca::{Foca, Member, NoCustomBroadcast, Notification, PeriodicParams, Runtim
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
+use super::accuracy::{Accuracy, Base};
 use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
 use super::seal::{Rejection, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
 use super::GossipTraffic;
+use foca::Codec as _;
 
 /// How often one kind of rejected datagram is logged at most.
 const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -160,6 +162,11 @@ pub(crate) fn epoch_ms(now: SystemTime) -> u64 {
 struct Io {
     sealing: Sealing,
     now_ms: u64,
+    now: SystemTime,
+    /// Probe outcomes, round-trip times, suspicions and verdicts.
+    accuracy: Accuracy,
+    /// Members foca declared down during the current call.
+    downed: Vec<GossipId>,
     /// While handling an unsealed datagram: the bytes its replies may still take.
     reply_budget: Option<usize>,
     outbox: Vec<(SocketAddr, Vec<u8>)>,
@@ -171,17 +178,15 @@ struct Io {
     /// foca renewed this node's identity (it was declared down): it must be
     /// connected again at once (see [`Core::after_foca`]).
     rejoined: Option<GossipId>,
-    me: String,
 }
 
 impl Runtime<GossipId> for Io {
     fn notify(&mut self, notification: Notification<'_, GossipId>) {
         self.membership_changed = true;
         match notification {
-            Notification::MemberUp(id) => {
-                eprintln!("DEBUG {} sees up {} seq {} at {}", self.me, id.node_id, id.seq, self.now_ms % 100000);
-            }
+            Notification::MemberUp(id) => tracing::debug!(node_id = %id.node_id, addr = %id.addr, "gossip member up"),
             Notification::MemberDown(id) => {
+                self.downed.push(id.clone());
                 tracing::info!(node_id = %id.node_id, addr = %id.addr, "gossip member down")
             }
             Notification::Rename(old, new) => {
@@ -195,6 +200,9 @@ impl Runtime<GossipId> for Io {
     }
 
     fn send_to(&mut self, to: GossipId, data: &[u8]) {
+        if let Ok(header) = WireCodec.decode_header(data) {
+            self.accuracy.sent(&header, self.now);
+        }
         let datagram = self.sealing.seal(data, self.now_ms);
         if let Some(budget) = self.reply_budget.as_mut() {
             if datagram.len() > *budget {
@@ -207,6 +215,15 @@ impl Runtime<GossipId> for Io {
     }
 
     fn submit_after(&mut self, event: Timer<GossipId>, after: Duration) {
+        let after = match &event {
+            // The direct probe waits as long as this peer's round trips need.
+            Timer::SendIndirectProbe { probed_id, .. } => self.accuracy.probe_timeout(probed_id),
+            Timer::ChangeSuspectToDown { member_id, incarnation, .. } => {
+                self.accuracy.suspect(member_id, *incarnation, self.now);
+                after
+            }
+            _ => after,
+        };
         self.timers.push((after, event));
     }
 }
@@ -303,6 +320,12 @@ impl Core {
         let config = protocol.foca_config(Sealing::max_packet(cluster_name));
         let mut seeds = StdRng::seed_from_u64(seed);
         let foca_rng = StdRng::seed_from_u64(rand::RngExt::random(&mut seeds));
+        let base = Base {
+            interval: protocol.interval,
+            probe_timeout: protocol.probe_timeout,
+            suspicion_timeout: protocol.suspicion_timeout,
+        };
+        let accuracy = Accuracy::new(base, &me, traffic.clone());
         Self {
             foca: Foca::new(identity, config.clone(), foca_rng, WireCodec),
             foca_config: config,
@@ -310,6 +333,9 @@ impl Core {
             io: Io {
                 sealing,
                 now_ms: 0,
+                now: UNIX_EPOCH,
+                accuracy,
+                downed: Vec::new(),
                 reply_budget: None,
                 outbox: Vec::new(),
                 timers: Vec::new(),
@@ -317,7 +343,6 @@ impl Core {
                 amplification_drops: 0,
                 leaving: false,
                 rejoined: None,
-                me,
             },
             protocol: protocol.clone(),
             max_members: protocol.max_members.max(1),
@@ -353,6 +378,7 @@ impl Core {
     /// that anyone is alive now.
     fn enter(&mut self, now: SystemTime) {
         self.io.now_ms = epoch_ms(now);
+        self.io.now = now;
         let vigil = &mut self.vigil;
         vigil.started.get_or_insert(now);
         if let Some(last) = vigil.last_call {
@@ -362,6 +388,7 @@ impl Core {
                 self.traffic.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 vigil.doubt_until = Some(now + self.protocol.doubt_period());
                 vigil.quarantine_until = Some(now + self.protocol.interval);
+                self.io.accuracy.stalled(now);
                 if vigil.last_stall_log.is_none_or(|at| since(now, at) >= REPEAT_LOG_EVERY) {
                     vigil.last_stall_log = Some(now);
                     tracing::warn!(
@@ -379,6 +406,37 @@ impl Core {
     /// the core notices its own stalls and its silence.
     pub(crate) fn tick(&mut self, now: SystemTime) {
         self.enter(now);
+        self.send_notices();
+    }
+
+    /// Tells each member this node suspects of its suspicion, at once and
+    /// once a period after: a ping carrying it, so that a live member
+    /// refutes (its incarnation goes up) and its ack carries the refutation
+    /// straight back, in one round trip, instead of waiting for gossip to
+    /// reach it and come back — at 1,000 members that takes longer than the
+    /// suspicion timeout, and a lost datagram made a live member dead.
+    fn send_notices(&mut self) {
+        for (suspect, incarnation) in self.io.accuracy.notices_due(self.io.now) {
+            let header = foca::Header {
+                src: self.foca.identity().clone(),
+                src_incarnation: 0,
+                dst: suspect.clone(),
+                message: foca::Message::Ping(0),
+            };
+            let notice = foca::Member::new(suspect.clone(), incarnation, foca::State::Suspect);
+            match encode_packet(&header, &[notice]) {
+                Ok(packet) => {
+                    let datagram = self.io.sealing.seal(&packet, self.io.now_ms);
+                    self.io.outbox.push((suspect.addr, datagram));
+                }
+                Err(error) => tracing::debug!(%error, "suspicion notice not encoded"),
+            }
+        }
+    }
+
+    /// This node's recent verdicts, with their evidence.
+    pub(crate) fn accusations(&self) -> Vec<arlen_cluster::Accusation> {
+        self.io.accuracy.accusations()
     }
 
     /// How long no peer has been heard talking to this node (since its start
@@ -414,6 +472,7 @@ impl Core {
     /// connection-state adjustment, which starts the probe cycle again.
     fn after_foca(&mut self, now: SystemTime) {
         let Some(renewed) = self.io.rejoined.take() else { return };
+        self.io.accuracy.reset();
         if let Err(error) = self.foca.apply_many(std::iter::empty(), false, &mut self.io) {
             tracing::warn!(%error, "gossip could not reconnect after renewing its identity");
         }
@@ -519,6 +578,9 @@ impl Core {
             Ok(()) => {
                 let sender = &packet.header.src;
                 self.heard.record(&sender.node_id, sender.generation, now);
+                let own = self.foca.identity();
+                let suspects_us = packet.members.iter().any(|m| m.id() == own && m.state() == foca::State::Suspect);
+                self.io.accuracy.received(&packet.header, suspects_us, now);
                 let quarantined = self.vigil.quarantine_until.is_some_and(|until| now < until);
                 if to_us && packet.header.message != foca::Message::TurnUndead && !quarantined {
                     self.vigil.last_evidence = Some(now);
@@ -582,6 +644,7 @@ impl Core {
         let rng = StdRng::seed_from_u64(rand::RngExt::random(&mut self.seeds));
         let identity = self.foca.identity().clone();
         self.foca = Foca::new(identity, self.foca_config.clone(), rng, WireCodec);
+        self.io.accuracy.reset();
         self.traffic.isolation_resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -732,14 +795,36 @@ impl Core {
         // out while it was not running, not necessarily the peer. Convictions
         // wait until a fresh round of probes had its chance (the member stays
         // suspect, and a live one refutes meanwhile).
-        if let Timer::ChangeSuspectToDown { .. } = &timer {
+        let convicting = match &timer {
+            Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
+            _ => None,
+        };
+        if let Some(member) = &convicting {
             if let Some(remaining) = self.doubting(now) {
                 self.io.timers.push((remaining, timer));
                 return;
             }
+            // The suspicion lasts as long as the cluster's size and its
+            // confirmation require (see `accuracy.rs`), and may have begun
+            // later than foca's timer thinks (after a refutation, a new one).
+            if let Some(since) = self.io.accuracy.suspected_since(member) {
+                let members = 1 + self.members().filter(|m| is_live(m)).count();
+                let required = self.io.accuracy.required(member, members);
+                let elapsed = now.duration_since(since).unwrap_or_default();
+                if elapsed < required {
+                    self.io.timers.push((required - elapsed, timer));
+                    return;
+                }
+            }
         }
+        self.io.downed.clear();
         if let Err(error) = self.foca.handle_timer(timer, &mut self.io) {
             tracing::debug!(%error, "gossip timer");
+        }
+        if let Some(member) = convicting {
+            let down = self.io.downed.contains(&member);
+            let down_already = self.members().any(|m| m.id() == &member && m.state() == foca::State::Down);
+            self.io.accuracy.conclude(&member, down, down_already, now);
         }
         self.after_foca(now);
     }
