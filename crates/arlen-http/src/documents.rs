@@ -66,6 +66,39 @@ pub struct ClusterSection {
     pub generation: u64,
     pub lifecycle: LifecycleSection,
     pub members: Vec<MemberEntry>,
+    /// This node's recent verdicts about others, with their evidence
+    /// (details-gated like member details: absent when restricted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accusations: Option<Vec<AccusationEntry>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccusationEntry {
+    pub accused: String,
+    pub accused_generation: u64,
+    pub accuser: String,
+    /// `suspect`, `down` or `refuted`.
+    pub verdict: String,
+    pub at: String,
+    pub evidence: AccusationEvidence,
+    pub accuser_health: AccuserHealthEntry,
+    /// The same, in one sentence.
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccusationEvidence {
+    pub direct_probe_failed: bool,
+    pub probe_timeout_ms: u64,
+    pub indirect_probes: u32,
+    pub indirect_acks: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccuserHealthEntry {
+    pub healthy: bool,
+    pub local_health: u32,
+    pub stalled_ms_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -347,11 +347,29 @@ fn register_membership_metrics(runtime: &Runtime, membership: &RunningSource) {
     use std::sync::atomic::Ordering::Relaxed;
     let metrics = runtime.metrics();
     if let Some(traffic) = membership.gossip_traffic() {
-        let counters: [(&'static str, &'static str, ReadTraffic); 4] = [
+        let counters: [(&'static str, &'static str, ReadTraffic); 10] = [
             ("aln_gossip_sent_bytes", "gossip bytes sent", |t| t.bytes_sent.load(Relaxed)),
             ("aln_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
             ("aln_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
             ("aln_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
+            ("aln_gossip_suspicions", "members this node suspected (its probe failed)", |t| t.suspicions.load(Relaxed)),
+            ("aln_gossip_refutations", "suspicions of this node's refuted in time (false suspicions)", |t| {
+                t.refutations.load(Relaxed)
+            }),
+            ("aln_gossip_downs", "members this node declared down", |t| t.downs.load(Relaxed)),
+            (
+                "aln_gossip_rejoins",
+                "times this node rejoined under a renewed identity after being declared down",
+                |t| t.rejoins.load(Relaxed),
+            ),
+            ("aln_gossip_stalls", "times this node noticed it had stalled (paused, starved of CPU)", |t| {
+                t.stalls.load(Relaxed)
+            }),
+            (
+                "aln_gossip_isolation_resets",
+                "times this node, cut off alone, forgot the verdicts of its isolation on hearing from the cluster",
+                |t| t.isolation_resets.load(Relaxed),
+            ),
         ];
         for (name, help, read) in counters {
             let t = traffic.clone();

@@ -66,6 +66,9 @@ pub struct NodeReport {
     /// For a node that did not answer: its id, learnt from its peers' views.
     pub named_by_peers: bool,
     pub samples: Vec<HeaderSample>,
+    /// The node's recent verdicts about others, explained (`down` and
+    /// `suspect` ones, newest last; empty when details are restricted).
+    pub accusations: Vec<String>,
     /// `/clusterz` status read again after sampling (to tell change from contradiction).
     #[serde(skip)]
     pub status_after: Option<String>,
@@ -121,6 +124,16 @@ impl NodeReport {
                     url: m.http_url.as_deref().and_then(followable),
                 })
                 .collect(),
+            accusations: {
+                let lines: Vec<String> = cluster
+                    .accusations
+                    .iter()
+                    .flatten()
+                    .filter(|a| a.verdict != "refuted")
+                    .map(|a| format!("{}: {}", a.at, printable(&a.explanation)))
+                    .collect();
+                lines[lines.len().saturating_sub(5)..].to_vec()
+            },
             ..Self::default()
         }
     }
@@ -436,6 +449,20 @@ pub fn render(reports: &[NodeReport], findings: &[Finding], code: u8) -> String 
     out.push('\n');
     if let Some(matrix) = reachability_matrix(reports) {
         out.push_str(&matrix);
+        out.push('\n');
+    }
+    let accusations: Vec<&String> = reports.iter().flat_map(|r| &r.accusations).collect();
+    if !accusations.is_empty() {
+        out.push_str(
+            "accusations (each node's own recent verdicts):
+",
+        );
+        for line in accusations {
+            out.push_str(&format!(
+                "  - {line}
+"
+            ));
+        }
         out.push('\n');
     }
     if findings.is_empty() {

@@ -10,9 +10,9 @@ use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader};
 use http::StatusCode;
 
 use crate::documents::{
-    CapabilityMatrix, ClusterDocument, ClusterSection, Contracts, Coordination, LifecycleSection, MaintenanceSection,
-    MemberEntry, QuorumSection, RealtimeContract, SessionContract, SourceHealthSection, UpstreamCheck, FULL,
-    RESTRICTED,
+    AccusationEntry, AccusationEvidence, AccuserHealthEntry, CapabilityMatrix, ClusterDocument, ClusterSection,
+    Contracts, Coordination, LifecycleSection, MaintenanceSection, MemberEntry, QuorumSection, RealtimeContract,
+    SessionContract, SourceHealthSection, UpstreamCheck, FULL, RESTRICTED,
 };
 
 use super::{bad_parameter, json_response, query_pairs, timestamp_utc, Answered, Context};
@@ -262,6 +262,31 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
                         }),
                 })
                 .collect(),
+            accusations: full.then(|| {
+                membership
+                    .accusations
+                    .iter()
+                    .map(|a| AccusationEntry {
+                        accused: a.accused.clone(),
+                        accused_generation: a.accused_generation,
+                        accuser: a.accuser.clone(),
+                        verdict: a.verdict.as_str().to_owned(),
+                        at: timestamp_utc(a.at),
+                        evidence: AccusationEvidence {
+                            direct_probe_failed: a.evidence.direct_failed,
+                            probe_timeout_ms: a.evidence.probe_timeout_ms,
+                            indirect_probes: a.evidence.indirect_asked,
+                            indirect_acks: a.evidence.indirect_acked,
+                        },
+                        accuser_health: AccuserHealthEntry {
+                            healthy: a.accuser_health.healthy(),
+                            local_health: a.accuser_health.local_health,
+                            stalled_ms_ago: a.accuser_health.stalled_ms_ago,
+                        },
+                        explanation: a.explain(),
+                    })
+                    .collect()
+            }),
         },
         contracts: Contracts {
             session: SessionContract {

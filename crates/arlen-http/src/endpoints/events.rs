@@ -38,7 +38,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// One transition, as sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    /// `membership`, `quorum`, `readiness`, `snapshot` or `resync`.
+    /// `membership`, `quorum`, `readiness`, `accusation`, `snapshot` or `resync`.
     pub kind: &'static str,
     pub generation: u64,
     pub at_utc: String,
@@ -53,6 +53,10 @@ pub struct Event {
     pub expected_nodes: u32,
     pub ready: bool,
     pub draining: bool,
+    /// Only in `accusation`: who accused whom, on what evidence, in a sentence
+    /// (`node_id` is the accused, `from` the accuser, `to` the verdict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
     /// Only in `snapshot` and `resync`: every member and its state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<BTreeMap<String, &'static str>>,
@@ -103,6 +107,7 @@ fn event(kind: &'static str, snapshot: &Snapshot, ready: bool) -> Event {
         expected_nodes: snapshot.quorum.expected_nodes,
         ready,
         draining: snapshot.lifecycle.draining,
+        explanation: None,
         members: None,
         last_of_generation: true,
     }
@@ -124,6 +129,16 @@ fn transitions(before: &Snapshot, after: &Snapshot, now: Duration) -> Vec<Event>
                 ..event("membership", after, ready)
             });
         }
+    }
+    // This node's new verdicts (suspicions, downs, refutations), explained.
+    for accusation in after.membership.accusations.iter().filter(|a| !before.membership.accusations.contains(a)) {
+        events.push(Event {
+            node_id: Some(accusation.accused.clone()),
+            from: Some(accusation.accuser.clone()),
+            to: Some(accusation.verdict.as_str().to_owned()),
+            explanation: Some(accusation.explain()),
+            ..event("accusation", after, ready)
+        });
     }
     if before.quorum.status != after.quorum.status || before.quorum.observed_nodes != after.quorum.observed_nodes {
         events.push(Event {

@@ -194,6 +194,22 @@ async fn three_nodes_converge_then_detect_a_crash() {
         let dead = snapshot.membership.members.iter().find(|m| m.node_id == "node-3").unwrap();
         assert_eq!(dead.state, MemberState::Dead);
     }
+    // Whoever convicted node-3 says so, with its evidence.
+    let verdicts: Vec<arlen_cluster::Accusation> = nodes
+        .iter()
+        .flat_map(|n| n.reader.current().membership.accusations.clone())
+        .filter(|a| a.accused == "node-3" && a.verdict == arlen_cluster::Verdict::Down)
+        .collect();
+    assert!(!verdicts.is_empty(), "no survivor recorded its verdict");
+    for verdict in &verdicts {
+        assert!(verdict.evidence.direct_failed && verdict.evidence.indirect_asked == 1, "{verdict:?}");
+        assert_eq!(verdict.evidence.indirect_acked, 0);
+        assert!(
+            verdict.explain().contains("declared node-3 down: its direct probe timed out"),
+            "{}",
+            verdict.explain()
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
