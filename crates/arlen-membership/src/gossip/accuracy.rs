@@ -167,18 +167,16 @@ impl Accuracy {
         }
         let Some(probe) = self.probe.as_mut() else { return };
         match &header.message {
-            Message::Ack(number) if header.src.addr == probe.target.addr && *number == probe.number => {
-                if !probe.acked {
-                    probe.acked = true;
-                    let sample = since(now, probe.sent);
-                    let addr = probe.target.addr;
-                    if self.rtt.len() >= MAX_RTT_PEERS && !self.rtt.contains_key(&addr) {
-                        self.rtt.clear();
-                    }
-                    let previous = self.rtt.get(&addr).copied();
-                    self.rtt.insert(addr, Rtt::sample(previous, sample));
-                    self.local_health = self.local_health.saturating_sub(1);
+            Message::Ack(number) if header.src.addr == probe.target.addr && *number == probe.number && !probe.acked => {
+                probe.acked = true;
+                let sample = since(now, probe.sent);
+                let addr = probe.target.addr;
+                if self.rtt.len() >= MAX_RTT_PEERS && !self.rtt.contains_key(&addr) {
+                    self.rtt.clear();
                 }
+                let previous = self.rtt.get(&addr).copied();
+                self.rtt.insert(addr, Rtt::sample(previous, sample));
+                self.local_health = self.local_health.saturating_sub(1);
             }
             Message::ForwardedAck { origin, .. } if origin.addr == probe.target.addr => probe.indirect_acked += 1,
             _ => {}
