@@ -345,3 +345,87 @@ fn a_draining_node_is_shown_draining_to_peers_then_left() {
     }
     assert_eq!(draining.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }
+
+/// A node killed and restarted at its address with its wall clock 45 s
+/// behind (an NTP step, a VM restored from a snapshot; Debian's libfaketime)
+/// ranks below the incarnation its peers keep as dead. It takes the
+/// generation after it and is back within the crash bound — renewing itself
+/// a handful of times, not thousands — and is never ready while excluded.
+#[test]
+fn a_restart_with_the_clock_45_s_behind_is_back_at_once_and_never_ready_while_excluded() {
+    let (ports, mut nodes) = start_cluster("clock", 3);
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    let generation_of = |node: &ArlenProcess, id: &str| -> Option<u64> {
+        let doc = clusterz(node)?;
+        doc["cluster"]["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["node_id"] == id && m["state"] == "alive")
+            .filter_map(|m| m["generation"].as_u64())
+            .max()
+    };
+    let before = generation_of(&nodes[0], "clock-3").expect("clock-3 counted");
+    let victim = nodes.pop().unwrap();
+    victim.signal("KILL");
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(10));
+    }
+    drop(victim);
+
+    let port = ports[2];
+    let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let arlen = binary().display().to_string();
+    let vars = [
+        ("ARLEN_CLUSTER_ENABLED", "1"),
+        ("ARLEN_CLUSTER_NAME", "clock"),
+        ("ARLEN_CLUSTER_NODE_ID", "clock-3"),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", "3"),
+        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+        ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
+        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
+        // Only the wall clock goes back; monotonic time is left alone.
+        ("DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let started = Instant::now();
+    let port_text = port.to_string();
+    let restarted = ArlenProcess::spawn(
+        Path::new("faketime"),
+        &["-f", "-45s", &arlen, "serve", "--port", &port_text, "--app-root", "/nonexistent"],
+        &vars,
+        port,
+    );
+    // Until both peers count the new incarnation, it must never say ready.
+    let mut samples = 0;
+    let back = loop {
+        let counted = nodes.iter().all(|n| generation_of(n, "clock-3").is_some_and(|g| g > before));
+        if counted {
+            break started.elapsed();
+        }
+        if let Ok(response) = arlen_testkit::get(restarted.address(), "/readyz", &[]) {
+            samples += 1;
+            assert_ne!(response.status, 200, "ready while its peers do not count it (sample {samples})");
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never back:\n{}", restarted.describe());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut restarted = restarted;
+    restarted.wait_live();
+    wait_observed(&restarted, 3, Duration::from_secs(5));
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(5));
+    }
+    let log = restarted.stderr();
+    assert!(log.contains("taking the generation after it"), "{log}");
+    let rejoins = log.matches("rejoined as a renewed identity").count();
+    assert!(rejoins <= 3, "{rejoins} rejoin warnings:\n{log}");
+    let renewals = arlen_testkit::get(restarted.address(), "/metrics", &[]).unwrap().text();
+    let rejoined: f64 = renewals
+        .lines()
+        .find(|l| l.starts_with("aln_gossip_rejoins_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    assert!(rejoined <= 5.0, "renewed itself {rejoined} times");
+    eprintln!("restart 45 s behind: counted by both peers after {back:?} ({samples} readiness samples before, all 503), {rejoined} renewals");
+}

@@ -603,3 +603,30 @@ fn a_false_suspicion_from_a_key_holder_is_refuted_without_a_transition() {
         },
     );
 }
+
+/// A key holder who names a far-future generation at a member's address
+/// (which would outrank every real restart of it for ever) is refused
+/// outright and counted; the member stays counted everywhere.
+#[test]
+fn a_far_future_generation_is_refused_and_cannot_take_an_address() {
+    let ([port1, _port2], nodes) = sealed_pair("future", 2, &[]);
+    let key: [u8; 32] = [0x11; 32];
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sender = forged_member(&nodes[0], "node-1");
+    let usurper = ForgedMember { generation: u64::MAX, ..forged_member(&nodes[0], "node-2") };
+    let datagram = forge::gossip("future", Wrapping::SealedWith(&key), &sender, &sender, &[(usurper, Claim::Alive)]);
+    holds_while(
+        Duration::from_millis(1000),
+        || {
+            forger.send_to(&datagram, address(port1)).unwrap();
+        },
+        || {
+            let seen = states(&nodes[0]);
+            if observed(&nodes[0]) != Some(2) || seen.get("node-2").map(String::as_str) != Some("alive") {
+                return Err(format!("the forged generation changed node-1: {seen:?}\n{}", nodes[0].process.describe()));
+            }
+            Ok(())
+        },
+    );
+    assert!(rejected(&nodes[0], "future_generation") >= 1.0, "the forged datagrams were counted as refused");
+}

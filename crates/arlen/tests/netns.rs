@@ -1,0 +1,680 @@
+//! Real network faults: real `arlen serve` processes, each in a network
+//! namespace of its own joined by veth pairs to a bridge (in a hub namespace
+//! of the test's own), cut with nftables rules inside the namespaces — the
+//! partition also cuts HTTP and etcd and does not ask the product's
+//! permission. A checker samples every node's `/readyz` and `/clusterz`
+//! every 50 ms from a monitor address on the bridge and asserts, from the
+//! recorded timeline, the invariants of a node that is never wrong:
+//!
+//! - an isolated node, or one in a minority, is not ready within
+//!   [`OUT_BOUND`] of the cut and stays so until healed;
+//! - under `majority`, two disjoint sides are never both ready beyond that;
+//! - no node of the majority untouched by a fault ever leaves rotation;
+//! - after a heal every node is back to `nominal` within [`HEAL_BOUND`];
+//! - with etcd as the source, a node cut from etcd only reports
+//!   `partitioned` within the lease TTL + 1 s.
+//!
+//! The schedule of faults (symmetric and one-way partitions, a minority
+//! split, a flapping link, loss on one link, SIGSTOP, kill -9 and restart)
+//! comes from the printed seed (`ARLEN_TEST_SEED`); `ARLEN_NETNS_PHASES`
+//! sets its length (`bench/netns.sh` runs a long one and prints the
+//! distributions). Namespaces, addresses and rules are the test's own and
+//! are removed when it ends, also when it fails (and left-overs of a killed
+//! run are removed by the next one). Needs root, `ip` and `nft`
+//! (`scripts/provision --tests` installs them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{RngExt as _, SeedableRng as _};
+
+/// How long after a cut an isolated node, or a minority, may still answer ready.
+const OUT_BOUND: Duration = Duration::from_secs(3);
+/// How long after a heal (or a restart) every node may take to be `nominal` again.
+const HEAL_BOUND: Duration = Duration::from_secs(4);
+/// Sampling period of the checker.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+const HTTP_PORT: u16 = 8080;
+const GOSSIP_PORT: u16 = 7946;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_arlen"))
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("ARLEN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("ARLEN_TEST_SEED={seed}");
+    seed
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+fn must(program: &str, args: &[&str]) {
+    if let Err(error) = run(program, args) {
+        panic!("{error}");
+    }
+}
+
+/// The test's own namespaces: a hub with the bridge, one per host, and a
+/// monitor veth in the test's namespace. Removed on drop.
+struct Lab {
+    tag: String,
+    subnet: [u8; 3],
+    hosts: usize,
+}
+
+impl Lab {
+    /// Namespaces left by a test process that no longer exists.
+    fn remove_leftovers() {
+        let Ok(list) = run("ip", &["netns", "list"]) else { return };
+        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            let Some(pid) = name.strip_prefix("arlt").and_then(|rest| rest.split('-').next()) else { continue };
+            if pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = run("ip", &["netns", "del", name]);
+                let _ = run("ip", &["link", "del", &format!("arlt{pid}m")]);
+            }
+        }
+    }
+
+    fn new(hosts: usize, salt: u64) -> Self {
+        Self::remove_leftovers();
+        let pid = std::process::id();
+        let tag = format!("arlt{pid}");
+        let subnet = [10, 200 + (salt % 50) as u8, (pid % 250) as u8 + 1];
+        let lab = Self { tag, subnet, hosts };
+        let hub = lab.hub();
+        must("ip", &["netns", "add", &hub]);
+        must("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        must("ip", &["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..hosts {
+            let ns = lab.ns(i);
+            let port = format!("h{i}");
+            must("ip", &["netns", "add", &ns]);
+            must("ip", &["-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            must("ip", &["-n", &hub, "link", "set", &port, "master", "br0", "up"]);
+            must("ip", &["-n", &ns, "addr", "add", &format!("{}/24", lab.ip(i)), "dev", "eth0"]);
+            must("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+            must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        let monitor = lab.monitor_if();
+        must("ip", &["link", "add", &monitor, "type", "veth", "peer", "name", "mon", "netns", &hub]);
+        must("ip", &["-n", &hub, "link", "set", "mon", "master", "br0", "up"]);
+        must("ip", &["addr", "add", &format!("{}/24", lab.monitor_ip()), "dev", &monitor]);
+        must("ip", &["link", "set", &monitor, "up"]);
+        lab
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.tag)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}-n{i}", self.tag)
+    }
+
+    fn monitor_if(&self) -> String {
+        format!("{}m", self.tag)
+    }
+
+    fn ip(&self, i: usize) -> String {
+        format!("{}.{}.{}.{}", self.subnet[0], self.subnet[1], self.subnet[2], i + 1)
+    }
+
+    fn monitor_ip(&self) -> String {
+        format!("{}.{}.{}.254", self.subnet[0], self.subnet[1], self.subnet[2])
+    }
+
+    /// Replaces host `i`'s packet filter: drop everything from the hosts in
+    /// `deaf_to` (inbound) and to the hosts in `mute_to` (outbound), and
+    /// `loss` percent of what comes from `lossy` hosts. The monitor is never
+    /// cut: the checker must see every node.
+    fn filter(&self, i: usize, deaf_to: &[usize], mute_to: &[usize], lossy: &[(usize, u8)]) {
+        let mut rules = String::from("flush ruleset\ntable inet arlen {\n");
+        let set = |hosts: &[usize]| hosts.iter().map(|h| self.ip(*h)).collect::<Vec<_>>().join(", ");
+        rules.push_str("  chain input { type filter hook input priority 0; policy accept;\n");
+        if !deaf_to.is_empty() {
+            rules.push_str(&format!("    ip saddr {{ {} }} drop\n", set(deaf_to)));
+        }
+        for (host, percent) in lossy {
+            rules.push_str(&format!("    ip saddr {} numgen random mod 100 < {percent} drop\n", self.ip(*host)));
+        }
+        rules.push_str("  }\n  chain output { type filter hook output priority 0; policy accept;\n");
+        if !mute_to.is_empty() {
+            rules.push_str(&format!("    ip daddr {{ {} }} drop\n", set(mute_to)));
+        }
+        rules.push_str("  }\n}\n");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i), "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "nft: {}\n{rules}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    fn heal(&self, i: usize) {
+        must("ip", &["netns", "exec", &self.ns(i), "nft", "flush", "ruleset"]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for i in 0..self.hosts {
+            let _ = run("ip", &["netns", "del", &self.ns(i)]);
+        }
+        let _ = run("ip", &["netns", "del", &self.hub()]);
+        let _ = run("ip", &["link", "del", &self.monitor_if()]);
+    }
+}
+
+/// One `arlen serve` in a host's namespace; killed on drop.
+struct Node {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Node {
+    fn start(lab: &Lab, i: usize, vars: &[(String, String)], log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("node-{}.log", i + 1));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &lab.ns(i)])
+            .arg(binary())
+            .args(["serve", "--host", &lab.ip(i), "--port", &HTTP_PORT.to_string(), "--app-root", "/nonexistent"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ARLEN_LOG_FORMAT", "text")
+            .env("ARLEN_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        Self { child: command.spawn().expect("start arlen in its namespace"), log }
+    }
+
+    fn signal(&self, name: &str) {
+        must("kill", &[&format!("-{name}"), &self.child.id().to_string()]);
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(12)..].join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET with timeouts (a paused node must not hang the checker): the status
+/// and the body, or `None`.
+fn get(address: SocketAddr, target: &str, timeout: Duration) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// One reading of one node.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Duration,
+    /// `None`: no answer (paused, killed, restarting).
+    ready: Option<bool>,
+    status: Option<String>,
+}
+
+/// Samples every node's `/readyz` and `/clusterz` until stopped.
+struct Checker {
+    timeline: Arc<Mutex<Vec<Vec<Sample>>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Checker {
+    fn start(addresses: Vec<SocketAddr>) -> Self {
+        let timeline = Arc::new(Mutex::new(vec![Vec::new(); addresses.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let threads = addresses
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let (timeline, stop) = (timeline.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = started.elapsed();
+                        let ready = get(address, "/readyz", Duration::from_millis(250)).map(|(s, _)| s == 200);
+                        let status = get(address, "/clusterz", Duration::from_millis(250)).and_then(|(_, body)| {
+                            let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+                            doc["cluster"]["quorum"]["status"].as_str().map(str::to_owned)
+                        });
+                        timeline.lock().unwrap()[i].push(Sample { at, ready, status });
+                        std::thread::sleep(SAMPLE_EVERY.saturating_sub(started.elapsed() - at));
+                    }
+                })
+            })
+            .collect();
+        Self { timeline, stop, threads, started }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn samples(&self, node: usize, from: Duration, to: Duration) -> Vec<Sample> {
+        self.timeline.lock().unwrap()[node].iter().filter(|s| s.at >= from && s.at < to).cloned().collect()
+    }
+
+    /// Waits until every node's last sample is ready and `nominal`; how long it took.
+    fn wait_nominal(&self, since: Duration, limit: Duration) -> Option<Duration> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let all = self.timeline.lock().unwrap().iter().all(|samples| {
+                samples
+                    .last()
+                    .is_some_and(|s| s.at > since && s.ready == Some(true) && s.status.as_deref() == Some("nominal"))
+            });
+            if all {
+                let done = self.now();
+                return Some(done.saturating_sub(since));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The faults of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// One node cut from every other, both ways.
+    Isolate,
+    /// Two nodes cut from the three others, both ways.
+    Minority,
+    /// One node hears nobody (its inbound dropped).
+    Deaf,
+    /// One node is heard by nobody (its outbound dropped).
+    Mute,
+    /// One node cut and healed every 100-500 ms.
+    Flapping,
+    /// 30 % loss on one link.
+    Lossy,
+    /// One node SIGSTOPped for 2 s.
+    Pause,
+    /// One node killed (-9) and started again.
+    Restart,
+}
+
+const FAULTS: [Fault; 8] = [
+    Fault::Isolate,
+    Fault::Minority,
+    Fault::Deaf,
+    Fault::Mute,
+    Fault::Flapping,
+    Fault::Lossy,
+    Fault::Pause,
+    Fault::Restart,
+];
+
+/// What one phase measured.
+#[derive(Debug, Default)]
+struct Measured {
+    /// Per node that had to leave rotation: from the cut until its first 503.
+    out: Vec<Duration>,
+    /// From the heal until every node was nominal.
+    heal: Option<Duration>,
+}
+
+fn gossip_vars(lab: &Lab, i: usize, size: usize) -> Vec<(String, String)> {
+    let seeds = (0..size).map(|h| format!("{}:{GOSSIP_PORT}", lab.ip(h))).collect::<Vec<_>>().join(",");
+    [
+        ("ARLEN_CLUSTER_ENABLED", "1".to_owned()),
+        ("ARLEN_CLUSTER_NAME", "netns".to_owned()),
+        ("ARLEN_CLUSTER_NODE_ID", format!("node-{}", i + 1)),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", size.to_string()),
+        ("ARLEN_CLUSTER_QUORUM_POLICY", "majority".to_owned()),
+        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip".to_owned()),
+        ("ARLEN_CLUSTER_GOSSIP_LISTEN", format!("{}:{GOSSIP_PORT}", lab.ip(i))),
+        ("ARLEN_CLUSTER_GOSSIP_SEEDS", seeds),
+        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn describe(lab: &Lab, nodes: &[Node]) -> String {
+    let monitor: Vec<String> = (0..nodes.len())
+        .map(|i| {
+            let address: SocketAddr = format!("{}:{HTTP_PORT}", lab.ip(i)).parse().unwrap();
+            let clusterz = get(address, "/clusterz", Duration::from_millis(500)).map(|(_, b)| b).unwrap_or_default();
+            let doc: serde_json::Value = serde_json::from_str(&clusterz).unwrap_or_default();
+            format!(
+                "node-{}: {} observed {} ({})\n{}",
+                i + 1,
+                doc["cluster"]["quorum"]["status"],
+                doc["cluster"]["observed_nodes"],
+                doc["coordination"]["source_health"]["detail"],
+                nodes[i].tail()
+            )
+        })
+        .collect();
+    monitor.join("\n")
+}
+
+/// Five gossip nodes under a seeded schedule of real faults.
+#[test]
+fn real_partitions_pauses_and_crashes_keep_the_signal_honest() {
+    let seed = seed();
+    let phases: usize = std::env::var("ARLEN_NETNS_PHASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let size = 5;
+    let lab = Lab::new(size, seed);
+    let logs = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> =
+        (0..size).map(|i| Node::start(&lab, i, &gossip_vars(&lab, i, size), logs.path())).collect();
+    let addresses: Vec<SocketAddr> = (0..size).map(|i| format!("{}:{HTTP_PORT}", lab.ip(i)).parse().unwrap()).collect();
+    let checker = Checker::start(addresses.clone());
+    let converged = checker.wait_nominal(Duration::ZERO, Duration::from_secs(30));
+    assert!(converged.is_some(), "seed {seed}: never converged\n{}", describe(&lab, &nodes));
+
+    let mut results: BTreeMap<Fault, Vec<Measured>> = BTreeMap::new();
+    // Every kind once (in a seeded order), then seeded picks;
+    // `ARLEN_NETNS_ONLY=Flapping,Mute` restricts the kinds.
+    let only = std::env::var("ARLEN_NETNS_ONLY").unwrap_or_default();
+    let kinds: Vec<Fault> =
+        FAULTS.iter().copied().filter(|f| only.is_empty() || only.split(',').any(|o| o == format!("{f:?}"))).collect();
+    let mut order: Vec<Fault> = kinds.clone();
+    order.shuffle(&mut rng);
+    while order.len() < phases {
+        order.push(kinds[rng.random_range(0..kinds.len())]);
+    }
+    for (phase, fault) in order.into_iter().take(phases).enumerate() {
+        let mut hosts: Vec<usize> = (0..size).collect();
+        hosts.shuffle(&mut rng);
+        let victim = hosts[0];
+        let context = format!("seed {seed} phase {phase} ({fault:?}, node-{})", victim + 1);
+        let others = |set: &[usize]| (0..size).filter(|h| !set.contains(h)).collect::<Vec<_>>();
+        // Who must leave rotation, who must never leave it.
+        let (out, touched): (Vec<usize>, Vec<usize>) = match fault {
+            Fault::Isolate | Fault::Deaf | Fault::Flapping | Fault::Pause | Fault::Restart => {
+                (vec![victim], vec![victim])
+            }
+            Fault::Minority => (hosts[..2].to_vec(), hosts[..2].to_vec()),
+            // A node nobody hears is counted out by the others, and hears
+            // that it is: it leaves rotation too.
+            Fault::Mute => (vec![victim], vec![victim]),
+            Fault::Lossy => (vec![], vec![]),
+        };
+        let cut_at = checker.now();
+        let mut hold = Duration::from_secs(4);
+        let mut paused_answer = None;
+        match fault {
+            Fault::Isolate => {
+                let rest = others(&[victim]);
+                lab.filter(victim, &rest, &rest, &[]);
+            }
+            Fault::Minority => {
+                let (small, large) = (hosts[..2].to_vec(), hosts[2..].to_vec());
+                for h in &small {
+                    lab.filter(*h, &large, &large, &[]);
+                }
+                for h in &large {
+                    lab.filter(*h, &small, &small, &[]);
+                }
+            }
+            Fault::Deaf => lab.filter(victim, &others(&[victim]), &[], &[]),
+            Fault::Mute => lab.filter(victim, &[], &others(&[victim]), &[]),
+            Fault::Lossy => {
+                lab.filter(hosts[0], &[], &[], &[(hosts[1], 30)]);
+                lab.filter(hosts[1], &[], &[], &[(hosts[0], 30)]);
+            }
+            Fault::Flapping => {
+                let rest = others(&[victim]);
+                let until = Instant::now() + Duration::from_secs(4);
+                let mut cut = false;
+                while Instant::now() < until {
+                    if cut {
+                        lab.heal(victim);
+                    } else {
+                        lab.filter(victim, &rest, &rest, &[]);
+                    }
+                    cut = !cut;
+                    std::thread::sleep(Duration::from_millis(rng.random_range(100..500)));
+                }
+                // It ends cut: the node must then leave rotation like an isolated one.
+                lab.filter(victim, &rest, &rest, &[]);
+                hold = Duration::from_secs(4);
+            }
+            Fault::Pause => {
+                nodes[victim].signal("STOP");
+                // A probe queued while the node is stopped is answered when it
+                // resumes, from a view it cannot vouch for: it must be 503.
+                let address = addresses[victim];
+                paused_answer = Some(std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    get(address, "/readyz", Duration::from_secs(10)).map(|(status, _)| status)
+                }));
+                hold = Duration::from_secs(2);
+            }
+            Fault::Restart => {
+                nodes[victim].signal("KILL");
+                hold = Duration::from_millis(500);
+            }
+        }
+        let out_from = checker.now();
+        std::thread::sleep(hold);
+        match fault {
+            Fault::Pause => nodes[victim].signal("CONT"),
+            Fault::Restart => {
+                nodes[victim] = Node::start(&lab, victim, &gossip_vars(&lab, victim, size), logs.path());
+            }
+            _ => (0..size).for_each(|h| lab.heal(h)),
+        }
+        let heal_at = checker.now();
+        let heal = checker.wait_nominal(heal_at, HEAL_BOUND);
+        let detail = || describe(&lab, &nodes);
+        assert!(heal.is_some(), "{context}: not every node nominal within {HEAL_BOUND:?} of the heal\n{}", detail());
+        if let Some(answer) = paused_answer {
+            let status = answer.join().unwrap();
+            assert_eq!(status, Some(503), "{context}: a probe queued during the pause was answered {status:?}");
+        }
+
+        let mut measured = Measured { heal, ..Measured::default() };
+        // Nodes that had to leave rotation did, within the bound, and stayed out.
+        for &node in &out {
+            let samples = checker.samples(node, out_from, heal_at);
+            let first_out = samples.iter().find(|s| s.ready != Some(true)).map(|s| s.at.saturating_sub(cut_at));
+            let Some(first_out) = first_out else {
+                panic!("{context}: node-{} answered ready throughout the fault\n{}", node + 1, detail());
+            };
+            if fault != Fault::Flapping {
+                assert!(first_out <= OUT_BOUND, "{context}: node-{} left rotation after {first_out:?}", node + 1);
+                let back = samples.iter().find(|s| s.at > cut_at + OUT_BOUND && s.ready == Some(true));
+                assert!(
+                    back.is_none(),
+                    "{context}: node-{} ready again at {:?} before the heal",
+                    node + 1,
+                    back.map(|s| s.at)
+                );
+            }
+            measured.out.push(first_out);
+        }
+        if fault == Fault::Flapping {
+            // Ended cut at `out_from - hold`: out within the bound of that last cut.
+            let last_cut = out_from;
+            let samples = checker.samples(victim, last_cut + OUT_BOUND, heal_at);
+            let ready: Vec<&Sample> = samples.iter().filter(|s| s.ready == Some(true)).collect();
+            assert!(
+                ready.is_empty(),
+                "{context}: flapping node ready while cut off (cut at {last_cut:?}): {ready:?}\n{}",
+                detail()
+            );
+        }
+        // Two disjoint sides never both ready beyond the bound.
+        if fault == Fault::Minority {
+            let small = checker.samples(hosts[0], cut_at + OUT_BOUND, heal_at);
+            assert!(small.iter().all(|s| s.ready != Some(true)), "{context}: the minority was ready");
+        }
+        // The untouched majority never left rotation, from the cut to nominal again.
+        for node in others(&touched) {
+            let samples = checker.samples(node, cut_at, checker.now());
+            let bad: Vec<&Sample> = samples.iter().filter(|s| s.ready != Some(true)).collect();
+            assert!(
+                bad.is_empty(),
+                "{context}: untouched node-{} left rotation: {:?}\n{}",
+                node + 1,
+                bad.first(),
+                detail()
+            );
+        }
+        println!("{context}: out after {:?}, nominal {:?} after the heal", measured.out, measured.heal);
+        results.entry(fault).or_default().push(measured);
+    }
+    checker.stop();
+    println!("\nseed {seed}: {phases} phases on 5 nodes (bounds: out {OUT_BOUND:?}, heal {HEAL_BOUND:?})");
+    println!("{:<10} {:>6} {:>28} {:>28}", "fault", "count", "out ms (min/median/max)", "heal ms (min/median/max)");
+    let stats = |mut values: Vec<Duration>| {
+        values.sort();
+        if values.is_empty() {
+            return "-".to_owned();
+        }
+        let ms = |d: Duration| d.as_millis();
+        format!("{}/{}/{}", ms(values[0]), ms(values[values.len() / 2]), ms(values[values.len() - 1]))
+    };
+    for (fault, runs) in &results {
+        let out: Vec<Duration> = runs.iter().flat_map(|m| m.out.clone()).collect();
+        let heal: Vec<Duration> = runs.iter().filter_map(|m| m.heal).collect();
+        println!("{:<10} {:>6} {:>28} {:>28}", format!("{fault:?}"), runs.len(), stats(out), stats(heal));
+    }
+    drop(nodes);
+    let _: HashSet<()> = HashSet::new();
+}
+
+/// etcd as the source: a node cut from etcd only (its peers still reach it)
+/// reports `partitioned` within the lease TTL + 1 s and leaves rotation;
+/// the others never do; healed, it is back.
+#[test]
+fn a_node_cut_from_etcd_only_reports_partitioned_within_the_ttl() {
+    let seed = seed();
+    let size = 4; // three nodes and etcd
+    let lab = Lab::new(size, seed ^ 0xe7cd);
+    let logs = tempfile::tempdir().unwrap();
+    let etcd_ip = lab.ip(3);
+    let data = tempfile::tempdir().unwrap();
+    let etcd_log = std::fs::File::create(logs.path().join("etcd.log")).unwrap();
+    let mut etcd = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(3), "etcd", "--name", "netns", "--data-dir"])
+        .arg(data.path())
+        .args([
+            "--listen-client-urls",
+            &format!("http://{etcd_ip}:2379"),
+            "--advertise-client-urls",
+            &format!("http://{etcd_ip}:2379"),
+            "--listen-peer-urls",
+            &format!("http://{etcd_ip}:2380"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{etcd_ip}:2380"),
+            "--initial-cluster",
+            &format!("netns=http://{etcd_ip}:2380"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(etcd_log)
+        .spawn()
+        .expect("start etcd in its namespace (scripts/provision --tests installs etcd-server)");
+    let ttl = 3u64;
+    let vars = |i: usize| -> Vec<(String, String)> {
+        [
+            ("ARLEN_CLUSTER_ENABLED", "1".to_owned()),
+            ("ARLEN_CLUSTER_NAME", "netns-etcd".to_owned()),
+            ("ARLEN_CLUSTER_NODE_ID", format!("node-{}", i + 1)),
+            ("ARLEN_CLUSTER_EXPECTED_NODES", "3".to_owned()),
+            ("ARLEN_CLUSTER_QUORUM_POLICY", "majority".to_owned()),
+            ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd".to_owned()),
+            ("ARLEN_CLUSTER_ETCD_ENDPOINTS", format!("http://{etcd_ip}:2379")),
+            ("ARLEN_CLUSTER_ETCD_LEASE_TTL_SECONDS", ttl.to_string()),
+            ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    let nodes: Vec<Node> = (0..3).map(|i| Node::start(&lab, i, &vars(i), logs.path())).collect();
+    let addresses: Vec<SocketAddr> = (0..3).map(|i| format!("{}:{HTTP_PORT}", lab.ip(i)).parse().unwrap()).collect();
+    let checker = Checker::start(addresses);
+    let converged = checker.wait_nominal(Duration::ZERO, Duration::from_secs(40));
+    let etcd_tail = || std::fs::read_to_string(logs.path().join("etcd.log")).unwrap_or_default();
+    assert!(converged.is_some(), "seed {seed}: never converged\n{}\n{}", describe(&lab, &nodes), etcd_tail());
+    let victim = StdRng::seed_from_u64(seed).random_range(0..3usize);
+    let cut_at = checker.now();
+    lab.filter(victim, &[3], &[3], &[]);
+    let bound = Duration::from_secs(ttl + 1);
+    let deadline = Instant::now() + bound + Duration::from_secs(2);
+    let partitioned = loop {
+        let last = checker.samples(victim, cut_at, checker.now());
+        if let Some(s) = last.iter().find(|s| s.status.as_deref() == Some("partitioned")) {
+            break Some(s.at - cut_at);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = partitioned.unwrap_or_else(|| panic!("seed {seed}: never partitioned\n{}", describe(&lab, &nodes)));
+    assert!(took <= bound, "seed {seed}: partitioned after {took:?}, bound {bound:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let out = checker.samples(victim, cut_at + took, checker.now());
+    assert!(out.iter().all(|s| s.ready != Some(true)), "the node cut from etcd stayed in rotation");
+    lab.heal(victim);
+    let heal_at = checker.now();
+    let healed = checker.wait_nominal(heal_at, Duration::from_secs(ttl * 3 + 5));
+    assert!(healed.is_some(), "seed {seed}: not back after the heal\n{}", describe(&lab, &nodes));
+    for node in (0..3).filter(|n| *n != victim) {
+        let samples = checker.samples(node, cut_at, checker.now());
+        assert!(samples.iter().all(|s| s.ready == Some(true)), "node-{} left rotation", node + 1);
+    }
+    println!("seed {seed}: node-{} cut from etcd: partitioned after {took:?} (bound {bound:?}); nominal {healed:?} after the heal", victim + 1);
+    checker.stop();
+    drop(nodes);
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+}
