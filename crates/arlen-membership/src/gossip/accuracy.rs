@@ -53,6 +53,7 @@ struct ProbeLog {
     sent: SystemTime,
     timeout: Duration,
     acked: bool,
+    retried: bool,
     indirect_asked: u32,
     indirect_acked: u32,
 }
@@ -147,6 +148,7 @@ impl Accuracy {
                     sent: now,
                     timeout: self.base.probe_timeout,
                     acked: false,
+                    retried: false,
                     indirect_asked: 0,
                     indirect_acked: 0,
                 });
@@ -181,6 +183,15 @@ impl Accuracy {
             Message::ForwardedAck { origin, .. } if origin.addr == probe.target.addr => probe.indirect_acked += 1,
             _ => {}
         }
+    }
+
+    /// The probe of `target` has had no ack by its timeout: the number to
+    /// ping it again with (a second direct try, sent beside foca's indirect
+    /// probes), once per probe.
+    pub(crate) fn retry(&mut self, target: &GossipId) -> Option<u8> {
+        let probe = self.probe.as_mut().filter(|p| p.target == *target && !p.acked && !p.retried)?;
+        probe.retried = true;
+        Some(probe.number)
     }
 
     /// How long the direct probe of `target` waits before asking others:

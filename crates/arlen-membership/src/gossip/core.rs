@@ -20,6 +20,10 @@ use super::seal::{Rejection, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
 use super::GossipTraffic;
 use foca::Codec as _;
 
+/// Members each gossip round goes to while a large change spreads, and otherwise.
+const WIDE_FAN_OUT: usize = 5;
+const NARROW_FAN_OUT: usize = 2;
+
 /// How often one kind of rejected datagram is logged at most.
 const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -98,10 +102,11 @@ impl Protocol {
             NonZeroU8::new(config.max_transmissions.get().saturating_mul(2).max(6)).unwrap_or(NonZeroU8::MIN);
         config.notify_down_members = true;
         // Gossip rounds send only while there are updates to spread (foca
-        // skips empty rounds), so the fan-out costs nothing in steady state
-        // and sets how fast a cold start or a churn spreads: 5, not 3, brings
-        // 1,000 simulated nodes under 5 s (BENCHMARKS.md).
-        let fan_out = NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN);
+        // skips empty rounds), and the fan-out sets how fast a cold start or
+        // a churn spreads: 5, not 3, brings 1,000 simulated nodes under 5 s
+        // (BENCHMARKS.md). It narrows when the backlog is small
+        // (`Core::fit_fan_out`).
+        let fan_out = NonZeroUsize::new(WIDE_FAN_OUT).unwrap_or(NonZeroUsize::MIN);
         let two = NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN);
         config.periodic_gossip = Some(PeriodicParams { frequency: self.interval, num_members: fan_out });
         config.periodic_announce = Some(PeriodicParams {
@@ -408,6 +413,29 @@ impl Core {
     pub(crate) fn tick(&mut self, now: SystemTime) {
         self.enter(now);
         self.send_notices();
+        self.fit_fan_out();
+    }
+
+    /// Gossip rounds go to [`WIDE_FAN_OUT`] members while a large change is
+    /// spreading (a cold start, a churn: the backlog holds updates about a
+    /// quarter of the members or more), to [`NARROW_FAN_OUT`] otherwise. A
+    /// round is sent whenever the backlog is not empty, and under loss it
+    /// never is (suspicions and refutations come and go): a wide fan-out
+    /// for a trickle of updates tripled the bandwidth of a lossy network.
+    fn fit_fan_out(&mut self) {
+        let members = self.foca.num_members().max(1);
+        let wide = self.foca.updates_backlog() * 4 >= members;
+        let fan_out = if wide { WIDE_FAN_OUT } else { NARROW_FAN_OUT };
+        let current = self.foca_config.periodic_gossip.as_ref().map(|p| p.num_members.get());
+        if current == Some(fan_out) {
+            return;
+        }
+        if let Some(periodic) = self.foca_config.periodic_gossip.as_mut() {
+            periodic.num_members = NonZeroUsize::new(fan_out).unwrap_or(NonZeroUsize::MIN);
+        }
+        if let Err(error) = self.foca.set_config(self.foca_config.clone()) {
+            tracing::debug!(%error, "gossip fan-out not changed");
+        }
     }
 
     /// Tells each member this node suspects of its suspicion, at once and
@@ -824,6 +852,24 @@ impl Core {
                 if elapsed < required {
                     self.io.timers.push((required - elapsed, timer));
                     return;
+                }
+            }
+        }
+        // The direct probe had no ack in time: besides foca's indirect probes,
+        // ping the member once more directly. One lost datagram of four no
+        // longer makes a suspicion (at 10 % loss, 0.19 → 0.04 of probes fail
+        // directly), and a suspicion costs far more gossip than a ping.
+        if let Timer::SendIndirectProbe { probed_id, .. } = &timer {
+            if let Some(number) = self.io.accuracy.retry(probed_id) {
+                let header = foca::Header {
+                    src: self.foca.identity().clone(),
+                    src_incarnation: 0,
+                    dst: probed_id.clone(),
+                    message: foca::Message::Ping(number),
+                };
+                if let Ok(packet) = encode_packet(&header, &[]) {
+                    let datagram = self.io.sealing.seal(&packet, self.io.now_ms);
+                    self.io.outbox.push((probed_id.addr, datagram));
                 }
             }
         }
