@@ -405,7 +405,7 @@ fn describe(lab: &Lab, nodes: &[Node]) -> String {
 #[test]
 fn real_partitions_pauses_and_crashes_keep_the_signal_honest() {
     let seed = seed();
-    let phases: usize = std::env::var("ARLEN_NETNS_PHASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let phases: usize = std::env::var("ARLEN_NETNS_PHASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
     let mut rng = StdRng::seed_from_u64(seed);
     let size = 5;
     let lab = Lab::new(size, seed);

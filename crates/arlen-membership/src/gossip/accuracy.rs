@@ -312,18 +312,7 @@ impl Accuracy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::identity::Announced;
-
-    fn id(port: u16) -> GossipId {
-        GossipId {
-            node_id: format!("node-{port}"),
-            generation: 1,
-            seq: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            http_url: "http://127.0.0.1:1".to_owned(),
-            state: Announced::Alive,
-        }
-    }
+    use crate::gossip::core::tests::id;
 
     fn base() -> Base {
         Base {

@@ -937,7 +937,7 @@ impl Core {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use foca::{Codec as _, Header, Message};
     use proptest::prelude::*;
 
@@ -946,7 +946,8 @@ mod tests {
 
     const KEY: [u8; 32] = [3; 32];
 
-    fn id(port: u16) -> GossipId {
+    /// A member at 127.0.0.1:`port` named `node-<port>` (for the core's tests and its neighbours').
+    pub(crate) fn id(port: u16) -> GossipId {
         GossipId {
             node_id: format!("node-{port}"),
             generation: 1,
