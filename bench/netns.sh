@@ -11,5 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 phases="${1:-80}"
 if [ -n "${2:-}" ]; then export ARLEN_TEST_SEED="$2"; fi
-ARLEN_NETNS_PHASES="$phases" cargo test --release -p arlen --test netns -- real_partitions --nocapture 2>&1 \
-  | grep -E '^(ARLEN_TEST_SEED|seed|fault|[A-Z][a-z]+ +[0-9])'
+log="$(mktemp)"
+status=0
+ARLEN_NETNS_PHASES="$phases" cargo test --release -p arlen --test netns -- real_partitions --nocapture >"$log" 2>&1 || status=$?
+grep -E '^(ARLEN_TEST_SEED|seed|fault|[A-Z][a-z]+ +[0-9])' "$log" || true
+# A failure: what the nodes said and their logs' ends.
+if [ "$status" -ne 0 ]; then sed -n '/panicked/,/^failures:/p' "$log"; fi
+rm -f "$log"
+exit "$status"
