@@ -256,6 +256,19 @@ struct Sample {
     detail: Option<String>,
 }
 
+impl Sample {
+    /// For a failure's message.
+    fn explain(&self) -> String {
+        format!(
+            "at {:?}: ready {:?}, status {:?}, {}",
+            self.at,
+            self.ready,
+            self.status,
+            self.detail.as_deref().unwrap_or("no /clusterz answer")
+        )
+    }
+}
+
 /// Samples every node's `/readyz` and `/clusterz` until stopped.
 struct Checker {
     timeline: Arc<Mutex<Vec<Vec<Sample>>>>,
@@ -550,8 +563,9 @@ fn real_partitions_pauses_and_crashes_keep_the_signal_honest() {
                 let back = samples.iter().find(|s| s.at > cut_at + OUT_BOUND && s.ready == Some(true));
                 assert!(
                     back.is_none(),
-                    "{context}: node-{} ready again before the heal (cut at {cut_at:?}): {back:?}\n{}",
+                    "{context}: node-{} ready again before the heal (cut at {cut_at:?}): {}\n{}",
                     node + 1,
+                    back.map(Sample::explain).unwrap_or_default(),
                     detail()
                 );
             }
@@ -561,7 +575,7 @@ fn real_partitions_pauses_and_crashes_keep_the_signal_honest() {
             // Ended cut at `out_from - hold`: out within the bound of that last cut.
             let last_cut = out_from;
             let samples = checker.samples(victim, last_cut + OUT_BOUND, out_until);
-            let ready: Vec<&Sample> = samples.iter().filter(|s| s.ready == Some(true)).collect();
+            let ready: Vec<String> = samples.iter().filter(|s| s.ready == Some(true)).map(Sample::explain).collect();
             assert!(
                 ready.is_empty(),
                 "{context}: flapping node ready while cut off (cut at {last_cut:?}): {ready:?}\n{}",
@@ -579,9 +593,9 @@ fn real_partitions_pauses_and_crashes_keep_the_signal_honest() {
             let bad: Vec<&Sample> = samples.iter().filter(|s| s.ready != Some(true)).collect();
             assert!(
                 bad.is_empty(),
-                "{context}: untouched node-{} left rotation: {:?}\n{}",
+                "{context}: untouched node-{} left rotation: {}\n{}",
                 node + 1,
-                bad.first(),
+                bad.first().map(|s| s.explain()).unwrap_or_default(),
                 detail()
             );
         }
