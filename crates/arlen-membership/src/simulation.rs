@@ -346,6 +346,11 @@ impl Simulation {
         self.nodes[index].traffic.rejoins.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Suspicions raised by every node so far (their probes failed).
+    pub fn suspicions(&self) -> u64 {
+        self.nodes.iter().map(|n| n.traffic.suspicions.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
     /// Times node `index` noticed it had stalled.
     pub fn stalls(&self, index: usize) -> u64 {
         self.nodes[index].traffic.stalls.load(std::sync::atomic::Ordering::Relaxed)

@@ -119,7 +119,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
 
     // Steady state, once the joins' backlog has gone out: bandwidth, CPU, false suspicions.
     let settle = settle(&mut sim);
-    let (bytes0, busy0) = (sim.bytes_sent, sim.busy);
+    let (bytes0, busy0, datagrams0, suspicions0) = (sim.bytes_sent, sim.busy, sim.datagrams_sent, sim.suspicions());
     let up = sim.up_addresses();
     let mut suspect_samples = 0usize;
     let mut down_pairs: HashSet<(usize, usize)> = HashSet::new();
@@ -160,6 +160,8 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         sim.run_until(Duration::from_secs(30), every, Simulation::converged);
     }
     let bytes = sim.bytes_sent - bytes0;
+    let datagrams = sim.datagrams_sent - datagrams0;
+    let suspicions = sim.suspicions() - suspicions0;
     let busy = sim.busy - busy0;
     let periods = steady.as_secs_f64() / interval.as_secs_f64();
 
@@ -192,8 +194,10 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         "converge_s": seconds(converge),
         "settle_s": seconds(settle),
         "bytes_per_node_per_s": (bytes as f64 / nodes as f64 / steady.as_secs_f64()).round(),
+        "datagrams_per_node_per_s": (datagrams as f64 / nodes as f64 / steady.as_secs_f64()).round(),
         "cpu_us_per_node_per_period": ((busy.as_secs_f64() * 1e6 / nodes as f64 / periods) * 10.0).round() / 10.0,
         "suspect_pair_samples": suspect_samples,
+        "suspicions_raised": suspicions,
         "false_down_pairs": down_pairs.len(),
         "stalled_nodes": stalled.len(),
         "detect_s": seconds(detect),

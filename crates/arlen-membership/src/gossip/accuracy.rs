@@ -186,12 +186,19 @@ impl Accuracy {
     }
 
     /// The probe of `target` has had no ack by its timeout: the number to
-    /// ping it again with (a second direct try, sent beside foca's indirect
-    /// probes), once per probe.
-    pub(crate) fn retry(&mut self, target: &GossipId) -> Option<u8> {
+    /// ping it again with (a second direct try, once per probe) and how long
+    /// to wait for that ack before foca asks others — the peer's measured
+    /// round trip (smoothed + 4 deviations, at least 2 ms), inside the period.
+    pub(crate) fn retry(&mut self, target: &GossipId) -> Option<(u8, Duration)> {
+        let measured = self.rtt.get(&target.addr).map_or(self.base.probe_timeout / 2, |r| r.smoothed + r.deviation * 4);
         let probe = self.probe.as_mut().filter(|p| p.target == *target && !p.acked && !p.retried)?;
         probe.retried = true;
-        Some(probe.number)
+        let room = (self.base.interval * 9 / 10).saturating_sub(probe.timeout);
+        let wait = measured.max(Duration::from_millis(2)).min(room);
+        if wait.is_zero() {
+            return None;
+        }
+        Some((probe.number, wait))
     }
 
     /// How long the direct probe of `target` waits before asking others:
