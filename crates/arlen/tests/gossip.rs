@@ -376,7 +376,6 @@ fn a_restart_with_the_clock_45_s_behind_is_back_at_once_and_never_ready_while_ex
 
     let port = ports[2];
     let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let arlen = binary().display().to_string();
     let vars = [
         ("ARLEN_CLUSTER_ENABLED", "1"),
         ("ARLEN_CLUSTER_NAME", "clock"),
@@ -385,17 +384,17 @@ fn a_restart_with_the_clock_45_s_behind_is_back_at_once_and_never_ready_while_ex
         ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
         ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
         ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
-        // Only the wall clock goes back; monotonic time is left alone.
+        // Debian's libfaketime preloaded into arlen itself (the `faketime`
+        // wrapper forks, and killing it would leave the node running): the
+        // loader expands `$LIB`. Only the wall clock goes back.
+        ("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1"),
+        ("FAKETIME", "-45s"),
         ("DONT_FAKE_MONOTONIC", "1"),
     ];
     let started = Instant::now();
     let port_text = port.to_string();
-    let restarted = ArlenProcess::spawn(
-        Path::new("faketime"),
-        &["-f", "-45s", &arlen, "serve", "--port", &port_text, "--app-root", "/nonexistent"],
-        &vars,
-        port,
-    );
+    let restarted =
+        ArlenProcess::spawn(binary(), &["serve", "--port", &port_text, "--app-root", "/nonexistent"], &vars, port);
     // Until both peers count the new incarnation, it must never say ready.
     let mut samples = 0;
     let back = loop {

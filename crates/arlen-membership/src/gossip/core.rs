@@ -489,10 +489,14 @@ impl Core {
         self.protocol.vouch_bound()
     }
 
-    /// Whether the node vouches for the members foca counts live: it has
-    /// heard from one of them within the bound, or there are none.
+    /// Whether the node vouches for the members foca counts live: one of
+    /// them answered it within the bound, or there are none. A node that has
+    /// never had an answer vouches for no one — a restart refused by its
+    /// peers learns their identities from the refusals, and counting them
+    /// made it ready while they did not count it.
     pub(crate) fn vouches(&self, now: SystemTime) -> bool {
-        self.silence(now) <= self.vouch_bound() || !self.members().any(is_live)
+        let answered = self.vigil.last_evidence.is_some_and(|at| since(now, at) <= self.vouch_bound());
+        answered || !self.members().any(is_live)
     }
 
     fn doubting(&self, now: SystemTime) -> Option<Duration> {
