@@ -23,7 +23,7 @@
 //! run are removed by the next one). Needs root, `ip` and `nft`
 //! (`scripts/provision --tests` installs them).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -619,7 +619,6 @@ fn real_partitions_pauses_and_crashes_keep_the_signal_honest() {
         println!("{:<10} {:>6} {:>28} {:>28}", format!("{fault:?}"), runs.len(), stats(out), stats(heal));
     }
     drop(nodes);
-    let _: HashSet<()> = HashSet::new();
 }
 
 /// etcd as the source: a node cut from etcd only (its peers still reach it)

@@ -41,7 +41,8 @@ const MAX_LOCAL_HEALTH: u32 = 8;
 /// Peers whose round-trip time is remembered at most.
 const MAX_RTT_PEERS: usize = 4096;
 
-fn since(now: SystemTime, then: SystemTime) -> Duration {
+/// How long from `then` to `now` (zero when the clock went back).
+pub(crate) fn since(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or_default()
 }
 

@@ -14,7 +14,7 @@ use foca::{Foca, Member, NoCustomBroadcast, Notification, PeriodicParams, Runtim
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
-use super::accuracy::{Accuracy, Base};
+use super::accuracy::{since, Accuracy, Base};
 use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
 use super::seal::{Rejection, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
 use super::GossipTraffic;
@@ -310,10 +310,6 @@ const REJOIN_CALM: Duration = Duration::from_secs(10);
 /// How often a repeated warning (rejoins, stalls) is logged at most.
 const REPEAT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-fn since(now: SystemTime, then: SystemTime) -> Duration {
-    now.duration_since(then).unwrap_or_default()
-}
-
 /// What the driver must do after an input.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
@@ -608,7 +604,10 @@ impl Core {
         }
         self.forget_verdicts_of_isolation(&packet.header.src, now);
         let to_us = packet.header.dst == *self.foca.identity();
-        if !to_us && packet.header.message != foca::Message::Announce {
+        // Unsealed datagrams get no unsolicited answer where the cluster
+        // seals (the same rule as for hints).
+        let answerable = opened.sealed || !self.io.sealing.seals();
+        if !to_us && answerable && packet.header.message != foca::Message::Announce {
             self.introduce_to(&packet.header, now);
         }
         if packet.header.message == foca::Message::TurnUndead && !self.rejoin_due(&packet.header.src, to_us, now) {
@@ -638,7 +637,9 @@ impl Core {
                     self.vigil.last_evidence = Some(now);
                 }
                 self.follow_predecessor(&packet, now);
-                self.hint_newcomer(from, &packet.header.src, opened.sealed);
+                if answerable {
+                    self.hint_newcomer(from, &packet.header.src);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -782,11 +783,8 @@ impl Core {
     /// remembered. When that sender is a restart whose clock went back, it
     /// cannot know what to supersede: tell it, with a standard foca gossip
     /// message naming the down holder (at most once a period per address,
-    /// sealed traffic only).
-    fn hint_newcomer(&mut self, from: SocketAddr, sender: &GossipId, sealed: bool) {
-        if !sealed && self.io.sealing.seals() {
-            return;
-        }
+    /// and, where the cluster seals, only to sealed traffic).
+    fn hint_newcomer(&mut self, from: SocketAddr, sender: &GossipId) {
         let Some(holder) = self
             .foca
             .iter_membership_state()
@@ -796,7 +794,7 @@ impl Core {
         else {
             return;
         };
-        let now = std::time::UNIX_EPOCH + Duration::from_millis(self.io.now_ms);
+        let now = self.io.now;
         if self.vigil.hints.get(&sender.addr).is_some_and(|at| since(now, *at) < self.protocol.interval) {
             return;
         }
