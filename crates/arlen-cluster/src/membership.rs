@@ -203,11 +203,19 @@ pub struct Accusation {
     pub at: SystemTime,
     pub evidence: ProbeEvidence,
     pub accuser_health: AccuserHealth,
+    /// [`Accusation::compose`]'s sentence, made once when the verdict is
+    /// recorded (documents and events only read it).
+    pub explanation: String,
 }
 
 impl Accusation {
+    /// The one line for an operator, as recorded.
+    pub fn explain(&self) -> &str {
+        &self.explanation
+    }
+
     /// One line for an operator: who, what, on what evidence.
-    pub fn explain(&self) -> String {
+    pub fn compose(&self) -> String {
         let evidence = &self.evidence;
         let probes = if evidence.direct_failed {
             format!(

@@ -283,7 +283,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
                             local_health: a.accuser_health.local_health,
                             stalled_ms_ago: a.accuser_health.stalled_ms_ago,
                         },
-                        explanation: a.explain(),
+                        explanation: a.explain().to_owned(),
                     })
                     .collect()
             }),

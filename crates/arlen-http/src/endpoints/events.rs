@@ -136,7 +136,7 @@ fn transitions(before: &Snapshot, after: &Snapshot, now: Duration) -> Vec<Event>
             node_id: Some(accusation.accused.clone()),
             from: Some(accusation.accuser.clone()),
             to: Some(accusation.verdict.as_str().to_owned()),
-            explanation: Some(accusation.explain()),
+            explanation: Some(accusation.explain().to_owned()),
             ..event("accusation", after, ready)
         });
     }

@@ -301,7 +301,7 @@ impl Accuracy {
             self.accusations.pop_front();
         }
         let stalled_ms_ago = self.last_stall.map(|at| u64::try_from(since(now, at).as_millis()).unwrap_or(u64::MAX));
-        self.accusations.push_back(Accusation {
+        let mut accusation = Accusation {
             accused: member.node_id.clone(),
             accused_generation: member.generation,
             accuser: self.node_id.clone(),
@@ -309,7 +309,10 @@ impl Accuracy {
             at: now,
             evidence,
             accuser_health: AccuserHealth { local_health: self.local_health, stalled_ms_ago },
-        });
+            explanation: String::new(),
+        };
+        accusation.explanation = accusation.compose();
+        self.accusations.push_back(accusation);
     }
 
     pub(crate) fn accusations(&self) -> Vec<Accusation> {
