@@ -16,7 +16,7 @@ use rand::SeedableRng as _;
 
 use super::accuracy::{since, Accuracy, Base};
 use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
-use super::seal::{Rejection, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
+use super::seal::{Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
 use super::GossipTraffic;
 use foca::Codec as _;
 
@@ -258,6 +258,8 @@ pub(crate) struct Core {
     traffic: Arc<GossipTraffic>,
     last_logged: [Option<Instant>; Rejection::ALL.len()],
     vigil: Vigil,
+    /// Sealed datagrams already accepted (each is accepted once).
+    replays: ReplayGuard,
 }
 
 /// Arlen's watch over what foca reports: the evidence that peers are talking
@@ -361,6 +363,7 @@ impl Core {
             heard,
             traffic,
             last_logged: [None; Rejection::ALL.len()],
+            replays: ReplayGuard::default(),
             vigil: Vigil {
                 started: None,
                 last_call: None,
@@ -583,6 +586,9 @@ impl Core {
 
     fn accept(&mut self, from: SocketAddr, datagram: &[u8], now: SystemTime) -> Result<(), Rejection> {
         let opened = self.io.sealing.open(datagram, self.io.now_ms)?;
+        if let Some(stamp) = opened.stamp {
+            self.replays.admit(stamp, self.io.now_ms)?;
+        }
         let packet = decode_packet(&opened.packet).map_err(|error| {
             tracing::debug!(%error, "gossip packet refused");
             Rejection::Undecodable
@@ -606,14 +612,14 @@ impl Core {
         let to_us = packet.header.dst == *self.foca.identity();
         // Unsealed datagrams get no unsolicited answer where the cluster
         // seals (the same rule as for hints).
-        let answerable = opened.sealed || !self.io.sealing.seals();
+        let answerable = opened.sealed() || !self.io.sealing.seals();
         if !to_us && answerable && packet.header.message != foca::Message::Announce {
             self.introduce_to(&packet.header, now);
         }
         if packet.header.message == foca::Message::TurnUndead && !self.rejoin_due(&packet.header.src, to_us, now) {
             return Ok(());
         }
-        self.io.reply_budget = (!opened.sealed).then(|| datagram.len() * AMPLIFICATION_FACTOR);
+        self.io.reply_budget = (!opened.sealed()).then(|| datagram.len() * AMPLIFICATION_FACTOR);
         let handled = self.foca.handle_data(&opened.packet, &mut self.io);
         self.io.reply_budget = None;
         match handled {

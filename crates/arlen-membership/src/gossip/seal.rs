@@ -11,14 +11,17 @@
 //! before anything else is looked at. Nothing is compressed, so a datagram's
 //! size is the most a packet can be. The first key seals, any key opens
 //! (rotation without restart). A sealed datagram is refused when its
-//! `sent_ms` is further than [`REPLAY_WINDOW`] from this node's clock, so an
-//! old capture cannot be replayed once the members it names are forgotten;
-//! within the window a replay only repeats what SWIM already resolved
-//! (see `ARCHITECTURE.md`, "Gossip trust"). Unsealed datagrams are padded to
+//! `sent_ms` lies more than [`REPLAY_WINDOW`] behind this node's clock or
+//! more than [`FUTURE_WINDOW`] ahead of it, and within that window it is
+//! accepted once: [`ReplayGuard`] remembers every accepted nonce until its
+//! datagram has left the window (see `ARCHITECTURE.md`, "Gossip trust").
+//! Unsealed datagrams are padded to
 //! a third of the maximum so that the anti-amplification rule (a reply to an
 //! unsealed datagram is at most three times its size) never starves an
 //! honest unsealed cluster.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
 
 use chacha20poly1305::aead::AeadInOut as _;
@@ -26,8 +29,19 @@ use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
 
 /// Largest datagram sent or accepted, headers included (below a LAN MTU).
 pub(crate) const MAX_DATAGRAM: usize = 1400;
-/// How far a sealed datagram's send time may be from the receiver's clock.
+/// How far a sealed datagram's send time may lie behind the receiver's clock
+/// (transit, and a sender's clock behind this one's).
 pub(crate) const REPLAY_WINDOW: Duration = Duration::from_secs(60);
+/// How far a sealed datagram's send time may lie ahead of the receiver's
+/// clock: the clock skew sealed gossip tolerates. Shorter than the past side,
+/// so a datagram is never acceptable for longer than
+/// `REPLAY_WINDOW + FUTURE_WINDOW` after it was sealed.
+pub(crate) const FUTURE_WINDOW: Duration = Duration::from_secs(10);
+/// Nonces [`ReplayGuard`] remembers at most. At 40 bytes an entry plus the
+/// table's slack this is under 4 MiB; it covers the whole window up to
+/// `REPLAY_CAPACITY / (REPLAY_WINDOW + FUTURE_WINDOW)` ≈ 930 sealed datagrams
+/// a second (a node of a 1,000-member cluster receives about 20).
+pub(crate) const REPLAY_CAPACITY: usize = 65_536;
 /// Unsealed datagrams are padded to at least this size.
 pub(crate) const MIN_UNSEALED: usize = MAX_DATAGRAM / 3;
 /// A reply to an unsealed datagram may be this many times its size.
@@ -71,6 +85,8 @@ pub enum Rejection {
     BadSeal,
     /// Sealed, but sent outside the replay window.
     Stale,
+    /// Sealed and inside the window, but already accepted once.
+    Replayed,
     /// The packet inside did not decode, or foca refused it.
     Undecodable,
     /// It would add members beyond `cluster.gossip.maxMembers`.
@@ -84,13 +100,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Oversized,
         Rejection::Malformed,
         Rejection::Unsealed,
         Rejection::OtherCluster,
         Rejection::BadSeal,
         Rejection::Stale,
+        Rejection::Replayed,
         Rejection::Undecodable,
         Rejection::MemberLimit,
         Rejection::Amplification,
@@ -106,6 +123,7 @@ impl Rejection {
             Rejection::OtherCluster => "other_cluster",
             Rejection::BadSeal => "bad_seal",
             Rejection::Stale => "stale",
+            Rejection::Replayed => "replayed",
             Rejection::Undecodable => "undecodable",
             Rejection::MemberLimit => "member_limit",
             Rejection::Amplification => "amplification",
@@ -122,7 +140,88 @@ impl Rejection {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Opened {
     pub packet: Vec<u8>,
-    pub sealed: bool,
+    /// What identifies a sealed datagram for [`ReplayGuard`]; `None` when unsealed.
+    pub stamp: Option<Stamp>,
+}
+
+impl Opened {
+    pub(crate) fn sealed(&self) -> bool {
+        self.stamp.is_some()
+    }
+}
+
+/// An authenticated datagram's send time and nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub sent_ms: u64,
+    /// The nonce's first 128 bits: random per datagram, and authenticated.
+    pub nonce: u128,
+}
+
+/// Every sealed datagram accepted within the window, so that none is
+/// accepted twice: a relay without the key that recorded a node's acks
+/// cannot answer probes with them after the node died.
+///
+/// Memory is bounded by [`REPLAY_CAPACITY`]. When a flood (only a key holder
+/// can make one: nothing else opens) would exceed it, the oldest nonce is
+/// dropped and everything sent at or before it is refused from then on: the
+/// window shrinks, it never lets a replay through.
+#[derive(Debug)]
+pub(crate) struct ReplayGuard {
+    seen: HashSet<u128>,
+    /// Each nonce with the time after which [`Sealing::open`] refuses its
+    /// datagram as stale anyway.
+    expiries: BinaryHeap<Reverse<(u64, u128)>>,
+    /// Datagrams sent at or before this time are refused (raised by eviction).
+    floor_ms: u64,
+    capacity: usize,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self::with_capacity(REPLAY_CAPACITY)
+    }
+}
+
+impl ReplayGuard {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self { seen: HashSet::new(), expiries: BinaryHeap::new(), floor_ms: 0, capacity: capacity.max(1) }
+    }
+
+    /// Accepts a stamp the first time it is seen within the window.
+    pub(crate) fn admit(&mut self, stamp: Stamp, now_ms: u64) -> Result<(), Rejection> {
+        let past = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        while let Some(Reverse((expiry, nonce))) = self.expiries.peek().copied() {
+            if expiry >= now_ms {
+                break;
+            }
+            self.expiries.pop();
+            self.seen.remove(&nonce);
+        }
+        if stamp.sent_ms <= self.floor_ms {
+            return Err(Rejection::Stale);
+        }
+        if self.seen.contains(&stamp.nonce) {
+            return Err(Rejection::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            if let Some(Reverse((expiry, nonce))) = self.expiries.pop() {
+                self.seen.remove(&nonce);
+                self.floor_ms = self.floor_ms.max(expiry.saturating_sub(past));
+            }
+            if stamp.sent_ms <= self.floor_ms {
+                return Err(Rejection::Stale);
+            }
+        }
+        self.seen.insert(stamp.nonce);
+        self.expiries.push(Reverse((stamp.sent_ms.saturating_add(past), stamp.nonce)));
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 /// The keys and rules one node seals and opens with.
@@ -221,7 +320,7 @@ impl Sealing {
         }
         let packet_len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
         let packet = rest[2..].get(..packet_len).ok_or(Rejection::Malformed)?;
-        Ok(Opened { packet: packet.to_vec(), sealed: false })
+        Ok(Opened { packet: packet.to_vec(), stamp: None })
     }
 
     fn open_sealed(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, Rejection> {
@@ -242,11 +341,13 @@ impl Sealing {
         let packet = opened.ok_or(Rejection::BadSeal)?;
         // Only an authentic datagram's time is worth reading.
         let sent_ms = u64::from_be_bytes(header[4..12].try_into().map_err(|_| Rejection::Malformed)?);
-        let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX);
-        if sent_ms.abs_diff(now_ms) > window {
+        let past = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        let future = u64::try_from(FUTURE_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        if sent_ms < now_ms.saturating_sub(past) || sent_ms > now_ms.saturating_add(future) {
             return Err(Rejection::Stale);
         }
-        Ok(Opened { packet, sealed: true })
+        let nonce = u128::from_be_bytes(header[12..28].try_into().map_err(|_| Rejection::Malformed)?);
+        Ok(Opened { packet, stamp: Some(Stamp { sent_ms, nonce }) })
     }
 
     fn associated_data(&self, header: &[u8]) -> Vec<u8> {
@@ -271,7 +372,9 @@ mod tests {
         let datagram = sender.seal(b"hello", NOW);
         assert!(datagram.len() <= MAX_DATAGRAM);
         let rotated = Sealing::new("alpha", &[K2, K1], UnsealedTraffic::Refuse);
-        assert_eq!(rotated.open(&datagram, NOW).unwrap(), Opened { packet: b"hello".to_vec(), sealed: true });
+        let opened = rotated.open(&datagram, NOW).unwrap();
+        assert_eq!(opened.packet, b"hello");
+        assert!(opened.sealed());
         assert_eq!(Sealing::new("alpha", &[K2], UnsealedTraffic::Refuse).open(&datagram, NOW), Err(Rejection::BadSeal));
         assert_eq!(Sealing::new("beta", &[K1], UnsealedTraffic::Refuse).open(&datagram, NOW), Err(Rejection::BadSeal));
         assert_eq!(Sealing::new("alpha", &[], UnsealedTraffic::Refuse).open(&datagram, NOW), Err(Rejection::BadSeal));
@@ -286,11 +389,62 @@ mod tests {
     #[test]
     fn sealed_datagrams_outside_the_replay_window_are_stale() {
         let sealing = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
-        let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap();
+        let past = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap();
+        let future = u64::try_from(FUTURE_WINDOW.as_millis()).unwrap();
+        assert!(future < past, "the future side is the shorter one");
         let datagram = sealing.seal(b"x", NOW);
-        assert!(sealing.open(&datagram, NOW + window).is_ok());
-        assert_eq!(sealing.open(&datagram, NOW + window + 1), Err(Rejection::Stale));
-        assert_eq!(sealing.open(&datagram, NOW - window - 1), Err(Rejection::Stale));
+        assert!(sealing.open(&datagram, NOW + past).is_ok());
+        assert_eq!(sealing.open(&datagram, NOW + past + 1), Err(Rejection::Stale));
+        assert!(sealing.open(&datagram, NOW - future).is_ok());
+        assert_eq!(sealing.open(&datagram, NOW - future - 1), Err(Rejection::Stale));
+        // Stamped 55 s ahead (a clock far ahead, or a forger with the key):
+        // refused while it is from the future; once its stamp is in the past it
+        // is an ordinary datagram, accepted once (the replay guard's test).
+        let ahead = sealing.seal(b"x", NOW + 55_000);
+        for later in [0, 20_000, 44_999] {
+            assert_eq!(sealing.open(&ahead, NOW + later), Err(Rejection::Stale), "{later} ms after it was sealed");
+        }
+    }
+
+    #[test]
+    fn a_sealed_datagram_is_accepted_once_within_the_window() {
+        let sealing = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
+        let mut guard = ReplayGuard::default();
+        let datagram = sealing.seal(b"ack", NOW);
+        let stamp = sealing.open(&datagram, NOW).unwrap().stamp.unwrap();
+        assert_eq!(guard.admit(stamp, NOW), Ok(()));
+        let past = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap();
+        for later in [1, 25_600, past] {
+            let again = sealing.open(&datagram, NOW + later).unwrap().stamp.unwrap();
+            assert_eq!(guard.admit(again, NOW + later), Err(Rejection::Replayed), "{later} ms later");
+        }
+        assert_eq!(sealing.open(&datagram, NOW + past + 1), Err(Rejection::Stale), "then the window refuses it");
+        let other = sealing.open(&sealing.seal(b"ack", NOW), NOW).unwrap().stamp.unwrap();
+        assert_eq!(guard.admit(other, NOW), Ok(()), "the same packet sealed again is a new datagram");
+        // Entries leave with their window: the cache does not grow with time.
+        for second in 0..300 {
+            let at = NOW + second * 1000;
+            let stamp = sealing.open(&sealing.seal(b"p", at), at).unwrap().stamp.unwrap();
+            guard.admit(stamp, at).unwrap();
+        }
+        assert!(guard.len() <= 62, "{} nonces kept for a 60 s window at one a second", guard.len());
+    }
+
+    #[test]
+    fn a_full_replay_cache_shrinks_the_window_and_never_admits_a_replay() {
+        let sealing = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
+        let mut guard = ReplayGuard::with_capacity(4);
+        let stamps: Vec<Stamp> =
+            (0..6).map(|i| sealing.open(&sealing.seal(b"x", NOW + i), NOW + 5).unwrap().stamp.unwrap()).collect();
+        for stamp in &stamps {
+            assert_eq!(guard.admit(*stamp, NOW + 5), Ok(()));
+        }
+        assert_eq!(guard.len(), 4);
+        for stamp in &stamps {
+            assert!(guard.admit(*stamp, NOW + 5).is_err(), "a replay of {stamp:?} after eviction");
+        }
+        let fresh = sealing.open(&sealing.seal(b"x", NOW + 6), NOW + 6).unwrap().stamp.unwrap();
+        assert_eq!(guard.admit(fresh, NOW + 6), Ok(()), "fresh traffic still passes");
     }
 
     #[test]
@@ -298,7 +452,7 @@ mod tests {
         let open = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
         let unsealed = open.seal(b"hi", NOW);
         assert!(unsealed.len() >= MIN_UNSEALED, "unsealed datagrams are padded");
-        assert_eq!(open.open(&unsealed, NOW).unwrap(), Opened { packet: b"hi".to_vec(), sealed: false });
+        assert_eq!(open.open(&unsealed, NOW).unwrap(), Opened { packet: b"hi".to_vec(), stamp: None });
         assert_eq!(
             Sealing::new("beta", &[], UnsealedTraffic::Refuse).open(&unsealed, NOW),
             Err(Rejection::OtherCluster)
@@ -312,7 +466,7 @@ mod tests {
         assert!(accepting.open(&unsealed, NOW).is_ok());
         let sending = Sealing::new("alpha", &[K1], UnsealedTraffic::Send);
         assert!(!sending.seals());
-        assert!(sending.open(&accepting.seal(b"s", NOW), NOW).unwrap().sealed, "send-unsealed still opens sealed");
+        assert!(sending.open(&accepting.seal(b"s", NOW), NOW).unwrap().sealed(), "send-unsealed still opens sealed");
     }
 
     #[test]
@@ -336,7 +490,7 @@ mod tests {
             proptest::prop_assert!(sealing.open(&bytes, NOW).is_err());
             let accepting = Sealing::new("alpha", &[K1], UnsealedTraffic::Accept);
             if let Ok(opened) = accepting.open(&bytes, NOW) {
-                proptest::prop_assert!(!opened.sealed);
+                proptest::prop_assert!(!opened.sealed());
                 proptest::prop_assert!(opened.packet.len() <= bytes.len());
             }
         }
