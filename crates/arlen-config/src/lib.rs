@@ -204,6 +204,9 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Empty: a TCP connect is the health check.
     pub health_path: String,
+    /// Proxies in front of the sidecar whose forwarding headers are extended
+    /// (everyone else's are replaced).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub connect_timeout: Duration,
@@ -651,6 +654,9 @@ impl<'a> Loader<'a> {
         if spec.kind == Kind::UrlList {
             return parse_list(raw, value::parse_url);
         }
+        if spec.kind == Kind::NetworkList {
+            return parse_list(raw, value::parse_network);
+        }
         let text = match raw {
             Raw::Text(text) => text,
             Raw::Json(Value::String(text)) => text,
@@ -687,7 +693,7 @@ impl<'a> Loader<'a> {
             Kind::HttpUrl if text.trim().is_empty() => Ok(Typed::Text(String::new())),
             Kind::HttpUrl => value::parse_http_url(&text).map(Typed::Text),
             Kind::QuorumPolicy => QuorumPolicySetting::parse(&text).map(|p| Typed::Text(p.name())),
-            Kind::AddressList | Kind::UrlList => unreachable!("handled above"),
+            Kind::AddressList | Kind::UrlList | Kind::NetworkList => unreachable!("handled above"),
             Kind::OneOf(words) => {
                 let lower = text.trim().to_ascii_lowercase();
                 if words.contains(&lower.as_str()) {
@@ -931,14 +937,14 @@ fn plain_default(spec: &KeySpec) -> Typed {
     match spec.default {
         registry::Default::Bool(b) => Typed::Bool(b),
         registry::Default::Integer(i) => Typed::Integer(i),
-        registry::Default::Text("") if matches!(spec.kind, Kind::AddressList | Kind::UrlList) => {
+        registry::Default::Text("") if matches!(spec.kind, Kind::AddressList | Kind::UrlList | Kind::NetworkList) => {
             Typed::List(Vec::new())
         }
         registry::Default::Text(t) => Typed::Text(t.to_owned()),
         registry::Default::Computed(_) => match spec.kind {
             Kind::Bool => Typed::Bool(false),
             Kind::Integer { min, .. } => Typed::Integer(min),
-            Kind::AddressList | Kind::UrlList => Typed::List(Vec::new()),
+            Kind::AddressList | Kind::UrlList | Kind::NetworkList => Typed::List(Vec::new()),
             _ => Typed::Text(String::new()),
         },
     }
@@ -964,6 +970,7 @@ fn expected_name(kind: Kind) -> &'static str {
         Kind::UrlList => "a list of URLs",
         Kind::HttpUrl => "an http:// URL",
         Kind::AddressList => "a list of `host:port`",
+        Kind::NetworkList => "a list of IP addresses or CIDR ranges",
     }
 }
 
@@ -1106,6 +1113,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
         proxy: Some(text(Key::ProxyUpstream)).filter(|upstream| !upstream.is_empty()).map(|upstream| ProxyConfig {
             upstream,
             health_path: text(Key::ProxyHealthPath),
+            trusted_proxies: list(Key::ProxyTrustedProxies).iter().filter_map(|net| net.parse().ok()).collect(),
             health_interval: millis(int(Key::ProxyHealthIntervalMs)),
             health_timeout: millis(int(Key::ProxyHealthTimeoutMs)),
             connect_timeout: millis(int(Key::ProxyConnectTimeoutMs)),

@@ -41,6 +41,8 @@ pub enum Kind {
     UrlList,
     /// One `http://host:port` URL, or empty.
     HttpUrl,
+    /// A list of IP addresses or CIDR ranges (`10.0.0.0/8`, `::1`).
+    NetworkList,
 }
 
 /// A key's default.
@@ -135,6 +137,7 @@ impl KeySpec {
             Kind::QuorumPolicy => "`all`, `majority` or a positive integer".to_owned(),
             Kind::UrlList => "comma-separated `http(s)://host:port` list".to_owned(),
             Kind::HttpUrl => "`http://host:port`, or empty".to_owned(),
+            Kind::NetworkList => "comma-separated IP addresses or CIDR ranges".to_owned(),
         }
     }
 
@@ -379,6 +382,7 @@ registry! {
     key!(ProxyHealthIntervalMs, Restart, "proxy.healthIntervalMs", "PROXY_HEALTH_INTERVAL_MS", Kind::Integer { min: 50, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(500), "how often the upstream is checked"),
     key!(ProxyHealthTimeoutMs, Restart, "proxy.healthTimeoutMs", "PROXY_HEALTH_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(400), "a check that takes longer has failed"),
     key!(ProxyConnectTimeoutMs, Restart, "proxy.connectTimeoutMs", "PROXY_CONNECT_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(1000), "connecting to the upstream takes at most this long (then 502)"),
+    key!(ProxyTrustedProxies, Restart, "proxy.trustedProxies", "PROXY_TRUSTED_PROXIES", Kind::NetworkList, Default::Text(""), "addresses or CIDR ranges of proxies in front of the sidecar whose `X-Forwarded-*` and `Forwarded` headers are extended; from anyone else they are replaced by the sidecar's own"),
     key!(ProxyResponseTimeoutSeconds, Restart, "proxy.responseTimeoutSeconds", "PROXY_RESPONSE_TIMEOUT_SECONDS", Kind::Integer { min: 1, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the upstream's response head must arrive within this long (then 504); bodies stream without a limit"),
     key!(ShutdownDrainDelaySeconds, Live, "shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
     key!(ShutdownGracefulTimeoutSeconds, Restart, "shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),

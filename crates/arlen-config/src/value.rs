@@ -42,6 +42,19 @@ pub fn parse_address(raw: &str) -> Result<String, String> {
     }
 }
 
+/// Validates an IP address (taken as a range of one) or a CIDR range; the
+/// canonical form (`10.0.0.0/8`, `192.0.2.7/32`).
+pub fn parse_network(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let network = match trimmed.parse::<std::net::IpAddr>() {
+        Ok(address) => ipnet::IpNet::from(address),
+        Err(_) => trimmed
+            .parse::<ipnet::IpNet>()
+            .map_err(|_| format!("expected an IP address or a CIDR range like 10.0.0.0/8, got {raw:?}"))?,
+    };
+    Ok(network.trunc().to_string())
+}
+
 /// Validates an `http://` or `https://` URL with a `host:port`.
 pub fn parse_url(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();

@@ -2,8 +2,10 @@
 //! application. Every request the runtime does not answer itself (the
 //! reserved endpoints come first) is forwarded to the upstream by [`Proxy`]:
 //! pooled keep-alive connections (hyper-util's client), bodies streamed both
-//! ways, hop-by-hop headers removed, `X-Forwarded-For`/`-Proto`/`-Host` set,
-//! the runtime's `traceparent` sent on, `Upgrade` (WebSocket) passed through.
+//! ways, hop-by-hop headers removed, the forwarding headers the runtime's own
+//! and the path normalised ([`forwarding`]), the runtime's `traceparent` sent
+//! on, `Upgrade` (WebSocket) passed through — never `Upgrade: h2c`, which
+//! would turn the connection into a tunnel past the runtime.
 //! The runtime puts the cluster, identity and trace headers on every answer,
 //! the upstream's own 4xx and 5xx included. A connect failure is a `502`, a
 //! response head that does not arrive in time a `504`, each with
@@ -15,11 +17,14 @@
 
 #![forbid(unsafe_code)]
 
+mod forwarding;
 mod health;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,14 +44,14 @@ pub use health::{unchecked, watch_upstream};
 /// Names why the sidecar answered instead of the upstream.
 pub const X_ARLEN_UPSTREAM_ERROR: HeaderName = HeaderName::from_static("x-arlen-upstream-error");
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), and
+/// the settings of an h2c upgrade (never forwarded either).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -55,6 +60,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    HTTP2_SETTINGS,
 ];
 
 /// The reverse proxy: a tower service, cheap to clone (the connection pool is shared).
@@ -63,6 +69,7 @@ pub struct Proxy {
     client: Client<HttpConnector, Body>,
     upstream: Uri,
     response_timeout: Duration,
+    forwarding: Arc<forwarding::Forwarding>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -78,7 +85,8 @@ impl Proxy {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let upstream = config.upstream.parse().expect("proxy.upstream is validated as http://host:port");
-        Self { client, upstream, response_timeout: config.response_timeout }
+        let forwarding = Arc::new(forwarding::Forwarding::new(config.trusted_proxies.clone()));
+        Self { client, upstream, response_timeout: config.response_timeout, forwarding }
     }
 
     /// A router that sends every request to the upstream (the runtime's
@@ -91,11 +99,18 @@ impl Proxy {
         let upgrade = wants_upgrade(request.headers());
         let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path = match forwarding::normalise_path(parts.uri.path()) {
+            Ok(path) => path,
+            Err(bad) => return failure(StatusCode::BAD_REQUEST, "bad_target", bad.explanation()),
+        };
+        let target = match parts.uri.query() {
+            Some(query) => Cow::Owned(format!("{path}?{query}")),
+            None => path,
+        };
         parts.uri = match Uri::builder()
             .scheme("http")
             .authority(self.upstream.authority().map_or("", |a| a.as_str()))
-            .path_and_query(path)
+            .path_and_query(target.as_ref())
             .build()
         {
             Ok(uri) => uri,
@@ -104,7 +119,11 @@ impl Proxy {
         parts.version = http::Version::HTTP_11;
         let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
         let traceparent = parts.extensions.get::<RequestIds>().and_then(RequestIds::traceparent).cloned();
-        prepare_request_headers(&mut parts.headers, upgrade, peer, traceparent);
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        self.forwarding.apply(&mut parts.headers, peer);
+        if let Some(traceparent) = traceparent {
+            parts.headers.insert(arlen_http::trace::TRACEPARENT, traceparent);
+        }
         let outgoing = Request::from_parts(parts, body);
         let answered = tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;
         let mut response = match answered {
@@ -161,9 +180,15 @@ impl tower::Service<Request<Body>> for Proxy {
     }
 }
 
-/// `Connection: upgrade` with an `Upgrade` header (WebSocket and the like).
+/// `Connection: upgrade` with an `Upgrade` header (WebSocket and the like);
+/// never h2c: an upgrade to HTTP/2 would carry every later request of the
+/// connection past the runtime (no limits, no cluster headers).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
+    let h2c = headers.get_all(header::UPGRADE).iter().any(|value| {
+        value.to_str().map_or(true, |v| v.split(',').any(|protocol| protocol.trim().eq_ignore_ascii_case("h2c")))
+    });
     headers.contains_key(header::UPGRADE)
+        && !h2c
         && headers.get_all(header::CONNECTION).iter().any(|value| {
             value.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
         })
@@ -196,33 +221,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
-    }
-}
-
-fn prepare_request_headers(
-    headers: &mut HeaderMap,
-    upgrade: bool,
-    peer: Option<std::net::IpAddr>,
-    traceparent: Option<HeaderValue>,
-) {
-    strip_hop_by_hop(headers, upgrade);
-    if let Some(peer) = peer {
-        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {peer}"),
-            None => peer.to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.entry(X_FORWARDED_HOST).or_insert(host);
-    }
-    if let Some(traceparent) = traceparent {
-        headers.insert(arlen_http::trace::TRACEPARENT, traceparent);
     }
 }
 
@@ -260,16 +258,24 @@ mod tests {
         headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
         headers.insert("x-app", HeaderValue::from_static("kept"));
-        prepare_request_headers(&mut headers, false, Some("192.0.2.7".parse().unwrap()), None);
+        strip_hop_by_hop(&mut headers, false);
         for gone in ["connection", "x-secret-hop", "keep-alive", "transfer-encoding"] {
             assert!(!headers.contains_key(gone), "{gone} forwarded");
         }
         assert_eq!(headers["x-app"], "kept");
-        assert_eq!(headers[X_FORWARDED_FOR], "10.1.1.1, 192.0.2.7");
-        assert_eq!(headers[X_FORWARDED_PROTO], "http");
-        assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+        assert_eq!(headers[header::HOST], "shop.example");
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_never_forwarded() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert(HTTP2_SETTINGS, HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"));
+        assert!(!wants_upgrade(&headers));
+        strip_hop_by_hop(&mut headers, false);
+        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]
@@ -278,9 +284,8 @@ mod tests {
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(wants_upgrade(&headers));
-        prepare_request_headers(&mut headers, true, None, Some(HeaderValue::from_static("00-a-b-01")));
+        strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers[header::UPGRADE], "websocket");
         assert_eq!(headers[header::CONNECTION], "upgrade");
-        assert_eq!(headers["traceparent"], "00-a-b-01");
     }
 }

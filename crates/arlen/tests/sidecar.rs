@@ -75,15 +75,18 @@ fn the_sidecar_forwards_with_headers_both_ways_and_answers_for_a_missing_upstrea
         assert_eq!(response.status, code, "the upstream's own {code}");
         assert_cluster_headers(&response);
     }
-    // What the upstream saw: forwarded-for, proto, host, and the sidecar's span.
-    let request = "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nX-Forwarded-For: 203.0.113.9\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    // What the upstream saw: the sidecar's own forwarding headers (the
+    // client's word about itself replaced), host, and the sidecar's span.
+    let request = "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nForwarded: for=203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
     let mut stream = TcpStream::connect(node.address()).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let response = arlen_testkit::read_response(&mut stream).unwrap();
     let seen: serde_json::Value = response.json();
-    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "shop.example");
+    assert_eq!(seen["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen["forwarded"], "for=127.0.0.1;host=\"shop.example\";proto=http");
     assert_eq!(seen["host"], "shop.example");
     assert!(seen.get("x-hop").is_none() && seen.get("connection").is_none(), "hop-by-hop removed: {seen}");
     let sent_trace = seen["traceparent"].as_str().unwrap();
@@ -105,6 +108,39 @@ fn the_sidecar_forwards_with_headers_both_ways_and_answers_for_a_missing_upstrea
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(gone.get("/readyz").status, 503, "readiness follows the upstream");
     assert_eq!(gone.get("/livez").status, 200, "liveness does not");
+}
+
+/// Behind a trusted proxy the chain is extended; an h2c upgrade is never
+/// forwarded; the application sees the path the runtime would match, and
+/// no other spelling of a reserved one.
+#[test]
+fn the_sidecar_tells_the_application_the_truth_about_hops_upgrades_and_paths() {
+    let app = upstream(free_port(), "app-1");
+    let node = sidecar(&app.url(), &[("ARLEN_PROXY_TRUSTED_PROXIES", "127.0.0.0/8")]);
+    wait_ready(&node, 200);
+    let ask = |request: &str| send_raw(node.address(), request.as_bytes()).unwrap();
+
+    let trusted = ask("GET /headers HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n");
+    let seen: serde_json::Value = trusted.json();
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["x-real-ip"], "203.0.113.9", "the right-most untrusted hop");
+
+    let h2c = ask("GET /headers HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n");
+    assert_eq!(h2c.status, 200, "answered as HTTP/1.1, not switched: {}", h2c.head);
+    let seen: serde_json::Value = h2c.json();
+    for gone in ["upgrade", "http2-settings"] {
+        assert!(seen.get(gone).is_none(), "{gone} reached the application: {seen}");
+    }
+
+    let merged = ask("GET //headers/./x/..?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(merged.status, 200, "{}", merged.head);
+    assert_eq!(merged.json()[":path"], "/headers/?q=1");
+    for spelling in ["/READYZ", "//readyz", "/./metrics", "/headers/../clusterz", "/%6Civez", "/a%2Fb", "/.."] {
+        let refused = ask(&format!("GET {spelling} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+        assert_eq!(refused.status, 400, "{spelling}: {}", refused.head);
+        assert_eq!(refused.header("X-Arlen-Upstream-Error"), Some("bad_target"), "{spelling}");
+    }
 }
 
 #[test]

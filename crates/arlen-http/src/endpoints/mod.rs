@@ -52,6 +52,10 @@ pub enum Endpoint {
 
 const PROBE_PATHS: [(&str, Signal); 3] =
     [("/healthz", Signal::Health), ("/livez", Signal::Live), ("/readyz", Signal::Ready)];
+const CLUSTERZ_PATH: &str = "/clusterz";
+const METRICS_PATH: &str = "/metrics";
+/// The first segment of every reserved path.
+const RESERVED_ROOTS: [&str; 5] = [PROBE_PATHS[0].0, PROBE_PATHS[1].0, PROBE_PATHS[2].0, CLUSTERZ_PATH, METRICS_PATH];
 
 /// The reserved endpoint a path names, if any: `/healthz`, `/healthz/` and
 /// `/healthz.<ext>` all name `/healthz`; `/readyz/<check>` names one check.
@@ -73,16 +77,25 @@ pub fn match_reserved(path: &str) -> Option<Endpoint> {
             }
         }
     }
-    if path.strip_prefix("/clusterz").is_some_and(aliases) {
+    if path.strip_prefix(CLUSTERZ_PATH).is_some_and(aliases) {
         return Some(Endpoint::Cluster);
     }
     if matches!(path, "/clusterz/events" | "/clusterz/events/") {
         return Some(Endpoint::Events);
     }
-    if path.strip_prefix("/metrics").is_some_and(aliases) {
+    if path.strip_prefix(METRICS_PATH).is_some_and(aliases) {
         return Some(Endpoint::Metrics);
     }
     None
+}
+
+/// Whether `path`, compared without regard to ASCII case, names a reserved
+/// endpoint (the sidecar refuses such spellings rather than hand them to the
+/// application). Cheap for the paths that do not start like one.
+pub fn names_reserved_in_any_case(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    RESERVED_ROOTS.iter().any(|first| bytes.get(..first.len()).is_some_and(|head| head.eq_ignore_ascii_case(first.as_bytes())))
+        && match_reserved(&path.to_ascii_lowercase()).is_some()
 }
 
 /// What an endpoint needs besides the snapshot.

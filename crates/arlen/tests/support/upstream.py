@@ -33,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path, _, query = self.path.partition("?")
         params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if path == "/headers" or path.startswith("/headers/"):
+            path = "/headers"
         if path == "/":
             self.send_text(200, f"hello from {NAME}\n", [("X-App", NAME)])
         elif path == "/health":
@@ -44,7 +46,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(int(params.get("ms", "1000")) / 1000)
             self.send_text(200, f"slow from {NAME}\n")
         elif path == "/headers":
-            self.send_text(200, json.dumps({k.lower(): v for k, v in self.headers.items()}))
+            seen = {k.lower(): v for k, v in self.headers.items()}
+            seen[":path"] = self.path
+            self.send_text(200, json.dumps(seen))
         elif path == "/big":
             size = int(params.get("bytes", str(1 << 20)))
             self.send_response(200)
