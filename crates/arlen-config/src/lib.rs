@@ -182,6 +182,8 @@ pub struct Config {
     pub connection_timeout: Duration,
     /// A request head must be complete this long after its first byte.
     pub head_timeout: Duration,
+    /// A write the client's socket does not take for this long cuts the connection.
+    pub write_timeout: Duration,
     /// `admin.listen`: the admin listener's `host:port`, if any.
     pub admin_listen: Option<String>,
     pub enable_reuse_port: bool,
@@ -207,6 +209,9 @@ pub struct ProxyConfig {
     /// Proxies in front of the sidecar whose forwarding headers are extended
     /// (everyone else's are replaced).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// An upgraded tunnel with no byte either way for this long is closed
+    /// (`connectionTimeoutSeconds`).
+    pub tunnel_idle_timeout: Duration,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub connect_timeout: Duration,
@@ -1034,6 +1039,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
         listen_backlog: to_u32(int(Key::ListenBacklog)),
         connection_timeout: seconds(int(Key::ConnectionTimeoutSeconds)),
         head_timeout: millis(int(Key::RequestLimitsHeadTimeoutMs)),
+        write_timeout: millis(int(Key::RequestLimitsWriteTimeoutMs)),
         admin_listen: Some(text(Key::AdminListen)).filter(|address| !address.is_empty()),
         enable_reuse_port: flag(Key::EnableReusePort),
         title_case_headers: flag(Key::HttpTitleCaseHeaders),
@@ -1113,6 +1119,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
         proxy: Some(text(Key::ProxyUpstream)).filter(|upstream| !upstream.is_empty()).map(|upstream| ProxyConfig {
             upstream,
             health_path: text(Key::ProxyHealthPath),
+            tunnel_idle_timeout: seconds(int(Key::ConnectionTimeoutSeconds)),
             trusted_proxies: list(Key::ProxyTrustedProxies).iter().filter_map(|net| net.parse().ok()).collect(),
             health_interval: millis(int(Key::ProxyHealthIntervalMs)),
             health_timeout: millis(int(Key::ProxyHealthTimeoutMs)),

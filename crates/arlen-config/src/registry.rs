@@ -250,6 +250,13 @@ registry! {
         "a request head must be complete this long after its first byte, or the connection is closed (slow heads cannot pin a session); idle keep-alive connections are bound by connectionTimeoutSeconds"
     ),
     key!(
+        RequestLimitsWriteTimeoutMs, Restart, "requestLimits.writeTimeoutMs",
+        "WRITE_TIMEOUT_MS",
+        Kind::Integer { min: 100, max: 600_000, out_of_range: OutOfRange::Clamp },
+        Default::Integer(10_000),
+        "a response the client does not read for this long (its socket takes no byte) is cut and the connection closed, so slow readers cannot pin a session; upgraded tunnels (WebSocket through the sidecar) idle for connectionTimeoutSeconds are closed"
+    ),
+    key!(
         AdminListen, Restart, "admin.listen",
         "ADMIN_LISTEN",
         Kind::Text,

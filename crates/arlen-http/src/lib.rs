@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod connections;
 pub mod documents;
 pub mod endpoints;
 pub mod metrics;

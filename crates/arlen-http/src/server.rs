@@ -3,6 +3,18 @@
 //! session limit and graceful shutdown (HTTP/1.1: `Connection: close`;
 //! HTTP/2: GOAWAY, streams in flight finish).
 //!
+//! Lifetimes and budgets (what [`crate::connections`] accounts): each
+//! accepted connection is admitted to a session, served over the limit (one
+//! answer: probes by their own rules), or refused when not even the
+//! descriptor reserve has room — after the oldest idle connection was closed
+//! to make room. HTTP/1.1 and HTTP/2 share the deadlines: the first bytes
+//! and each head within the head timeout, idleness within the connection
+//! timeout (HTTP/2: no stream open), every write taken by the client's socket
+//! within the write timeout; an HTTP/2 connection with streams open but
+//! nothing written for [`MAX_WAIT`](crate::endpoints::MAX_WAIT) plus the
+//! connection timeout is closed too. HTTP/2 streams are bounded in number
+//! and in the memory each may buffer.
+//!
 //! Header names are case-insensitive. On HTTP/1.1 response header names are
 //! written in title case by default (`X-Arlen-Cluster-Status`, the contract's
 //! spelling; `http.titleCaseHeaders`), with stock hyper's writer; HTTP/2 sends
@@ -22,13 +34,12 @@ use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
 
+use crate::connections::{Admission, Claim, ConnectionHandle, Descriptors, Registry, Tracked};
 use crate::runtime::{Listener, Runtime};
 
 /// Settings of the server itself (taken from [`Config`]).
@@ -37,6 +48,8 @@ pub struct ServerSettings {
     pub connection_timeout: Duration,
     /// A request head must be complete this long after its first byte.
     pub head_timeout: Duration,
+    /// A write the client's socket does not take for this long cuts the connection.
+    pub write_timeout: Duration,
     pub max_sessions: usize,
     /// Hard cap on the request head hyper will buffer (the precise 414/431
     /// answers come from the runtime layer, with cluster headers).
@@ -62,6 +75,7 @@ impl ServerSettings {
         Self {
             connection_timeout: config.connection_timeout,
             head_timeout: config.head_timeout,
+            write_timeout: config.write_timeout,
             max_sessions: config.max_concurrent_http_sessions.max(1),
             max_head_bytes: limits.max_request_line_bytes.saturating_add(limits.max_header_bytes).saturating_add(1024),
             graceful_timeout: config.shutdown.graceful_timeout,
@@ -140,9 +154,27 @@ fn connection_builder(settings: &ServerSettings, keep_alive: bool) -> auto::Buil
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX))
+        // What one connection may hold: streams, and per stream what is
+        // buffered towards a client that grants no window.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // A peer that no longer answers PINGs is gone.
+        .keep_alive_interval(settings.connection_timeout)
+        .keep_alive_timeout(settings.head_timeout.max(Duration::from_secs(1)));
     builder
 }
+
+/// Streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 32;
+/// Bytes of a response buffered for one stream the client grants no window.
+const H2_SEND_BUFFER: usize = 16 * 1024;
+/// Bytes of a request body a client may send one stream before it is read.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// The same for all streams of a connection.
+const H2_CONNECTION_WINDOW: u32 = 512 * 1024;
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish (up to `graceful_timeout`) and
@@ -163,63 +195,60 @@ where
     // Over the session limit a connection gets one answer, and little time.
     let busy_settings = ServerSettings { connection_timeout: OVER_LIMIT_HEAD_DEADLINE, ..settings.clone() };
     let busy_builder = connection_builder(&busy_settings, false);
-    let sessions = Arc::new(Semaphore::new(settings.max_sessions));
-    let graceful = GracefulShutdown::new();
+    let claim = if settings.listener == Listener::Admin { Claim::Reserve } else { Claim::Application };
+    let counters = runtime.metrics().connection_counters();
+    let registry = Arc::new(Registry::new(settings.max_sessions, claim, Descriptors::global(), counters));
+    let open = OpenConnections::default();
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, builder: &auto::Builder<TokioExecutor>| {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(FirstBytesDeadline::new(stream, settings.connection_timeout, settings.head_timeout));
-        match sessions.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let expose = settings.expose_peer_addr;
-                let service = service.clone().map_request(move |mut request: http::Request<Incoming>| {
-                    if expose {
-                        request.extensions_mut().insert(PeerAddr(peer));
-                    }
-                    request.map(Body::new)
-                });
-                let connection =
-                    builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+        let tracked = match registry.admit(peer.ip()) {
+            Admission::Session(tracked) => tracked,
+            Admission::OverLimit(tracked) => {
+                return serve_over_limit(stream, peer, tracked, &runtime, &settings, &busy_builder);
+            }
+            Admission::Refused => {
+                tracing::debug!(%peer, "no descriptor left, not even in the reserve; connection closed");
+                return;
+            }
+        };
+        let io = TokioIo::new(FirstBytesDeadline::new(stream, &settings, tracked.clone()));
+        let expose = settings.expose_peer_addr;
+        let handle = ConnectionHandle(tracked.clone());
+        let service = service.clone().map_request(move |mut request: http::Request<Incoming>| {
+            if expose {
+                request.extensions_mut().insert(PeerAddr(peer));
+            }
+            request.extensions_mut().insert(handle.clone());
+            request.map(Body::new)
+        });
+        let service = Tracking { inner: service, tracked: tracked.clone() };
+        let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
+        let idle_timeout = settings.connection_timeout;
+        let mut closing = closing_rx.clone();
+        let open = open.enter();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(error) = ended {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
-                    drop(permit);
-                });
+                    return;
+                }
+                () = tracked.evicted() => return,
+                stuck = h2_lapsed(&tracked, idle_timeout) => if stuck {
+                    tracing::debug!(%peer, "HTTP/2 streams open with nothing written; connection closed");
+                    return;
+                },
+                _ = closing.wait_for(|closing| *closing) => {}
             }
-            Err(_) => {
-                tracing::debug!(%peer, limit = settings.max_sessions, "session limit reached; probes only, 503 otherwise");
-                // One answer per over-limit connection: the first request
-                // starts a graceful shutdown (HTTP/1.1: no keep-alive; HTTP/2:
-                // GOAWAY, so no second stream), which lets that answer finish.
-                let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-                let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
-                let busy =
-                    runtime.busy_service(settings.listener).map_request(move |request: http::Request<Incoming>| {
-                        if let Some(tx) = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-                            let _ = tx.send(());
-                        }
-                        request.map(Body::new)
-                    });
-                // The head must come at once; the one answer (a probe, a capped
-                // /clusterz wait, or 503) ends the connection.
-                let deadline = OVER_LIMIT_HEAD_DEADLINE.min(settings.head_timeout);
-                let io = TokioIo::new(FirstBytesDeadline::new(io.into_inner().into_stream(), deadline, deadline));
-                let connection = busy_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
-                let limit = tokio::time::Instant::now() + crate::endpoints::MAX_WAIT + OVER_LIMIT_HEAD_DEADLINE;
-                tokio::spawn(async move {
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        _ = connection.as_mut() => return,
-                        () = tokio::time::sleep_until(limit) => return,
-                        answered = first_rx => if answered.is_ok() {
-                            connection.as_mut().graceful_shutdown();
-                        },
-                    }
-                    let _ = tokio::time::timeout_at(limit, connection).await;
-                });
-            }
-        }
+            // Idle HTTP/2, or the listener closing: GOAWAY (HTTP/1.1: no
+            // more keep-alive), and what is in flight finishes.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+            drop(open);
+        });
     };
     tokio::pin!(shutdown);
     loop {
@@ -252,16 +281,172 @@ where
     // answered, with `Connection: close`, instead of racing a closing socket.
     runtime.set_closing();
     let linger_until = tokio::time::Instant::now() + CLOSING_LINGER.min(settings.graceful_timeout);
-    while graceful.count() > 0 && tokio::time::Instant::now() < linger_until {
+    while open.count() > 0 && tokio::time::Instant::now() < linger_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _ = closing_tx.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = open.all_closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep_until(deadline) => {
             tracing::warn!("graceful timeout elapsed with connections still open; closing them");
         }
     }
     Ok(())
+}
+
+/// A connection over the session limit: one answer (a probe, a capped
+/// `/clusterz` wait, or 503), its head within [`OVER_LIMIT_HEAD_DEADLINE`],
+/// and closed when it has sent no request by then (an HTTP/2 preface alone
+/// included).
+fn serve_over_limit(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tracked: Arc<Tracked>,
+    runtime: &Runtime,
+    settings: &ServerSettings,
+    busy_builder: &auto::Builder<TokioExecutor>,
+) {
+    tracing::debug!(%peer, limit = settings.max_sessions, "session limit reached; probes only, 503 otherwise");
+    // The first request starts a graceful shutdown (HTTP/1.1: no keep-alive;
+    // HTTP/2: GOAWAY, so no second stream), which lets that answer finish.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+    let handle = ConnectionHandle(tracked.clone());
+    let busy = runtime.busy_service(settings.listener).map_request(move |mut request: http::Request<Incoming>| {
+        if let Some(tx) = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = tx.send(());
+        }
+        request.extensions_mut().insert(handle.clone());
+        request.map(Body::new)
+    });
+    let busy = Tracking { inner: busy, tracked: tracked.clone() };
+    let deadline = OVER_LIMIT_HEAD_DEADLINE.min(settings.head_timeout);
+    let io_settings = ServerSettings { connection_timeout: deadline, head_timeout: deadline, ..settings.clone() };
+    let io = TokioIo::new(FirstBytesDeadline::new(stream, &io_settings, tracked.clone()));
+    let connection = busy_builder.serve_connection(io, TowerToHyperService::new(busy)).into_owned();
+    let limit = tokio::time::Instant::now() + crate::endpoints::MAX_WAIT + OVER_LIMIT_HEAD_DEADLINE;
+    tokio::spawn(async move {
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = tracked.evicted() => return,
+            () = tokio::time::sleep(deadline) => return,
+            answered = first_rx => if answered.is_ok() {
+                connection.as_mut().graceful_shutdown();
+            },
+        }
+        tokio::select! {
+            _ = tokio::time::timeout_at(limit, connection) => {}
+            () = tracked.evicted() => {}
+        }
+    });
+}
+
+/// Resolves when an HTTP/2 connection must end: `false` when it has had no
+/// stream open for `idle_timeout` (closed gracefully), `true` when streams
+/// are open but nothing was written for [`MAX_WAIT`](crate::endpoints::MAX_WAIT)
+/// plus `idle_timeout` (a client granting no window; closed at once).
+/// Never resolves for HTTP/1.1, whose idle time hyper bounds.
+async fn h2_lapsed(tracked: &Tracked, idle_timeout: Duration) -> bool {
+    let stuck_after = crate::endpoints::MAX_WAIT + idle_timeout;
+    loop {
+        let idle = tracked.idle_for();
+        let silent = tracked.silent_for();
+        if tracked.h2.load(std::sync::atomic::Ordering::Relaxed) {
+            if !tracked.is_idle() && silent >= stuck_after {
+                return true;
+            }
+            if tracked.is_idle() && idle >= idle_timeout {
+                return false;
+            }
+        }
+        let wait = if tracked.is_idle() { idle_timeout.saturating_sub(idle) } else { stuck_after.saturating_sub(silent) };
+        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+    }
+}
+
+/// Connection tasks still running, for the graceful shutdown.
+#[derive(Debug, Clone, Default)]
+struct OpenConnections(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+struct OpenGuard(OpenConnections);
+
+impl OpenConnections {
+    fn enter(&self) -> OpenGuard {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0 .0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0 .0 .0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0 .0 .1.notify_waiters();
+        }
+    }
+}
+
+/// Counts a connection's requests in flight until each response body has
+/// been written (what eviction and the HTTP/2 idle deadline go by).
+#[derive(Clone)]
+struct Tracking<S> {
+    inner: S,
+    tracked: Arc<Tracked>,
+}
+
+impl<S, B> Service<http::Request<B>> for Tracking<S>
+where
+    S: Service<http::Request<B>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = Some(self.tracked.begin());
+        TrackedFuture { inner: self.inner.call(request), guard }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future whose body, once there, holds the request's guard.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<crate::connections::RequestGuard>,
+    }
+}
+
+impl<F> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        std::task::Poll::Ready(Ok(response.map(|body| Body::new(crate::connections::HoldUntilDone::new(body, guard)))))
+    }
 }
 
 /// How long a connection over the session limit has to send its request head.
@@ -287,11 +472,19 @@ const CLOSING_LINGER: Duration = Duration::from_secs(1);
 /// next head starts with the first byte read after a final response began
 /// (a `1xx` does not count). A head that arrives in one read (the common
 /// case) arms no timer. After the HTTP/2 preface, reads pass straight through.
+///
+/// And on what the client does not take: a write its socket accepts no
+/// byte of for the write timeout ends the connection (a slow reader).
 struct FirstBytesDeadline {
     stream: tokio::net::TcpStream,
     /// Armed for the first bytes, then for each head that spans reads.
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     head_timeout: Duration,
+    write_timeout: Duration,
+    /// Armed while a write waits for the client's socket (made on first need).
+    write_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    write_waiting: bool,
+    tracked: Arc<Tracked>,
     seen: usize,
     head: Head,
 }
@@ -314,18 +507,47 @@ const PREFACE_BYTES: usize = 24;
 const H2_PREFACE: &[u8; PREFACE_BYTES] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl FirstBytesDeadline {
-    fn new(stream: tokio::net::TcpStream, first_bytes: Duration, head_timeout: Duration) -> Self {
+    fn new(stream: tokio::net::TcpStream, settings: &ServerSettings, tracked: Arc<Tracked>) -> Self {
         Self {
             stream,
-            timer: Box::pin(tokio::time::sleep(first_bytes)),
-            head_timeout,
+            timer: Box::pin(tokio::time::sleep(settings.connection_timeout)),
+            head_timeout: settings.head_timeout,
+            write_timeout: settings.write_timeout,
+            write_timer: None,
+            write_waiting: false,
+            tracked,
             seen: 0,
             head: Head::Expected { idle_timer: true },
         }
     }
 
-    fn into_stream(self) -> tokio::net::TcpStream {
-        self.stream
+    /// Follows a write: progress disarms the write deadline, a write the
+    /// socket does not take arms it, and one that waited too long fails.
+    fn write_polled<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<io::Result<T>>,
+    ) -> std::task::Poll<io::Result<T>> {
+        use std::task::Poll;
+        if polled.is_ready() {
+            self.write_waiting = false;
+            self.tracked.wrote();
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timer = self.write_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.write_waiting {
+            self.write_waiting = true;
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no byte of the response within the write timeout",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Follows the head through `bytes`, just read.
@@ -337,6 +559,7 @@ impl FirstBytesDeadline {
             if bytes[..n] == H2_PREFACE[start..start + n] {
                 if self.seen >= PREFACE_BYTES {
                     self.head = Head::Off;
+                    self.tracked.h2.store(true, std::sync::atomic::Ordering::Relaxed);
                 } else if !matches!(self.head, Head::Reading { .. }) {
                     // Part of the HTTP/2 preface: it, too, must be complete in time.
                     self.timer.as_mut().reset(tokio::time::Instant::now() + self.head_timeout);
@@ -435,7 +658,8 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
         self.wrote(buf);
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.write_polled(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -446,7 +670,8 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             self.wrote(first);
         }
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.write_polled(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -860,17 +860,43 @@ async fn http2_requests_meet_the_same_limits() {
 }
 
 #[tokio::test]
-async fn an_http2_connection_is_one_session() {
+async fn an_http2_connection_is_one_session_and_yields_it_when_idle() {
     let node = start(&[ALPHA, &[("ARLEN_MAX_HTTP_SESSIONS", "1")]].concat(), true).await;
     let client = h2_client();
-    // The HTTP/2 connection holds the only session (and can multiplex on it).
+    // The HTTP/2 connection holds the only session (and can multiplex on it)
+    // while a stream of it is in flight.
     let first = client.get(format!("http://{}/", node.address)).send().await.unwrap();
     assert_eq!(first.status().as_u16(), 200);
+    let slow = tokio::spawn({
+        let url = format!("http://{}/slow", node.address);
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while active(&node).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request never arrived");
+        tokio::task::yield_now().await;
+    }
+    let again = client.get(format!("http://{}/healthz", node.address)).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 200, "the HTTP/2 connection multiplexes on its session");
     let busy = node.get("/").await;
     assert_eq!(busy.status, 503, "{}", busy.head);
     assert_eq!(busy.header("X-Arlen-Backpressure-Reason"), Some("http_session_limit"));
-    let again = client.get(format!("http://{}/healthz", node.address)).send().await.unwrap();
-    assert_eq!(again.status().as_u16(), 200, "the HTTP/2 connection keeps its session");
+    node.release.notify_one();
+    assert_eq!(slow.await.unwrap(), "finished\n");
+    // Idle now (for a quarter second: one just accepted has its request on
+    // the way): a newcomer gets the session, the idle connection is closed for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let newcomer = node.get("/").await;
+        if newcomer.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "an idle connection kept the only session: {}", newcomer.head);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = node.get("/metrics").await.text();
+    assert!(arlen_http::metrics::sample_value(&metrics, "aln_http_connections_evicted_total").unwrap() >= 1.0);
 }
 
 #[tokio::test]
@@ -913,9 +939,19 @@ async fn title_case_can_be_turned_off_on_http1() {
 #[tokio::test]
 async fn an_http2_connection_over_the_session_limit_gets_one_answer_then_goaway() {
     let node = start(&[ALPHA, &[("ARLEN_MAX_HTTP_SESSIONS", "1")]].concat(), true).await;
-    // The only session, held by an HTTP/2 client.
+    // The only session, held by an HTTP/2 client with a stream in flight
+    // (an idle one would be closed to make room).
     let holder = h2_client();
     assert_eq!(holder.get(format!("http://{}/", node.address)).send().await.unwrap().status().as_u16(), 200);
+    let _held = tokio::spawn({
+        let url = format!("http://{}/slow", node.address);
+        async move { holder.get(url).send().await.map(|r| r.status()) }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while active(&node).await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request never arrived");
+        tokio::task::yield_now().await;
+    }
     // Over the limit: one stream is answered (a probe, by its own rules) ...
     let stream = tokio::net::TcpStream::connect(node.address).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(

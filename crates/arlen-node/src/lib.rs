@@ -125,6 +125,20 @@ impl Node {
     async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
         let Node { options, loaded } = self;
         let config = loaded.config.clone();
+        match arlen_http::connections::raise_descriptor_limit() {
+            Ok(limit) => {
+                let budget = arlen_http::connections::Descriptors::global();
+                tracing::info!(
+                    limit,
+                    reserve = budget.reserve(),
+                    "descriptor budget: application connections stop before the reserve, which answers probes and the admin listener"
+                );
+                if limit < 4096 {
+                    tracing::warn!(limit, "the descriptor limit is low for a server; raise LimitNOFILE (systemd) or the container's nofile ulimit");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read or raise the descriptor limit"),
+        }
         let runtime = Runtime::new(&config);
         let listener = arlen_http::bind(&config)
             .map_err(|source| NodeError::Bind { address: format!("{}:{}", config.host, config.port), source })?;

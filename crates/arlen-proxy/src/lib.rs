@@ -29,6 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arlen_config::ProxyConfig;
+use arlen_http::connections::{Claim, Descriptors, HoldUntilDone, UPSTREAM_IDLE_POOL};
 use arlen_http::trace::RequestIds;
 use arlen_http::PeerAddr;
 use axum::body::Body;
@@ -69,6 +70,7 @@ pub struct Proxy {
     client: Client<HttpConnector, Body>,
     upstream: Uri,
     response_timeout: Duration,
+    tunnel_idle_timeout: Duration,
     forwarding: Arc<forwarding::Forwarding>,
 }
 
@@ -83,10 +85,19 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(UPSTREAM_IDLE_POOL)
+            .build(connector);
         let upstream = config.upstream.parse().expect("proxy.upstream is validated as http://host:port");
         let forwarding = Arc::new(forwarding::Forwarding::new(config.trusted_proxies.clone()));
-        Self { client, upstream, response_timeout: config.response_timeout, forwarding }
+        Self {
+            client,
+            upstream,
+            response_timeout: config.response_timeout,
+            tunnel_idle_timeout: config.tunnel_idle_timeout,
+            forwarding,
+        }
     }
 
     /// A router that sends every request to the upstream (the runtime's
@@ -124,6 +135,20 @@ impl Proxy {
         if let Some(traceparent) = traceparent {
             parts.headers.insert(arlen_http::trace::TRACEPARENT, traceparent);
         }
+        // The upstream connection this request takes (given back with the
+        // response's end); a tunnel takes both of its sides for its life.
+        let descriptors = Descriptors::global();
+        let Some(upstream_descriptor) = descriptors.take(1, Claim::Application) else {
+            return failure(StatusCode::SERVICE_UNAVAILABLE, "descriptor_limit", "the node has no descriptor to spare");
+        };
+        let tunnel_descriptors = if client_side.is_some() {
+            let Some(guard) = descriptors.take(1, Claim::Application) else {
+                return failure(StatusCode::SERVICE_UNAVAILABLE, "descriptor_limit", "no descriptor for a tunnel");
+            };
+            Some(guard)
+        } else {
+            None
+        };
         let outgoing = Request::from_parts(parts, body);
         let answered = tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;
         let mut response = match answered {
@@ -144,16 +169,13 @@ impl Proxy {
             Ok(Ok(response)) => response,
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_side) = client_side {
+            if let (Some(client_side), Some(client_descriptor)) = (client_side, tunnel_descriptors) {
                 let upstream_side = hyper::upgrade::on(&mut response);
+                let idle_timeout = self.tunnel_idle_timeout;
                 tokio::spawn(async move {
+                    let _descriptors = (upstream_descriptor, client_descriptor);
                     match tokio::try_join!(client_side, upstream_side) {
-                        Ok((client, upstream)) => {
-                            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                                tracing::debug!(%error, "upgraded connection ended");
-                            }
-                        }
+                        Ok((client, upstream)) => tunnel(client, upstream, idle_timeout).await,
                         Err(error) => tracing::debug!(%error, "upgrade failed"),
                     }
                 });
@@ -161,7 +183,7 @@ impl Proxy {
             return response.map(|_| Body::empty());
         }
         strip_hop_by_hop(response.headers_mut(), false);
-        response.map(Body::new)
+        response.map(|body| Body::new(HoldUntilDone::new(body, Some(upstream_descriptor))))
     }
 }
 
@@ -177,6 +199,81 @@ impl tower::Service<Request<Body>> for Proxy {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let proxy = self.clone();
         Box::pin(async move { Ok(proxy.forward(request).await) })
+    }
+}
+
+/// Copies both ways until either side ends or neither sends a byte for
+/// `idle_timeout`.
+async fn tunnel(client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded, idle_timeout: Duration) {
+    let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = tokio::time::Instant::now();
+    let (mut client, mut upstream) = (
+        Active { io: TokioIo::new(client), activity: activity.clone(), started },
+        Active { io: TokioIo::new(upstream), activity: activity.clone(), started },
+    );
+    let copying = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copying);
+    loop {
+        let last = Duration::from_millis(activity.load(std::sync::atomic::Ordering::Relaxed));
+        let idle_until = started + last + idle_timeout;
+        tokio::select! {
+            ended = copying.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "upgraded connection ended");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(idle_until) => {
+                let now = Duration::from_millis(activity.load(std::sync::atomic::Ordering::Relaxed));
+                if now == last {
+                    tracing::debug!(idle_seconds = idle_timeout.as_secs(), "upgraded connection idle; closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An upgraded side that notes when bytes last moved through it.
+struct Active<T> {
+    io: T,
+    activity: Arc<std::sync::atomic::AtomicU64>,
+    started: tokio::time::Instant,
+}
+
+impl<T> Active<T> {
+    fn moved(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

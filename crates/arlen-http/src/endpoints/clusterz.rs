@@ -182,6 +182,10 @@ pub(super) async fn clusterz(
         let response = json_response(StatusCode::OK, &document(&snapshot, cx.now, cx.full_details));
         return Answered { response, snapshot };
     };
+    let _share = match super::share_of(parts, crate::connections::Slot::Wait) {
+        Ok(share) => share,
+        Err(used_up) => return Answered { response: used_up.response(), snapshot },
+    };
     let Ok(_permit) = cx.waits.clone().try_acquire_owned() else {
         let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, cx.now, cx.full_details));
         response.headers_mut().insert(crate::X_ARLEN_BACKPRESSURE_REASON, http::HeaderValue::from_static("wait_limit"));

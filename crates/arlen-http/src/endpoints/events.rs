@@ -199,6 +199,7 @@ impl Events {
         snapshot: &Snapshot,
         reader: &SnapshotReader,
         now: Duration,
+        share: Option<crate::connections::ShareGuard>,
     ) -> Response {
         let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
             let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "too many event subscribers\n");
@@ -235,6 +236,7 @@ impl Events {
                 pending: first.into(),
                 keep_alive: None,
                 _permit: permit,
+                _share: share,
                 started: true,
             },
             next_chunk,
@@ -254,6 +256,8 @@ struct Stream {
     reader: SnapshotReader,
     keep_alive: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     _permit: OwnedSemaphorePermit,
+    /// This connection's share of the streams.
+    _share: Option<crate::connections::ShareGuard>,
     /// The stream has not written anything yet (it opens with a comment).
     started: bool,
 }

@@ -98,6 +98,36 @@ pub fn names_reserved_in_any_case(path: &str) -> bool {
         && match_reserved(&path.to_ascii_lowercase()).is_some()
 }
 
+/// One slot of the request's connection's (and peer's) share of waits or
+/// event streams; `Ok(None)` when the request came from no tracked
+/// connection (an application serving it itself). Refused with 429
+/// `connection_share` when the share is used up.
+pub(crate) fn share_of(
+    parts: &http::request::Parts,
+    slot: crate::connections::Slot,
+) -> Result<Option<crate::connections::ShareGuard>, ShareUsedUp> {
+    let Some(connection) = parts.extensions.get::<crate::connections::ConnectionHandle>() else {
+        return Ok(None);
+    };
+    connection.take(slot).map(Some).ok_or(ShareUsedUp)
+}
+
+/// A connection's (or peer's) share of waits or streams is used up.
+pub(crate) struct ShareUsedUp;
+
+impl ShareUsedUp {
+    pub(crate) fn response(self) -> Response {
+        let mut response = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "this connection (or its address) holds its share of waits and event streams already\n",
+        );
+        response
+            .headers_mut()
+            .insert(crate::X_ARLEN_BACKPRESSURE_REASON, HeaderValue::from_static("connection_share"));
+        response
+    }
+}
+
 /// What an endpoint needs besides the snapshot.
 pub struct Context<'a> {
     pub metrics: &'a Metrics,
@@ -143,7 +173,10 @@ pub async fn answer(
         }
         Endpoint::Cluster => clusterz::clusterz(parts, snapshot, reader, cx).await,
         Endpoint::Events => {
-            let response = cx.events.subscribe(parts, &snapshot, reader, cx.monotonic_now);
+            let response = match share_of(parts, crate::connections::Slot::Stream) {
+                Ok(share) => cx.events.subscribe(parts, &snapshot, reader, cx.monotonic_now, share),
+                Err(used_up) => used_up.response(),
+            };
             Answered { response, snapshot }
         }
         Endpoint::Metrics => {
