@@ -41,7 +41,7 @@ pub const PER_PEER_SLOTS: usize = 16;
 const MARGIN: usize = 48;
 /// A connection is closed to make room only after it has been idle this
 /// long: one that was just accepted has its first request on the way.
-const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Idle keep-alive connections the sidecar keeps to its upstream at most.
 pub const UPSTREAM_IDLE_POOL: usize = 16;
 
@@ -190,6 +190,8 @@ pub(crate) struct Tracked {
     pub(crate) h2: AtomicBool,
     /// Waits and event streams held over this connection.
     pub(crate) share: ConnectionShare,
+    /// Counts this connection if it is cut as a slow reader.
+    pub(crate) slow_readers: Counter,
 }
 
 #[derive(Debug)]
@@ -199,7 +201,7 @@ struct Holdings {
 }
 
 impl Tracked {
-    fn new(holdings: Holdings, peer: Option<Arc<PeerShare>>) -> Arc<Self> {
+    fn new(holdings: Holdings, peer: Option<Arc<PeerShare>>, slow_readers: Counter) -> Arc<Self> {
         Arc::new(Self {
             active: AtomicUsize::new(0),
             last_change_ms: AtomicU64::new(0),
@@ -210,6 +212,7 @@ impl Tracked {
             close: Notify::new(),
             h2: AtomicBool::new(false),
             share: ConnectionShare::new(peer),
+            slow_readers,
         })
     }
 
@@ -321,8 +324,18 @@ pub(crate) struct Registry {
     /// Every connection, oldest first (dead entries are pruned as it grows).
     connections: Mutex<VecDeque<Weak<Tracked>>>,
     peers: Arc<PeerShares>,
-    evictions: Counter,
-    refusals: Counter,
+    counters: ConnectionCounters,
+}
+
+/// What the registries count, in `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionCounters {
+    /// Idle connections closed to make room.
+    pub evictions: Counter,
+    /// Connections closed at once for want of a descriptor.
+    pub refusals: Counter,
+    /// Connections cut because the client took no byte within the write timeout.
+    pub slow_readers: Counter,
 }
 
 impl Registry {
@@ -330,7 +343,7 @@ impl Registry {
         max_sessions: usize,
         claim: Claim,
         descriptors: &'static Descriptors,
-        (evictions, refusals): (Counter, Counter),
+        counters: ConnectionCounters,
     ) -> Self {
         Self {
             max_sessions: max_sessions.max(1),
@@ -339,8 +352,7 @@ impl Registry {
             descriptors,
             connections: Mutex::new(VecDeque::new()),
             peers: Arc::new(PeerShares::default()),
-            evictions,
-            refusals,
+            counters,
         }
     }
 
@@ -365,7 +377,7 @@ impl Registry {
                 break;
             }
         }
-        self.refusals.inc();
+        self.counters.refusals.inc();
         Admission::Refused
     }
 
@@ -379,7 +391,7 @@ impl Registry {
     }
 
     fn register(&self, holdings: Holdings, peer: Option<Arc<PeerShare>>) -> Arc<Tracked> {
-        let tracked = Tracked::new(holdings, peer);
+        let tracked = Tracked::new(holdings, peer, self.counters.slow_readers.clone());
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         if connections.len() >= 64 && connections.len() >= 2 * self.live_estimate() {
             connections.retain(|weak| weak.strong_count() > 0);
@@ -403,7 +415,7 @@ impl Registry {
                 }
                 Some(tracked) if tracked.evict() => {
                     connections.remove(index);
-                    self.evictions.inc();
+                    self.counters.evictions.inc();
                     tracing::debug!("closed the oldest idle connection to make room");
                     return true;
                 }
@@ -564,7 +576,7 @@ mod tests {
         let _also_busy = third.begin();
         // Everything busy: the fourth is served over the limit (probes only).
         assert!(matches!(registry.admit(peer), Admission::OverLimit(_)));
-        assert_eq!(registry.evictions.get(), 1);
+        assert_eq!(registry.counters.evictions.get(), 1);
     }
 
     #[test]

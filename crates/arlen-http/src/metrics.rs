@@ -95,8 +95,7 @@ pub struct Metrics {
     /// and a hash per lookup; this is an index and an atomic add).
     by_status: Box<[std::sync::OnceLock<Counter>]>,
     duration: Histogram,
-    evictions: Counter,
-    refusals: Counter,
+    connections: crate::connections::ConnectionCounters,
 }
 
 impl Default for Metrics {
@@ -129,17 +128,21 @@ impl Metrics {
         registry.register("aln_http_requests_active", "HTTP requests being handled now", active.clone());
         registry.register("aln_http_responses", "HTTP responses sent, by status code", responses.clone());
         registry.register("aln_http_request_duration_seconds", "time from request to response head", duration.clone());
-        let evictions = Counter::default();
-        let refusals = Counter::default();
+        let connections = crate::connections::ConnectionCounters::default();
         registry.register(
             "aln_http_connections_evicted",
             "idle connections closed to make room for a newcomer (sessions or descriptors were all taken)",
-            evictions.clone(),
+            connections.evictions.clone(),
         );
         registry.register(
             "aln_http_connections_refused",
             "connections closed at once: no descriptor left, not even in the probes' reserve",
-            refusals.clone(),
+            connections.refusals.clone(),
+        );
+        registry.register(
+            "aln_http_slow_readers_cut",
+            "connections cut because the client took no byte of a response within requestLimits.writeTimeoutMs",
+            connections.slow_readers.clone(),
         );
         let by_status = (0..600).map(|_| std::sync::OnceLock::new()).collect();
         Self {
@@ -150,14 +153,13 @@ impl Metrics {
             responses,
             by_status,
             duration,
-            evictions,
-            refusals,
+            connections,
         }
     }
 
     /// The counters a listener's connection registry counts into.
-    pub(crate) fn connection_counters(&self) -> (Counter, Counter) {
-        (self.evictions.clone(), self.refusals.clone())
+    pub(crate) fn connection_counters(&self) -> crate::connections::ConnectionCounters {
+        self.connections.clone()
     }
 
     /// Adds a counter whose value `read` returns at each scrape. `name` is

@@ -244,9 +244,15 @@ where
                 _ = closing.wait_for(|closing| *closing) => {}
             }
             // Idle HTTP/2, or the listener closing: GOAWAY (HTTP/1.1: no
-            // more keep-alive), and what is in flight finishes.
+            // more keep-alive), and what is in flight finishes. An idle
+            // connection has nothing in flight: a peer that does not close
+            // its side at once is not waited for.
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            if tracked.is_idle() && !*closing.borrow() {
+                let _ = tokio::time::timeout(IDLE_GOAWAY_GRACE, connection).await;
+            } else {
+                let _ = connection.await;
+            }
             drop(open);
         });
     };
@@ -360,7 +366,8 @@ async fn h2_lapsed(tracked: &Tracked, idle_timeout: Duration) -> bool {
                 return false;
             }
         }
-        let wait = if tracked.is_idle() { idle_timeout.saturating_sub(idle) } else { stuck_after.saturating_sub(silent) };
+        let wait =
+            if tracked.is_idle() { idle_timeout.saturating_sub(idle) } else { stuck_after.saturating_sub(silent) };
         tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
     }
 }
@@ -448,6 +455,9 @@ where
         std::task::Poll::Ready(Ok(response.map(|body| Body::new(crate::connections::HoldUntilDone::new(body, guard)))))
     }
 }
+
+/// How long an idle HTTP/2 connection told GOAWAY has to close its side.
+const IDLE_GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a connection over the session limit has to send its request head.
 const OVER_LIMIT_HEAD_DEADLINE: Duration = Duration::from_secs(2);
@@ -542,6 +552,7 @@ impl FirstBytesDeadline {
             timer.as_mut().reset(deadline);
         }
         if timer.as_mut().poll(cx).is_ready() {
+            self.tracked.slow_readers.inc();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client took no byte of the response within the write timeout",

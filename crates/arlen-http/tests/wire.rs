@@ -884,7 +884,7 @@ async fn an_http2_connection_is_one_session_and_yields_it_when_idle() {
     assert_eq!(busy.header("X-Arlen-Backpressure-Reason"), Some("http_session_limit"));
     node.release.notify_one();
     assert_eq!(slow.await.unwrap(), "finished\n");
-    // Idle now (for a quarter second: one just accepted has its request on
+    // Idle now (for a moment: one just accepted has its request on
     // the way): a newcomer gets the session, the idle connection is closed for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(map[X_FORWARDED_PROTO], "https");
         assert_eq!(map[X_FORWARDED_HOST], "evil.example");
         assert_eq!(map[X_REAL_IP], "203.0.113.9", "the right-most untrusted hop");
-        assert_eq!(map[header::FORWARDED], "for=203.0.113.9;proto=https, for=10.1.2.3;host=\"shop.example\";proto=http");
+        assert_eq!(
+            map[header::FORWARDED],
+            "for=203.0.113.9;proto=https, for=10.1.2.3;host=\"shop.example\";proto=http"
+        );
         let mut v6 = headers(&[("host", "a")]);
         Forwarding::default().apply(&mut v6, Some("2001:db8::1".parse().unwrap()));
         assert_eq!(v6[header::FORWARDED], "for=\"[2001:db8::1]\";host=\"a\";proto=http");

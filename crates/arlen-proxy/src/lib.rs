@@ -42,6 +42,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub use health::{unchecked, watch_upstream};
 
+/// Bytes read ahead from the upstream per connection at most.
+const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+
 /// Names why the sidecar answered instead of the upstream.
 pub const X_ARLEN_UPSTREAM_ERROR: HeaderName = HeaderName::from_static("x-arlen-upstream-error");
 
@@ -88,6 +91,9 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(UPSTREAM_IDLE_POOL)
+            // What one response may have buffered from the upstream while
+            // its client does not read (the rest waits in the upstream's socket).
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .build(connector);
         let upstream = config.upstream.parse().expect("proxy.upstream is validated as http://host:port");
         let forwarding = Arc::new(forwarding::Forwarding::new(config.trusted_proxies.clone()));

@@ -363,7 +363,9 @@ fn replayed_acks_change_nothing_on(size: usize) -> Duration {
     first.push(("ARLEN_CLUSTER_GOSSIP_ADVERTISE", &relay_advertise));
     let cluster = format!("acks{size}");
     let mut nodes: Vec<Node> = (0..size)
-        .map(|i| start(&cluster, &format!("node-{}", i + 1), ports[i], &seeds, size, if i == 0 { &first } else { &keys }))
+        .map(|i| {
+            start(&cluster, &format!("node-{}", i + 1), ports[i], &seeds, size, if i == 0 { &first } else { &keys })
+        })
         .collect();
     for node in &nodes {
         wait_observed(node, size as u64, Duration::from_secs(15));

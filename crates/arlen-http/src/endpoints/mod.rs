@@ -94,7 +94,9 @@ pub fn match_reserved(path: &str) -> Option<Endpoint> {
 /// application). Cheap for the paths that do not start like one.
 pub fn names_reserved_in_any_case(path: &str) -> bool {
     let bytes = path.as_bytes();
-    RESERVED_ROOTS.iter().any(|first| bytes.get(..first.len()).is_some_and(|head| head.eq_ignore_ascii_case(first.as_bytes())))
+    RESERVED_ROOTS
+        .iter()
+        .any(|first| bytes.get(..first.len()).is_some_and(|head| head.eq_ignore_ascii_case(first.as_bytes())))
         && match_reserved(&path.to_ascii_lowercase()).is_some()
 }
 
@@ -121,9 +123,7 @@ impl ShareUsedUp {
             StatusCode::TOO_MANY_REQUESTS,
             "this connection (or its address) holds its share of waits and event streams already\n",
         );
-        response
-            .headers_mut()
-            .insert(crate::X_ARLEN_BACKPRESSURE_REASON, HeaderValue::from_static("connection_share"));
+        response.headers_mut().insert(crate::X_ARLEN_BACKPRESSURE_REASON, HeaderValue::from_static("connection_share"));
         response
     }
 }
