@@ -415,6 +415,8 @@ pub struct GossipConfig {
     pub suspicion_timeout: std::time::Duration,
     pub dead_member_ttl: std::time::Duration,
     pub max_members: usize,
+    /// Joins a minute beyond a burst of `expectedNodes` (`cluster.gossip.maxJoinsPerMinute`).
+    pub max_joins_per_minute: u32,
     /// From `cluster.gossip.keys` or `cluster.gossip.keysFile`; never printed.
     pub keys: GossipKeys,
     /// `cluster.gossip.keysFile`, resolved, when set (re-read on reload).
@@ -1101,6 +1103,7 @@ fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_key
                     suspicion_timeout: millis(int(Key::ClusterGossipSuspicionTimeoutMs)),
                     dead_member_ttl: seconds(int(Key::ClusterGossipDeadMemberTtlSeconds)),
                     max_members: to_usize(int(Key::ClusterGossipMaxMembers)),
+                    max_joins_per_minute: u32::try_from(int(Key::ClusterGossipMaxJoinsPerMinute)).unwrap_or(60),
                     keys: gossip_keys,
                     keys_file,
                     allow_unauthenticated: flag(Key::ClusterGossipAllowUnauthenticated),

@@ -15,6 +15,7 @@
 //! [`MembershipView`]s. Nothing outside this module imports foca.
 
 mod accuracy;
+mod admission;
 pub(crate) mod core;
 mod driver;
 pub(crate) mod identity;
@@ -140,6 +141,7 @@ impl GossipSettings {
                 suspicion_timeout: gossip.suspicion_timeout,
                 dead_member_ttl: gossip.dead_member_ttl,
                 max_members: gossip.max_members,
+                max_joins_per_minute: gossip.max_joins_per_minute,
                 expected_nodes: config.cluster.expected_nodes,
             },
             keys: gossip.keys.bytes().to_vec(),
@@ -166,6 +168,9 @@ impl GossipSettings {
     fn core(&self, identity: GossipId, sealing: Sealing, heard: HeardClock, traffic: Arc<GossipTraffic>) -> Core {
         // A restarted task draws other choices than the run it replaces.
         let seed = self.rng_seed ^ u64::from(identity.seq).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if let Some(warning) = sealing.rollout_warning() {
+            tracing::warn!("{warning}");
+        }
         Core::new(identity, &self.cluster_name, &self.protocol, sealing, seed, heard, traffic)
     }
 }
@@ -400,6 +405,16 @@ impl Observer {
         let mut view = self.view_from(observations(core), now, unheard);
         view.fresh_for = Some(core.vouch_bound());
         view.accusations = core.accusations();
+        if let Some(warning) = core.sealing().rollout_warning() {
+            view.health.detail.push_str("; ");
+            view.health.detail.push_str(warning);
+        }
+        if core.held_back() > 0 {
+            view.health.detail.push_str(&format!(
+                "; {} newcomers held back by the join budget (cluster.gossip.maxJoinsPerMinute, at most twice expectedNodes live)",
+                core.held_back()
+            ));
+        }
         view
     }
 

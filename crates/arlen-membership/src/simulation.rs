@@ -164,6 +164,7 @@ impl Simulation {
             suspicion_timeout: self.config.suspicion_timeout,
             dead_member_ttl: Duration::from_secs(60),
             max_members: self.config.max_members,
+            max_joins_per_minute: 60,
             expected_nodes: u32::try_from(self.config.nodes).unwrap_or(u32::MAX),
         };
         let keys: &[[u8; 32]] = if self.config.sealed { &[KEY] } else { &[] };

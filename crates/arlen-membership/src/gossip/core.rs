@@ -16,7 +16,8 @@ use rand::SeedableRng as _;
 
 use super::accuracy::{since, Accuracy, Base};
 use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
-use super::seal::{Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, REPLAY_WINDOW};
+use super::admission::{JoinBudget, SendCredit, Vouched};
+use super::seal::{Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, MAX_DATAGRAM, REPLAY_WINDOW};
 use super::GossipTraffic;
 use foca::Codec as _;
 
@@ -43,6 +44,8 @@ pub(crate) struct Protocol {
     pub dead_member_ttl: Duration,
     /// Members known at most (alive, suspect and down), this node included.
     pub max_members: usize,
+    /// Joins a minute beyond a burst of `expected_nodes` (see [`JoinBudget`]).
+    pub max_joins_per_minute: u32,
     /// The cluster size the dissemination count is tuned for.
     pub expected_nodes: u32,
 }
@@ -58,6 +61,7 @@ impl Protocol {
             suspicion_timeout: Duration::from_millis(200),
             dead_member_ttl: Duration::from_secs(60),
             max_members,
+            max_joins_per_minute: 60,
             expected_nodes,
         }
     }
@@ -194,6 +198,9 @@ struct Io {
     /// foca renewed this node's identity (it was declared down): it must be
     /// connected again at once (see [`Core::after_foca`]).
     rejoined: Option<GossipId>,
+    /// Where this node sends unsealed: bytes it may send to each address
+    /// that has not proven it receives.
+    credit: SendCredit,
 }
 
 impl Runtime<GossipId> for Io {
@@ -226,6 +233,10 @@ impl Runtime<GossipId> for Io {
                 return;
             }
             *budget -= datagram.len();
+        }
+        if !self.sealing.seals() && !self.credit.spend(to.addr, datagram.len(), self.now) {
+            self.amplification_drops += 1;
+            return;
         }
         self.outbox.push((to.addr, datagram));
     }
@@ -260,6 +271,10 @@ pub(crate) struct Core {
     vigil: Vigil,
     /// Sealed datagrams already accepted (each is accepted once).
     replays: ReplayGuard,
+    /// Newcomers join at most this fast, and up to a ceiling.
+    joins: JoinBudget,
+    /// Addresses sealed traffic vouched for (the rollout rule).
+    vouched: Vouched,
 }
 
 /// Arlen's watch over what foca reports: the evidence that peers are talking
@@ -357,6 +372,7 @@ impl Core {
                 amplification_drops: 0,
                 leaving: false,
                 rejoined: None,
+                credit: SendCredit::new(MAX_DATAGRAM, protocol.max_members.max(1).saturating_mul(4)),
             },
             protocol: protocol.clone(),
             max_members: protocol.max_members.max(1),
@@ -364,6 +380,8 @@ impl Core {
             traffic,
             last_logged: [None; Rejection::ALL.len()],
             replays: ReplayGuard::default(),
+            joins: JoinBudget::new(protocol.expected_nodes, protocol.max_joins_per_minute),
+            vouched: Vouched::new(protocol.max_members.max(1).saturating_mul(2)),
             vigil: Vigil {
                 started: None,
                 last_call: None,
@@ -567,7 +585,20 @@ impl Core {
     }
 
     pub(crate) fn set_sealing(&mut self, sealing: Sealing) {
+        if sealing.restricts_unsealed() && !self.io.sealing.restricts_unsealed() {
+            // What was learnt under the earlier rule is what the operator accepted.
+            let known: Vec<SocketAddr> = self.members().map(|m| m.id().addr).collect();
+            self.vouched.adopt(known.into_iter().chain([self.foca.identity().addr]));
+        }
+        if let Some(warning) = sealing.rollout_warning() {
+            tracing::warn!("{warning}");
+        }
         self.io.sealing = sealing;
+    }
+
+    /// Newcomers held back by the join budget so far.
+    pub(crate) fn held_back(&self) -> u64 {
+        self.joins.held_back
     }
 
     pub(crate) fn sealing(&self) -> &Sealing {
@@ -589,7 +620,7 @@ impl Core {
         if let Some(stamp) = opened.stamp {
             self.replays.admit(stamp, self.io.now_ms)?;
         }
-        let packet = decode_packet(&opened.packet).map_err(|error| {
+        let mut packet = decode_packet(&opened.packet).map_err(|error| {
             tracing::debug!(%error, "gossip packet refused");
             Rejection::Undecodable
         })?;
@@ -608,6 +639,11 @@ impl Core {
                 return Err(Rejection::MemberLimit);
             }
         }
+        let admitted = self.admit(&mut packet, opened.sealed(), now)?;
+        let bytes: &[u8] = admitted.as_deref().unwrap_or(&opened.packet);
+        if !opened.sealed() {
+            self.io.credit.received(from, datagram.len());
+        }
         self.forget_verdicts_of_isolation(&packet.header.src, now);
         let to_us = packet.header.dst == *self.foca.identity();
         // Unsealed datagrams get no unsolicited answer where the cluster
@@ -620,7 +656,7 @@ impl Core {
             return Ok(());
         }
         self.io.reply_budget = (!opened.sealed()).then(|| datagram.len() * AMPLIFICATION_FACTOR);
-        let handled = self.foca.handle_data(&opened.packet, &mut self.io);
+        let handled = self.foca.handle_data(bytes, &mut self.io);
         self.io.reply_budget = None;
         match handled {
             Ok(()) => {
@@ -642,6 +678,9 @@ impl Core {
                 if to_us && answer && !quarantined {
                     self.vigil.last_evidence = Some(now);
                 }
+                if to_us && answer {
+                    self.io.credit.proven(from, now);
+                }
                 self.follow_predecessor(&packet, now);
                 if answerable {
                     self.hint_newcomer(from, &packet.header.src);
@@ -653,6 +692,62 @@ impl Core {
                 Err(Rejection::Undecodable)
             }
         }
+    }
+
+    /// Applies the admission rules of `admission.rs` to a decoded packet:
+    /// newcomers beyond the join budget are held back, and unsealed traffic
+    /// beside sealed (`unsealedTraffic = accept`) comes only from vouched
+    /// members and carries only "alive" news of known ones. Returns the
+    /// packet re-encoded when something was stripped from it.
+    fn admit(&mut self, packet: &mut Packet, sealed: bool, now: SystemTime) -> Result<Option<Vec<u8>>, Rejection> {
+        let restricted = !sealed && self.io.sealing.restricts_unsealed();
+        if restricted {
+            let turns_us_undead = packet.header.message == foca::Message::TurnUndead;
+            if !self.vouched.contains(&packet.header.src.addr) || turns_us_undead {
+                return Err(Rejection::Unvouched);
+            }
+        }
+        let mut known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
+        known.insert(self.foca.identity().addr);
+        let mut live = 1 + self.members().filter(|m| is_live(m)).count();
+        if !known.contains(&packet.header.src.addr) {
+            if !self.joins.admit(live, now) {
+                return Err(Rejection::HeldBack);
+            }
+            known.insert(packet.header.src.addr);
+            live += 1;
+        }
+        let before = packet.members.len();
+        let mut admitted_here: HashSet<SocketAddr> = HashSet::new();
+        let joins = &mut self.joins;
+        packet.members.retain(|member| {
+            let address = member.id().addr;
+            let newcomer = !known.contains(&address) && !admitted_here.contains(&address);
+            if restricted && (newcomer || member.state() != foca::State::Alive) {
+                return false;
+            }
+            if newcomer && member.state() != foca::State::Down {
+                if !joins.admit(live, now) {
+                    return false;
+                }
+                admitted_here.insert(address);
+                live += 1;
+            }
+            true
+        });
+        if sealed {
+            self.vouched.vouch(packet.header.src.addr);
+            for member in &packet.members {
+                self.vouched.vouch(member.id().addr);
+            }
+        }
+        if packet.members.len() == before {
+            return Ok(None);
+        }
+        encode_packet(&packet.header, &packet.members).map(Some).map_err(|error| {
+            tracing::debug!(%error, "gossip packet not re-encoded");
+            Rejection::Undecodable
+        })
     }
 
     /// Whether echoes (see [`Core::rejoin_due`]) have kept coming for longer
@@ -914,6 +1009,7 @@ impl Core {
         if seed == self.foca.identity().addr {
             return;
         }
+        self.io.credit.seed(seed);
         if let Err(error) = self.foca.announce(GossipId::seed(seed), &mut self.io) {
             tracing::debug!(%error, %seed, "gossip announce");
         }

@@ -16,9 +16,9 @@
 //! accepted once: [`ReplayGuard`] remembers every accepted nonce until its
 //! datagram has left the window (see `ARCHITECTURE.md`, "Gossip trust").
 //! Unsealed datagrams are padded to
-//! a third of the maximum so that the anti-amplification rule (a reply to an
-//! unsealed datagram is at most three times its size) never starves an
-//! honest unsealed cluster.
+//! the maximum, so that the anti-amplification rule (a reply to an unsealed
+//! datagram is at most its size) never starves an honest unsealed cluster;
+//! unsealed gossip is for development and for the steps of a key rollout.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -42,10 +42,12 @@ pub(crate) const FUTURE_WINDOW: Duration = Duration::from_secs(10);
 /// `REPLAY_CAPACITY / (REPLAY_WINDOW + FUTURE_WINDOW)` ≈ 930 sealed datagrams
 /// a second (a node of a 1,000-member cluster receives about 20).
 pub(crate) const REPLAY_CAPACITY: usize = 65_536;
-/// Unsealed datagrams are padded to at least this size.
-pub(crate) const MIN_UNSEALED: usize = MAX_DATAGRAM / 3;
-/// A reply to an unsealed datagram may be this many times its size.
-pub(crate) const AMPLIFICATION_FACTOR: usize = 3;
+/// Unsealed datagrams are padded to this size: every reply fits in the
+/// size of what it answers.
+pub(crate) const MIN_UNSEALED: usize = MAX_DATAGRAM;
+/// A reply to an unsealed datagram may be this many times its size: no
+/// amplification.
+pub(crate) const AMPLIFICATION_FACTOR: usize = 1;
 /// Cluster names longer than this cannot gossip unsealed.
 pub(crate) const MAX_CLUSTER_NAME_BYTES: usize = 128;
 
@@ -97,10 +99,16 @@ pub enum Rejection {
     /// plus [`REPLAY_WINDOW`] (a forged or badly skewed identity that would
     /// otherwise hold an address for ever).
     FutureGeneration,
+    /// Unsealed beside sealed traffic (`unsealedTraffic = accept`), from a
+    /// sender no sealed datagram vouched for (or telling this node it is down).
+    Unvouched,
+    /// From a newcomer beyond the join budget (rate or ceiling): held back
+    /// until there is room.
+    HeldBack,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::Oversized,
         Rejection::Malformed,
         Rejection::Unsealed,
@@ -112,6 +120,8 @@ impl Rejection {
         Rejection::MemberLimit,
         Rejection::Amplification,
         Rejection::FutureGeneration,
+        Rejection::Unvouched,
+        Rejection::HeldBack,
     ];
 
     /// The metric label and log word.
@@ -128,6 +138,8 @@ impl Rejection {
             Rejection::MemberLimit => "member_limit",
             Rejection::Amplification => "amplification",
             Rejection::FutureGeneration => "future_generation",
+            Rejection::Unvouched => "unvouched",
+            Rejection::HeldBack => "held_back",
         }
     }
 
@@ -244,6 +256,27 @@ impl Sealing {
             cluster: cluster.as_bytes().to_vec(),
             keys: keys.iter().map(|key| XChaCha20Poly1305::new(&(*key).into())).collect(),
             unsealed,
+        }
+    }
+
+    /// True while unsealed datagrams are accepted beside sealed ones and
+    /// this node sends sealed (`accept`): what arrives unsealed is then held
+    /// to the rollout rule (see `admission.rs`).
+    pub(crate) fn restricts_unsealed(&self) -> bool {
+        !self.keys.is_empty() && self.unsealed == UnsealedTraffic::Accept
+    }
+
+    /// What to say, loudly, while a key rollout leaves the door open:
+    /// keys are set but unsealed datagrams are accepted.
+    pub(crate) fn rollout_warning(&self) -> Option<&'static str> {
+        match (self.keys.is_empty(), self.unsealed) {
+            (true, _) | (false, UnsealedTraffic::Refuse) => None,
+            (false, UnsealedTraffic::Accept) => Some(
+                "unsealed gossip datagrams are accepted (cluster.gossip.unsealedTraffic = accept): anyone who can reach the gossip port can refresh members sealed traffic vouched for; finish the key rollout with `refuse`",
+            ),
+            (false, UnsealedTraffic::Send) => Some(
+                "gossip is sent unsealed and unsealed datagrams are accepted (cluster.gossip.unsealedTraffic = send): gossip is not authenticated; finish the key rollout with `accept`, then `refuse`",
+            ),
         }
     }
 

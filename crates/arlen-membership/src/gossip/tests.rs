@@ -110,6 +110,7 @@ fn settings(cluster: &str, node_id: &str, port: u16, generation: u64, seeds: &[u
             suspicion_timeout: Duration::from_millis(200),
             dead_member_ttl: Duration::from_secs(60),
             max_members: 1024,
+            max_joins_per_minute: 60,
             expected_nodes: 3,
         },
         keys: vec![[7; 32]],
