@@ -234,6 +234,179 @@ fn forged_unsealed_and_wrong_key_datagrams_change_nothing() {
     );
 }
 
+/// `unsealedTraffic = accept` (a key rollout's step): what arrives unsealed
+/// can neither add a member nor evict one — not even under a real member's
+/// identity — and the node says loudly that the door is open.
+#[test]
+fn while_unsealed_traffic_is_accepted_an_outsider_can_neither_add_nor_evict() {
+    let accept = [("ARLEN_CLUSTER_GOSSIP_UNSEALED_TRAFFIC", "accept")];
+    let (ports, nodes) = sealed_pair("rollout", 3, &accept);
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ghost = ghost_at(forger.local_addr().unwrap());
+    let node1 = forged_member(&nodes[0], "node-1");
+    let node2 = forged_member(&nodes[0], "node-2");
+    let datagrams = [
+        // Injection: a member nobody sealed vouches for announces itself, or
+        // is named alive by a real member's identity.
+        forge::announce("rollout", Wrapping::Unsealed, &ghost, address(ports[0])),
+        forge::gossip("rollout", Wrapping::Unsealed, &node1, &node2, &[(ghost.clone(), Claim::Alive)]),
+        // Eviction: node-2 is down, says "node-1" (its real identity) to node-2's peer...
+        forge::gossip("rollout", Wrapping::Unsealed, &node2, &node1, &[(node1.clone(), Claim::Down)]),
+        forge::gossip("rollout", Wrapping::Unsealed, &node1, &node2, &[(node2.clone(), Claim::Suspect)]),
+        // ... or node-1 itself has left (a renewed identity of node-1).
+        forge::gossip(
+            "rollout",
+            Wrapping::Unsealed,
+            &ForgedMember { state: "left", seq: 7, ..node1.clone() },
+            &node2,
+            &[(ForgedMember { state: "left", seq: 7, ..node1.clone() }, Claim::Alive)],
+        ),
+    ];
+    holds_while(
+        Duration::from_millis(2000),
+        || {
+            for datagram in &datagrams {
+                forger.send_to(datagram, address(ports[0])).unwrap();
+                forger.send_to(datagram, address(ports[1])).unwrap();
+            }
+        },
+        || {
+            for node in &nodes {
+                let seen = states(node);
+                let expected: BTreeMap<String, String> =
+                    [("node-1", "alive"), ("node-2", "alive")].map(|(a, b)| (a.to_owned(), b.to_owned())).into();
+                if observed(node) != Some(2) || seen != expected {
+                    return Err(format!(
+                        "an unsealed datagram changed node {}: {seen:?}\n{}",
+                        node.port,
+                        node.process.describe()
+                    ));
+                }
+            }
+            Ok(())
+        },
+    );
+    let unvouched: f64 = nodes.iter().map(|n| rejected(n, "unvouched")).sum();
+    assert!(unvouched > 0.0, "no datagram was refused as unvouched");
+    for node in &nodes {
+        assert!(node.process.stderr().contains("unsealed gossip datagrams are accepted"), "no warning at start");
+        let detail = clusterz(node)["coordination"]["source_health"]["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(detail.contains("unsealedTraffic = accept"), "/clusterz does not say so: {detail}");
+    }
+    eprintln!("unsealed injections and evictions refused: {unvouched} as unvouched");
+}
+
+/// Without keys, a forger names a member at somebody else's address (a
+/// victim that never answers): the cluster sends the victim no more than
+/// the forger sent (before: ~90 times as much, pinging it every round).
+#[test]
+fn unsealed_gossip_reflects_no_more_than_it_receives() {
+    let ports = [free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let nodes = [start("open", "open-1", ports[0], &seeds, 2, &[]), start("open", "open-2", ports[1], &seeds, 2, &[])];
+    for node in &nodes {
+        wait_observed(node, 2, Duration::from_secs(15));
+    }
+    let victim = UdpSocket::bind("127.0.0.1:0").unwrap();
+    victim.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ghost = ghost_at(victim.local_addr().unwrap());
+    let open1 = forged_member(&nodes[0], "open-1");
+    let mut sent = 0usize;
+    let mut reflected = 0usize;
+    let mut buf = [0u8; 2048];
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut counted_ghost = false;
+    while Instant::now() < until {
+        for datagram in [
+            forge::announce("open", Wrapping::Unsealed, &ghost, address(ports[0])),
+            forge::gossip("open", Wrapping::Unsealed, &open1, &open1, &[(ghost.clone(), Claim::Alive)]),
+        ] {
+            for port in ports {
+                sent += forger.send_to(&datagram, address(port)).unwrap();
+            }
+        }
+        while let Ok(n) = victim.recv(&mut buf) {
+            reflected += n;
+        }
+        counted_ghost |= states(&nodes[0]).contains_key("ghost");
+    }
+    while let Ok(n) = victim.recv(&mut buf) {
+        reflected += n;
+    }
+    eprintln!("forger sent {sent} bytes naming a member at the victim's address; the victim got {reflected} bytes");
+    assert!(counted_ghost, "the forged member was never counted: the attack did not reach the nodes");
+    assert!(reflected <= sent, "reflection: {reflected} bytes towards the victim for {sent} sent");
+}
+
+/// One key holder announces 1,040 members that do not exist. Nodes take in
+/// no more than twice `expectedNodes`, at the join budget's pace, and a real
+/// crash is seen as fast as without the flood (before: 931 members counted,
+/// the crash seen after 15–57 s).
+#[test]
+fn a_key_holders_flood_of_members_is_held_back_and_a_real_crash_is_still_seen() {
+    const KEY: [u8; 32] = [0x11; 32];
+    let ports = [free_port(), free_port(), free_port()];
+    let seeds: Vec<SocketAddr> = ports.iter().map(|p| address(*p)).collect();
+    let keys = [("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64)];
+    let mut nodes: Vec<Node> =
+        (0..3).map(|i| start("flood", &format!("real-{}", i + 1), ports[i], &seeds, 3, &keys)).collect();
+    for node in &nodes {
+        wait_observed(node, 3, Duration::from_secs(15));
+    }
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ghosts: Vec<ForgedMember> = (0..1040u16)
+        .map(|i| ForgedMember {
+            node_id: format!("ghost-{i}"),
+            ..ghost_at(SocketAddr::from(([127, 0, 0, 1], 40_000 + i)))
+        })
+        .collect();
+    let mut next = 0usize;
+    let mut flood = |forger: &UdpSocket| {
+        for _ in 0..100 {
+            let ghost = &ghosts[next % ghosts.len()];
+            next += 1;
+            for port in ports {
+                let _ = forger.send_to(
+                    &forge::announce("flood", Wrapping::SealedWith(&KEY), ghost, address(port)),
+                    address(port),
+                );
+            }
+        }
+    };
+    let known_live = |node: &Node| -> usize {
+        clusterz(node)["cluster"]["members"]
+            .as_array()
+            .map_or(0, |members| members.iter().filter(|m| m["state"] == "alive" || m["state"] == "suspect").count())
+    };
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        flood(&forger);
+        most = most.max(nodes.iter().map(known_live).max().unwrap_or(0));
+    }
+    assert!(most <= 6, "a node took in {most} live members (expected 3: at most 6)");
+    let held_back = rejected(&nodes[0], "held_back");
+    assert!(held_back > 0.0, "nothing was held back: the flood did not reach the nodes");
+    // A real crash during the flood.
+    let victim = nodes.pop().unwrap();
+    victim.process.signal("KILL");
+    let killed = Instant::now();
+    let seen = loop {
+        flood(&forger);
+        if states(&nodes[0]).get("real-3").map(String::as_str) == Some("dead") {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the crash was not seen in 10 s\n{}",
+            nodes[0].process.describe()
+        );
+    };
+    eprintln!("1,040 forged members: at most {most} live members known, {held_back} held back; a real crash seen after {seen:?}");
+    assert!(seen < Duration::from_secs(3), "a real crash seen after {seen:?} during the flood");
+}
+
 /// A UDP relay in front of one node: peers reach that node through it (it is
 /// the node's advertised gossip address), and it records what they send.
 /// Datagrams the relay saw, with their sender.

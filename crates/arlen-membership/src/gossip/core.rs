@@ -15,8 +15,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
 use super::accuracy::{since, Accuracy, Base};
-use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
 use super::admission::{JoinBudget, SendCredit, Vouched};
+use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
 use super::seal::{Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, MAX_DATAGRAM, REPLAY_WINDOW};
 use super::GossipTraffic;
 use foca::Codec as _;
@@ -701,12 +701,19 @@ impl Core {
     /// packet re-encoded when something was stripped from it.
     fn admit(&mut self, packet: &mut Packet, sealed: bool, now: SystemTime) -> Result<Option<Vec<u8>>, Rejection> {
         let restricted = !sealed && self.io.sealing.restricts_unsealed();
-        if restricted {
-            let turns_us_undead = packet.header.message == foca::Message::TurnUndead;
-            if !self.vouched.contains(&packet.header.src.addr) || turns_us_undead {
-                return Err(Rejection::Unvouched);
-            }
+        // Unsealed beside sealed: only from a member sealed traffic vouched
+        // for, under the very identity this node knows (a renewal — draining,
+        // leaving — would replace it), and never telling this node it is down.
+        let known_identity = |core: &Self, id: &GossipId| core.members().any(|m| m.id() == id);
+        if restricted
+            && (!self.vouched.contains(&packet.header.src.addr)
+                || !known_identity(self, &packet.header.src)
+                || packet.header.message == foca::Message::TurnUndead)
+        {
+            return Err(Rejection::Unvouched);
         }
+        let known_ids: HashSet<GossipId> =
+            if restricted { self.members().map(|m| m.id().clone()).collect() } else { HashSet::new() };
         let mut known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         known.insert(self.foca.identity().addr);
         let mut live = 1 + self.members().filter(|m| is_live(m)).count();
@@ -723,7 +730,7 @@ impl Core {
         packet.members.retain(|member| {
             let address = member.id().addr;
             let newcomer = !known.contains(&address) && !admitted_here.contains(&address);
-            if restricted && (newcomer || member.state() != foca::State::Alive) {
+            if restricted && (newcomer || member.state() != foca::State::Alive || !known_ids.contains(member.id())) {
                 return false;
             }
             if newcomer && member.state() != foca::State::Down {
