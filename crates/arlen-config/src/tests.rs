@@ -87,6 +87,7 @@ fn defaults_match_the_contract_table() {
                     suspicion_timeout: Duration::from_millis(200),
                     dead_member_ttl: Duration::from_secs(60),
                     max_members: 1024,
+                    max_joins_per_minute: 60,
                     keys: GossipKeys::default(),
                     keys_file: None,
                     allow_unauthenticated: false,
