@@ -157,6 +157,49 @@ fn two_http2_connections_cannot_take_every_wait_and_event_stream() {
     drop(hogs);
 }
 
+/// 100 HTTP/2 connections grant no window and open as many streams as they
+/// may: what the node holds for them is bounded (before: ~1 MiB a
+/// connection, not returned), and comes back when they close.
+#[test]
+fn http2_streams_a_client_does_not_read_hold_bounded_memory_returned_on_close() {
+    let mut node = ArlenProcess::serve(
+        binary(),
+        Path::new("/nonexistent"),
+        &[("ARLEN_CLUSTER_ENABLED", "1"), ("ARLEN_CLUSTER_EXPECTED_NODES", "1")],
+    );
+    node.wait_live();
+    let before = rss_kib(node.pid());
+    let stalled: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut bytes = PREFACE.to_vec();
+            bytes.extend(settings(0));
+            for i in 0..200u32 {
+                bytes.extend(get(1 + 2 * i, "/metrics"));
+            }
+            open_with(node.address(), &bytes)
+        })
+        .collect();
+    poll_until_explained(
+        "the stalled streams to be taken in",
+        Duration::from_secs(10),
+        || (metric(&node, "aln_http_requests_total") >= 3000.0).then_some(()),
+        || node.describe(),
+    );
+    let held = rss_kib(node.pid());
+    drop(stalled);
+    poll_until_explained(
+        "the stalled connections to be gone",
+        Duration::from_secs(10),
+        || (status_of(node.address(), "/livez") == Some(200) && rss_kib(node.pid()) < held).then_some(()),
+        || node.describe(),
+    );
+    let after = rss_kib(node.pid());
+    eprintln!(
+        "100 HTTP/2 connections granting no window: RSS {before} KiB -> {held} KiB held -> {after} KiB after close"
+    );
+    assert!(held < before + 48 * 1024, "100 stalled connections hold {} KiB", held - before);
+}
+
 fn upstream_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py")
 }
