@@ -47,6 +47,27 @@ fn get(stream: u32, path: &str) -> Vec<u8> {
     frame(0x1, 0x5, stream, &block)
 }
 
+/// An HTTP/2 connection that grants `window` and opens a stream for each of `paths`.
+fn h2_connection<'a>(address: SocketAddr, window: u32, paths: impl IntoIterator<Item = &'a str>) -> TcpStream {
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(settings(window));
+    for (index, path) in (0u32..).zip(paths) {
+        bytes.extend(get(1 + 2 * index, path));
+    }
+    open_with(address, &bytes)
+}
+
+/// One clustered node expecting one node (ready).
+fn one_node() -> ArlenProcess {
+    let mut node = ArlenProcess::serve(
+        binary(),
+        Path::new("/nonexistent"),
+        &[("ARLEN_CLUSTER_ENABLED", "1"), ("ARLEN_CLUSTER_EXPECTED_NODES", "1")],
+    );
+    node.wait_live();
+    node
+}
+
 /// Opens a connection and sends `bytes`.
 fn open_with(address: SocketAddr, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).unwrap();
@@ -91,14 +112,7 @@ fn http2_connections_that_send_only_a_preface_or_stay_idle_are_closed_on_http1s_
     node.wait_live();
     let started = Instant::now();
     let mut preface_only: Vec<TcpStream> = (0..20).map(|_| open_with(node.address(), PREFACE)).collect();
-    let mut idle: Vec<TcpStream> = (0..20)
-        .map(|_| {
-            let mut bytes = PREFACE.to_vec();
-            bytes.extend(settings(65_535));
-            bytes.extend(get(1, "/livez"));
-            open_with(node.address(), &bytes)
-        })
-        .collect();
+    let mut idle: Vec<TcpStream> = (0..20).map(|_| h2_connection(node.address(), 65_535, ["/livez"])).collect();
     for (kind, streams) in [("preface only", &mut preface_only), ("idle after a request", &mut idle)] {
         for (index, stream) in streams.iter_mut().enumerate() {
             assert!(
@@ -116,23 +130,13 @@ fn http2_connections_that_send_only_a_preface_or_stay_idle_are_closed_on_http1s_
 
 #[test]
 fn two_http2_connections_cannot_take_every_wait_and_event_stream() {
-    let mut node = ArlenProcess::serve(
-        binary(),
-        Path::new("/nonexistent"),
-        &[("ARLEN_CLUSTER_ENABLED", "1"), ("ARLEN_CLUSTER_EXPECTED_NODES", "1")],
-    );
-    node.wait_live();
+    let node = one_node();
     // Two connections, 64 streams each of long /clusterz waits and of event
     // streams: before, these took all 64 wait and all 64 stream slots.
     let hogs: Vec<TcpStream> = (0..2)
         .map(|_| {
-            let mut bytes = PREFACE.to_vec();
-            bytes.extend(settings(65_535));
-            for i in 0..64u32 {
-                bytes.extend(get(1 + 4 * i, "/clusterz?wait_for_nodes=9&timeout=30s"));
-                bytes.extend(get(3 + 4 * i, "/clusterz/events"));
-            }
-            open_with(node.address(), &bytes)
+            let paths = ["/clusterz?wait_for_nodes=9&timeout=30s", "/clusterz/events"];
+            h2_connection(node.address(), 65_535, (0..128).map(|i| paths[i % 2]))
         })
         .collect();
     // The node has taken them in: its shares are full.
@@ -162,23 +166,10 @@ fn two_http2_connections_cannot_take_every_wait_and_event_stream() {
 /// connection, not returned), and comes back when they close.
 #[test]
 fn http2_streams_a_client_does_not_read_hold_bounded_memory_returned_on_close() {
-    let mut node = ArlenProcess::serve(
-        binary(),
-        Path::new("/nonexistent"),
-        &[("ARLEN_CLUSTER_ENABLED", "1"), ("ARLEN_CLUSTER_EXPECTED_NODES", "1")],
-    );
-    node.wait_live();
+    let node = one_node();
     let before = rss_kib(node.pid());
-    let stalled: Vec<TcpStream> = (0..100)
-        .map(|_| {
-            let mut bytes = PREFACE.to_vec();
-            bytes.extend(settings(0));
-            for i in 0..200u32 {
-                bytes.extend(get(1 + 2 * i, "/metrics"));
-            }
-            open_with(node.address(), &bytes)
-        })
-        .collect();
+    let stalled: Vec<TcpStream> =
+        (0..100).map(|_| h2_connection(node.address(), 0, std::iter::repeat_n("/metrics", 200))).collect();
     poll_until_explained(
         "the stalled streams to be taken in",
         Duration::from_secs(10),

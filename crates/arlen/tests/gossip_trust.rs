@@ -153,6 +153,19 @@ fn holds_while(how_long: Duration, mut attack: impl FnMut(), mut check: impl FnM
     }
 }
 
+/// Both nodes of [`sealed_pair`] still count exactly each other, alive.
+fn pair_unchanged(nodes: &[Node], what: &str) -> Result<(), String> {
+    for node in nodes {
+        let seen = states(node);
+        let expected: BTreeMap<String, String> =
+            [("node-1", "alive"), ("node-2", "alive")].map(|(a, b)| (a.to_owned(), b.to_owned())).into();
+        if observed(node) != Some(2) || seen != expected {
+            return Err(format!("{what} changed node {}: {seen:?}\n{}", node.port, node.process.describe()));
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn forged_unsealed_and_wrong_key_datagrams_change_nothing() {
     // Expecting 3 with 2 up: degraded. Injection would make it nominal, eviction partitioned-ish.
@@ -189,21 +202,7 @@ fn forged_unsealed_and_wrong_key_datagrams_change_nothing() {
                     sent += 2;
                 }
             },
-            || {
-                for node in &nodes {
-                    let seen = states(node);
-                    let expected: BTreeMap<String, String> =
-                        [("node-1", "alive"), ("node-2", "alive")].map(|(a, b)| (a.to_owned(), b.to_owned())).into();
-                    if observed(node) != Some(2) || seen != expected {
-                        return Err(format!(
-                            "a forged datagram changed node {}: {seen:?}\n{}",
-                            node.port,
-                            node.process.describe()
-                        ));
-                    }
-                }
-                Ok(())
-            },
+            || pair_unchanged(&nodes, "a forged datagram"),
         );
     }
     let refused: f64 = nodes.iter().map(|n| rejected(n, "unsealed") + rejected(n, "bad_seal")).sum();
@@ -270,21 +269,7 @@ fn while_unsealed_traffic_is_accepted_an_outsider_can_neither_add_nor_evict() {
                 forger.send_to(datagram, address(ports[1])).unwrap();
             }
         },
-        || {
-            for node in &nodes {
-                let seen = states(node);
-                let expected: BTreeMap<String, String> =
-                    [("node-1", "alive"), ("node-2", "alive")].map(|(a, b)| (a.to_owned(), b.to_owned())).into();
-                if observed(node) != Some(2) || seen != expected {
-                    return Err(format!(
-                        "an unsealed datagram changed node {}: {seen:?}\n{}",
-                        node.port,
-                        node.process.describe()
-                    ));
-                }
-            }
-            Ok(())
-        },
+        || pair_unchanged(&nodes, "an unsealed datagram"),
     );
     let unvouched: f64 = nodes.iter().map(|n| rejected(n, "unvouched")).sum();
     assert!(unvouched > 0.0, "no datagram was refused as unvouched");
