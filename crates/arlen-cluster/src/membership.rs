@@ -40,6 +40,8 @@ pub struct Member {
     pub gossip_address: Option<String>,
     pub state: MemberState,
     pub is_self: bool,
+    /// The member's software version (`1.2.0+0123abcd4567`), when it told.
+    pub software: Option<String>,
 }
 
 /// When this node last heard from each member, updated by the membership

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod environment;
 pub mod error;
 pub mod files;

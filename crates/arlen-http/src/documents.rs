@@ -130,6 +130,11 @@ pub struct MemberEntry {
     #[serde(rename = "self")]
     pub is_self: bool,
     pub last_heard_ms: Option<u64>,
+    /// The member's software version (`1.2.0+0123abcd4567`) when it told
+    /// (members of releases before the versioned wire do not); `None` when
+    /// details are restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,6 +26,12 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    git_sha: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -128,6 +134,14 @@ impl Metrics {
         registry.register("aln_http_requests_active", "HTTP requests being handled now", active.clone());
         registry.register("aln_http_responses", "HTTP responses sent, by status code", responses.clone());
         registry.register("aln_http_request_duration_seconds", "time from request to response head", duration.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: arlen_config::build::VERSION,
+                git_sha: arlen_config::build::GIT_SHA,
+            })
+            .set(1);
+        registry.register("arlen_build_info", "the runtime's version and the commit it was built from", build);
         let connections = crate::connections::ConnectionCounters::default();
         registry.register(
             "aln_http_connections_evicted",

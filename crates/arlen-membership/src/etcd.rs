@@ -101,6 +101,9 @@ pub(crate) struct Registration {
     http_url: String,
     started_utc: String,
     state: String,
+    /// The member's software version; absent in records of releases before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    software: Option<String>,
 }
 
 /// Settings resolved from the configuration.
@@ -424,6 +427,7 @@ impl<'p> Runner<'p> {
             http_url: self.settings.http_url.clone(),
             started_utc: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             state: self.own_state.to_owned(),
+            software: Some(arlen_config::build::software()),
         }
     }
 
@@ -689,6 +693,7 @@ impl<'p> Runner<'p> {
             state,
             is_self: registration.node_id == self.settings.node_id
                 && registration.generation == self.settings.generation,
+            software: registration.software.clone(),
         }
     }
 

@@ -341,6 +341,8 @@ pub(crate) struct Observation {
     pub state: Announced,
     pub live: bool,
     pub is_self: bool,
+    /// What the member said its software is, in a version-2 envelope.
+    pub software: Option<String>,
 }
 
 fn observations(core: &Core) -> Vec<Observation> {
@@ -352,6 +354,7 @@ fn observations(core: &Core) -> Vec<Observation> {
         state: id.state,
         live,
         is_self,
+        software: if is_self { Some(arlen_config::build::software()) } else { core.software_of(id.addr) },
     };
     let own = core.identity().addr;
     std::iter::once(observation(core.identity(), true, true))
@@ -460,6 +463,7 @@ impl Observer {
                     gossip_address: Some(o.gossip_address.to_string()),
                     state,
                     is_self: o.is_self,
+                    software: o.software.clone(),
                 }
             })
             .collect();

@@ -24,6 +24,7 @@ pub fn view(config: &Config, now: SystemTime) -> MembershipView {
             gossip_address: None,
             state: MemberState::Alive,
             is_self: true,
+            software: Some(arlen_config::build::software()),
         }],
         health: SourceHealth {
             ok: true,

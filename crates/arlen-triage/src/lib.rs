@@ -83,6 +83,9 @@ pub struct MemberView {
     pub last_heard_ms: Option<u64>,
     #[serde(skip)]
     pub url: Option<String>,
+    /// Its software version, when it told (and details are not restricted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software: Option<String>,
 }
 
 /// A finding, in plain words.
@@ -122,6 +125,7 @@ impl NodeReport {
                     state: m.state.to_string(),
                     last_heard_ms: m.last_heard_ms,
                     url: m.http_url.as_deref().and_then(followable),
+                    software: m.software_version.as_deref().map(printable),
                 })
                 .collect(),
             accusations: {
@@ -386,6 +390,28 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
             ),
         });
     }
+    // Mixed versions: normal in the middle of a rolling upgrade, worth
+    // knowing about when the upgrade should be over.
+    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &reachable {
+        for m in r.members.iter().filter(|m| m.state == "alive" || m.state == "draining") {
+            let version = m.software.clone().unwrap_or_else(|| "an unversioned release".to_owned());
+            versions.entry(version).or_default().insert(m.node_id.clone());
+        }
+    }
+    if versions.len() > 1 {
+        let described: Vec<String> = versions
+            .iter()
+            .map(|(version, who)| format!("{version}: {}", who.iter().cloned().collect::<Vec<_>>().join(", ")))
+            .collect();
+        findings.push(Finding {
+            kind: "mixed_versions",
+            message: format!(
+                "members run different software versions (expected during a rolling upgrade, not after): {}",
+                described.join("; ")
+            ),
+        });
+    }
     // Who sees whom: differing views of membership are a likely partition.
     let mut views: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
     for r in reachable.iter().filter(|r| r.source.as_deref() != Some("static_config")) {
@@ -506,7 +532,32 @@ mod tests {
     }
 
     fn member(id: &str, state: &str, heard: Option<u64>) -> MemberView {
-        MemberView { node_id: id.into(), state: state.into(), last_heard_ms: heard, url: Some(format!("http://{id}")) }
+        MemberView {
+            node_id: id.into(),
+            state: state.into(),
+            last_heard_ms: heard,
+            url: Some(format!("http://{id}")),
+            software: None,
+        }
+    }
+
+    #[test]
+    fn mixed_software_versions_are_a_finding_and_one_version_is_not() {
+        let versioned = |id: &str, software: Option<&str>| MemberView {
+            software: software.map(str::to_owned),
+            ..member(id, "alive", None)
+        };
+        let mut a = node("a", "nominal", &["a", "b"]);
+        a.members = vec![versioned("a", Some("0.2.0+abc")), versioned("b", Some("0.2.0+abc"))];
+        let (findings, _) = analyze(std::slice::from_ref(&a));
+        assert!(findings.iter().all(|f| f.kind != "mixed_versions"), "{findings:?}");
+        a.members[1].software = None;
+        let (findings, _) = analyze(&[a]);
+        let mixed = findings.iter().find(|f| f.kind == "mixed_versions").expect("a mixed_versions finding");
+        assert_eq!(
+            mixed.message,
+            "members run different software versions (expected during a rolling upgrade, not after): 0.2.0+abc: a; an unversioned release: b"
+        );
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn members(states: &[(&str, MemberState)]) -> MembershipView {
             gossip_address: None,
             state: *state,
             is_self: *id == "node-a",
+            software: None,
         })
         .collect();
     let observed = states.iter().filter(|(_, s)| *s == MemberState::Alive).count() as u32;

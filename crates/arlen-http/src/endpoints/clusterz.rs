@@ -257,6 +257,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
                     gossip_address: m.gossip_address.clone().filter(|_| full),
                     state: m.state.as_str().into(),
                     is_self: m.is_self,
+                    software_version: m.software.clone().filter(|_| full),
                     last_heard_ms: membership
                         .heard
                         .as_ref()

@@ -17,7 +17,9 @@ use rand::SeedableRng as _;
 use super::accuracy::{since, Accuracy, Base};
 use super::admission::{JoinBudget, SendCredit, Vouched};
 use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
-use super::seal::{Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, MAX_DATAGRAM, REPLAY_WINDOW};
+use super::seal::{
+    extension, Advert, Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, MAX_DATAGRAM, REPLAY_WINDOW,
+};
 use super::GossipTraffic;
 use foca::Codec as _;
 
@@ -201,6 +203,11 @@ struct Io {
     /// Where this node sends unsealed: bytes it may send to each address
     /// that has not proven it receives.
     credit: SendCredit,
+    /// What each peer said about itself in its envelopes: the versions it
+    /// speaks, its software.
+    peers: Peers,
+    /// This node's extension block (its software version).
+    extension: Vec<u8>,
 }
 
 impl Runtime<GossipId> for Io {
@@ -226,7 +233,8 @@ impl Runtime<GossipId> for Io {
         if let Ok(header) = WireCodec.decode_header(data) {
             self.accuracy.sent(&header, self.now);
         }
-        let datagram = self.sealing.seal(data, self.now_ms);
+        let version = self.peers.version_for(to.addr);
+        let datagram = self.sealing.seal_for(data, self.now_ms, version, &self.extension);
         if let Some(budget) = self.reply_budget.as_mut() {
             if datagram.len() > *budget {
                 self.amplification_drops += 1;
@@ -252,6 +260,45 @@ impl Runtime<GossipId> for Io {
             _ => after,
         };
         self.timers.push((after, event));
+    }
+}
+
+/// What each peer said about itself in its envelopes (bounded: cleared when
+/// it outgrows twice the member bound).
+#[derive(Debug)]
+struct Peers {
+    adverts: HashMap<SocketAddr, Advert>,
+    bound: usize,
+}
+
+impl Peers {
+    fn new(bound: usize) -> Self {
+        Self { adverts: HashMap::new(), bound: bound.max(16) }
+    }
+
+    fn learn(&mut self, addr: SocketAddr, advert: &Advert) {
+        if self.adverts.get(&addr) == Some(advert) {
+            return;
+        }
+        if self.adverts.len() >= self.bound {
+            self.adverts.clear();
+        }
+        // A version-1 envelope (hints, retries) of a peer that still says it
+        // speaks version 2 keeps its software known; an older binary at the
+        // address (a rollback) forgets it.
+        let kept = || self.adverts.get(&addr).and_then(|a| a.software.clone()).filter(|_| advert.max_version >= 2);
+        let software = advert.software.clone().or_else(kept);
+        self.adverts.insert(addr, Advert { max_version: advert.max_version, software });
+    }
+
+    /// The highest version this node and the peer at `addr` both speak.
+    fn version_for(&self, addr: SocketAddr) -> u8 {
+        let theirs = self.adverts.get(&addr).map_or(super::seal::PROTOCOL_UNMARKED, |a| a.max_version);
+        theirs.min(super::seal::PROTOCOL_MAX)
+    }
+
+    fn software_of(&self, addr: SocketAddr) -> Option<String> {
+        self.adverts.get(&addr).and_then(|a| a.software.clone())
     }
 }
 
@@ -373,6 +420,8 @@ impl Core {
                 leaving: false,
                 rejoined: None,
                 credit: SendCredit::new(MAX_DATAGRAM, protocol.max_members.max(1).saturating_mul(4)),
+                peers: Peers::new(protocol.max_members.max(1).saturating_mul(2)),
+                extension: extension(&arlen_config::build::software()),
             },
             protocol: protocol.clone(),
             max_members: protocol.max_members.max(1),
@@ -596,6 +645,11 @@ impl Core {
         self.io.sealing = sealing;
     }
 
+    /// The software version a peer at `addr` said it runs, if it did.
+    pub(crate) fn software_of(&self, addr: SocketAddr) -> Option<String> {
+        self.io.peers.software_of(addr)
+    }
+
     /// Newcomers held back by the join budget so far.
     pub(crate) fn held_back(&self) -> u64 {
         self.joins.held_back
@@ -640,6 +694,7 @@ impl Core {
             }
         }
         let admitted = self.admit(&mut packet, opened.sealed(), now)?;
+        self.io.peers.learn(packet.header.src.addr, &opened.advert);
         let bytes: &[u8] = admitted.as_deref().unwrap_or(&opened.packet);
         if !opened.sealed() {
             self.io.credit.received(from, datagram.len());

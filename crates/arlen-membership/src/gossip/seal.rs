@@ -2,12 +2,30 @@
 //! byte of a peer's packet is parsed.
 //!
 //! ```text
-//! sealed:   "ARL" 0x02 | sent_ms u64 BE | nonce [24] | XChaCha20-Poly1305(packet) + tag [16]
-//!           associated data: the cluster name, then the 36 header bytes
-//! unsealed: "ARL" 0x01 | name_len u8 | cluster name | packet_len u16 BE | packet | zero padding
+//! sealed v1:  "ARL" 0x02 | sent_ms u64 BE | nonce [24] | XChaCha20-Poly1305(packet) + tag [16]
+//!             associated data: the cluster name, then the 36 header bytes
+//! sealed v2:  "ARL" 0x03 | sent_ms u64 BE | nonce [24] | XChaCha20-Poly1305(ext_len u16 BE | ext | packet) + tag
+//! unsealed:   "ARL" 0x01 | name_len u8 | cluster name | packet_len u16 BE | packet | zero padding
+//!             [| ext | ext_len u16 BE | marker [4]]   (the tail of the padding)
+//! marker:     0xA7 'v' pmin pmax — the protocol versions the sender speaks
+//! ext:        (type u8 | len u8 | value)*  — type 1: the sender's software version
 //! ```
 //!
-//! Every datagram is at most [`MAX_DATAGRAM`] bytes; a larger one is refused
+//! **Versions.** Version 1 is the wire of Arlen up to the first versioned
+//! release; it has no version field, and its readers ignore the nonce's
+//! contents and an unsealed datagram's padding. That is where a newer node
+//! says which versions it speaks (the marker: the first four bytes of a
+//! sealed datagram's nonce, the last four of an unsealed one's padding), so
+//! every datagram of every version carries its sender's range, and a version-1
+//! reader never sees anything it does not know. A node sends a peer the
+//! highest version both speak: version 1 (with the marker) until the peer's
+//! marker said more. Version 2 adds the extension block (sealed: inside the
+//! seal; unsealed: in the padding's tail, which version 1 ignores); unknown
+//! extension types are skipped, so later fields need no new version. The
+//! golden-byte tests pin every layout.
+//!
+//! Every datagram is at most [`MAX_DATAGRAM`] bytes (a sealed version-2 one
+//! [`MAX_EXTENSION`] more, within an Ethernet MTU); a larger one is refused
 //! before anything else is looked at. Nothing is compressed, so a datagram's
 //! size is the most a packet can be. The first key seals, any key opens
 //! (rotation without restart). A sealed datagram is refused when its
@@ -29,6 +47,19 @@ use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
 
 /// Largest datagram sent or accepted, headers included (below a LAN MTU).
 pub(crate) const MAX_DATAGRAM: usize = 1400;
+/// The extension block of a version-2 datagram, its length included, at most
+/// (1400 + 72 + 28 bytes of IPv4 and UDP headers = one Ethernet MTU).
+pub(crate) const MAX_EXTENSION: usize = 72;
+/// The protocol versions this build speaks.
+pub(crate) const PROTOCOL_MIN: u8 = 1;
+pub(crate) const PROTOCOL_MAX: u8 = 2;
+/// What a sender that says nothing about its versions speaks.
+pub(crate) const PROTOCOL_UNMARKED: u8 = 1;
+/// The longest software version a member may gossip, in bytes.
+pub(crate) const MAX_SOFTWARE_BYTES: usize = 64;
+const MARKER_TAG: [u8; 2] = [0xA7, b'v'];
+const MARKER_BYTES: usize = 4;
+const EXT_SOFTWARE: u8 = 1;
 /// How far a sealed datagram's send time may lie behind the receiver's clock
 /// (transit, and a sender's clock behind this one's).
 pub(crate) const REPLAY_WINDOW: Duration = Duration::from_secs(60);
@@ -54,6 +85,7 @@ pub(crate) const MAX_CLUSTER_NAME_BYTES: usize = 128;
 const MAGIC: &[u8; 3] = b"ARL";
 const KIND_UNSEALED: u8 = 1;
 const KIND_SEALED: u8 = 2;
+const KIND_SEALED_V2: u8 = 3;
 const NONCE_BYTES: usize = 24;
 const TAG_BYTES: usize = 16;
 const SEALED_HEADER: usize = 4 + 8 + NONCE_BYTES;
@@ -154,6 +186,64 @@ pub(crate) struct Opened {
     pub packet: Vec<u8>,
     /// What identifies a sealed datagram for [`ReplayGuard`]; `None` when unsealed.
     pub stamp: Option<Stamp>,
+    /// What the sender said about itself in the envelope.
+    pub advert: Advert,
+}
+
+/// What a sender says about itself in every datagram's envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Advert {
+    /// The highest protocol version it speaks (1 when it says nothing).
+    pub max_version: u8,
+    /// Its software version, from a version-2 extension.
+    pub software: Option<String>,
+}
+
+impl Default for Advert {
+    fn default() -> Self {
+        Self { max_version: PROTOCOL_UNMARKED, software: None }
+    }
+}
+
+/// The marker: the versions this build speaks.
+fn marker() -> [u8; MARKER_BYTES] {
+    [MARKER_TAG[0], MARKER_TAG[1], PROTOCOL_MIN, PROTOCOL_MAX]
+}
+
+/// The highest version a marker names, if `bytes` is one.
+fn read_marker(bytes: &[u8]) -> Option<u8> {
+    match bytes {
+        [a, b, min, max] if [*a, *b] == MARKER_TAG && min <= max => Some(*max),
+        _ => None,
+    }
+}
+
+/// The extension block: this node's software version (cut to the bound).
+pub(crate) fn extension(software: &str) -> Vec<u8> {
+    let mut value = software.as_bytes();
+    value = &value[..value.len().min(MAX_SOFTWARE_BYTES)];
+    let mut ext = vec![EXT_SOFTWARE, u8::try_from(value.len()).unwrap_or(u8::MAX)];
+    ext.extend_from_slice(value);
+    ext
+}
+
+/// Reads an extension block; unknown types are skipped, a malformed block
+/// is refused.
+fn read_extension(mut ext: &[u8]) -> Result<Option<String>, Rejection> {
+    let mut software = None;
+    while !ext.is_empty() {
+        let [kind, len, rest @ ..] = ext else { return Err(Rejection::Malformed) };
+        let value = rest.get(..usize::from(*len)).ok_or(Rejection::Malformed)?;
+        if *kind == EXT_SOFTWARE {
+            let text = std::str::from_utf8(value).map_err(|_| Rejection::Malformed)?;
+            if text.len() > MAX_SOFTWARE_BYTES || text.chars().any(char::is_control) {
+                return Err(Rejection::Malformed);
+            }
+            software = Some(text.to_owned());
+        }
+        ext = &rest[usize::from(*len)..];
+    }
+    Ok(software)
 }
 
 impl Opened {
@@ -291,8 +381,30 @@ impl Sealing {
         MAX_DATAGRAM - unsealed_overhead.max(SEALED_HEADER + TAG_BYTES)
     }
 
-    /// Frames (and, with keys, seals) one foca packet.
+    /// Frames (and, with keys, seals) one foca packet in version 1, for a
+    /// peer whose versions are not known (with the marker).
     pub(crate) fn seal(&self, packet: &[u8], now_ms: u64) -> Vec<u8> {
+        self.seal_for(packet, now_ms, PROTOCOL_UNMARKED, &[])
+    }
+
+    /// Frames (and, with keys, seals) one foca packet in `version` (the
+    /// highest both sides speak), with the extension block `ext` where the
+    /// version has one.
+    pub(crate) fn seal_for(&self, packet: &[u8], now_ms: u64, version: u8, ext: &[u8]) -> Vec<u8> {
+        let mut nonce: [u8; NONCE_BYTES] = rand::random();
+        nonce[..MARKER_BYTES].copy_from_slice(&marker());
+        self.seal_with_nonce(packet, now_ms, version, ext, nonce)
+    }
+
+    fn seal_with_nonce(
+        &self,
+        packet: &[u8],
+        now_ms: u64,
+        version: u8,
+        ext: &[u8],
+        nonce: [u8; NONCE_BYTES],
+    ) -> Vec<u8> {
+        let ext = if ext.len() + 2 <= MAX_EXTENSION { ext } else { &[] };
         if !self.seals() {
             let name = &self.cluster[..self.cluster.len().min(MAX_CLUSTER_NAME_BYTES)];
             let mut out = Vec::with_capacity(MIN_UNSEALED.max(packet.len() + name.len() + 7));
@@ -302,19 +414,33 @@ impl Sealing {
             out.extend_from_slice(name);
             out.extend_from_slice(&u16::try_from(packet.len()).unwrap_or(u16::MAX).to_be_bytes());
             out.extend_from_slice(packet);
-            if out.len() < MIN_UNSEALED {
+            // The tail of the padding: the extension (when it fits), its
+            // length, the marker. Version 1 reads none of it.
+            let tail = if out.len() + ext.len() + 2 + MARKER_BYTES <= MIN_UNSEALED { ext } else { &[] };
+            if out.len() + tail.len() + 2 + MARKER_BYTES <= MIN_UNSEALED {
+                out.resize(MIN_UNSEALED - tail.len() - 2 - MARKER_BYTES, 0);
+                out.extend_from_slice(tail);
+                out.extend_from_slice(&u16::try_from(tail.len()).unwrap_or(0).to_be_bytes());
+                out.extend_from_slice(&marker());
+            } else if out.len() < MIN_UNSEALED {
                 out.resize(MIN_UNSEALED, 0);
             }
             return out;
         }
-        let nonce: [u8; NONCE_BYTES] = rand::random();
-        let mut out = Vec::with_capacity(SEALED_HEADER + packet.len() + TAG_BYTES);
+        let v2 = version >= 2;
+        let ext = if v2 { ext } else { &[] };
+        let mut out = Vec::with_capacity(SEALED_HEADER + 2 + ext.len() + packet.len() + TAG_BYTES);
         out.extend_from_slice(MAGIC);
-        out.push(KIND_SEALED);
+        out.push(if v2 { KIND_SEALED_V2 } else { KIND_SEALED });
         out.extend_from_slice(&now_ms.to_be_bytes());
         out.extend_from_slice(&nonce);
         let aad = self.associated_data(&out);
-        let mut body = packet.to_vec();
+        let mut body = Vec::with_capacity(2 + ext.len() + packet.len() + TAG_BYTES);
+        if v2 {
+            body.extend_from_slice(&u16::try_from(ext.len()).unwrap_or(0).to_be_bytes());
+            body.extend_from_slice(ext);
+        }
+        body.extend_from_slice(packet);
         self.keys[0]
             .encrypt_in_place(&XNonce::from(nonce), &aad, &mut body)
             .expect("XChaCha20-Poly1305 seals any datagram-sized packet");
@@ -325,7 +451,11 @@ impl Sealing {
     /// Checks and opens one datagram. Nothing of it is parsed before its size
     /// is bounded, and nothing of a sealed one before it is authenticated.
     pub(crate) fn open(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, Rejection> {
-        if datagram.len() > MAX_DATAGRAM {
+        let bound = match datagram.get(3) {
+            Some(&KIND_SEALED_V2) => MAX_DATAGRAM + MAX_EXTENSION,
+            _ => MAX_DATAGRAM,
+        };
+        if datagram.len() > bound {
             return Err(Rejection::Oversized);
         }
         if datagram.len() < 4 || &datagram[..3] != MAGIC {
@@ -333,7 +463,8 @@ impl Sealing {
         }
         match datagram[3] {
             KIND_UNSEALED => self.open_unsealed(&datagram[4..]),
-            KIND_SEALED => self.open_sealed(datagram, now_ms),
+            KIND_SEALED => self.open_sealed(datagram, now_ms, false),
+            KIND_SEALED_V2 => self.open_sealed(datagram, now_ms, true),
             _ => Err(Rejection::Malformed),
         }
     }
@@ -353,10 +484,11 @@ impl Sealing {
         }
         let packet_len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
         let packet = rest[2..].get(..packet_len).ok_or(Rejection::Malformed)?;
-        Ok(Opened { packet: packet.to_vec(), stamp: None })
+        let padding = &rest[2 + packet_len..];
+        Ok(Opened { packet: packet.to_vec(), stamp: None, advert: read_tail(padding)? })
     }
 
-    fn open_sealed(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, Rejection> {
+    fn open_sealed(&self, datagram: &[u8], now_ms: u64, v2: bool) -> Result<Opened, Rejection> {
         if datagram.len() < SEALED_HEADER + TAG_BYTES {
             return Err(Rejection::Malformed);
         }
@@ -371,16 +503,31 @@ impl Sealing {
             let mut plain = body.to_vec();
             key.decrypt_in_place(&nonce, &aad, &mut plain).ok().map(|()| plain)
         });
-        let packet = opened.ok_or(Rejection::BadSeal)?;
-        // Only an authentic datagram's time is worth reading.
+        let mut packet = opened.ok_or(Rejection::BadSeal)?;
+        // Only an authentic datagram's time and extension are worth reading.
         let sent_ms = u64::from_be_bytes(header[4..12].try_into().map_err(|_| Rejection::Malformed)?);
         let past = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX);
         let future = u64::try_from(FUTURE_WINDOW.as_millis()).unwrap_or(u64::MAX);
         if sent_ms < now_ms.saturating_sub(past) || sent_ms > now_ms.saturating_add(future) {
             return Err(Rejection::Stale);
         }
-        let nonce = u128::from_be_bytes(header[12..28].try_into().map_err(|_| Rejection::Malformed)?);
-        Ok(Opened { packet, stamp: Some(Stamp { sent_ms, nonce }) })
+        let mut advert =
+            Advert { max_version: read_marker(&header[12..16]).unwrap_or(PROTOCOL_UNMARKED), software: None };
+        if v2 {
+            let [high, low, rest @ ..] = packet.as_slice() else { return Err(Rejection::Malformed) };
+            let ext_len = usize::from(u16::from_be_bytes([*high, *low]));
+            let ext = rest.get(..ext_len).ok_or(Rejection::Malformed)?;
+            advert.software = read_extension(ext)?;
+            packet.drain(..2 + ext_len);
+        }
+        // The nonce's last 16 bytes: random in every version (a marker fills the first four).
+        let nonce = u128::from_be_bytes(header[20..36].try_into().map_err(|_| Rejection::Malformed)?);
+        Ok(Opened { packet, stamp: Some(Stamp { sent_ms, nonce }), advert })
+    }
+
+    #[cfg(test)]
+    fn seal_pinned(&self, packet: &[u8], now_ms: u64, version: u8, ext: &[u8], nonce: [u8; NONCE_BYTES]) -> Vec<u8> {
+        self.seal_with_nonce(packet, now_ms, version, ext, nonce)
     }
 
     fn associated_data(&self, header: &[u8]) -> Vec<u8> {
@@ -389,6 +536,19 @@ impl Sealing {
         aad.extend_from_slice(header);
         aad
     }
+}
+
+/// What the tail of an unsealed datagram's padding says: the marker, and
+/// the extension before it. Padding without a marker says nothing (version 1).
+fn read_tail(padding: &[u8]) -> Result<Advert, Rejection> {
+    let Some(split) = padding.len().checked_sub(MARKER_BYTES) else { return Ok(Advert::default()) };
+    let Some(max_version) = read_marker(&padding[split..]) else { return Ok(Advert::default()) };
+    let before = &padding[..split];
+    let Some(len_at) = before.len().checked_sub(2) else { return Err(Rejection::Malformed) };
+    let ext_len = usize::from(u16::from_be_bytes([before[len_at], before[len_at + 1]]));
+    let ext_at = len_at.checked_sub(ext_len).ok_or(Rejection::Malformed)?;
+    let software = read_extension(&before[ext_at..len_at])?;
+    Ok(Advert { max_version, software })
 }
 
 #[cfg(test)]
@@ -485,7 +645,8 @@ mod tests {
         let open = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
         let unsealed = open.seal(b"hi", NOW);
         assert!(unsealed.len() >= MIN_UNSEALED, "unsealed datagrams are padded");
-        assert_eq!(open.open(&unsealed, NOW).unwrap(), Opened { packet: b"hi".to_vec(), stamp: None });
+        let opened = open.open(&unsealed, NOW).unwrap();
+        assert_eq!((opened.packet.as_slice(), opened.stamp), (&b"hi"[..], None));
         assert_eq!(
             Sealing::new("beta", &[], UnsealedTraffic::Refuse).open(&unsealed, NOW),
             Err(Rejection::OtherCluster)
@@ -513,6 +674,62 @@ mod tests {
         assert_eq!(sealing.open(b"ARL\x02short", NOW), Err(Rejection::Malformed));
         assert!(Sealing::max_packet("alpha") + SEALED_HEADER + TAG_BYTES <= MAX_DATAGRAM);
         assert!(Sealing::max_packet(&"n".repeat(300)) + 4 + 1 + MAX_CLUSTER_NAME_BYTES + 2 <= MAX_DATAGRAM);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Today's layouts, byte for byte: a change to any of them is a change
+    /// of the wire, and must come with a version (see the module documentation).
+    #[test]
+    fn the_wire_layouts_are_pinned() {
+        let sealed = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
+        let nonce = [9u8; NONCE_BYTES];
+        let v1 = sealed.seal_pinned(b"packet", NOW, 1, b"", nonce);
+        assert_eq!(
+            hex(&v1),
+            "41524c020000018bcfe56800090909090909090909090909090909090909090909090909838cdcfd3bb21c3f4943fce2fe357c8732deda30cb6e",
+            "sealed version 1"
+        );
+        let ext = extension("1.2.3+abc");
+        let v2 = sealed.seal_pinned(b"packet", NOW, 2, &ext, nonce);
+        assert_eq!(&v2[..4], b"ARL\x03");
+        assert_eq!(hex(&v2[4..36]), hex(&v1[4..36]), "the same header");
+        assert_eq!(v2.len(), v1.len() + 2 + ext.len());
+        let unsealed = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
+        let plain = unsealed.seal_pinned(b"packet", NOW, 1, &ext, nonce);
+        assert_eq!(plain.len(), MIN_UNSEALED);
+        assert_eq!(hex(&plain[..18]), "41524c0105616c70686100067061636b6574", "unsealed: name, length, packet");
+        assert_eq!(hex(&plain[plain.len() - 17..]), "0109312e322e332b616263000ba7760102", "its tail");
+        assert!(plain[18..plain.len() - 17].iter().all(|b| *b == 0), "zero padding between");
+    }
+
+    #[test]
+    fn every_version_opens_and_says_who_sent_it() {
+        let sealed = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
+        let ext = extension("1.2.3+abc");
+        for (version, software) in [(1, None), (2, Some("1.2.3+abc".to_owned()))] {
+            let opened = sealed.open(&sealed.seal_for(b"packet", NOW, version, &ext), NOW).unwrap();
+            assert_eq!(opened.packet, b"packet", "sealed version {version}");
+            assert_eq!(opened.advert, Advert { max_version: PROTOCOL_MAX, software }, "sealed version {version}");
+        }
+        let unsealed = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
+        let opened = unsealed.open(&unsealed.seal_for(b"packet", NOW, 1, &ext), NOW).unwrap();
+        assert_eq!(opened.advert, Advert { max_version: PROTOCOL_MAX, software: Some("1.2.3+abc".to_owned()) });
+        // What version 1 sent (no marker, zero padding, a random nonce) says nothing.
+        let old = sealed.seal_pinned(b"packet", NOW, 1, b"", [9; NONCE_BYTES]);
+        assert_eq!(sealed.open(&old, NOW).unwrap().advert, Advert::default());
+        let mut old_plain = unsealed.seal_pinned(b"packet", NOW, 1, b"", [9; NONCE_BYTES]);
+        old_plain.truncate(18);
+        old_plain.resize(MIN_UNSEALED, 0);
+        assert_eq!(unsealed.open(&old_plain, NOW).unwrap().advert, Advert::default());
+        // Unknown extension types are skipped; a malformed block is refused.
+        let mut later = ext.clone();
+        later.extend_from_slice(&[0x42, 2, 0xff, 0xff]);
+        let opened = sealed.open(&sealed.seal_for(b"p", NOW, 2, &later), NOW).unwrap();
+        assert_eq!(opened.advert.software.as_deref(), Some("1.2.3+abc"));
+        assert_eq!(sealed.open(&sealed.seal_for(b"p", NOW, 2, &[1, 9, b'x']), NOW), Err(Rejection::Malformed));
     }
 
     proptest::proptest! {
