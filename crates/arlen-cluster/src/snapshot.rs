@@ -289,9 +289,4 @@ impl Snapshot {
             upstream_ok,
         }
     }
-
-    /// The readiness verdict as of this snapshot's own gate state.
-    pub fn readiness(&self) -> Readiness {
-        self.readiness_at(self.gate.since.monotonic)
-    }
 }

@@ -224,25 +224,27 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of request metrics plus the snapshot's cluster gauges.
-    pub fn render_text(&self, snapshot: &Snapshot) -> String {
+    /// `now` is the snapshot cell's monotonic reading at the scrape: the
+    /// readiness reported is the one `/readyz` would answer at that instant.
+    pub fn render_text(&self, snapshot: &Snapshot, now: Duration) -> String {
         let mut out = String::with_capacity(4096);
         encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
         {
             let late = self.late.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             encode_registry(&mut out, &late).expect("writing to a String cannot fail");
         }
-        encode_registry(&mut out, &cluster_registry(snapshot)).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &cluster_registry(snapshot, now)).expect("writing to a String cannot fail");
         encode_eof(&mut out).expect("writing to a String cannot fail");
         out
     }
 
     /// The same samples as [`Metrics::render_text`], as JSON.
-    pub fn render_json(&self, snapshot: &Snapshot) -> Value {
-        text_to_json(&self.render_text(snapshot))
+    pub fn render_json(&self, snapshot: &Snapshot, now: Duration) -> Value {
+        text_to_json(&self.render_text(snapshot, now))
     }
 }
 
-fn cluster_registry(snapshot: &Snapshot) -> Registry {
+fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
     let mut registry = Registry::default();
     let gauge = |value: i64| {
         let g: Gauge = Gauge::default();
@@ -273,7 +275,11 @@ fn cluster_registry(snapshot: &Snapshot) -> Registry {
             .set(i64::from(candidate == quorum.status));
     }
     registry.register("aln_cluster_status", "1 for the current quorum status", status);
-    registry.register("aln_cluster_ready", "1 when /readyz answers 200", gauge(i64::from(snapshot.readiness().ready)));
+    registry.register(
+        "aln_cluster_ready",
+        "1 when /readyz answers 200",
+        gauge(i64::from(snapshot.readiness_at(now).ready)),
+    );
     if let Some(upstream) = &snapshot.upstream {
         registry.register(
             "aln_upstream_up",
@@ -374,4 +380,51 @@ pub fn sample_value(text: &str, series: &str) -> Option<f64> {
         let (name, value) = line.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok()).flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use arlen_cluster::{
+        snapshot_channel, Clock, GateWindows, MembershipView, NodeIdentity, RuntimeSettings, Timestamp,
+    };
+
+    use super::*;
+
+    /// A clock the test moves by hand.
+    #[derive(Debug, Default)]
+    struct Hand(Mutex<Duration>);
+
+    impl Clock for Hand {
+        fn now(&self) -> Timestamp {
+            let monotonic = *self.0.lock().unwrap();
+            Timestamp { monotonic, wall: std::time::SystemTime::UNIX_EPOCH + monotonic }
+        }
+    }
+
+    /// The gauge is the readiness `/readyz` answers at the scrape's instant,
+    /// not as of the gate's last transition.
+    #[test]
+    fn the_ready_gauge_is_readiness_at_the_scrape() {
+        let clock = Arc::new(Hand::default());
+        let settings = RuntimeSettings {
+            readiness_requires_cluster_quorum: true,
+            gate_windows: GateWindows { loss_grace: Duration::from_millis(1000), recovery_stable: Duration::ZERO },
+            ..RuntimeSettings::contract_defaults(3)
+        };
+        let identity =
+            NodeIdentity { cluster_enabled: true, cluster_name: "alpha".into(), node_id: "a".into(), worker_pid: 1 };
+        let (publisher, reader) =
+            snapshot_channel(identity, settings, MembershipView::counted("static_config", 3), clock.clone());
+        publisher.set_membership(MembershipView::counted("static_config", 1));
+        let metrics = Metrics::new();
+        let ready = |metrics: &Metrics| {
+            sample_value(&metrics.render_text(&reader.current(), reader.now().monotonic), "aln_cluster_ready")
+        };
+        assert_eq!(ready(&metrics), Some(1.0), "inside the grace");
+        *clock.0.lock().unwrap() += Duration::from_millis(1500);
+        assert!(reader.current().gate.met, "no publish since: the stored gate still says met");
+        assert_eq!(ready(&metrics), Some(0.0), "past the grace, as /readyz would answer");
+    }
 }

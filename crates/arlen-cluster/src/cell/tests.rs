@@ -71,10 +71,10 @@ fn headers_body_and_readiness_come_from_one_snapshot() {
         s.headers.as_ref().unwrap().iter().find(|(n, _)| n.as_str() == name).unwrap().1.clone()
     };
     assert_eq!(header(&before, "x-arlen-cluster-status"), "nominal");
-    assert!(before.readiness().ready);
+    assert!(before.readiness_at(reader.now().monotonic).ready);
     assert_eq!(header(&after, "x-arlen-cluster-status"), "degraded");
     assert_eq!(header(&after, "x-arlen-cluster-observed-nodes"), "2");
-    assert!(!after.readiness().ready);
+    assert!(!after.readiness_at(reader.now().monotonic).ready);
     assert_eq!(header(&after, "x-arlen-worker-pid"), "42");
 }
 
@@ -92,17 +92,17 @@ fn headers_need_both_flags() {
 #[test]
 fn readiness_gates_and_drain() {
     let (publisher, reader, _) = channel(RuntimeSettings { readiness_requires_startup: true, ..settings(3) }, 3);
-    let r = reader.current().readiness();
+    let r = reader.current().readiness_at(reader.now().monotonic);
     assert_eq!((r.ready, r.startup_ok, r.quorum_ok), (false, false, true));
     publisher.mark_started();
-    assert!(reader.current().readiness().ready);
+    assert!(reader.current().readiness_at(reader.now().monotonic).ready);
     publisher.set_membership(view(0));
-    let r = reader.current().readiness();
+    let r = reader.current().readiness_at(reader.now().monotonic);
     assert_eq!((r.ready, r.quorum_required, r.quorum_ok), (false, true, false));
     publisher.set_membership(view(3));
     publisher.mark_draining();
     let snapshot = reader.current();
-    let r = snapshot.readiness();
+    let r = snapshot.readiness_at(reader.now().monotonic);
     assert_eq!((r.ready, r.draining, r.quorum_ok), (false, true, true));
     assert!(snapshot.lifecycle.started && snapshot.lifecycle.draining_since.is_some());
 }

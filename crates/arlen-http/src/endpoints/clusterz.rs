@@ -196,7 +196,7 @@ pub(super) async fn clusterz(
     let mut current = snapshot;
     loop {
         if condition.holds(&current) {
-            let response = json_response(StatusCode::OK, &document(&current, SystemTime::now(), cx.full_details));
+            let response = json_response(StatusCode::OK, &document(&current, reader.now().wall, cx.full_details));
             return Answered { response, snapshot: current };
         }
         tokio::select! {
@@ -210,7 +210,7 @@ pub(super) async fn clusterz(
         }
     }
     let current = reader.current();
-    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, SystemTime::now(), cx.full_details));
+    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, reader.now().wall, cx.full_details));
     Answered { response, snapshot: current }
 }
 

@@ -246,9 +246,9 @@ fn metrics(parts: &http::request::Parts, snapshot: &Snapshot, cx: &Context<'_>) 
         return response;
     }
     if accepts_json(parts) {
-        return json_response(StatusCode::OK, &cx.metrics.render_json(snapshot));
+        return json_response(StatusCode::OK, &cx.metrics.render_json(snapshot, cx.monotonic_now));
     }
-    let mut response = Response::new(Body::from(cx.metrics.render_text(snapshot)));
+    let mut response = Response::new(Body::from(cx.metrics.render_text(snapshot, cx.monotonic_now)));
     response.headers_mut().insert(CONTENT_TYPE, PROMETHEUS_TEXT);
     response
 }

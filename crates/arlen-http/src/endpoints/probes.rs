@@ -1,7 +1,7 @@
 //! `/healthz`, `/livez`, `/readyz`: the contract's text and JSON answers, and
 //! the Kubernetes grammar (`?verbose`, `?exclude=`, `/<signal>/<check>`).
 
-use arlen_cluster::Snapshot;
+use arlen_cluster::{Snapshot, Timestamp};
 use axum::response::Response;
 use http::StatusCode;
 
@@ -196,12 +196,9 @@ fn document(
     let settings = &snapshot.settings;
     let quorum = &snapshot.quorum;
     let readiness = snapshot.readiness_at(cx.monotonic_now);
-    let gate = snapshot.gate;
-    let pending = gate.pending.filter(|p| p.effective_at.monotonic > cx.monotonic_now);
-    let (gated_met, since) = match gate.pending {
-        Some(p) if p.effective_at.monotonic <= cx.monotonic_now => (p.to_met, p.effective_at.wall),
-        _ => (gate.met, gate.since.wall),
-    };
+    // The gate, judged at this request's instant (a due transition applied).
+    let gate = snapshot.gate.settle(Timestamp { monotonic: cx.monotonic_now, wall: cx.now });
+    let (gated_met, since, pending) = (gate.met, gate.since.wall, gate.pending);
     ProbeDocument {
         ok,
         signal: signal.name().into(),
