@@ -229,18 +229,36 @@ impl EtcdSource {
         tracing::info!(endpoints = ?settings.endpoints, key = %settings.key(), generation = settings.generation, "etcd membership started");
         Ok(Self { commands, task, fatal, stats })
     }
+}
 
-    pub(crate) fn stats(&self) -> std::sync::Arc<EtcdStats> {
-        self.stats.clone()
+#[async_trait::async_trait]
+impl crate::Source for EtcdSource {
+    fn name(&self) -> &'static str {
+        ETCD_NAME
+    }
+
+    fn counters(&self) -> Vec<crate::SourceCounter> {
+        let stats = self.stats.clone();
+        vec![crate::SourceCounter {
+            name: "aln_etcd_rejected_records",
+            help: "keys under the etcd member prefix that were not counted, by reason",
+            read: crate::CounterRead::Labeled {
+                label: "reason",
+                values: RecordRejection::ALL.iter().map(|r| r.label()).collect(),
+                read: Box::new(move |wanted| {
+                    RecordRejection::ALL.iter().find(|r| r.label() == wanted).map_or(0, |r| stats.rejected(*r))
+                }),
+            },
+        }]
     }
 
     /// Resolves with the reason when the etcd task cannot be kept running.
-    pub(crate) async fn failed(&self) -> String {
+    async fn failed(&self) -> String {
         crate::supervise::gave_up(&self.fatal).await
     }
 
     /// Marks this node `draining` in its registration.
-    pub(crate) async fn announce_draining(&self) {
+    async fn announce_draining(&self) {
         let (done, wait) = oneshot::channel();
         if self.commands.send(Command::Drain(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
@@ -248,7 +266,7 @@ impl EtcdSource {
     }
 
     /// Marks this node `left` and revokes its lease, so peers see it go at once.
-    pub(crate) async fn leave(self) {
+    async fn leave(self: Box<Self>) {
         let (done, wait) = oneshot::channel();
         if self.commands.send(Command::Leave(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;

@@ -279,25 +279,9 @@ impl GossipSource {
         Ok(Self { commands, task, resolver, faults, traffic, sealing: shared_sealing, cluster_name, fatal })
     }
 
-    pub(crate) fn fault_rules(&self) -> Option<FaultRules> {
-        self.faults.clone()
-    }
-
+    #[cfg(test)]
     pub(crate) fn traffic(&self) -> Arc<GossipTraffic> {
         self.traffic.clone()
-    }
-
-    /// Resolves with the reason when gossip cannot be kept running.
-    pub(crate) async fn failed(&self) -> String {
-        crate::supervise::gave_up(&self.fatal).await
-    }
-
-    /// Applies reloadable settings: the keys and the unsealed-traffic switch.
-    pub(crate) async fn reload(&self, config: &Config) {
-        let gossip = &config.cluster.membership.gossip;
-        let sealing = Sealing::new(&self.cluster_name, gossip.keys.bytes(), unsealed_traffic(gossip.unsealed_traffic));
-        *self.sealing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sealing.clone();
-        let _ = self.commands.send(Command::Reseal(sealing)).await;
     }
 
     /// Stops without announcing anything, as a crash would (for tests).
@@ -307,9 +291,84 @@ impl GossipSource {
         self.resolver.abort();
         let _ = self.task.await;
     }
+}
+
+/// Reads one gossip traffic counter.
+type ReadTraffic = fn(&GossipTraffic) -> u64;
+
+#[async_trait::async_trait]
+impl crate::Source for GossipSource {
+    fn name(&self) -> &'static str {
+        GOSSIP_NAME
+    }
+
+    fn counters(&self) -> Vec<crate::SourceCounter> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let plain: [(&'static str, &'static str, ReadTraffic); 10] = [
+            ("aln_gossip_sent_bytes", "gossip bytes sent", |t| t.bytes_sent.load(Relaxed)),
+            ("aln_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
+            ("aln_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
+            ("aln_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
+            ("aln_gossip_suspicions", "members this node suspected (its probe failed)", |t| t.suspicions.load(Relaxed)),
+            ("aln_gossip_refutations", "suspicions of this node's refuted in time (false suspicions)", |t| {
+                t.refutations.load(Relaxed)
+            }),
+            ("aln_gossip_downs", "members this node declared down", |t| t.downs.load(Relaxed)),
+            (
+                "aln_gossip_rejoins",
+                "times this node rejoined under a renewed identity after being declared down",
+                |t| t.rejoins.load(Relaxed),
+            ),
+            ("aln_gossip_stalls", "times this node noticed it had stalled (paused, starved of CPU)", |t| {
+                t.stalls.load(Relaxed)
+            }),
+            (
+                "aln_gossip_isolation_resets",
+                "times this node, cut off alone, forgot the verdicts of its isolation on hearing from the cluster",
+                |t| t.isolation_resets.load(Relaxed),
+            ),
+        ];
+        let mut counters: Vec<crate::SourceCounter> = plain
+            .into_iter()
+            .map(|(name, help, read)| {
+                let traffic = self.traffic.clone();
+                crate::SourceCounter { name, help, read: crate::CounterRead::Plain(Box::new(move || read(&traffic))) }
+            })
+            .collect();
+        let traffic = self.traffic.clone();
+        counters.push(crate::SourceCounter {
+            name: "aln_gossip_rejected_datagrams",
+            help: "gossip datagrams dropped before they could change anything, by reason",
+            read: crate::CounterRead::Labeled {
+                label: "reason",
+                values: Rejection::ALL.iter().map(|r| r.label()).collect(),
+                read: Box::new(move |wanted| {
+                    Rejection::ALL.iter().find(|r| r.label() == wanted).map_or(0, |r| traffic.rejected(*r))
+                }),
+            },
+        });
+        counters
+    }
+
+    fn fault_rules(&self) -> Option<FaultRules> {
+        self.faults.clone()
+    }
+
+    /// Resolves with the reason when gossip cannot be kept running.
+    async fn failed(&self) -> String {
+        crate::supervise::gave_up(&self.fatal).await
+    }
+
+    /// Applies reloadable settings: the keys and the unsealed-traffic switch.
+    async fn reload(&self, config: &Config) {
+        let gossip = &config.cluster.membership.gossip;
+        let sealing = Sealing::new(&self.cluster_name, gossip.keys.bytes(), unsealed_traffic(gossip.unsealed_traffic));
+        *self.sealing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sealing.clone();
+        let _ = self.commands.send(Command::Reseal(sealing)).await;
+    }
 
     /// Marks this node `draining`: peers stop counting it at once.
-    pub(crate) async fn announce_draining(&self) {
+    async fn announce_draining(&self) {
         let (done, wait) = oneshot::channel();
         if self.commands.send(Command::Announce(Announced::Draining, done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
@@ -317,14 +376,15 @@ impl GossipSource {
     }
 
     /// Marks this node `left`, gives gossip a few rounds to carry it, stops.
-    pub(crate) async fn leave(self) {
+    async fn leave(self: Box<Self>) {
+        let this = *self;
         let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Leave(done)).await.is_ok() {
+        if this.commands.send(Command::Leave(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
-        drop(self.commands);
-        self.resolver.abort();
-        if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
+        drop(this.commands);
+        this.resolver.abort();
+        if tokio::time::timeout(Duration::from_secs(2), this.task).await.is_err() {
             tracing::warn!("gossip did not shut down in time");
         }
         tracing::info!("left the gossip cluster");

@@ -5,8 +5,9 @@
 //! Sources: `static_config` (the operator states `cluster.observedNodes`),
 //! `gossip` (live membership over sealed UDP gossip, SWIM on foca) and `etcd`
 //! (lease-registered members in etcd). Nothing outside this crate imports
-//! foca or etcd-client: callers see [`start`], [`RunningSource`] and
-//! the snapshot types of `arlen-cluster`.
+//! foca or etcd-client: callers see [`start`], [`RunningSource`], the
+//! [`Source`] seam every source implements, and the snapshot types of
+//! `arlen-cluster`.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod fuzzing;
 mod gossip;
 #[cfg(any(test, feature = "simulation"))]
 pub mod simulation;
+mod source;
 pub mod static_config;
 mod supervise;
 
@@ -30,6 +32,7 @@ use arlen_config::{Config, MembershipSource};
 pub use etcd::{EtcdStats, RecordRejection, ETCD_NAME};
 pub use faults::{FaultRule, FaultRules, TaskFault};
 pub use gossip::{GossipTraffic, Rejection, GOSSIP_NAME};
+pub use source::{CounterRead, Source, SourceCounter};
 
 /// A fresh gossip key, base64: what `cluster.gossip.keys` takes.
 pub fn generate_gossip_key() -> String {
@@ -47,16 +50,10 @@ pub enum MembershipError {
     Start { source_name: &'static str, detail: String },
 }
 
-/// A started membership source. [`RunningSource::leave`] tells peers this
-/// node is leaving and stops the source.
+/// A started membership source (any [`Source`]). [`RunningSource::leave`]
+/// tells peers this node is leaving and stops the source.
 pub struct RunningSource {
-    inner: Inner,
-}
-
-enum Inner {
-    Static,
-    Gossip(gossip::GossipSource),
-    Etcd(etcd::EtcdSource),
+    inner: Box<dyn Source>,
 }
 
 impl std::fmt::Debug for RunningSource {
@@ -66,96 +63,61 @@ impl std::fmt::Debug for RunningSource {
 }
 
 impl RunningSource {
-    /// The source's wire name.
-    pub fn name(&self) -> &'static str {
-        match &self.inner {
-            Inner::Static => STATIC_CONFIG,
-            Inner::Gossip(_) => GOSSIP_NAME,
-            Inner::Etcd(_) => ETCD_NAME,
-        }
+    /// A running source of the caller's own (any [`Source`]).
+    pub fn new(source: impl Source) -> Self {
+        Self { inner: Box::new(source) }
     }
 
-    /// Fault-injection rules of the gossip transport, when the source is gossip.
+    /// The source's wire name.
+    pub fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    /// Fault-injection rules of the source's transport, when it has one.
     pub fn fault_rules(&self) -> Option<FaultRules> {
-        match &self.inner {
-            Inner::Gossip(source) => source.fault_rules(),
-            Inner::Static | Inner::Etcd(_) => None,
-        }
+        self.inner.fault_rules()
+    }
+
+    /// The counters the source keeps, named by itself, for `/metrics`.
+    pub fn counters(&self) -> Vec<SourceCounter> {
+        self.inner.counters()
     }
 
     /// Tells peers this node is draining (still serving, about to leave); they
-    /// stop counting it. A no-op for `static_config`.
+    /// stop counting it.
     pub async fn announce_draining(&self) {
-        match &self.inner {
-            Inner::Gossip(source) => source.announce_draining().await,
-            Inner::Etcd(source) => source.announce_draining().await,
-            Inner::Static => {}
-        }
+        self.inner.announce_draining().await;
     }
 
-    /// Refused registrations, when the source is etcd.
-    pub fn etcd_stats(&self) -> Option<std::sync::Arc<EtcdStats>> {
-        match &self.inner {
-            Inner::Etcd(source) => Some(source.stats()),
-            Inner::Static | Inner::Gossip(_) => None,
-        }
-    }
-
-    /// Gossip traffic counters, when the source is gossip.
-    pub fn gossip_traffic(&self) -> Option<std::sync::Arc<GossipTraffic>> {
-        match &self.inner {
-            Inner::Gossip(source) => Some(source.traffic()),
-            Inner::Static | Inner::Etcd(_) => None,
-        }
-    }
-
-    /// Applies the settings a running source can change (SIGHUP): for gossip,
-    /// its keys and the unsealed-traffic switch.
+    /// Applies the settings a running source can change (SIGHUP).
     pub async fn reload(&self, config: &Config) {
-        if let Inner::Gossip(source) = &self.inner {
-            source.reload(config).await;
-        }
+        self.inner.reload(config).await;
     }
 
     /// Resolves, with the reason, when the source has failed for good and
     /// the process should exit so its supervisor restarts it. Never resolves
     /// for a source that keeps running.
     pub async fn failed(&self) -> String {
-        match &self.inner {
-            Inner::Gossip(source) => source.failed().await,
-            Inner::Etcd(source) => source.failed().await,
-            Inner::Static => std::future::pending().await,
-        }
+        self.inner.failed().await
     }
 
     /// Announces that this node is leaving, waits briefly for the news to
-    /// spread, and stops the source. A no-op for `static_config`.
+    /// spread, and stops the source.
     pub async fn leave(self) {
-        match self.inner {
-            Inner::Static => tracing::debug!("static membership stopped"),
-            Inner::Gossip(source) => source.leave().await,
-            Inner::Etcd(source) => source.leave().await,
-        }
+        self.inner.leave().await;
     }
 }
 
 /// Starts the configured membership source; returns once it has published its
-/// first view.
+/// first view. The one place that names every source.
 pub async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<RunningSource, MembershipError> {
-    match config.cluster.membership.source {
-        MembershipSource::StaticConfig => {
-            publisher.set_membership(static_config::view(config, SystemTime::now()));
-            Ok(RunningSource { inner: Inner::Static })
-        }
+    Ok(match config.cluster.membership.source {
+        MembershipSource::StaticConfig => RunningSource::new(static_config::StaticSource::start(config, publisher)),
         MembershipSource::Gossip => {
-            let source = gossip::GossipSource::start(config, publisher, std::sync::Arc::new(gossip::Udp)).await?;
-            Ok(RunningSource { inner: Inner::Gossip(source) })
+            RunningSource::new(gossip::GossipSource::start(config, publisher, std::sync::Arc::new(gossip::Udp)).await?)
         }
-        MembershipSource::Etcd => {
-            let source = etcd::EtcdSource::start(config, publisher).await?;
-            Ok(RunningSource { inner: Inner::Etcd(source) })
-        }
-    }
+        MembershipSource::Etcd => RunningSource::new(etcd::EtcdSource::start(config, publisher).await?),
+    })
 }
 
 /// The view `static_config` reports (see [`static_config::view`]).

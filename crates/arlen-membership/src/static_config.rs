@@ -7,6 +7,34 @@ use arlen_config::Config;
 
 use crate::url_host;
 
+/// The running `static_config` source: it republishes the configured count
+/// when the configuration is reloaded.
+pub(crate) struct StaticSource {
+    publisher: arlen_cluster::SnapshotPublisher,
+}
+
+impl StaticSource {
+    pub(crate) fn start(config: &Config, publisher: arlen_cluster::SnapshotPublisher) -> Self {
+        publisher.set_membership(view(config, SystemTime::now()));
+        Self { publisher }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Source for StaticSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn reload(&self, config: &Config) {
+        self.publisher.set_membership(view(config, SystemTime::now()));
+    }
+
+    async fn leave(self: Box<Self>) {
+        tracing::debug!("static membership stopped");
+    }
+}
+
 /// Source name on the wire.
 pub const NAME: &str = "static_config";
 

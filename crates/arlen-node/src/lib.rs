@@ -46,8 +46,8 @@ mod systemd;
 
 use std::future::Future;
 
+use arlen_config::ProcessEnvironment;
 pub use arlen_config::{Config, ConfigErrors, LoadOptions, Loaded};
-use arlen_config::{MembershipSource, ProcessEnvironment};
 use arlen_http::{Runtime, ServerSettings};
 use arlen_membership::RunningSource;
 use axum::Router;
@@ -346,84 +346,19 @@ fn reload(options: &LoadOptions, started: &Loaded, current: Loaded, runtime: &Ru
         tracing::warn!(keys = ?needs_restart, "these changes need a restart to take effect; the running values stay");
     }
     runtime.apply_settings(&next.config);
-    if started.config.cluster.membership.source == MembershipSource::StaticConfig {
-        runtime.publisher().set_membership(arlen_membership::static_view(&next.config, std::time::SystemTime::now()));
-    }
     tracing::info!("configuration reloaded");
     next
 }
 
-/// Reads one gossip traffic counter.
-type ReadTraffic = fn(&arlen_membership::GossipTraffic) -> u64;
-
-/// Gossip traffic and refusals, and etcd's refused records, in `/metrics`.
+/// The membership source's own counters (named by the source) in `/metrics`.
 fn register_membership_metrics(runtime: &Runtime, membership: &RunningSource) {
-    use std::sync::atomic::Ordering::Relaxed;
     let metrics = runtime.metrics();
-    if let Some(traffic) = membership.gossip_traffic() {
-        let counters: [(&'static str, &'static str, ReadTraffic); 10] = [
-            ("aln_gossip_sent_bytes", "gossip bytes sent", |t| t.bytes_sent.load(Relaxed)),
-            ("aln_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
-            ("aln_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
-            ("aln_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
-            ("aln_gossip_suspicions", "members this node suspected (its probe failed)", |t| t.suspicions.load(Relaxed)),
-            ("aln_gossip_refutations", "suspicions of this node's refuted in time (false suspicions)", |t| {
-                t.refutations.load(Relaxed)
-            }),
-            ("aln_gossip_downs", "members this node declared down", |t| t.downs.load(Relaxed)),
-            (
-                "aln_gossip_rejoins",
-                "times this node rejoined under a renewed identity after being declared down",
-                |t| t.rejoins.load(Relaxed),
-            ),
-            ("aln_gossip_stalls", "times this node noticed it had stalled (paused, starved of CPU)", |t| {
-                t.stalls.load(Relaxed)
-            }),
-            (
-                "aln_gossip_isolation_resets",
-                "times this node, cut off alone, forgot the verdicts of its isolation on hearing from the cluster",
-                |t| t.isolation_resets.load(Relaxed),
-            ),
-        ];
-        for (name, help, read) in counters {
-            let t = traffic.clone();
-            metrics.register_counter_fn(name, help, move || read(&t));
+    for counter in membership.counters() {
+        match counter.read {
+            arlen_membership::CounterRead::Plain(read) => metrics.register_counter_fn(counter.name, counter.help, read),
+            arlen_membership::CounterRead::Labeled { label, values, read } => {
+                metrics.register_labeled_counter_fn(counter.name, counter.help, label, values, read)
+            }
         }
-        by_reason(
-            metrics,
-            "aln_gossip_rejected_datagrams",
-            "gossip datagrams dropped before they could change anything, by reason",
-            &arlen_membership::Rejection::ALL,
-            arlen_membership::Rejection::label,
-            move |reason| traffic.rejected(reason),
-        );
     }
-    if let Some(stats) = membership.etcd_stats() {
-        by_reason(
-            metrics,
-            "aln_etcd_rejected_records",
-            "keys under the etcd member prefix that were not counted, by reason",
-            &arlen_membership::RecordRejection::ALL,
-            arlen_membership::RecordRejection::label,
-            move |reason| stats.rejected(reason),
-        );
-    }
-}
-
-/// A counter family with one `reason` label per value of a closed set.
-fn by_reason<R: Copy + Send + Sync + 'static>(
-    metrics: &arlen_http::metrics::Metrics,
-    name: &'static str,
-    help: &'static str,
-    reasons: &'static [R],
-    label: fn(R) -> &'static str,
-    read: impl Fn(R) -> u64 + Send + Sync + 'static,
-) {
-    metrics.register_labeled_counter_fn(
-        name,
-        help,
-        "reason",
-        reasons.iter().map(|reason| label(*reason)).collect(),
-        move |wanted| reasons.iter().find(|r| label(**r) == wanted).map_or(0, |r| read(*r)),
-    );
 }

@@ -3,6 +3,7 @@
 //! timing, and partitions chosen by a seeded generator so a failure
 //! reproduces (`ARLEN_TEST_SEED=<n>`).
 
+use crate::Source as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -221,7 +222,7 @@ async fn graceful_leave_is_seen_before_failure_detection_could_fire() {
         wait_for(node, "nominal", Duration::from_secs(5), observed(3)).await;
     }
     let leaving = nodes.pop().unwrap();
-    let left = tokio::spawn(leaving.source.unwrap().leave());
+    let left = tokio::spawn(Box::new(leaving.source.unwrap()).leave());
     for node in &nodes {
         let took = wait_for(node, "leave seen", Duration::from_secs(5), observed(2)).await;
         assert!(took <= Duration::from_millis(500), "leave seen after {took:?}");
