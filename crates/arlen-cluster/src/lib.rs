@@ -22,7 +22,4 @@ pub use membership::{
     Accusation, AccuserHealth, HeardClock, Member, MemberState, MembershipView, ProbeEvidence, SourceHealth, Verdict,
 };
 pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
-pub use snapshot::{
-    ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, UpstreamHealth,
-    CLUSTER_HEADER_NAMES, DRAINING_HEADER_NAME,
-};
+pub use snapshot::{ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, UpstreamHealth};

@@ -101,32 +101,6 @@ pub struct Readiness {
     pub upstream_ok: bool,
 }
 
-/// Names of the six cluster headers, with the contract's capitalisation.
-/// (The `http` crate stores names lower-case; header names are
-/// case-insensitive, and a server that writes HTTP/1.1 names in title case
-/// gives exactly these spellings on the wire.)
-pub const CLUSTER_HEADER_NAMES: [&str; 6] = [
-    "X-Arlen-Cluster",
-    "X-Arlen-Node",
-    "X-Arlen-Worker-Pid",
-    "X-Arlen-Cluster-Status",
-    "X-Arlen-Cluster-Observed-Nodes",
-    "X-Arlen-Cluster-Expected-Nodes",
-];
-
-const LOWERCASE_HEADER_NAMES: [&str; 6] = [
-    "x-arlen-cluster",
-    "x-arlen-node",
-    "x-arlen-worker-pid",
-    "x-arlen-cluster-status",
-    "x-arlen-cluster-observed-nodes",
-    "x-arlen-cluster-expected-nodes",
-];
-
-/// The header set on every response while the node drains, with the
-/// contract's capitalisation.
-pub const DRAINING_HEADER_NAME: &str = "X-Arlen-Draining";
-
 /// The header values of one snapshot, made once and copied into every
 /// response answered from it (a `HeaderValue` clone shares its bytes): the
 /// six cluster headers, and `X-Arlen-Draining: 1` while the node drains.
@@ -137,7 +111,7 @@ pub struct ClusterHeaders {
 }
 
 static DRAINING_HEADER: (HeaderName, HeaderValue) =
-    (HeaderName::from_static("x-arlen-draining"), HeaderValue::from_static("1"));
+    (HeaderName::from_static(arlen_wire::headers::DRAINING), HeaderValue::from_static("1"));
 
 impl ClusterHeaders {
     fn new(identity: &NodeIdentity, quorum: &Quorum, draining: bool) -> Self {
@@ -149,7 +123,9 @@ impl ClusterHeaders {
             HeaderValue::from(quorum.observed_nodes),
             HeaderValue::from(quorum.expected_nodes),
         ];
-        let pairs = std::array::from_fn(|i| (HeaderName::from_static(LOWERCASE_HEADER_NAMES[i]), values[i].clone()));
+        let pairs = std::array::from_fn(|i| {
+            (HeaderName::from_static(arlen_wire::headers::CLUSTER_HEADERS[i]), values[i].clone())
+        });
         Self { pairs, draining }
     }
 

@@ -30,7 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connections;
-pub mod documents;
+pub use arlen_wire::documents;
 pub mod endpoints;
 pub mod metrics;
 pub mod ops;

@@ -26,10 +26,10 @@ use crate::metrics::Metrics;
 use crate::trace::RequestIds;
 
 /// Header naming why a request was turned away under load.
-pub const X_ARLEN_BACKPRESSURE_REASON: HeaderName = HeaderName::from_static("x-arlen-backpressure-reason");
+pub const X_ARLEN_BACKPRESSURE_REASON: HeaderName = HeaderName::from_static(arlen_wire::headers::BACKPRESSURE_REASON);
 
 /// Set (with the cluster headers) while the node drains; never by the application.
-const X_ARLEN_DRAINING: HeaderName = HeaderName::from_static("x-arlen-draining");
+const X_ARLEN_DRAINING: HeaderName = HeaderName::from_static(arlen_wire::headers::DRAINING);
 
 /// The process's clock: monotonic time since the runtime was created, and wall time.
 #[derive(Debug)]

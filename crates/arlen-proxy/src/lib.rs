@@ -46,7 +46,7 @@ pub use health::{unchecked, watch_upstream};
 const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// Names why the sidecar answered instead of the upstream.
-pub const X_ARLEN_UPSTREAM_ERROR: HeaderName = HeaderName::from_static("x-arlen-upstream-error");
+pub const X_ARLEN_UPSTREAM_ERROR: HeaderName = HeaderName::from_static(arlen_wire::headers::UPSTREAM_ERROR);
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

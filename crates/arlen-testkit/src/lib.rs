@@ -494,7 +494,7 @@ impl ArlenProcess {
     /// members (or why it could not be read) and the end of its log.
     pub fn describe(&self) -> String {
         let members = match get(self.address(), "/clusterz", &[]) {
-            Ok(response) => match serde_json::from_slice::<arlen_http::documents::ClusterDocument>(&response.body) {
+            Ok(response) => match serde_json::from_slice::<arlen_wire::documents::ClusterDocument>(&response.body) {
                 Ok(doc) => {
                     let members: Vec<String> = doc
                         .cluster

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arlen_http::documents::{ClusterDocument, ProbeDocument};
+use arlen_wire::documents::{ClusterDocument, ProbeDocument};
 use serde::Serialize;
 
 /// The largest node document read (a `/clusterz` of the largest cluster is far smaller).
@@ -116,7 +116,7 @@ impl NodeReport {
             generation: Some(cluster.generation),
             sees: clusterz.alive_members().map(str::to_owned).collect::<BTreeSet<_>>().into_iter().collect(),
             member_urls: cluster.members.iter().filter(|m| !m.is_self).filter_map(|m| m.http_url.clone()).collect(),
-            details_restricted: clusterz.details == arlen_http::documents::RESTRICTED,
+            details_restricted: clusterz.details == arlen_wire::documents::RESTRICTED,
             members: cluster
                 .members
                 .iter()

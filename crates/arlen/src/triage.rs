@@ -198,10 +198,10 @@ async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> No
                 let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 report.samples.push(HeaderSample {
                     http_status: response.status().as_u16(),
-                    node: header("x-arlen-node"),
-                    status: header("x-arlen-cluster-status"),
-                    observed: header("x-arlen-cluster-observed-nodes").and_then(|v| v.parse().ok()),
-                    expected: header("x-arlen-cluster-expected-nodes").and_then(|v| v.parse().ok()),
+                    node: header(arlen_wire::headers::NODE),
+                    status: header(arlen_wire::headers::CLUSTER_STATUS),
+                    observed: header(arlen_wire::headers::CLUSTER_OBSERVED_NODES).and_then(|v| v.parse().ok()),
+                    expected: header(arlen_wire::headers::CLUSTER_EXPECTED_NODES).and_then(|v| v.parse().ok()),
                 });
             }
             Err(error) => {

@@ -3,7 +3,8 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::gate::GateWindows;
-use crate::{MemberState, QuorumStatus, CLUSTER_HEADER_NAMES, DRAINING_HEADER_NAME};
+use crate::{MemberState, QuorumStatus};
+use arlen_wire::headers::{CLUSTER_HEADERS, DRAINING};
 
 /// A clock the test moves by hand.
 #[derive(Debug, Default)]
@@ -141,15 +142,15 @@ fn header_pairs_spell_the_contract_names_and_follow_draining() {
     };
     let lines = rendered(&reader.current());
     assert_eq!(lines.len(), 6);
-    for (line, spelled) in lines.iter().zip(CLUSTER_HEADER_NAMES) {
-        assert!(line.starts_with(&format!("{}: ", spelled.to_ascii_lowercase())), "{line}");
+    for (line, name) in lines.iter().zip(CLUSTER_HEADERS) {
+        assert!(line.starts_with(&format!("{name}: ")), "{line}");
     }
     assert_eq!(lines[0], "x-arlen-cluster: alpha");
     assert_eq!(lines[3..5], ["x-arlen-cluster-status: degraded", "x-arlen-cluster-observed-nodes: 2"]);
     publisher.mark_draining();
     let draining = rendered(&reader.current());
     assert_eq!(draining[..6], lines[..]);
-    assert_eq!(draining[6], format!("{}: 1", DRAINING_HEADER_NAME.to_ascii_lowercase()));
+    assert_eq!(draining[6], format!("{DRAINING}: 1"));
 }
 
 #[test]

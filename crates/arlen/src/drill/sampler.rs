@@ -60,8 +60,8 @@ async fn sample(client: &reqwest::Client, url: &str) -> NodeState {
             NodeState {
                 reachable: true,
                 ready: response.status().is_success(),
-                status: header("x-arlen-cluster-status").unwrap_or_else(|| "unknown".to_owned()),
-                observed: header("x-arlen-cluster-observed-nodes").and_then(|v| v.parse().ok()),
+                status: header(arlen_wire::headers::CLUSTER_STATUS).unwrap_or_else(|| "unknown".to_owned()),
+                observed: header(arlen_wire::headers::CLUSTER_OBSERVED_NODES).and_then(|v| v.parse().ok()),
             }
         }
         Err(_) => NodeState::unreachable(),
