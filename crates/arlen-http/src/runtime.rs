@@ -92,6 +92,8 @@ pub fn node_identity(config: &Config) -> NodeIdentity {
 /// State shared by every request of one node.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// The background tasks were started ([`Runtime::start`]).
+    tasks: std::sync::OnceLock<()>,
     pub(crate) reader: SnapshotReader,
     pub(crate) metrics: Metrics,
     /// The listener has closed: every response asks the client to close.
@@ -143,7 +145,9 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime whose membership is not reported yet (nothing observed) until a
-    /// membership source publishes through [`Runtime::publisher`].
+    /// membership source publishes through [`Runtime::publisher`]. It spawns
+    /// nothing: [`Runtime::start`] starts its background tasks
+    /// ([`crate::serve`] calls it).
     pub fn new(config: &Config) -> Self {
         let (publisher, reader) = snapshot_channel(
             node_identity(config),
@@ -152,11 +156,8 @@ impl Runtime {
             Arc::new(SystemClock::new()),
         );
         let events = Arc::new(crate::endpoints::Events::new());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(apply_due_transitions(publisher.clone(), reader.clone()));
-            handle.spawn(events.clone().run(reader.clone()));
-        }
         let shared = Shared {
+            tasks: std::sync::OnceLock::new(),
             reader,
             metrics: Metrics::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -173,6 +174,23 @@ impl Runtime {
                 .map(|token| crate::ops::digest(token.as_bytes())),
         };
         Self { shared: Arc::new(shared), publisher }
+    }
+
+    /// Starts the runtime's background tasks on the current tokio runtime,
+    /// once (later calls do nothing): publishing hysteresis transitions when
+    /// they fall due, and turning snapshots into `/clusterz/events`.
+    /// [`crate::serve`] calls it; an application serving [`Runtime::wrap`] with
+    /// a server of its own calls it before serving.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(&self) {
+        self.shared.tasks.get_or_init(|| {
+            let reader = self.shared.reader.clone();
+            tokio::spawn(apply_due_transitions(self.publisher.clone(), reader.clone()));
+            tokio::spawn(self.shared.events.clone().run(reader));
+        });
     }
 
     /// Enables `/_arlen/faults` for requests bearing `token` (once; later calls

@@ -190,6 +190,7 @@ where
     S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
+    runtime.start();
     let builder = connection_builder(&settings, true);
     let closing_builder = connection_builder(&settings, false);
     // Over the session limit a connection gets one answer, and little time.

@@ -13,7 +13,9 @@ fn runtime() -> Runtime {
     let config =
         arlen_config::Config::from_map(std::path::Path::new("/nonexistent"), &[("ARLEN_CLUSTER_ENABLED", "1")])
             .unwrap();
-    Runtime::new(&config)
+    let runtime = Runtime::new(&config);
+    runtime.start();
+    runtime
 }
 
 async fn subscribe(runtime: &Runtime) -> http::Response<Body> {
