@@ -306,11 +306,41 @@ fn name(report: &NodeReport) -> String {
     report.node_id.clone().unwrap_or_else(|| report.url.clone())
 }
 
-/// Findings and the exit status, from what was collected. Pure.
-pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
+/// The triage verdict, worst first when ordered: also the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every node reachable, nominal, and agreeing (exit 0).
+    Nominal = 0,
+    /// Some node reports degraded or draining (exit 1).
+    Degraded = 1,
+    /// Some node partitioned, or the nodes' views disagree (exit 2).
+    Partitioned = 2,
+    /// Some node did not answer (exit 3).
+    Unreachable = 3,
+}
+
+impl Verdict {
+    /// The process exit status.
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Verdict::Nominal => "nominal",
+            Verdict::Degraded => "degraded",
+            Verdict::Partitioned => "partitioned or disagreeing views",
+            Verdict::Unreachable => "some node unreachable",
+        }
+    }
+}
+
+/// Findings and the verdict, from what was collected. Pure.
+pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
     let mut findings = Vec::new();
-    let mut code = 0u8;
-    let mut raise = |code_now: u8, findings: &mut Vec<Finding>, kind: &'static str, message: String| {
+    let mut code = Verdict::Nominal;
+    let mut raise = |code_now: Verdict, findings: &mut Vec<Finding>, kind: &'static str, message: String| {
         code = code.max(code_now);
         findings.push(Finding { kind, message });
     };
@@ -323,7 +353,7 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
         let peers =
             if views.is_empty() { String::new() } else { format!("; its peers see it: {}", describe_views(&views)) };
         raise(
-            3,
+            Verdict::Unreachable,
             &mut findings,
             "unreachable",
             format!("{who} did not answer: {}{peers}", r.error.as_deref().unwrap_or("no answer")),
@@ -334,17 +364,18 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
         let counts = format!("{} of {} expected observed", r.observed.unwrap_or(0), r.expected.unwrap_or(0));
         match r.status.as_deref() {
             Some("partitioned") => raise(
-                2,
+                Verdict::Partitioned,
                 &mut findings,
                 "partitioned",
                 format!("{} reports partitioned: it observes no node ({counts})", name(r)),
             ),
-            Some("degraded") => raise(1, &mut findings, "degraded", format!("{} reports degraded: {counts}", name(r))),
+            Some("degraded") => {
+                raise(Verdict::Degraded, &mut findings, "degraded", format!("{} reports degraded: {counts}", name(r)))
+            }
             _ => {}
         }
         if r.quorum_required == Some(true) && r.ready == Some(false) && r.status.as_deref() != Some("nominal") {
-            raise(
-                1,
+            raise(Verdict::Degraded,
                 &mut findings,
                 "quorum_unmet",
                 format!(
@@ -355,14 +386,18 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
             );
         }
         if r.draining == Some(true) {
-            raise(1, &mut findings, "draining", format!("{} is draining (shutting down, out of rotation)", name(r)));
+            raise(
+                Verdict::Degraded,
+                &mut findings,
+                "draining",
+                format!("{} is draining (shutting down, out of rotation)", name(r)),
+            );
         }
         for sample in &r.samples {
             let contradicts = sample.status.is_some() && sample.status != r.status && sample.status != r.status_after;
             let wrong_node = sample.node.is_some() && sample.node != r.node_id;
             if contradicts || wrong_node {
-                raise(
-                    2,
+                raise(Verdict::Partitioned,
                     &mut findings,
                     "header_contradiction",
                     format!(
@@ -432,7 +467,7 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
         let sides: Vec<String> = views.values().map(|who| format!("{{{}}}", who.join(", "))).collect();
         let named = if split { format!("; partition: {}", sides.join(" | ")) } else { String::new() };
         raise(
-            2,
+            Verdict::Partitioned,
             &mut findings,
             "disagreement",
             format!("nodes disagree about membership, a likely partition: {}{named}", described.join("; ")),
@@ -441,7 +476,7 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, u8) {
     (findings, code)
 }
 
-pub fn render(reports: &[NodeReport], findings: &[Finding], code: u8) -> String {
+pub fn render(reports: &[NodeReport], findings: &[Finding], verdict: Verdict) -> String {
     let mut rows =
         vec![["NODE", "URL", "REACHABLE", "READY", "STATUS", "OBSERVED", "SOURCE", "DRAINING", "GENERATION", "SEES"]
             .map(str::to_owned)];
@@ -499,13 +534,7 @@ pub fn render(reports: &[NodeReport], findings: &[Finding], code: u8) -> String 
             out.push_str(&format!("  - {}\n", finding.message));
         }
     }
-    let verdict = match code {
-        0 => "nominal",
-        1 => "degraded",
-        2 => "partitioned or disagreeing views",
-        _ => "some node unreachable",
-    };
-    out.push_str(&format!("verdict: {verdict} (exit {code})\n"));
+    out.push_str(&format!("verdict: {} (exit {})\n", verdict.describe(), verdict.exit_code()));
     out
 }
 
@@ -572,7 +601,7 @@ mod tests {
         name_unreachable(&mut reports);
         assert_eq!(reports[2].node_id.as_deref(), Some("c"));
         let (findings, code) = analyze(&reports);
-        assert_eq!(code, 3);
+        assert_eq!(code, Verdict::Unreachable);
         let unreachable = findings.iter().find(|f| f.kind == "unreachable").unwrap();
         assert_eq!(
             unreachable.message,
@@ -605,7 +634,7 @@ mod tests {
         let abc = ["a", "b", "c"];
         let (findings, code) =
             analyze(&[node("a", "nominal", &abc), node("b", "nominal", &abc), node("c", "nominal", &abc)]);
-        assert_eq!((findings, code), (vec![], 0));
+        assert_eq!((findings, code), (vec![], Verdict::Nominal));
     }
 
     #[test]
@@ -619,7 +648,7 @@ mod tests {
             expected: Some(3),
         });
         let (findings, code) = analyze(&[a]);
-        assert_eq!(code, 2);
+        assert_eq!(code, Verdict::Partitioned);
         assert_eq!(findings[0].kind, "header_contradiction");
         assert!(
             findings[0]

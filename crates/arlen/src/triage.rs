@@ -13,7 +13,7 @@ use std::time::Duration;
 use arlen_http::documents::{ClusterDocument, ProbeDocument};
 use arlen_triage::{
     analyze, followable, normalise, parse_document, printable, render, Discovery, Finding, HeaderSample, NodeReport,
-    MAX_DOCUMENT_BYTES,
+    Verdict, MAX_DOCUMENT_BYTES,
 };
 use serde::Serialize;
 
@@ -23,6 +23,7 @@ use crate::cli::TriageArgs;
 struct JsonReport<'a> {
     nodes: &'a [NodeReport],
     findings: &'a [Finding],
+    verdict: Verdict,
     exit_code: u8,
 }
 
@@ -43,12 +44,17 @@ async fn triage(args: TriageArgs) -> u8 {
         let (mut findings, mut code) = analyze(&reports);
         let left_out = discovery.findings(args.max_nodes);
         if !left_out.is_empty() {
-            code = code.max(2);
+            code = code.max(Verdict::Partitioned);
             findings.extend(left_out);
         }
         let text = if args.json {
-            serde_json::to_string_pretty(&JsonReport { nodes: &reports, findings: &findings, exit_code: code })
-                .expect("json")
+            serde_json::to_string_pretty(&JsonReport {
+                nodes: &reports,
+                findings: &findings,
+                verdict: code,
+                exit_code: code.exit_code(),
+            })
+            .expect("json")
                 + "\n"
         } else {
             render(&reports, &findings, code)
@@ -62,11 +68,11 @@ async fn triage(args: TriageArgs) -> u8 {
         let _ = std::io::stdout().flush();
         drawn = text.lines().count();
         if !args.watch {
-            return code;
+            return code.exit_code();
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
-            _ = tokio::signal::ctrl_c() => return code,
+            _ = tokio::signal::ctrl_c() => return code.exit_code(),
         }
         if !tty {
             println!();
