@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{poll_until_explained, ArlenProcess};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 #[test]
 fn probes_answer_by_their_own_rules_while_abusers_hold_every_session() {

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use arlen_testkit::{free_port, get, poll_until_explained, ArlenProcess};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 const OPS_TOKEN: &str = "ops-0123456789abcdef0123456789abcdef";
 const DETAILS_TOKEN: &str = "details-0123456789abcdef0123456789ab";

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess, PythonUpstream};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

@@ -1,12 +1,10 @@
 //! Every drill scenario end-to-end on a real local cluster, with short
 //! durations; each must pass its budget. An impossible budget must fail.
 
-use std::path::Path;
 use std::process::Command;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 /// Runs a drill and returns its exit code and parsed report.
 fn drill(scenario: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{poll_until, ArlenProcess, EtcdCluster};
 
-const TTL_SECONDS: u64 = 3;
+mod support;
+use support::binary;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+const TTL_SECONDS: u64 = 3;
 
 fn start_node(etcd: &EtcdCluster, cluster: &str, node_id: &str) -> ArlenProcess {
     let endpoints = etcd.endpoints();

@@ -3,14 +3,12 @@
 //! transition (the snapshot generation as the id), and a reconnect with
 //! `Last-Event-ID` replays what was missed.
 
-use std::path::Path;
 use std::time::Duration;
 
 use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 /// One parsed server-sent event.
 #[derive(Debug, Clone)]

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{free_port, free_port_range, poll_until, poll_until_explained, ArlenProcess, RawResponse};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 /// Starts one gossip node; `ports` are every node's ports (the seeds).
 fn start_node(cluster: &str, index: usize, ports: &[u16], extra: &[(&str, &str)]) -> ArlenProcess {

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,15 +14,14 @@ use std::time::{Duration, Instant};
 use arlen_membership::forge::{self, Claim, ForgedMember, Wrapping};
 use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
 
+mod support;
+use support::binary;
+
 const WRONG_KEY: [u8; 32] = [0x22; 32];
 const KEY_B64: &str = "ERERERERERERERERERERERERERERERERERERERERERE=";
 /// Base64 of 32 bytes of 0x31 and of 0x32: the old and new key of the rotation.
 const K1_B64: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
 const K2_B64: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
 
 struct Node {
     process: ArlenProcess,

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{free_port, poll_until_explained, ArlenProcess, PythonUpstream};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 struct Haproxy {
     child: Child,

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{free_port, keep_sending, poll_until, ArlenProcess};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 const CLUSTER: &[(&str, &str)] = &[
     ("ARLEN_CLUSTER_ENABLED", "1"),

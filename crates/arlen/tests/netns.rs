@@ -36,6 +36,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{RngExt as _, SeedableRng as _};
 
+mod support;
+use support::binary;
+
 /// How long after a cut an isolated node, or a minority, may still answer ready.
 const OUT_BOUND: Duration = Duration::from_secs(3);
 /// How long after a heal (or a restart) every node may take to be `nominal` again.
@@ -44,10 +47,6 @@ const HEAL_BOUND: Duration = Duration::from_secs(4);
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 const HTTP_PORT: u16 = 8080;
 const GOSSIP_PORT: u16 = 7946;
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
 
 fn seed() -> u64 {
     let seed = std::env::var("ARLEN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);

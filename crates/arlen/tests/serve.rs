@@ -1,14 +1,12 @@
 //! `arlen serve` as a real process on a free loopback port, read as raw bytes.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::time::Duration;
 
 use arlen_testkit::{free_port, ArlenProcess};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 const DONE_WHEN: &[(&str, &str)] = &[
     ("ARLEN_CLUSTER_ENABLED", "1"),

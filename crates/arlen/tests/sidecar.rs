@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess, PythonUpstream};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 fn upstream_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py")

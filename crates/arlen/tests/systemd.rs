@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use arlen_testkit::ArlenProcess;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+mod support;
+use support::binary;
 
 /// Every datagram that arrives until `done` says so, or the deadline passes.
 fn receive_until(socket: &UnixDatagram, limit: Duration, mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {

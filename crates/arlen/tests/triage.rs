@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use arlen_testkit::{free_port, poll_until, poll_until_explained, send_raw, ArlenProcess};
 
-const TOKEN: &str = "drill-token-drill-token-drill-token";
+mod support;
+use support::binary;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_arlen"))
-}
+const TOKEN: &str = "drill-token-drill-token-drill-token";
 
 fn start_cluster(cluster: &str, size: usize, expected: usize, extra: &[(&str, &str)]) -> Vec<ArlenProcess> {
     let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
