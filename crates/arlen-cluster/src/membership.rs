@@ -3,32 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// A member's state as its membership source sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberState {
-    Alive,
-    Suspect,
-    /// Announced that it is shutting down; still answering, not counted.
-    Draining,
-    Dead,
-    Left,
-}
-
-impl MemberState {
-    pub const ALL: [MemberState; 5] =
-        [MemberState::Alive, MemberState::Suspect, MemberState::Draining, MemberState::Dead, MemberState::Left];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Alive => "alive",
-            MemberState::Suspect => "suspect",
-            MemberState::Draining => "draining",
-            MemberState::Dead => "dead",
-            MemberState::Left => "left",
-        }
-    }
-}
+pub use arlen_wire::states::MemberState;
 
 /// One known member of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,49 +4,7 @@
 //! expected). `met` follows the policy: `all` (the contract's default),
 //! `majority`, or an explicit number of nodes.
 
-use serde::Serialize;
-
-/// The cluster's status as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QuorumStatus {
-    SingleNode,
-    Partitioned,
-    Degraded,
-    Nominal,
-}
-
-impl QuorumStatus {
-    pub const ALL: [QuorumStatus; 4] =
-        [QuorumStatus::SingleNode, QuorumStatus::Partitioned, QuorumStatus::Degraded, QuorumStatus::Nominal];
-
-    /// The wire name (`single_node`, `partitioned`, `degraded`, `nominal`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuorumStatus::SingleNode => "single_node",
-            QuorumStatus::Partitioned => "partitioned",
-            QuorumStatus::Degraded => "degraded",
-            QuorumStatus::Nominal => "nominal",
-        }
-    }
-}
-
-impl std::fmt::Display for QuorumStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for QuorumStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        QuorumStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?} (expected single_node, partitioned, degraded or nominal)"))
-    }
-}
+pub use arlen_wire::states::QuorumStatus;
 
 /// When quorum counts as met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arlen_wire::documents::{ClusterDocument, ProbeDocument};
+use arlen_wire::states::{MemberState, QuorumStatus};
 use serde::Serialize;
 
 /// The largest node document read (a `/clusterz` of the largest cluster is far smaller).
@@ -31,7 +32,7 @@ pub fn parse_document<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, 
 pub struct HeaderSample {
     pub http_status: u16,
     pub node: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<QuorumStatus>,
     pub observed: Option<u64>,
     pub expected: Option<u64>,
 }
@@ -45,7 +46,7 @@ pub struct NodeReport {
     pub node_id: Option<String>,
     pub ready: Option<bool>,
     pub quorum_required: Option<bool>,
-    pub status: Option<String>,
+    pub status: Option<QuorumStatus>,
     pub observed: Option<u64>,
     pub expected: Option<u64>,
     pub policy: Option<String>,
@@ -71,15 +72,14 @@ pub struct NodeReport {
     pub accusations: Vec<String>,
     /// `/clusterz` status read again after sampling (to tell change from contradiction).
     #[serde(skip)]
-    pub status_after: Option<String>,
+    pub status_after: Option<QuorumStatus>,
 }
 
 /// One member as one node sees it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MemberView {
     pub node_id: String,
-    /// `alive`, `suspect`, `draining`, `dead` or `left`.
-    pub state: String,
+    pub state: MemberState,
     pub last_heard_ms: Option<u64>,
     #[serde(skip)]
     pub url: Option<String>,
@@ -107,7 +107,7 @@ impl NodeReport {
             quorum_required: Some(ready.checks.cluster_quorum.required_for_readyz),
             node_id: Some(cluster.node_id.clone()),
             cluster: Some(cluster.name.clone()),
-            status: Some(cluster.quorum.status.to_string()),
+            status: Some(cluster.quorum.status),
             observed: Some(u64::from(cluster.observed_nodes)),
             expected: Some(u64::from(cluster.expected_nodes)),
             policy: Some(cluster.quorum.policy.clone()),
@@ -122,7 +122,7 @@ impl NodeReport {
                 .iter()
                 .map(|m| MemberView {
                     node_id: m.node_id.clone(),
-                    state: m.state.to_string(),
+                    state: m.state,
                     last_heard_ms: m.last_heard_ms,
                     url: m.http_url.as_deref().and_then(followable),
                     software: m.software_version.as_deref().map(printable),
@@ -243,7 +243,7 @@ pub fn peer_views<'a>(reports: &'a [NodeReport], id: &str) -> Vec<(String, &'a s
         .iter()
         .filter(|r| r.reachable && r.node_id.as_deref() != Some(id))
         .filter_map(|r| {
-            let member = r.members.iter().filter(|m| m.node_id == id).min_by_key(|m| m.state != "alive")?;
+            let member = r.members.iter().filter(|m| m.node_id == id).min_by_key(|m| m.state != MemberState::Alive)?;
             Some((name(r), member.state.as_str(), member.last_heard_ms))
         })
         .collect()
@@ -272,8 +272,8 @@ pub fn reachability_matrix(reports: &[NodeReport]) -> Option<String> {
         r.members
             .iter()
             .filter(|m| m.node_id == id)
-            .min_by_key(|m| m.state != "alive")
-            .map_or("-".to_owned(), |m| m.state.clone())
+            .min_by_key(|m| m.state != MemberState::Alive)
+            .map_or("-".to_owned(), |m| m.state.to_string())
     };
     let rows: Vec<Vec<String>> = observers.iter().map(|r| columns.iter().map(|id| state_in(r, id)).collect()).collect();
     // Views differ when two observers disagree about a member other than themselves.
@@ -362,19 +362,19 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
     let reachable: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable).collect();
     for r in &reachable {
         let counts = format!("{} of {} expected observed", r.observed.unwrap_or(0), r.expected.unwrap_or(0));
-        match r.status.as_deref() {
-            Some("partitioned") => raise(
+        match r.status {
+            Some(QuorumStatus::Partitioned) => raise(
                 Verdict::Partitioned,
                 &mut findings,
                 "partitioned",
                 format!("{} reports partitioned: it observes no node ({counts})", name(r)),
             ),
-            Some("degraded") => {
+            Some(QuorumStatus::Degraded) => {
                 raise(Verdict::Degraded, &mut findings, "degraded", format!("{} reports degraded: {counts}", name(r)))
             }
             _ => {}
         }
-        if r.quorum_required == Some(true) && r.ready == Some(false) && r.status.as_deref() != Some("nominal") {
+        if r.quorum_required == Some(true) && r.ready == Some(false) && r.status != Some(QuorumStatus::Nominal) {
             raise(Verdict::Degraded,
                 &mut findings,
                 "quorum_unmet",
@@ -404,11 +404,11 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
                         "{}: sampled response headers say node {} status {} ({}/{}), but /clusterz says node {} status {}",
                         r.url,
                         sample.node.as_deref().unwrap_or("?"),
-                        sample.status.as_deref().unwrap_or("?"),
+                        sample.status.map_or("?", QuorumStatus::as_str),
                         sample.observed.map_or("?".into(), |v| v.to_string()),
                         sample.expected.map_or("?".into(), |v| v.to_string()),
                         name(r),
-                        r.status.as_deref().unwrap_or("?")
+                        r.status.map_or("?", QuorumStatus::as_str)
                     ),
                 );
                 break;
@@ -429,7 +429,7 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
     // knowing about when the upgrade should be over.
     let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in &reachable {
-        for m in r.members.iter().filter(|m| m.state == "alive" || m.state == "draining") {
+        for m in r.members.iter().filter(|m| m.state.is_up()) {
             let version = m.software.clone().unwrap_or_else(|| "an unversioned release".to_owned());
             versions.entry(version).or_default().insert(m.node_id.clone());
         }
@@ -488,7 +488,7 @@ pub fn render(reports: &[NodeReport], findings: &[Finding], verdict: Verdict) ->
             r.url.clone(),
             yes_no(Some(r.reachable)),
             yes_no(r.ready),
-            opt(&r.status),
+            opt(&r.status.map(|s| s.to_string())),
             match (r.observed, r.expected) {
                 (Some(o), Some(e)) => format!("{o}/{e}"),
                 _ => "-".into(),
@@ -549,8 +549,8 @@ mod tests {
             node_id: Some(id.into()),
             ready: Some(true),
             quorum_required: Some(false),
-            status: Some(status.into()),
-            status_after: Some(status.into()),
+            status: Some(status.parse().unwrap()),
+            status_after: Some(status.parse().unwrap()),
             observed: Some(sees.len() as u64),
             expected: Some(3),
             source: Some("gossip".into()),
@@ -563,7 +563,7 @@ mod tests {
     fn member(id: &str, state: &str, heard: Option<u64>) -> MemberView {
         MemberView {
             node_id: id.into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             last_heard_ms: heard,
             url: Some(format!("http://{id}")),
             software: None,
@@ -643,7 +643,7 @@ mod tests {
         a.samples.push(HeaderSample {
             http_status: 200,
             node: Some("a".into()),
-            status: Some("degraded".into()),
+            status: Some(QuorumStatus::Degraded),
             observed: Some(2),
             expected: Some(3),
         });
@@ -662,11 +662,11 @@ mod tests {
     #[test]
     fn a_status_that_changed_during_sampling_is_not_a_contradiction() {
         let mut a = node("a", "nominal", &["a", "b", "c"]);
-        a.status_after = Some("degraded".into());
+        a.status_after = Some(QuorumStatus::Degraded);
         a.samples.push(HeaderSample {
             http_status: 200,
             node: Some("a".into()),
-            status: Some("degraded".into()),
+            status: Some(QuorumStatus::Degraded),
             observed: Some(2),
             expected: Some(3),
         });

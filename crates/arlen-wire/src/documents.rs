@@ -9,6 +9,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::states::{MemberState, QuorumStatus};
+
 /// Text that is a constant when rendered and owned when read back.
 pub type Text = Cow<'static, str>;
 
@@ -103,7 +105,7 @@ pub struct AccuserHealthEntry {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuorumSection {
-    pub status: Text,
+    pub status: QuorumStatus,
     pub met: bool,
     pub observed_nodes: u32,
     pub expected_nodes: u32,
@@ -126,7 +128,7 @@ pub struct MemberEntry {
     pub generation: Option<u64>,
     pub http_url: Option<String>,
     pub gossip_address: Option<String>,
-    pub state: Text,
+    pub state: MemberState,
     #[serde(rename = "self")]
     pub is_self: bool,
     pub last_heard_ms: Option<u64>,
@@ -160,7 +162,7 @@ pub struct RealtimeContract {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Coordination {
     pub membership_source: Text,
-    pub state: Text,
+    pub state: QuorumStatus,
     pub capability_matrix: CapabilityMatrix,
     pub source_health: SourceHealthSection,
     pub duplicate_node_ids: Vec<String>,
@@ -253,7 +255,7 @@ pub struct Startup {
 pub struct ClusterQuorum {
     pub ok: bool,
     pub required_for_readyz: bool,
-    pub status: Text,
+    pub status: QuorumStatus,
     pub observed_nodes: u32,
     pub expected_nodes: u32,
     /// The gated verdict readiness uses.
@@ -285,7 +287,7 @@ pub struct Draining {
 impl ClusterDocument {
     /// Ids of the members this node counts as alive.
     pub fn alive_members(&self) -> impl Iterator<Item = &str> {
-        self.cluster.members.iter().filter(|m| m.state == "alive").map(|m| m.node_id.as_str())
+        self.cluster.members.iter().filter(|m| m.state == MemberState::Alive).map(|m| m.node_id.as_str())
     }
 }
 
@@ -302,7 +304,7 @@ mod tests {
               "policy":"all","required_nodes":3,"failure_tolerance":0,"since_utc":"2026-02-23T10:00:00.000Z"},
             "draining":{"ok":true,"draining":false}}}"#;
         let probe: ProbeDocument = serde_json::from_str(text).unwrap();
-        assert_eq!(probe.checks.cluster_quorum.status, "degraded");
+        assert_eq!(probe.checks.cluster_quorum.status, QuorumStatus::Degraded);
         assert_eq!(probe.ready, Some(false));
         assert!(probe.excluded.is_empty());
         let again: ProbeDocument = serde_json::from_str(&serde_json::to_string(&probe).unwrap()).unwrap();

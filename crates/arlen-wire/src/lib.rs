@@ -8,3 +8,4 @@
 
 pub mod documents;
 pub mod headers;
+pub mod states;

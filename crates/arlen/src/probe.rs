@@ -15,7 +15,7 @@ pub struct NodeReport {
 
 impl NodeReport {
     pub fn status(&self) -> &str {
-        self.clusterz.as_ref().map_or("-", |doc| &doc.cluster.quorum.status)
+        self.clusterz.as_ref().map_or("-", |doc| doc.cluster.quorum.status.as_str())
     }
 
     pub fn observed(&self) -> Option<u32> {

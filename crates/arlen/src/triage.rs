@@ -205,7 +205,7 @@ async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> No
                 report.samples.push(HeaderSample {
                     http_status: response.status().as_u16(),
                     node: header(arlen_wire::headers::NODE),
-                    status: header(arlen_wire::headers::CLUSTER_STATUS),
+                    status: header(arlen_wire::headers::CLUSTER_STATUS).and_then(|v| v.parse().ok()),
                     observed: header(arlen_wire::headers::CLUSTER_OBSERVED_NODES).and_then(|v| v.parse().ok()),
                     expected: header(arlen_wire::headers::CLUSTER_EXPECTED_NODES).and_then(|v| v.parse().ok()),
                 });
@@ -219,6 +219,6 @@ async fn read_node(client: &reqwest::Client, url: &str, args: &TriageArgs) -> No
     report.status_after = get_document::<ClusterDocument>(client, &format!("{url}/clusterz"))
         .await
         .ok()
-        .map(|(_, doc)| doc.cluster.quorum.status.to_string());
+        .map(|(_, doc)| doc.cluster.quorum.status);
     report
 }

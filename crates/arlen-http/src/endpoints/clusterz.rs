@@ -233,7 +233,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
             worker_pid: identity.worker_pid,
             mode: if identity.cluster_enabled { "multi_node".into() } else { "single_node".into() },
             quorum: QuorumSection {
-                status: quorum.status.as_str().into(),
+                status: quorum.status,
                 met: quorum.met,
                 observed_nodes: quorum.observed_nodes,
                 expected_nodes: quorum.expected_nodes,
@@ -255,7 +255,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
                     generation: full.then_some(m.generation),
                     http_url: m.http_url.clone().filter(|_| full),
                     gossip_address: m.gossip_address.clone().filter(|_| full),
-                    state: m.state.as_str().into(),
+                    state: m.state,
                     is_self: m.is_self,
                     software_version: m.software.clone().filter(|_| full),
                     last_heard_ms: membership
@@ -307,7 +307,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
         },
         coordination: Coordination {
             membership_source: membership.source.into(),
-            state: quorum.status.as_str().into(),
+            state: quorum.status,
             capability_matrix: CapabilityMatrix {
                 cross_node_request_routing: "external_load_balancer_required".into(),
                 cross_node_realtime_fanout: "external_broker_required".into(),

@@ -227,7 +227,7 @@ fn document(
             cluster_quorum: ClusterQuorum {
                 ok: ok_of("cluster_quorum"),
                 required_for_readyz: readiness.quorum_required,
-                status: quorum.status.as_str().into(),
+                status: quorum.status,
                 observed_nodes: quorum.observed_nodes,
                 expected_nodes: quorum.expected_nodes,
                 met: gated_met,

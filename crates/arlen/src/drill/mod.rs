@@ -12,6 +12,7 @@
 mod report;
 mod sampler;
 
+use arlen_wire::states::QuorumStatus;
 use arlen_config::Key;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -419,7 +420,7 @@ fn all(states: &[Option<NodeState>], nodes: &[usize], check: impl Fn(&NodeState)
 }
 
 fn nominal_and_ready(s: &NodeState) -> bool {
-    s.reachable && s.status == "nominal" && s.ready
+    s.is(QuorumStatus::Nominal) && s.ready
 }
 
 fn parse_budgets(overrides: &[String], scenario: &Scenario, etcd: bool) -> anyhow::Result<BTreeMap<String, f64>> {
@@ -675,15 +676,15 @@ impl Layout {
     fn holds(&self, expect: Expect, s: &[Option<NodeState>]) -> bool {
         let rest = self.others.len() as u64;
         match expect {
-            Expect::Degraded(which) => all(s, &self.nodes(which), |x| x.status == "degraded"),
+            Expect::Degraded(which) => all(s, &self.nodes(which), |x| x.is(QuorumStatus::Degraded)),
             Expect::NotReady(which) => all(s, &self.nodes(which), |x| x.reachable && !x.ready),
-            Expect::Partitioned(which) => all(s, &self.nodes(which), |x| x.status == "partitioned" && !x.ready),
+            Expect::Partitioned(which) => all(s, &self.nodes(which), |x| x.is(QuorumStatus::Partitioned) && !x.ready),
             Expect::Isolated => {
-                all(s, &[self.last], |x| x.observed == Some(1) && x.status == "degraded")
-                    && all(s, &self.others, |x| x.observed == Some(rest) && x.status == "degraded")
+                all(s, &[self.last], |x| x.observed == Some(1) && x.is(QuorumStatus::Degraded))
+                    && all(s, &self.others, |x| x.observed == Some(rest) && x.is(QuorumStatus::Degraded))
             }
             Expect::MajorityOnly => {
-                all(s, &self.majority, |x| x.ready && x.status == "degraded")
+                all(s, &self.majority, |x| x.ready && x.is(QuorumStatus::Degraded))
                     && all(s, &self.minority, |x| x.reachable && !x.ready)
             }
             // SWIM: a member that hears no probe answers none, so its peers

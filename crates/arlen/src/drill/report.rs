@@ -1,5 +1,6 @@
 //! Drill reports: `report.json`, `report.md` and `timeline.svg`.
 
+use arlen_wire::states::QuorumStatus;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -98,13 +99,13 @@ pub fn markdown(report: &Report) -> String {
 }
 
 fn colour(status: &str) -> &'static str {
-    match status {
-        "nominal" => "#2e7d32",
-        "degraded" => "#f9a825",
-        "partitioned" => "#c62828",
-        "single_node" => "#1565c0",
-        "unreachable" => "#9e9e9e",
-        _ => "#6d4c41",
+    match status.parse::<QuorumStatus>() {
+        Ok(QuorumStatus::Nominal) => "#2e7d32",
+        Ok(QuorumStatus::Degraded) => "#f9a825",
+        Ok(QuorumStatus::Partitioned) => "#c62828",
+        Ok(QuorumStatus::SingleNode) => "#1565c0",
+        Err(_) if status == super::sampler::UNREACHABLE => "#9e9e9e",
+        Err(_) => "#6d4c41",
     }
 }
 
@@ -185,7 +186,8 @@ pub fn svg(report: &Report) -> String {
     }
     let legend_y = axis_y + 40.0;
     let mut lx = left;
-    for status in ["nominal", "degraded", "partitioned", "unreachable"] {
+    let statuses = [QuorumStatus::Nominal, QuorumStatus::Degraded, QuorumStatus::Partitioned].map(QuorumStatus::as_str);
+    for status in statuses.into_iter().chain([super::sampler::UNREACHABLE]) {
         let _ = writeln!(out, "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{legend_y}\">{status}</text>", legend_y - 10.0, colour(status), lx + 16.0);
         lx += 110.0;
     }

@@ -1,6 +1,7 @@
 //! Sampling every node at a fixed interval, and background traffic that
 //! follows readiness like a load balancer would.
 
+use arlen_wire::states::QuorumStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +20,18 @@ pub struct NodeState {
 
 impl NodeState {
     fn unreachable() -> Self {
-        Self { reachable: false, ready: false, status: "unreachable".to_owned(), observed: None }
+        Self { reachable: false, ready: false, status: UNREACHABLE.to_owned(), observed: None }
+    }
+
+    /// Whether the node answered with this cluster status.
+    pub fn is(&self, status: QuorumStatus) -> bool {
+        self.reachable && self.status == status.as_str()
     }
 }
+
+/// `status` of a node that did not answer, and of one whose answer had no status header.
+pub const UNREACHABLE: &str = "unreachable";
+pub const UNKNOWN: &str = "unknown";
 
 /// A change in one node's state at `t_ms` after the drill started.
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +70,7 @@ async fn sample(client: &reqwest::Client, url: &str) -> NodeState {
             NodeState {
                 reachable: true,
                 ready: response.status().is_success(),
-                status: header(arlen_wire::headers::CLUSTER_STATUS).unwrap_or_else(|| "unknown".to_owned()),
+                status: header(arlen_wire::headers::CLUSTER_STATUS).unwrap_or_else(|| UNKNOWN.to_owned()),
                 observed: header(arlen_wire::headers::CLUSTER_OBSERVED_NODES).and_then(|v| v.parse().ok()),
             }
         }
