@@ -12,8 +12,8 @@
 mod report;
 mod sampler;
 
-use arlen_wire::states::QuorumStatus;
 use arlen_config::Key;
+use arlen_wire::states::QuorumStatus;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
