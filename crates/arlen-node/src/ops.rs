@@ -5,28 +5,19 @@ use std::sync::Arc;
 use arlen_config::Config;
 use arlen_http::ops::FaultControl;
 use arlen_http::Runtime;
-use arlen_membership::{FaultRule, FaultRules, RunningSource, TaskFault};
-use serde::Deserialize;
+use arlen_membership::{FaultRules, RunningSource};
+use arlen_wire::faults::{FaultsBody, FaultsDocument};
 
 struct RulesControl(FaultRules);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplaceBody {
-    rules: Vec<FaultRule>,
-    /// Crash or stall the gossip task once (rehearses its supervision).
-    #[serde(default)]
-    gossip_task: Option<TaskFault>,
-}
-
 impl FaultControl for RulesControl {
     fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "rules": self.0.list(), "counters": self.0.counters() })
+        serde_json::to_value(FaultsDocument { rules: self.0.list(), counters: self.0.counters() }).unwrap_or_default()
     }
 
     fn replace(&self, body: &[u8]) -> Result<(), String> {
         let deserializer = &mut serde_json::Deserializer::from_slice(body);
-        let parsed: ReplaceBody = serde_path_to_error::deserialize(deserializer)
+        let parsed: FaultsBody = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| format!("bad fault rules at {}: {}", error.path(), error.inner()))?;
         self.0.replace(parsed.rules)?;
         if let Some(fault) = parsed.gossip_task {

@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod documents;
+pub mod faults;
 pub mod headers;
 pub mod states;

@@ -302,7 +302,10 @@ async fn act_on(
             let url = format!("{}/_arlen/faults", cluster.nodes[index].url);
             let partition = act == Action::Partition;
             let request = if partition {
-                http.put(&url).json(&serde_json::json!({ "rules": [{ "direction": "both" }] }))
+                http.put(&url).json(&arlen_wire::faults::FaultsBody::rules(vec![arlen_wire::faults::FaultRule::cut(
+                    None,
+                    arlen_wire::faults::Direction::Both,
+                )]))
             } else {
                 http.delete(&url)
             };

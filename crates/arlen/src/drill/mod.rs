@@ -13,6 +13,7 @@ mod report;
 mod sampler;
 
 use arlen_config::Key;
+use arlen_wire::faults::{Direction, FaultRule, FaultsBody};
 use arlen_wire::states::QuorumStatus;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -392,13 +393,10 @@ impl Drill {
         self.record(name, value, "ms");
     }
 
-    async fn rules(&mut self, node: usize, rules: serde_json::Value) -> anyhow::Result<()> {
+    async fn rules(&mut self, node: usize, rules: Vec<FaultRule>) -> anyhow::Result<()> {
         let url = format!("{}/_arlen/faults", self.cluster.nodes[node].url);
-        let request = if rules.as_array().is_some_and(Vec::is_empty) {
-            self.http.delete(&url)
-        } else {
-            self.http.put(&url).json(&serde_json::json!({ "rules": rules }))
-        };
+        let request =
+            if rules.is_empty() { self.http.delete(&url) } else { self.http.put(&url).json(&FaultsBody::rules(rules)) };
         let response = request.bearer_auth(&self.token).send().await?;
         anyhow::ensure!(
             response.status().is_success(),
@@ -410,8 +408,8 @@ impl Drill {
         Ok(())
     }
 
-    fn gossip_address(&self, node: usize) -> String {
-        format!("127.0.0.1:{}", self.cluster.nodes[node].port)
+    fn gossip_address(&self, node: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.cluster.nodes[node].port))
     }
 }
 
@@ -792,11 +790,11 @@ async fn inject(drill: &mut Drill, layout: &Layout, fault: Fault) -> anyhow::Res
         }
         Fault::Isolate => {
             drill.event(format!("fault: isolate node-{} both ways", last + 1));
-            drill.rules(last, serde_json::json!([{ "direction": "both" }])).await?;
+            drill.rules(last, vec![FaultRule::cut(None, Direction::Both)]).await?;
         }
         Fault::Deaf => {
             drill.event(format!("fault: node-{} drops everything it receives", last + 1));
-            drill.rules(last, serde_json::json!([{ "direction": "inbound" }])).await?;
+            drill.rules(last, vec![FaultRule::cut(None, Direction::Inbound)]).await?;
         }
         Fault::Split => {
             drill.event(format!(
@@ -806,17 +804,19 @@ async fn inject(drill: &mut Drill, layout: &Layout, fault: Fault) -> anyhow::Res
             ));
             for node in layout.everyone.clone() {
                 let across = if layout.minority.contains(&node) { &layout.majority } else { &layout.minority };
-                let rules: Vec<serde_json::Value> = across
+                let rules: Vec<FaultRule> = across
                     .iter()
-                    .map(|peer| serde_json::json!({ "peer": drill.gossip_address(*peer), "direction": "both" }))
+                    .map(|peer| FaultRule::cut(Some(drill.gossip_address(*peer)), Direction::Both))
                     .collect();
-                drill.rules(node, serde_json::Value::Array(rules)).await?;
+                drill.rules(node, rules).await?;
             }
         }
         Fault::Loss(percent) => {
             drill.event(format!("fault: {percent}% loss between node-1 and node-2, both ways"));
             let peer = drill.gossip_address(1);
-            drill.rules(0, serde_json::json!([{ "peer": peer, "direction": "both", "drop_percent": percent }])).await?;
+            drill
+                .rules(0, vec![FaultRule { drop_percent: percent, ..FaultRule::cut(Some(peer), Direction::Both) }])
+                .await?;
         }
         Fault::StopEtcd => {
             drill.event("fault: stop etcd");
@@ -834,17 +834,17 @@ async fn heal(drill: &mut Drill, layout: &Layout, fault: Fault) -> anyhow::Resul
         }
         Fault::Isolate | Fault::Deaf => {
             drill.event("heal: remove the rules");
-            drill.rules(layout.last, serde_json::json!([])).await?;
+            drill.rules(layout.last, Vec::new()).await?;
         }
         Fault::Split => {
             drill.event("heal: remove the rules");
             for node in layout.everyone.clone() {
-                drill.rules(node, serde_json::json!([])).await?;
+                drill.rules(node, Vec::new()).await?;
             }
         }
         Fault::Loss(_) => {
             drill.event("heal: remove the rules");
-            drill.rules(0, serde_json::json!([])).await?;
+            drill.rules(0, Vec::new()).await?;
         }
         Fault::StopEtcd => {
             drill.event("heal: start etcd again");
