@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::cli::{DrillArgs, DrillCommand, DrillRunArgs, UpSource};
 use crate::cluster::{ClusterSpec, LocalCluster};
-use report::{Event, Figure, Report};
+use report::{Event, Report};
 use sampler::{NodeState, Shared, Timeline};
 
 /// A drill scenario: a table of steps, run in order by [`run_step`], and the
@@ -47,13 +47,68 @@ struct Scenario {
 /// A figure's budget per source; `None` where it does not apply. A figure
 /// without a budget is only reported.
 struct Budget {
-    figure: &'static str,
+    figure: Figure,
     gossip: Option<f64>,
     etcd: Option<f64>,
 }
 
-const fn budget(figure: &'static str, gossip: Option<f64>, etcd: Option<f64>) -> Budget {
+const fn budget(figure: Figure, gossip: Option<f64>, etcd: Option<f64>) -> Budget {
     Budget { figure, gossip, etcd }
+}
+
+/// A figure a drill records, named once: budgets and steps refer to it by
+/// this type, so a budget can never name a figure no step records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Figure {
+    Detection,
+    ReadinessFlip,
+    Recovery,
+    SpuriousTransitions,
+    FailedRequests,
+    GracefulFailedRequests,
+    GracefulRejoinWorst,
+    KillRejoinWorst,
+    KillFailedRequests,
+    RejoinWorst,
+}
+
+impl Figure {
+    /// The name in reports, `--budget name=value` and `drill list`.
+    fn name(self) -> &'static str {
+        match self {
+            Figure::Detection => "detection_ms",
+            Figure::ReadinessFlip => "readiness_flip_ms",
+            Figure::Recovery => "recovery_ms",
+            Figure::SpuriousTransitions => "spurious_transitions",
+            Figure::FailedRequests => "failed_requests",
+            Figure::GracefulFailedRequests => "graceful_failed_requests",
+            Figure::GracefulRejoinWorst => "graceful_rejoin_worst_ms",
+            Figure::KillRejoinWorst => "kill_rejoin_worst_ms",
+            Figure::KillFailedRequests => "kill_failed_requests",
+            Figure::RejoinWorst => "rejoin_worst_ms",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        if self.name().ends_with("_ms") {
+            "ms"
+        } else {
+            "count"
+        }
+    }
+}
+
+impl Step {
+    /// The figures this step records.
+    #[cfg(test)]
+    fn figures(self) -> Vec<Figure> {
+        match self {
+            Step::Detect { figure, .. } | Step::Recover { figure } | Step::FailedRequests { figure } => vec![figure],
+            Step::Spurious { .. } => vec![Figure::SpuriousTransitions],
+            Step::RestartEach { worst, failed, .. } => vec![worst, failed],
+            Step::Inject(_) | Step::Hold | Step::Heal => Vec::new(),
+        }
+    }
 }
 
 /// Which nodes a step means.
@@ -101,7 +156,7 @@ enum Step {
     Inject(Fault),
     /// Wait for `expect`; `figure` is the time since the fault.
     Detect {
-        figure: &'static str,
+        figure: Figure,
         what: &'static str,
         expect: Expect,
     },
@@ -111,7 +166,7 @@ enum Step {
     Heal,
     /// Wait until every node is nominal and ready; `figure` is the time since the heal.
     Recover {
-        figure: &'static str,
+        figure: Figure,
     },
     /// Status changes since convergence beyond `allowed` per node.
     Spurious {
@@ -120,19 +175,19 @@ enum Step {
     },
     /// Background requests that failed since the start.
     FailedRequests {
-        figure: &'static str,
+        figure: Figure,
     },
     /// Restart each node in turn (SIGTERM and drain, or kill -9) and wait
     /// nominal; `worst` is the longest rejoin, `failed` the requests that
     /// failed during the step.
     RestartEach {
         hard: bool,
-        worst: &'static str,
-        failed: &'static str,
+        worst: Figure,
+        failed: Figure,
     },
 }
 
-const NOMINAL_AGAIN: Step = Step::Recover { figure: "recovery_ms" };
+const NOMINAL_AGAIN: Step = Step::Recover { figure: Figure::Recovery };
 const NO_FLAPPING: Step = Step::Spurious { nodes: Nodes::Everyone, allowed: 2 };
 
 const SCENARIOS: &[Scenario] = &[
@@ -144,15 +199,15 @@ const SCENARIOS: &[Scenario] = &[
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget("detection_ms", Some(1500.0), Some(4000.0)),
-            budget("readiness_flip_ms", Some(1500.0), Some(4000.0)),
-            budget("recovery_ms", Some(3000.0), Some(6000.0)),
-            budget("spurious_transitions", Some(0.0), Some(0.0)),
+            budget(Figure::Detection, Some(1500.0), Some(4000.0)),
+            budget(Figure::ReadinessFlip, Some(1500.0), Some(4000.0)),
+            budget(Figure::Recovery, Some(3000.0), Some(6000.0)),
+            budget(Figure::SpuriousTransitions, Some(0.0), Some(0.0)),
         ],
         steps: &[
             Step::Inject(Fault::Kill),
-            Step::Detect { figure: "detection_ms", what: "survivors report degraded", expect: Expect::Degraded(Nodes::Others) },
-            Step::Detect { figure: "readiness_flip_ms", what: "survivors not ready", expect: Expect::NotReady(Nodes::Others) },
+            Step::Detect { figure: Figure::Detection, what: "survivors report degraded", expect: Expect::Degraded(Nodes::Others) },
+            Step::Detect { figure: Figure::ReadinessFlip, what: "survivors not ready", expect: Expect::NotReady(Nodes::Others) },
             Step::Hold,
             Step::Heal,
             NOMINAL_AGAIN,
@@ -167,13 +222,13 @@ const SCENARIOS: &[Scenario] = &[
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget("graceful_failed_requests", Some(0.0), Some(0.0)),
-            budget("graceful_rejoin_worst_ms", Some(5000.0), Some(8000.0)),
-            budget("kill_rejoin_worst_ms", Some(6000.0), Some(10000.0)),
+            budget(Figure::GracefulFailedRequests, Some(0.0), Some(0.0)),
+            budget(Figure::GracefulRejoinWorst, Some(5000.0), Some(8000.0)),
+            budget(Figure::KillRejoinWorst, Some(6000.0), Some(10000.0)),
         ],
         steps: &[
-            Step::RestartEach { hard: false, worst: "graceful_rejoin_worst_ms", failed: "graceful_failed_requests" },
-            Step::RestartEach { hard: true, worst: "kill_rejoin_worst_ms", failed: "kill_failed_requests" },
+            Step::RestartEach { hard: false, worst: Figure::GracefulRejoinWorst, failed: Figure::GracefulFailedRequests },
+            Step::RestartEach { hard: true, worst: Figure::KillRejoinWorst, failed: Figure::KillFailedRequests },
         ],
     },
     Scenario {
@@ -183,8 +238,8 @@ const SCENARIOS: &[Scenario] = &[
         etcd: true,
         min_nodes: 2,
         env: &[],
-        budgets: &[budget("failed_requests", Some(0.0), Some(0.0)), budget("rejoin_worst_ms", Some(5000.0), Some(8000.0))],
-        steps: &[Step::RestartEach { hard: false, worst: "rejoin_worst_ms", failed: "failed_requests" }],
+        budgets: &[budget(Figure::FailedRequests, Some(0.0), Some(0.0)), budget(Figure::RejoinWorst, Some(5000.0), Some(8000.0))],
+        steps: &[Step::RestartEach { hard: false, worst: Figure::RejoinWorst, failed: Figure::FailedRequests }],
     },
     Scenario {
         name: "partition",
@@ -194,15 +249,15 @@ const SCENARIOS: &[Scenario] = &[
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget("detection_ms", Some(1500.0), None),
-            budget("readiness_flip_ms", Some(1500.0), None),
-            budget("recovery_ms", Some(3000.0), None),
-            budget("spurious_transitions", Some(0.0), None),
+            budget(Figure::Detection, Some(1500.0), None),
+            budget(Figure::ReadinessFlip, Some(1500.0), None),
+            budget(Figure::Recovery, Some(3000.0), None),
+            budget(Figure::SpuriousTransitions, Some(0.0), None),
         ],
         steps: &[
             Step::Inject(Fault::Isolate),
-            Step::Detect { figure: "detection_ms", what: "each side counts only itself", expect: Expect::Isolated },
-            Step::Detect { figure: "readiness_flip_ms", what: "every node not ready", expect: Expect::NotReady(Nodes::Everyone) },
+            Step::Detect { figure: Figure::Detection, what: "each side counts only itself", expect: Expect::Isolated },
+            Step::Detect { figure: Figure::ReadinessFlip, what: "every node not ready", expect: Expect::NotReady(Nodes::Everyone) },
             Step::Hold,
             Step::Heal,
             NOMINAL_AGAIN,
@@ -217,13 +272,13 @@ const SCENARIOS: &[Scenario] = &[
         min_nodes: 3,
         env: &[(Key::ClusterQuorumPolicy, "majority")],
         budgets: &[
-            budget("detection_ms", Some(1500.0), None),
-            budget("recovery_ms", Some(3000.0), None),
-            budget("spurious_transitions", Some(0.0), None),
+            budget(Figure::Detection, Some(1500.0), None),
+            budget(Figure::Recovery, Some(3000.0), None),
+            budget(Figure::SpuriousTransitions, Some(0.0), None),
         ],
         steps: &[
             Step::Inject(Fault::Split),
-            Step::Detect { figure: "detection_ms", what: "majority ready, minority not", expect: Expect::MajorityOnly },
+            Step::Detect { figure: Figure::Detection, what: "majority ready, minority not", expect: Expect::MajorityOnly },
             Step::Hold,
             Step::Heal,
             NOMINAL_AGAIN,
@@ -238,14 +293,14 @@ const SCENARIOS: &[Scenario] = &[
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget("detection_ms", Some(1500.0), None),
-            budget("recovery_ms", Some(3000.0), None),
-            budget("spurious_transitions", Some(0.0), None),
+            budget(Figure::Detection, Some(1500.0), None),
+            budget(Figure::Recovery, Some(3000.0), None),
+            budget(Figure::SpuriousTransitions, Some(0.0), None),
         ],
         steps: &[
             Step::Inject(Fault::Deaf),
             Step::Detect {
-                figure: "detection_ms",
+                figure: Figure::Detection,
                 what: "the deaf node sees nobody and the others count it out",
                 expect: Expect::DeafCountedOut,
             },
@@ -262,13 +317,13 @@ const SCENARIOS: &[Scenario] = &[
         etcd: false,
         min_nodes: 3,
         env: &[],
-        budgets: &[budget("spurious_transitions", Some(0.0), None), budget("failed_requests", Some(0.0), None)],
+        budgets: &[budget(Figure::SpuriousTransitions, Some(0.0), None), budget(Figure::FailedRequests, Some(0.0), None)],
         steps: &[
             Step::Inject(Fault::Loss(25)),
             Step::Hold,
             Step::Heal,
             Step::Spurious { nodes: Nodes::Everyone, allowed: 0 },
-            Step::FailedRequests { figure: "failed_requests" },
+            Step::FailedRequests { figure: Figure::FailedRequests },
         ],
     },
     Scenario {
@@ -278,10 +333,10 @@ const SCENARIOS: &[Scenario] = &[
         etcd: true,
         min_nodes: 2,
         env: &[],
-        budgets: &[budget("detection_ms", None, Some(4000.0)), budget("recovery_ms", None, Some(10000.0))],
+        budgets: &[budget(Figure::Detection, None, Some(4000.0)), budget(Figure::Recovery, None, Some(10000.0))],
         steps: &[
             Step::Inject(Fault::StopEtcd),
-            Step::Detect { figure: "detection_ms", what: "every node partitioned", expect: Expect::Partitioned(Nodes::Everyone) },
+            Step::Detect { figure: Figure::Detection, what: "every node partitioned", expect: Expect::Partitioned(Nodes::Everyone) },
             Step::Hold,
             Step::Heal,
             NOMINAL_AGAIN,
@@ -304,9 +359,9 @@ pub fn run(args: DrillArgs) -> ExitCode {
                     .budgets
                     .iter()
                     .map(|b| match (b.gossip, b.etcd) {
-                        (Some(g), Some(e)) if g != e => format!("{} ≤ {g} (etcd {e})", b.figure),
-                        (Some(v), _) | (None, Some(v)) => format!("{} ≤ {v}", b.figure),
-                        (None, None) => b.figure.to_owned(),
+                        (Some(g), Some(e)) if g != e => format!("{} ≤ {g} (etcd {e})", b.figure.name()),
+                        (Some(v), _) | (None, Some(v)) => format!("{} ≤ {v}", b.figure.name()),
+                        (None, None) => b.figure.name().to_owned(),
                     })
                     .collect();
                 println!("{:<25} budgets: {}", "", budgets.join(", "));
@@ -382,15 +437,15 @@ impl Drill {
         None
     }
 
-    fn record(&mut self, name: &str, value: f64, unit: &'static str) {
-        self.figures.insert(name.to_owned(), (value, unit));
+    fn record(&mut self, figure: Figure, value: f64) {
+        self.figures.insert(figure.name().to_owned(), (value, figure.unit()));
     }
 
     /// Records a latency figure; `None` (the state was never reached) is
     /// recorded as infinite and fails any budget.
-    fn record_latency(&mut self, name: &str, took: Option<Duration>) {
+    fn record_latency(&mut self, figure: Figure, took: Option<Duration>) {
         let value = took.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1000.0);
-        self.record(name, value, "ms");
+        self.record(figure, value);
     }
 
     async fn rules(&mut self, node: usize, rules: Vec<FaultRule>) -> anyhow::Result<()> {
@@ -425,7 +480,7 @@ fn parse_budgets(overrides: &[String], scenario: &Scenario, etcd: bool) -> anyho
     let mut budgets: BTreeMap<String, f64> = scenario
         .budgets
         .iter()
-        .filter_map(|b| Some((b.figure.to_owned(), if etcd { b.etcd } else { b.gossip }?)))
+        .filter_map(|b| Some((b.figure.name().to_owned(), if etcd { b.etcd } else { b.gossip }?)))
         .collect();
     for entry in overrides {
         let (name, value) =
@@ -569,12 +624,12 @@ struct Outcome {
 /// the summary; true when every budget held.
 fn finish(drill: Drill, outcome: Outcome, report_dir: Option<PathBuf>) -> anyhow::Result<bool> {
     let Outcome { scenario, source, nodes, node_ids, budgets, timeline } = outcome;
-    let figures: Vec<Figure> = drill
+    let figures: Vec<report::Figure> = drill
         .figures
         .iter()
         .map(|(name, (value, unit))| {
             let budget = budgets.get(name).copied();
-            Figure {
+            report::Figure {
                 name: name.clone(),
                 value: *value,
                 unit,
@@ -742,11 +797,11 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
         Step::Spurious { nodes, allowed } => {
             let expected: Vec<(usize, u32)> = layout.nodes(nodes).into_iter().map(|n| (n, allowed)).collect();
             let count = spurious(drill, &expected);
-            drill.record("spurious_transitions", count, "count");
+            drill.record(Figure::SpuriousTransitions, count);
         }
         Step::FailedRequests { figure } => {
             let failures = failed_requests(drill);
-            drill.record(figure, failures as f64, "count");
+            drill.record(figure, failures as f64);
         }
         Step::RestartEach { hard, worst, failed } => {
             let failed_before = failed_requests(drill);
@@ -773,9 +828,9 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
                 longest = longest.max(took.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1000.0));
             }
             drill.fault_window.1 = drill.t_ms();
-            drill.record(worst, longest, "ms");
+            drill.record(worst, longest);
             let failures = failed_requests(drill) - failed_before;
-            drill.record(failed, failures as f64, "count");
+            drill.record(failed, failures as f64);
         }
     }
     Ok(())
@@ -853,4 +908,25 @@ async fn heal(drill: &mut Drill, layout: &Layout, fault: Fault) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A budget on a figure its scenario never records would never be checked.
+    #[test]
+    fn every_budget_is_on_a_figure_its_scenario_records() {
+        for scenario in SCENARIOS {
+            let recorded: Vec<Figure> = scenario.steps.iter().flat_map(|step| step.figures()).collect();
+            for budget in scenario.budgets {
+                assert!(
+                    recorded.contains(&budget.figure),
+                    "scenario {}: a budget on {} that no step records",
+                    scenario.name,
+                    budget.figure.name()
+                );
+            }
+        }
+    }
 }
