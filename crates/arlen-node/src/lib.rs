@@ -122,30 +122,53 @@ impl Node {
         self.run_inner(app, &mut signals).await
     }
 
+    /// A node's life in three phases: build (bind, before anything runs),
+    /// spawn (serve, membership, start), then run until a stop signal and
+    /// drain.
     async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
         let Node { options, loaded } = self;
-        let config = loaded.config.clone();
-        match arlen_http::connections::raise_descriptor_limit() {
-            Ok(limit) => {
-                let budget = arlen_http::connections::Descriptors::global();
-                tracing::info!(
-                    limit,
-                    reserve = budget.reserve(),
-                    "descriptor budget: application connections stop before the reserve, which answers probes and the admin listener"
-                );
-                if limit < 4096 {
-                    tracing::warn!(limit, "the descriptor limit is low for a server; raise LimitNOFILE (systemd) or the container's nofile ulimit");
-                }
+        let built = Built::bind(&loaded.config)?;
+        let mut running = built.spawn(&loaded.config, app).await?;
+        let (signal, current) = running.until_stopped(&options, &loaded, signals).await?;
+        running.drain_and_stop(signal, &current.config, signals.next_stop()).await
+    }
+}
+
+/// Raises the descriptor limit and says what the budget is.
+fn budget_descriptors() {
+    match arlen_http::connections::raise_descriptor_limit() {
+        Ok(limit) => {
+            let budget = arlen_http::connections::Descriptors::global();
+            tracing::info!(
+                limit,
+                reserve = budget.reserve(),
+                "descriptor budget: application connections stop before the reserve, which answers probes and the admin listener"
+            );
+            if limit < 4096 {
+                tracing::warn!(limit, "the descriptor limit is low for a server; raise LimitNOFILE (systemd) or the container's nofile ulimit");
             }
-            Err(error) => tracing::warn!(%error, "cannot read or raise the descriptor limit"),
         }
-        let runtime = Runtime::new(&config);
-        let listener = arlen_http::bind(&config)
+        Err(error) => tracing::warn!(%error, "cannot read or raise the descriptor limit"),
+    }
+}
+
+/// Phase one: the runtime and the bound listeners; nothing runs yet.
+struct Built {
+    runtime: Runtime,
+    listener: tokio::net::TcpListener,
+    admin_listener: Option<tokio::net::TcpListener>,
+}
+
+impl Built {
+    fn bind(config: &Config) -> Result<Self, NodeError> {
+        budget_descriptors();
+        let runtime = Runtime::new(config);
+        let listener = arlen_http::bind(config)
             .map_err(|source| NodeError::Bind { address: format!("{}:{}", config.host, config.port), source })?;
         if let Ok(address) = listener.local_addr() {
             tracing::info!("listening on http://{address}");
         }
-        let admin_listener = match arlen_http::bind_admin(&config) {
+        let admin_listener = match arlen_http::bind_admin(config) {
             Some(Ok(admin)) => {
                 if let Ok(address) = admin.local_addr() {
                     tracing::info!("admin listener on http://{address} (probes, /clusterz, /metrics, operations)");
@@ -158,62 +181,103 @@ impl Node {
             }
             None => None,
         };
-        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut admin_server = admin_listener.map(|admin| {
+        Ok(Self { runtime, listener, admin_listener })
+    }
+
+    /// Phase two: serve, check the upstream, start membership, say started.
+    async fn spawn(self, config: &Config, app: Router) -> Result<Running, NodeError> {
+        let Built { runtime, listener, admin_listener } = self;
+        let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let admin_server = admin_listener.map(|admin| {
             tokio::spawn(arlen_http::serve(
                 admin,
                 runtime.admin_service(),
                 runtime.clone(),
-                ServerSettings::admin(&config),
+                ServerSettings::admin(config),
                 async {
                     let _ = admin_stop_rx.await;
                 },
             ))
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(arlen_http::serve(
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(arlen_http::serve(
             listener,
             runtime.wrap(app),
             runtime.clone(),
-            ServerSettings::from_config(&config),
+            ServerSettings::from_config(config),
             async {
                 let _ = stop_rx.await;
             },
         ));
         // Sidecar: not ready until the upstream has answered its first check.
-        let mut upstream_check = match &config.proxy {
-            Some(proxy) => {
-                runtime.publisher().set_upstream(arlen_proxy::unchecked(proxy));
-                Some(tokio::spawn(arlen_proxy::watch_upstream(proxy.clone(), runtime.publisher())))
-            }
-            None => None,
-        };
-        let membership = arlen_membership::start(&config, runtime.publisher()).await?;
+        let upstream_check = config.proxy.as_ref().map(|proxy| {
+            runtime.publisher().set_upstream(arlen_proxy::unchecked(proxy));
+            tokio::spawn(arlen_proxy::watch_upstream(proxy.clone(), runtime.publisher()))
+        });
+        let membership = arlen_membership::start(config, runtime.publisher()).await?;
         register_membership_metrics(&runtime, &membership);
-        ops::enable_fault_endpoint(&config, &runtime, &membership);
+        ops::enable_fault_endpoint(config, &runtime, &membership);
         runtime.publisher().mark_started();
         tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
         let notifier = systemd::Notifier::from_env();
         notifier.ready(&runtime.snapshot(), runtime.reader().now().monotonic);
         let notifications = tokio::spawn(notifier.run(runtime.reader()));
+        Ok(Running {
+            runtime,
+            membership,
+            server,
+            stop,
+            admin_server,
+            admin_stop,
+            upstream_check,
+            notifier,
+            notifications,
+        })
+    }
+}
 
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Phase three: everything running, until a stop signal; then the drain.
+struct Running {
+    runtime: Runtime,
+    membership: RunningSource,
+    server: ServerTask,
+    stop: tokio::sync::oneshot::Sender<()>,
+    admin_server: Option<ServerTask>,
+    admin_stop: tokio::sync::oneshot::Sender<()>,
+    upstream_check: Option<tokio::task::JoinHandle<()>>,
+    notifier: systemd::Notifier,
+    notifications: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Serves, reloading on SIGHUP, until SIGTERM or SIGINT (the signal's
+    /// name and the configuration then in force) — or fails when a part
+    /// that must keep running stops.
+    async fn until_stopped(
+        &mut self,
+        options: &LoadOptions,
+        loaded: &Loaded,
+        signals: &mut Signals,
+    ) -> Result<(&'static str, Loaded), NodeError> {
         let mut current = loaded.clone();
-        let signal = loop {
+        loop {
             tokio::select! {
                 received = signals.next() => match received {
                     Received::Reload => {
-                        current = reload(&options, &loaded, current, &runtime);
-                        membership.reload(&current.config).await;
+                        current = reload(options, loaded, current, &self.runtime);
+                        self.membership.reload(&current.config).await;
                     }
-                    Received::Stop(name) => break name,
+                    Received::Stop(name) => return Ok((name, current)),
                 },
-                reason = membership.failed() => return Err(NodeError::MembershipFailed(reason)),
+                reason = self.membership.failed() => return Err(NodeError::MembershipFailed(reason)),
                 // A listener that stops before it is told to is a failure, not a quiet node.
-                ended = &mut server => return Err(server_failure(ended)),
-                ended = async { admin_server.as_mut().expect("guarded").await }, if admin_server.is_some() => {
+                ended = &mut self.server => return Err(server_failure(ended)),
+                ended = async { self.admin_server.as_mut().expect("guarded").await }, if self.admin_server.is_some() => {
                     return Err(server_failure(ended));
                 }
-                ended = async { upstream_check.as_mut().expect("guarded").await }, if upstream_check.is_some() => {
+                ended = async { self.upstream_check.as_mut().expect("guarded").await }, if self.upstream_check.is_some() => {
                     let reason = match ended {
                         Ok(()) => "it returned".to_owned(),
                         Err(join) => join.to_string(),
@@ -221,13 +285,34 @@ impl Node {
                     return Err(NodeError::UpstreamCheckStopped(reason));
                 }
             }
-        };
+        }
+    }
+
+    /// Out of rotation, the drain delay, stop accepting, in-flight requests
+    /// finish, leave the cluster.
+    async fn drain_and_stop(
+        self,
+        signal: &'static str,
+        config: &Config,
+        second_signal: impl Future<Output = &'static str>,
+    ) -> Result<(), NodeError> {
+        let Running {
+            runtime,
+            membership,
+            server,
+            stop,
+            admin_server,
+            admin_stop,
+            upstream_check,
+            notifier,
+            notifications,
+        } = self;
         notifier.stopping();
-        drain(signal, &current.config, &runtime, &membership, signals.next_stop()).await;
-        let _ = stop_tx.send(());
+        drain(signal, config, &runtime, &membership, second_signal).await;
+        let _ = stop.send(());
         // The admin listener answers probes until the service port has finished.
         let served = server.await;
-        let _ = admin_stop_tx.send(());
+        let _ = admin_stop.send(());
         let admin_served = match admin_server {
             Some(admin) => admin.await,
             None => Ok(Ok(())),
