@@ -225,37 +225,8 @@ where
         });
         let service = Tracking { inner: service, tracked: tracked.clone() };
         let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
-        let idle_timeout = settings.connection_timeout;
-        let mut closing = closing_rx.clone();
-        let open = open.enter();
-        tokio::spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                ended = connection.as_mut() => {
-                    if let Err(error) = ended {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = tracked.evicted() => return,
-                stuck = h2_lapsed(&tracked, idle_timeout) => if stuck {
-                    tracing::debug!(%peer, "HTTP/2 streams open with nothing written; connection closed");
-                    return;
-                },
-                _ = closing.wait_for(|closing| *closing) => {}
-            }
-            // Idle HTTP/2, or the listener closing: GOAWAY (HTTP/1.1: no
-            // more keep-alive), and what is in flight finishes. An idle
-            // connection has nothing in flight: a peer that does not close
-            // its side at once is not waited for.
-            connection.as_mut().graceful_shutdown();
-            if tracked.is_idle() && !*closing.borrow() {
-                let _ = tokio::time::timeout(IDLE_GOAWAY_GRACE, connection).await;
-            } else {
-                let _ = connection.await;
-            }
-            drop(open);
-        });
+        let lifetime = Lifetime { tracked, peer, idle_timeout: settings.connection_timeout, open: open.enter() };
+        tokio::spawn(lifetime.run(connection, closing_rx.clone()));
     };
     tokio::pin!(shutdown);
     loop {
@@ -279,6 +250,19 @@ where
         serve_one(stream, peer, &closing_builder);
     }
     drop(listener);
+    finish_in_flight(&runtime, &settings, &open, closing_tx).await;
+    Ok(())
+}
+
+/// After the listener closed: linger so requests already on their way are
+/// answered (with `Connection: close`), then tell every connection to close
+/// (GOAWAY on HTTP/2) and wait for them, up to the graceful timeout.
+async fn finish_in_flight(
+    runtime: &Runtime,
+    settings: &ServerSettings,
+    open: &OpenConnections,
+    closing: tokio::sync::watch::Sender<bool>,
+) {
     tracing::info!(
         timeout_seconds = settings.graceful_timeout.as_secs(),
         "stopped accepting; finishing in-flight requests"
@@ -291,14 +275,58 @@ where
     while open.count() > 0 && tokio::time::Instant::now() < linger_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = closing_tx.send(true);
+    let _ = closing.send(true);
     tokio::select! {
         () = open.all_closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep_until(deadline) => {
             tracing::warn!("graceful timeout elapsed with connections still open; closing them");
         }
     }
-    Ok(())
+}
+
+/// What ends a session's connection besides the connection itself: its
+/// eviction, HTTP/2 idleness or a stuck stream, and the listener closing.
+struct Lifetime {
+    tracked: Arc<Tracked>,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    open: OpenGuard,
+}
+
+impl Lifetime {
+    async fn run<C>(self, connection: C, mut closing: tokio::sync::watch::Receiver<bool>)
+    where
+        C: hyper_util::server::graceful::GracefulConnection,
+        C::Error: std::fmt::Display,
+    {
+        let Lifetime { tracked, peer, idle_timeout, open } = self;
+        tokio::pin!(connection);
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = tracked.evicted() => return,
+            stuck = h2_lapsed(&tracked, idle_timeout) => if stuck {
+                tracing::debug!(%peer, "HTTP/2 streams open with nothing written; connection closed");
+                return;
+            },
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+        // Idle HTTP/2, or the listener closing: GOAWAY (HTTP/1.1: no more
+        // keep-alive), and what is in flight finishes. An idle connection has
+        // nothing in flight: a peer that does not close its side at once is
+        // not waited for.
+        connection.as_mut().graceful_shutdown();
+        if tracked.is_idle() && !*closing.borrow() {
+            let _ = tokio::time::timeout(IDLE_GOAWAY_GRACE, connection).await;
+        } else {
+            let _ = connection.await;
+        }
+        drop(open);
+    }
 }
 
 /// A connection over the session limit: one answer (a probe, a capped
