@@ -102,6 +102,13 @@ pub enum Typed {
     Integer(i64),
     Text(String),
     List(Vec<String>),
+    /// One of a `Kind::OneOf` key's words, and its position in the list.
+    Word {
+        word: &'static str,
+        index: usize,
+    },
+    /// `cluster.quorumPolicy`, parsed once.
+    Policy(QuorumPolicySetting),
 }
 
 impl Typed {
@@ -111,6 +118,8 @@ impl Typed {
             Typed::Integer(i) => Value::from(*i),
             Typed::Text(t) => Value::String(t.clone()),
             Typed::List(items) => Value::Array(items.iter().cloned().map(Value::String).collect()),
+            Typed::Word { word, .. } => Value::String((*word).to_owned()),
+            Typed::Policy(policy) => Value::String(policy.name()),
         }
     }
 }
@@ -139,6 +148,8 @@ impl Setting {
             (_, Typed::Text(t)) => t.clone(),
             (_, Typed::List(items)) if items.is_empty() => "(none)".to_owned(),
             (_, Typed::List(items)) => items.join(","),
+            (_, Typed::Word { word, .. }) => (*word).to_owned(),
+            (_, Typed::Policy(policy)) => policy.name(),
         }
     }
 }

@@ -90,7 +90,8 @@ impl<'a> Loader<'a> {
             set_dotted(&mut tree, setting.spec.key, setting.value.to_json());
         }
         let config =
-            build_config(&settings, env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()), root.clone(), gossip_keys);
+            build_config(&settings, env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()), root.clone(), gossip_keys)
+                .map_err(|error| ConfigErrors(vec![error]))?;
         Ok(Loaded { config, settings, tree, warnings: self.warnings })
     }
 
@@ -159,7 +160,7 @@ impl<'a> Loader<'a> {
             }
             (true, true) => GossipKeys::default(),
         };
-        let uses_gossip = get(Key::ClusterMembershipSource).value == Typed::Text("gossip".into());
+        let uses_gossip = source_of(&get(Key::ClusterMembershipSource).value) == Some(MembershipSource::Gossip);
         let allowed = get(Key::ClusterGossipAllowUnauthenticated).value == Typed::Bool(true);
         let relaxed_env = matches!(env_name, "development" | "test");
         let failed_already = self
@@ -226,14 +227,9 @@ impl<'a> Loader<'a> {
     }
 
     fn parse_value(&mut self, spec: &'static KeySpec, raw: Raw, source: &Source) -> Result<Typed, String> {
-        if spec.kind == Kind::AddressList {
-            return parse_list(raw, value::parse_address);
-        }
-        if spec.kind == Kind::UrlList {
-            return parse_list(raw, value::parse_url);
-        }
-        if spec.kind == Kind::NetworkList {
-            return parse_list(raw, value::parse_network);
+        // Lists take a JSON array as well as comma-separated text.
+        if let Some(parse_item) = list_item(spec.kind) {
+            return parse_list(raw, parse_item);
         }
         let text = match raw {
             Raw::Text(text) => text,
@@ -270,15 +266,13 @@ impl<'a> Loader<'a> {
             Kind::Address => value::parse_address(&text).map(Typed::Text),
             Kind::HttpUrl if text.trim().is_empty() => Ok(Typed::Text(String::new())),
             Kind::HttpUrl => value::parse_http_url(&text).map(Typed::Text),
-            Kind::QuorumPolicy => QuorumPolicySetting::parse(&text).map(|p| Typed::Text(p.name())),
-            Kind::AddressList | Kind::UrlList | Kind::NetworkList => unreachable!("handled above"),
+            Kind::QuorumPolicy => QuorumPolicySetting::parse(&text).map(Typed::Policy),
+            Kind::AddressList => parse_list(Raw::Text(text), value::parse_address),
+            Kind::UrlList => parse_list(Raw::Text(text), value::parse_url),
+            Kind::NetworkList => parse_list(Raw::Text(text), value::parse_network),
             Kind::OneOf(words) => {
                 let lower = text.trim().to_ascii_lowercase();
-                if words.contains(&lower.as_str()) {
-                    Ok(Typed::Text(lower))
-                } else {
-                    Err(format!("expected one of {}, got {text:?}", words.join(", ")))
-                }
+                word_in(words, &lower).ok_or_else(|| format!("expected one of {}, got {text:?}", words.join(", ")))
             }
         }
     }
@@ -297,7 +291,8 @@ impl<'a> Loader<'a> {
     /// Rules that span keys; run after every default is known.
     fn check_cross_key_rules(&mut self, settings: &[Setting]) {
         let get = |key: Key| settings.iter().find(|s| s.spec.id == key);
-        let uses_etcd = get(Key::ClusterMembershipSource).is_some_and(|s| s.value == Typed::Text("etcd".into()));
+        let uses_etcd =
+            get(Key::ClusterMembershipSource).and_then(|s| source_of(&s.value)) == Some(MembershipSource::Etcd);
         if let Some(endpoints) = get(Key::ClusterEtcdEndpoints).filter(|_| uses_etcd) {
             if endpoints.value == Typed::List(Vec::new())
                 && !self.errors.iter().any(|e| e.key.as_deref() == Some(Key::ClusterEtcdEndpoints.name()))
@@ -347,7 +342,8 @@ impl<'a> Loader<'a> {
                 ));
             }
         }
-        let uses_gossip = get(Key::ClusterMembershipSource).is_some_and(|s| s.value == Typed::Text("gossip".into()));
+        let uses_gossip =
+            get(Key::ClusterMembershipSource).and_then(|s| source_of(&s.value)) == Some(MembershipSource::Gossip);
         // An advertise address derived from a value that already failed would
         // only repeat that error.
         let inputs_failed = self.errors.iter().any(|e| {
@@ -441,11 +437,13 @@ impl<'a> Loader<'a> {
             let is_default = setting.source == Source::Default;
             match setting.spec.id {
                 Key::LogFormat if is_default => {
-                    setting.value = Typed::Text(if development { "text" } else { "json" }.to_owned());
+                    let format = if development { LogFormat::Text } else { LogFormat::Json };
+                    setting.value = word_of(format);
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
                 Key::LogLevel if is_default => {
-                    setting.value = Typed::Text(if development { "debug" } else { "info" }.to_owned());
+                    let level = if development { "debug" } else { "info" };
+                    setting.value = word_in(setting.spec.kind.words(), level).unwrap_or(Typed::Text(level.to_owned()));
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
                 Key::ClusterObservedNodes if is_default => {
@@ -466,7 +464,7 @@ impl<'a> Loader<'a> {
                 }
                 Key::ObservabilityDetailsAccess if is_default => {
                     let open = matches!(env_name, "development" | "test");
-                    setting.value = Typed::Text(if open { "public" } else { "restricted" }.to_owned());
+                    setting.value = word_of(if open { DetailsAccess::Public } else { DetailsAccess::Restricted });
                     setting.source = Source::ComputedDefault("from the environment name");
                 }
                 Key::ShutdownDrainDelaySeconds if is_default => {
@@ -494,7 +492,10 @@ impl<'a> Loader<'a> {
     }
 }
 
-fn parse_list(raw: Raw, parse_item: fn(&str) -> Result<String, String>) -> Result<Typed, String> {
+/// Parses one item of a list.
+type ParseItem = fn(&str) -> Result<String, String>;
+
+fn parse_list(raw: Raw, parse_item: ParseItem) -> Result<Typed, String> {
     let items: Vec<String> = match raw {
         Raw::Text(text) | Raw::Json(Value::String(text)) => {
             text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
@@ -511,20 +512,64 @@ fn parse_list(raw: Raw, parse_item: fn(&str) -> Result<String, String>) -> Resul
     items.iter().map(|item| parse_item(item)).collect::<Result<Vec<_>, _>>().map(Typed::List)
 }
 
-fn plain_default(spec: &KeySpec) -> Typed {
-    match spec.default {
-        registry::Default::Bool(b) => Typed::Bool(b),
-        registry::Default::Integer(i) => Typed::Integer(i),
-        registry::Default::Text("") if matches!(spec.kind, Kind::AddressList | Kind::UrlList | Kind::NetworkList) => {
-            Typed::List(Vec::new())
+/// The item parser of a list kind; `None` for a single value. Exhaustive:
+/// a new kind must say which it is.
+fn list_item(kind: Kind) -> Option<ParseItem> {
+    match kind {
+        Kind::AddressList => Some(value::parse_address),
+        Kind::UrlList => Some(value::parse_url),
+        Kind::NetworkList => Some(value::parse_network),
+        Kind::Bool
+        | Kind::Integer { .. }
+        | Kind::Text
+        | Kind::Secret
+        | Kind::OneOf(_)
+        | Kind::Address
+        | Kind::QuorumPolicy
+        | Kind::HttpUrl => None,
+    }
+}
+
+/// `word` as one of `words`, with its position.
+fn word_in(words: &'static [&'static str], word: &str) -> Option<Typed> {
+    words.iter().position(|w| *w == word).map(|index| Typed::Word { word: words[index], index })
+}
+
+/// A key's value before anything is read: its declared default, in the
+/// variant of its kind (a computed default starts as the kind's first value
+/// and is replaced in the second pass).
+pub(crate) fn plain_default(spec: &KeySpec) -> Typed {
+    let declared = match spec.default {
+        registry::Default::Bool(b) => return Typed::Bool(b),
+        registry::Default::Integer(i) => return Typed::Integer(i),
+        registry::Default::Text(text) => Some(text),
+        registry::Default::Computed(_) => None,
+    };
+    match spec.kind {
+        Kind::Bool => Typed::Bool(false),
+        Kind::Integer { min, .. } => Typed::Integer(min),
+        Kind::AddressList | Kind::UrlList | Kind::NetworkList => Typed::List(Vec::new()),
+        Kind::OneOf(words) => {
+            declared.and_then(|word| word_in(words, word)).unwrap_or(Typed::Word { word: words[0], index: 0 })
         }
-        registry::Default::Text(t) => Typed::Text(t.to_owned()),
-        registry::Default::Computed(_) => match spec.kind {
-            Kind::Bool => Typed::Bool(false),
-            Kind::Integer { min, .. } => Typed::Integer(min),
-            Kind::AddressList | Kind::UrlList | Kind::NetworkList => Typed::List(Vec::new()),
-            _ => Typed::Text(String::new()),
-        },
+        Kind::QuorumPolicy => Typed::Policy(
+            declared.and_then(|text| QuorumPolicySetting::parse(text).ok()).unwrap_or(QuorumPolicySetting::All),
+        ),
+        Kind::Text | Kind::Secret | Kind::Address | Kind::HttpUrl => Typed::Text(declared.unwrap_or("").to_owned()),
+    }
+}
+
+/// The value of an enum key.
+fn word_of<T: Words + PartialEq>(value: T) -> Typed {
+    let index = T::ALL.iter().position(|v| *v == value).unwrap_or(0);
+    Typed::Word { word: T::WORDS[index], index }
+}
+
+/// The membership source a value names.
+fn source_of(value: &Typed) -> Option<MembershipSource> {
+    match value {
+        Typed::Word { index, .. } => MembershipSource::ALL.get(*index).copied(),
+        _ => None,
     }
 }
 
@@ -577,128 +622,151 @@ fn set_dotted(tree: &mut Map<String, Value>, dotted: &str, value: Value) {
     current.insert(last.to_owned(), value);
 }
 
-fn build_config(settings: &[Setting], env: String, app_root: PathBuf, gossip_keys: GossipKeys) -> Config {
+/// A value read as the kind its key does not have: a bug in the registry or
+/// the loader, reported as an error naming the key (never a panic, never a
+/// quiet default).
+fn mismatch(key: Key, wanted: &str, found: &Typed) -> ConfigError {
+    ConfigError::new(format!("internal error: {} holds {found:?}, not {wanted}", key.name())).for_key(key.name())
+}
+
+#[allow(clippy::result_large_err)] // an error path that a correct registry never takes
+fn build_config(
+    settings: &[Setting],
+    env: String,
+    app_root: PathBuf,
+    gossip_keys: GossipKeys,
+) -> Result<Config, ConfigError> {
     let get = |key: Key| &settings[key as usize].value;
-    let flag = |key: Key| matches!(get(key), Typed::Bool(true));
+    let flag = |key: Key| match get(key) {
+        Typed::Bool(b) => Ok(*b),
+        other => Err(mismatch(key, "a boolean", other)),
+    };
     let int = |key: Key| match get(key) {
-        Typed::Integer(i) => *i,
-        other => unreachable!("{} is not an integer: {other:?}", key.name()),
+        Typed::Integer(i) => Ok(*i),
+        other => Err(mismatch(key, "an integer", other)),
     };
     let text = |key: Key| match get(key) {
-        Typed::Text(t) => t.clone(),
-        other => unreachable!("{} is not text: {other:?}", key.name()),
+        Typed::Text(t) => Ok(t.clone()),
+        Typed::Word { word, .. } => Ok((*word).to_owned()),
+        other => Err(mismatch(key, "text", other)),
     };
     let list = |key: Key| match get(key) {
-        Typed::List(items) => items.clone(),
-        other => unreachable!("{} is not a list: {other:?}", key.name()),
+        Typed::List(items) => Ok(items.clone()),
+        other => Err(mismatch(key, "a list", other)),
     };
+    let policy = |key: Key| match get(key) {
+        Typed::Policy(policy) => Ok(*policy),
+        other => Err(mismatch(key, "a quorum policy", other)),
+    };
+    fn word<T: Words>(settings: &[Setting], key: Key) -> Result<T, ConfigError> {
+        match &settings[key as usize].value {
+            Typed::Word { index, .. } => {
+                T::ALL.get(*index).copied().ok_or_else(|| mismatch(key, "a word", &Typed::Integer(0)))
+            }
+            other => Err(mismatch(key, "one of its words", other)),
+        }
+    }
     let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     let to_usize = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let seconds = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
     let millis = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
-    let path_of = |key: Key| {
-        Some(text(key)).filter(|path| !path.is_empty()).map(|path| gossip_keys::resolve_keys_file(&app_root, &path))
+    let path_of = |key: Key| -> Result<Option<PathBuf>, ConfigError> {
+        Ok(Some(text(key)?)
+            .filter(|path| !path.is_empty())
+            .map(|path| gossip_keys::resolve_keys_file(&app_root, &path)))
     };
-    let keys_file = path_of(GOSSIP_KEYS_FILE_KEY);
+    let keys_file = path_of(GOSSIP_KEYS_FILE_KEY)?;
     let (ca_file, cert_file, key_file) =
-        (path_of(Key::ClusterEtcdCaFile), path_of(Key::ClusterEtcdCertFile), path_of(Key::ClusterEtcdKeyFile));
-    Config {
+        (path_of(Key::ClusterEtcdCaFile)?, path_of(Key::ClusterEtcdCertFile)?, path_of(Key::ClusterEtcdKeyFile)?);
+    let port = int(Key::Port)?;
+    Ok(Config {
         env,
         app_root,
-        host: text(Key::Host),
-        port: u16::try_from(int(Key::Port)).expect("port is range-checked"),
-        log_format: if text(Key::LogFormat) == "json" { LogFormat::Json } else { LogFormat::Text },
-        log_level: text(Key::LogLevel),
-        listen_backlog: to_u32(int(Key::ListenBacklog)),
-        connection_timeout: seconds(int(Key::ConnectionTimeoutSeconds)),
-        head_timeout: millis(int(Key::RequestLimitsHeadTimeoutMs)),
-        write_timeout: millis(int(Key::RequestLimitsWriteTimeoutMs)),
-        admin_listen: Some(text(Key::AdminListen)).filter(|address| !address.is_empty()),
-        enable_reuse_port: flag(Key::EnableReusePort),
-        title_case_headers: flag(Key::HttpTitleCaseHeaders),
+        host: text(Key::Host)?,
+        port: u16::try_from(port).map_err(|_| mismatch(Key::Port, "a port", &Typed::Integer(port)))?,
+        log_format: word(settings, Key::LogFormat)?,
+        log_level: text(Key::LogLevel)?,
+        listen_backlog: to_u32(int(Key::ListenBacklog)?),
+        connection_timeout: seconds(int(Key::ConnectionTimeoutSeconds)?),
+        head_timeout: millis(int(Key::RequestLimitsHeadTimeoutMs)?),
+        write_timeout: millis(int(Key::RequestLimitsWriteTimeoutMs)?),
+        admin_listen: Some(text(Key::AdminListen)?).filter(|address| !address.is_empty()),
+        enable_reuse_port: flag(Key::EnableReusePort)?,
+        title_case_headers: flag(Key::HttpTitleCaseHeaders)?,
         request_limits: RequestLimits {
-            max_request_line_bytes: to_usize(int(Key::RequestLimitsMaxRequestLineBytes)),
-            max_header_bytes: to_usize(int(Key::RequestLimitsMaxHeaderBytes)),
-            max_body_bytes: to_usize(int(Key::RequestLimitsMaxBodyBytes)),
+            max_request_line_bytes: to_usize(int(Key::RequestLimitsMaxRequestLineBytes)?),
+            max_header_bytes: to_usize(int(Key::RequestLimitsMaxHeaderBytes)?),
+            max_body_bytes: to_usize(int(Key::RequestLimitsMaxBodyBytes)?),
         },
-        max_concurrent_http_sessions: to_usize(int(Key::RuntimeLimitsMaxConcurrentHTTPSessions)),
-        session: SessionConfig { enabled: flag(Key::SessionEnabled), secret: text(Key::SessionSecret) },
+        max_concurrent_http_sessions: to_usize(int(Key::RuntimeLimitsMaxConcurrentHTTPSessions)?),
+        session: SessionConfig { enabled: flag(Key::SessionEnabled)?, secret: text(Key::SessionSecret)? },
         observability: ObservabilityConfig {
-            health_details_enabled: flag(Key::ObservabilityHealthDetailsEnabled),
-            readiness_requires_startup: flag(Key::ObservabilityReadinessRequiresStartup),
-            readiness_requires_cluster_quorum: flag(Key::ObservabilityReadinessRequiresClusterQuorum),
-            metrics_enabled: flag(Key::ObservabilityMetricsEnabled),
-            trace_propagation_enabled: flag(Key::ObservabilityTracePropagationEnabled),
-            response_identity_headers_enabled: flag(Key::ObservabilityResponseIdentityHeadersEnabled),
-            ops_token: text(Key::ObservabilityOpsToken),
-            details_access: if text(Key::ObservabilityDetailsAccess) == "public" {
-                DetailsAccess::Public
-            } else {
-                DetailsAccess::Restricted
-            },
-            details_token: text(Key::ObservabilityDetailsToken),
+            health_details_enabled: flag(Key::ObservabilityHealthDetailsEnabled)?,
+            readiness_requires_startup: flag(Key::ObservabilityReadinessRequiresStartup)?,
+            readiness_requires_cluster_quorum: flag(Key::ObservabilityReadinessRequiresClusterQuorum)?,
+            metrics_enabled: flag(Key::ObservabilityMetricsEnabled)?,
+            trace_propagation_enabled: flag(Key::ObservabilityTracePropagationEnabled)?,
+            response_identity_headers_enabled: flag(Key::ObservabilityResponseIdentityHeadersEnabled)?,
+            ops_token: text(Key::ObservabilityOpsToken)?,
+            details_access: word(settings, Key::ObservabilityDetailsAccess)?,
+            details_token: text(Key::ObservabilityDetailsToken)?,
         },
         cluster: ClusterConfig {
-            enabled: flag(Key::ClusterEnabled),
-            name: text(Key::ClusterName),
-            node_id: text(Key::ClusterNodeID),
-            expected_nodes: to_u32(int(Key::ClusterExpectedNodes)),
-            observed_nodes: to_u32(int(Key::ClusterObservedNodes)),
-            emit_headers: flag(Key::ClusterEmitHeaders),
-            fault_injection_enabled: flag(Key::ClusterFaultInjectionEnabled),
-            quorum_policy: QuorumPolicySetting::parse(&text(Key::ClusterQuorumPolicy)).expect("validated when loaded"),
-            quorum_loss_grace: millis(int(Key::ClusterQuorumLossGraceMs)),
-            quorum_recovery_stable: millis(int(Key::ClusterQuorumRecoveryStableMs)),
+            enabled: flag(Key::ClusterEnabled)?,
+            name: text(Key::ClusterName)?,
+            node_id: text(Key::ClusterNodeID)?,
+            expected_nodes: to_u32(int(Key::ClusterExpectedNodes)?),
+            observed_nodes: to_u32(int(Key::ClusterObservedNodes)?),
+            emit_headers: flag(Key::ClusterEmitHeaders)?,
+            fault_injection_enabled: flag(Key::ClusterFaultInjectionEnabled)?,
+            quorum_policy: policy(Key::ClusterQuorumPolicy)?,
+            quorum_loss_grace: millis(int(Key::ClusterQuorumLossGraceMs)?),
+            quorum_recovery_stable: millis(int(Key::ClusterQuorumRecoveryStableMs)?),
             membership: MembershipConfig {
-                source: match text(Key::ClusterMembershipSource).as_str() {
-                    "gossip" => MembershipSource::Gossip,
-                    "etcd" => MembershipSource::Etcd,
-                    _ => MembershipSource::StaticConfig,
-                },
+                source: word(settings, Key::ClusterMembershipSource)?,
                 etcd: EtcdConfig {
-                    endpoints: list(Key::ClusterEtcdEndpoints),
+                    endpoints: list(Key::ClusterEtcdEndpoints)?,
                     ca_file,
                     cert_file,
                     key_file,
-                    prefix: text(Key::ClusterEtcdPrefix),
-                    lease_ttl: seconds(int(Key::ClusterEtcdLeaseTtlSeconds)),
-                    username: text(Key::ClusterEtcdUsername),
-                    password: text(Key::ClusterEtcdPassword),
+                    prefix: text(Key::ClusterEtcdPrefix)?,
+                    lease_ttl: seconds(int(Key::ClusterEtcdLeaseTtlSeconds)?),
+                    username: text(Key::ClusterEtcdUsername)?,
+                    password: text(Key::ClusterEtcdPassword)?,
                 },
                 gossip: GossipConfig {
-                    listen: text(Key::ClusterGossipListen),
-                    advertise: text(Key::ClusterGossipAdvertise),
-                    seeds: list(Key::ClusterGossipSeeds),
-                    interval: millis(int(Key::ClusterGossipIntervalMs)),
-                    probe_timeout: millis(int(Key::ClusterGossipProbeTimeoutMs)),
-                    suspicion_timeout: millis(int(Key::ClusterGossipSuspicionTimeoutMs)),
-                    dead_member_ttl: seconds(int(Key::ClusterGossipDeadMemberTtlSeconds)),
-                    max_members: to_usize(int(Key::ClusterGossipMaxMembers)),
-                    max_joins_per_minute: u32::try_from(int(Key::ClusterGossipMaxJoinsPerMinute)).unwrap_or(60),
+                    listen: text(Key::ClusterGossipListen)?,
+                    advertise: text(Key::ClusterGossipAdvertise)?,
+                    seeds: list(Key::ClusterGossipSeeds)?,
+                    interval: millis(int(Key::ClusterGossipIntervalMs)?),
+                    probe_timeout: millis(int(Key::ClusterGossipProbeTimeoutMs)?),
+                    suspicion_timeout: millis(int(Key::ClusterGossipSuspicionTimeoutMs)?),
+                    dead_member_ttl: seconds(int(Key::ClusterGossipDeadMemberTtlSeconds)?),
+                    max_members: to_usize(int(Key::ClusterGossipMaxMembers)?),
+                    max_joins_per_minute: u32::try_from(int(Key::ClusterGossipMaxJoinsPerMinute)?).unwrap_or(60),
                     keys: gossip_keys,
                     keys_file,
-                    allow_unauthenticated: flag(Key::ClusterGossipAllowUnauthenticated),
-                    unsealed_traffic: match text(Key::ClusterGossipUnsealedTraffic).as_str() {
-                        "accept" => UnsealedTrafficSetting::Accept,
-                        "send" => UnsealedTrafficSetting::Send,
-                        _ => UnsealedTrafficSetting::Refuse,
-                    },
+                    allow_unauthenticated: flag(Key::ClusterGossipAllowUnauthenticated)?,
+                    unsealed_traffic: word(settings, Key::ClusterGossipUnsealedTraffic)?,
                 },
             },
         },
         shutdown: ShutdownConfig {
-            graceful_timeout: seconds(int(Key::ShutdownGracefulTimeoutSeconds)),
-            drain_delay: seconds(int(Key::ShutdownDrainDelaySeconds)),
+            graceful_timeout: seconds(int(Key::ShutdownGracefulTimeoutSeconds)?),
+            drain_delay: seconds(int(Key::ShutdownDrainDelaySeconds)?),
         },
-        proxy: Some(text(Key::ProxyUpstream)).filter(|upstream| !upstream.is_empty()).map(|upstream| ProxyConfig {
-            upstream,
-            health_path: text(Key::ProxyHealthPath),
-            tunnel_idle_timeout: seconds(int(Key::ConnectionTimeoutSeconds)),
-            trusted_proxies: list(Key::ProxyTrustedProxies).iter().filter_map(|net| net.parse().ok()).collect(),
-            health_interval: millis(int(Key::ProxyHealthIntervalMs)),
-            health_timeout: millis(int(Key::ProxyHealthTimeoutMs)),
-            connect_timeout: millis(int(Key::ProxyConnectTimeoutMs)),
-            response_timeout: seconds(int(Key::ProxyResponseTimeoutSeconds)),
-        }),
-    }
+        proxy: match text(Key::ProxyUpstream)? {
+            upstream if upstream.is_empty() => None,
+            upstream => Some(ProxyConfig {
+                upstream,
+                health_path: text(Key::ProxyHealthPath)?,
+                tunnel_idle_timeout: seconds(int(Key::ConnectionTimeoutSeconds)?),
+                trusted_proxies: list(Key::ProxyTrustedProxies)?.iter().filter_map(|net| net.parse().ok()).collect(),
+                health_interval: millis(int(Key::ProxyHealthIntervalMs)?),
+                health_timeout: millis(int(Key::ProxyHealthTimeoutMs)?),
+                connect_timeout: millis(int(Key::ProxyConnectTimeoutMs)?),
+                response_timeout: seconds(int(Key::ProxyResponseTimeoutSeconds)?),
+            }),
+        },
+    })
 }

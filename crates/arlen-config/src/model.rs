@@ -2,6 +2,41 @@
 
 use super::*;
 
+/// An enum a `Kind::OneOf` key takes. The registry lists its [`Words::WORDS`],
+/// the loader stores the position of the word it read, and the typed
+/// configuration takes `ALL[position]`: no string is matched twice, and no
+/// default arm hides a value a new variant forgot.
+pub trait Words: Copy + 'static {
+    /// Every value, in the order of [`Words::WORDS`].
+    const ALL: &'static [Self];
+    /// How each value is written (`ALL[i]` is `WORDS[i]`).
+    const WORDS: &'static [&'static str];
+}
+
+/// Implements [`Words`] from one table of variants and words.
+macro_rules! words {
+    ($name:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl Words for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            const WORDS: &'static [&'static str] = &[$($word),+];
+        }
+
+        impl $name {
+            /// How this value is written in configuration.
+            pub fn word(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+    };
+}
+
+words!(LogFormat { Text => "text", Json => "json" });
+words!(DetailsAccess { Public => "public", Restricted => "restricted" });
+words!(MembershipSource { StaticConfig => "static_config", Gossip => "gossip", Etcd => "etcd" });
+words!(UnsealedTrafficSetting { Refuse => "refuse", Accept => "accept", Send => "send" });
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -180,11 +215,7 @@ pub enum MembershipSource {
 
 impl MembershipSource {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MembershipSource::StaticConfig => "static_config",
-            MembershipSource::Gossip => "gossip",
-            MembershipSource::Etcd => "etcd",
-        }
+        self.word()
     }
 }
 

@@ -5,6 +5,7 @@
 //! reference table and the typo warnings are all driven from it, so adding a
 //! key is one entry here plus a field in [`crate::Config`].
 
+use crate::Words as _;
 use std::fmt::Write as _;
 
 /// What to do with an integer outside its range.
@@ -43,6 +44,25 @@ pub enum Kind {
     HttpUrl,
     /// A list of IP addresses or CIDR ranges (`10.0.0.0/8`, `::1`).
     NetworkList,
+}
+
+impl Kind {
+    /// The words of a `OneOf` kind; none for any other.
+    pub fn words(self) -> &'static [&'static str] {
+        match self {
+            Kind::OneOf(words) => words,
+            Kind::Bool
+            | Kind::Integer { .. }
+            | Kind::Text
+            | Kind::Secret
+            | Kind::Address
+            | Kind::AddressList
+            | Kind::QuorumPolicy
+            | Kind::UrlList
+            | Kind::HttpUrl
+            | Kind::NetworkList => &[],
+        }
+    }
 }
 
 /// A key's default.
@@ -188,7 +208,7 @@ registry! {
     key!(
         LogFormat, Restart, "logFormat",
         "LOG_FORMAT",
-        Kind::OneOf(&["text", "json"]),
+        Kind::OneOf(crate::LogFormat::WORDS),
         Default::Computed("`text` in development, else `json`"),
         "log line format"
     ),
@@ -320,7 +340,7 @@ registry! {
         Default::Bool(true),
         "`X-Request-Id` and `X-Correlation-Id` on responses"
     ),
-    key!(ObservabilityDetailsAccess, Restart, "observability.detailsAccess", "DETAILS_ACCESS", Kind::OneOf(&["public", "restricted"]), Default::Computed("`public` in development and test, else `restricted`"), "who sees member details (gossip addresses, URLs, generations in /clusterz; the upstream's address and source details in the readiness JSON): `public` everyone, `restricted` only the admin listener and requests bearing observability.detailsToken. The contract's fields are always there"),
+    key!(ObservabilityDetailsAccess, Restart, "observability.detailsAccess", "DETAILS_ACCESS", Kind::OneOf(crate::DetailsAccess::WORDS), Default::Computed("`public` in development and test, else `restricted`"), "who sees member details (gossip addresses, URLs, generations in /clusterz; the upstream's address and source details in the readiness JSON): `public` everyone, `restricted` only the admin listener and requests bearing observability.detailsToken. The contract's fields are always there"),
     key!(ObservabilityDetailsToken, Restart, "observability.detailsToken", "DETAILS_TOKEN", Kind::Secret, Default::Text(""), "bearer token that shows member details on the service port when observability.detailsAccess is `restricted` (at least 32 characters)"),
     key!(ObservabilityOpsToken, Restart, "observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/faults`); unset means they do not exist"),
     key!(
@@ -362,7 +382,7 @@ registry! {
     key!(ClusterQuorumPolicy, Live, "cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), or at least N"),
     key!(ClusterQuorumLossGraceMs, Live, "cluster.quorumLossGraceMs", "CLUSTER_QUORUM_LOSS_GRACE_MS", AT_LEAST_0, Default::Integer(0), "readiness stays ready until quorum has been lost this long"),
     key!(ClusterQuorumRecoveryStableMs, Live, "cluster.quorumRecoveryStableMs", "CLUSTER_QUORUM_RECOVERY_STABLE_MS", AT_LEAST_0, Default::Integer(0), "readiness returns only after quorum has held this long"),
-    key!(ClusterMembershipSource, Restart, "cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(&["static_config", "gossip", "etcd"]), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`), or live (`gossip`, `etcd`)"),
+    key!(ClusterMembershipSource, Restart, "cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(crate::MembershipSource::WORDS), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`), or live (`gossip`, `etcd`)"),
     key!(ClusterGossipListen, Restart, "cluster.gossip.listen", "CLUSTER_GOSSIP_LISTEN", Kind::Address, Default::Computed("`host:port` of the HTTP listener"), "UDP address gossip binds"),
     key!(ClusterGossipAdvertise, Restart, "cluster.gossip.advertise", "CLUSTER_GOSSIP_ADVERTISE", Kind::Address, Default::Computed("`cluster.gossip.listen`"), "gossip address peers use to reach this node (must not be 0.0.0.0)"),
     key!(ClusterGossipSeeds, Restart, "cluster.gossip.seeds", "CLUSTER_GOSSIP_SEEDS", Kind::AddressList, Default::Text(""), "peers to join through; names are re-resolved every minute"),
@@ -374,7 +394,7 @@ registry! {
     key!(ClusterGossipKeys, Live, "cluster.gossip.keys", "CLUSTER_GOSSIP_KEYS", Kind::Secret, Default::Text(""), "comma-separated base64 32-byte keys (`arlen gossip keygen`): the first seals every datagram, any opens; never printed"),
     key!(ClusterGossipKeysFile, Live, "cluster.gossip.keysFile", "CLUSTER_GOSSIP_KEYS_FILE", Kind::Text, Default::Text(""), "a file of gossip keys, one a line (first seals); re-read on SIGHUP; relative to the app root"),
     key!(ClusterGossipAllowUnauthenticated, Restart, "cluster.gossip.allowUnauthenticated", "CLUSTER_GOSSIP_ALLOW_UNAUTHENTICATED", Kind::Bool, Default::Bool(false), "outside development and test, gossip without keys is refused unless this is YES"),
-    key!(ClusterGossipUnsealedTraffic, Live, "cluster.gossip.unsealedTraffic", "CLUSTER_GOSSIP_UNSEALED_TRAFFIC", Kind::OneOf(&["refuse", "accept", "send"]), Default::Text("refuse"), "with keys: `refuse` unsealed datagrams; `accept` them while sending sealed; or `send` unsealed while accepting both (for turning keys on in a running cluster; reloads on SIGHUP)"),
+    key!(ClusterGossipUnsealedTraffic, Live, "cluster.gossip.unsealedTraffic", "CLUSTER_GOSSIP_UNSEALED_TRAFFIC", Kind::OneOf(crate::UnsealedTrafficSetting::WORDS), Default::Text("refuse"), "with keys: `refuse` unsealed datagrams; `accept` them while sending sealed; or `send` unsealed while accepting both (for turning keys on in a running cluster; reloads on SIGHUP)"),
     key!(ClusterGossipDeadMemberTtlSeconds, Restart, "cluster.gossip.deadMemberTtlSeconds", "CLUSTER_GOSSIP_DEAD_MEMBER_TTL_SECONDS", Kind::Integer { min: 1, max: 86_400, out_of_range: OutOfRange::Clamp }, Default::Integer(60), "dead members are forgotten after this long"),
     key!(ClusterEtcdEndpoints, Restart, "cluster.etcd.endpoints", "CLUSTER_ETCD_ENDPOINTS", Kind::UrlList, Default::Text(""), "etcd client URLs, comma-separated; required when the source is `etcd`"),
     key!(ClusterEtcdPrefix, Restart, "cluster.etcd.prefix", "CLUSTER_ETCD_PREFIX", Kind::Text, Default::Computed("`/arlen/clusters/<cluster.name>/members/`"), "key prefix under which members register"),

@@ -673,3 +673,46 @@ fn typo_hints_stay_fast_on_a_large_file_of_unknown_keys() {
     );
     eprintln!("18 000 unknown keys loaded in {:?}", started.elapsed());
 }
+
+/// Every key's default is a value of its own kind — a declared word is one
+/// of the key's words, a declared policy parses — so the typed configuration
+/// never meets a value it cannot read.
+#[test]
+fn every_default_is_of_its_keys_kind() {
+    for spec in KEYS {
+        let value = crate::loader::plain_default(spec);
+        let fits = match (spec.kind, &value) {
+            (Kind::Bool, Typed::Bool(_)) | (Kind::Integer { .. }, Typed::Integer(_)) => true,
+            (Kind::Text | Kind::Secret | Kind::Address | Kind::HttpUrl, Typed::Text(_)) => true,
+            (Kind::AddressList | Kind::UrlList | Kind::NetworkList, Typed::List(_)) => true,
+            (Kind::QuorumPolicy, Typed::Policy(_)) => true,
+            (Kind::OneOf(words), Typed::Word { word, index }) => words[*index] == *word,
+            _ => false,
+        };
+        assert!(fits, "{}: default {value:?} is not of kind {:?}", spec.key, spec.kind);
+        if let (Kind::OneOf(words), registry::Default::Text(declared)) = (spec.kind, spec.default) {
+            assert!(words.contains(&declared), "{}: default {declared:?} is not one of {words:?}", spec.key);
+        }
+    }
+}
+
+/// A source named in configuration is the source that runs: the words the
+/// registry accepts are the enum's, in its order.
+#[test]
+fn enum_keys_read_back_as_the_variant_written() {
+    use crate::Words;
+    for (index, word) in MembershipSource::WORDS.iter().enumerate() {
+        let loaded = Config::from_map(
+            Path::new("/nonexistent"),
+            &[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", word), ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "http://127.0.0.1:2379")],
+        )
+        .unwrap();
+        assert_eq!(loaded.cluster.membership.source, MembershipSource::ALL[index]);
+        assert_eq!(loaded.cluster.membership.source.word(), *word);
+    }
+    for (index, word) in UnsealedTrafficSetting::WORDS.iter().enumerate() {
+        let loaded =
+            Config::from_map(Path::new("/nonexistent"), &[("ARLEN_CLUSTER_GOSSIP_UNSEALED_TRAFFIC", word)]).unwrap();
+        assert_eq!(loaded.cluster.membership.gossip.unsealed_traffic, UnsealedTrafficSetting::ALL[index]);
+    }
+}

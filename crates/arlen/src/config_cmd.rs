@@ -57,6 +57,8 @@ fn typed_json(setting: &arlen_config::Setting) -> Value {
         (_, Typed::Integer(i)) => json!(i),
         (_, Typed::Text(t)) => json!(t),
         (_, Typed::List(items)) => json!(items),
+        (_, Typed::Word { word, .. }) => json!(word),
+        (_, Typed::Policy(policy)) => json!(policy.name()),
     }
 }
 
