@@ -47,6 +47,10 @@ pub const GOSSIP_NAME: &str = "gossip";
 /// How often seed names are resolved again.
 const SEED_RESOLVE_EVERY: Duration = Duration::from_secs(60);
 
+/// The metric (without `_total`) that counts refused datagrams by reason;
+/// the rejection warning names it.
+pub(crate) const REJECTED_DATAGRAMS: &str = "aln_gossip_rejected_datagrams";
+
 /// Bytes and messages through the gossip socket, and datagrams refused.
 #[derive(Debug, Default)]
 pub struct GossipTraffic {
@@ -337,7 +341,7 @@ impl crate::Source for GossipSource {
             .collect();
         let traffic = self.traffic.clone();
         counters.push(crate::SourceCounter {
-            name: "aln_gossip_rejected_datagrams",
+            name: REJECTED_DATAGRAMS,
             help: "gossip datagrams dropped before they could change anything, by reason",
             read: crate::CounterRead::Labeled {
                 label: "reason",

@@ -997,7 +997,8 @@ impl Core {
                 reason = rejection.label(),
                 %from,
                 total,
-                "gossip datagram dropped (further drops for this reason are counted in aln_gossip_rejected_datagrams_total and logged at most every 10 s)"
+                counted_in = super::REJECTED_DATAGRAMS,
+                "gossip datagram dropped (further drops for this reason are counted, by reason, in the metric counted_in names, and logged at most every 10 s)"
             );
         }
     }
