@@ -24,13 +24,11 @@ use etcd_client::{
     TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
-use std::panic::AssertUnwindSafe;
 
-use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::supervise::{fail_closed, panic_message, Failures, Progress};
+use crate::supervise::{Failures, Progress, Supervisor};
 use crate::MembershipError;
 
 /// Source name on the wire.
@@ -297,30 +295,22 @@ async fn supervise(
     fatal: watch::Sender<Option<String>>,
 ) {
     let mut first = Some(first);
-    let mut failures = Failures::default();
+    let mut supervisor =
+        Supervisor { source: ETCD_NAME, task: "etcd task", publisher, failures: Failures::default(), fatal };
     // Every etcd call has a deadline of at most the lease TTL (2 s at least);
     // a loop that has not published for twice that is stuck.
     let stall_limit = settings.lease_ttl.max(Duration::from_secs(2)) * 2 + Duration::from_secs(1);
     loop {
         let progress = Progress::default();
-        let mut runner = Runner::new(settings.clone(), publisher.clone(), &progress, stats.clone());
+        let mut runner = Runner::new(settings.clone(), supervisor.publisher.clone(), &progress, stats.clone());
         runner.publish();
-        let reason = tokio::select! {
-            outcome = AssertUnwindSafe(runner.run(&mut commands, first.take())).catch_unwind() => match outcome {
-                Ok(()) => return,
-                Err(panic) => format!("the etcd task panicked: {}", panic_message(&*panic)),
-            },
-            stalled = progress.stalled(stall_limit) => format!("the etcd task {stalled}"),
+        let reason = match supervisor.attempt(&progress, stall_limit, runner.run(&mut commands, first.take())).await {
+            Ok(()) => return,
+            Err(reason) => reason,
         };
-        tracing::error!(%reason, "etcd membership failed; this node reports partitioned until it is restarted");
-        fail_closed(&publisher, ETCD_NAME, &reason);
-        if failures.record() {
-            let reason = failures.give_up_reason("etcd task");
-            tracing::error!(%reason, "etcd membership cannot be kept running; the process exits so that its supervisor restarts it");
-            let _ = fatal.send(Some(reason));
+        if !supervisor.failed(&reason).await {
             return;
         }
-        tokio::time::sleep(failures.backoff()).await;
     }
 }
 

@@ -96,3 +96,50 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
+
+/// One supervised task of a source: its name for the log, where its view
+/// goes, its failure history and the channel on which it gives up. Every
+/// source's supervisor loop is `attempt`, then `failed` until it says stop.
+pub(crate) struct Supervisor {
+    pub(crate) source: &'static str,
+    /// "gossip task", "etcd task".
+    pub(crate) task: &'static str,
+    pub(crate) publisher: SnapshotPublisher,
+    pub(crate) failures: Failures,
+    pub(crate) fatal: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Supervisor {
+    /// Runs one attempt of the task, watched for a panic and for a stall
+    /// (no progress for `stall_limit`): its output, or why it failed.
+    pub(crate) async fn attempt<F: std::future::Future>(
+        &self,
+        progress: &Progress,
+        stall_limit: Duration,
+        work: F,
+    ) -> Result<F::Output, String> {
+        use futures_util::FutureExt as _;
+        tokio::select! {
+            outcome = std::panic::AssertUnwindSafe(work).catch_unwind() => {
+                outcome.map_err(|panic| format!("the {} panicked: {}", self.task, panic_message(&*panic)))
+            }
+            stalled = progress.stalled(stall_limit) => Err(format!("the {} {stalled}", self.task)),
+        }
+    }
+
+    /// After a failed attempt: the node reports `partitioned`, the failure is
+    /// counted, and either the backoff is waited out (`true`: try again) or,
+    /// after too many, the reason goes to `fatal` (`false`: stop).
+    pub(crate) async fn failed(&mut self, reason: &str) -> bool {
+        tracing::error!(%reason, source = self.source, "membership task failed; this node reports partitioned until it is restarted");
+        fail_closed(&self.publisher, self.source, reason);
+        if self.failures.record() {
+            let reason = self.failures.give_up_reason(self.task);
+            tracing::error!(%reason, "membership cannot be kept running; the process exits so that its supervisor restarts it");
+            let _ = self.fatal.send(Some(reason));
+            return false;
+        }
+        tokio::time::sleep(self.failures.backoff()).await;
+        true
+    }
+}

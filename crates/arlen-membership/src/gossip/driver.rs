@@ -4,7 +4,6 @@
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,7 +11,6 @@ use std::time::{Duration, SystemTime};
 use arlen_cluster::SnapshotPublisher;
 use async_trait::async_trait;
 use foca::Timer;
-use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -21,7 +19,7 @@ use super::identity::{Announced, GossipId};
 use super::seal::{Sealing, MAX_DATAGRAM};
 use super::{GossipSettings, GossipTraffic, Observer, GOSSIP_NAME};
 use crate::faults::{FaultRules, TaskFault};
-use crate::supervise::{fail_closed, panic_message, Failures, Progress};
+use crate::supervise::{Failures, Progress, Supervisor};
 
 /// A datagram socket: real UDP, or the tests' in-memory network.
 #[async_trait]
@@ -324,7 +322,13 @@ impl Supervised {
     ) {
         let progress = Progress::default();
         let mut next = Some((first, first_transport));
-        let mut failures = Failures::default();
+        let mut supervisor = Supervisor {
+            source: GOSSIP_NAME,
+            task: "gossip task",
+            publisher: self.publisher.clone(),
+            failures: Failures::default(),
+            fatal,
+        };
         let mut seq = 0u32;
         loop {
             let (core, transport) = match next.take() {
@@ -332,11 +336,9 @@ impl Supervised {
                 None => match self.restart(&mut seq).await {
                     Ok(started) => started,
                     Err(error) => {
-                        fail_closed(&self.publisher, GOSSIP_NAME, &format!("gossip could not be restarted: {error}"));
-                        if give_up(&mut failures, &fatal) {
+                        if !supervisor.failed(&format!("gossip could not be restarted: {error}")).await {
                             return;
                         }
-                        tokio::time::sleep(failures.backoff()).await;
                         continue;
                     }
                 },
@@ -357,26 +359,15 @@ impl Supervised {
                 started: Instant::now(),
                 leaving_until: None,
             };
-            let ended = tokio::select! {
-                outcome = AssertUnwindSafe(driver.run(&mut commands)).catch_unwind() => match outcome {
-                    Ok(ended) => ended,
-                    Err(panic) => Ended::Failed(format!("the gossip task panicked: {}", panic_message(&*panic))),
-                },
-                stalled = progress.stalled(stall_limit(self.settings.protocol.interval)) => {
-                    Ended::Failed(format!("the gossip task {stalled}"))
-                }
-            };
+            let limit = stall_limit(self.settings.protocol.interval);
+            let ended = supervisor.attempt(&progress, limit, driver.run(&mut commands)).await;
             drop(driver);
-            match ended {
-                Ended::Stopped => return,
-                Ended::Failed(reason) => {
-                    tracing::error!(%reason, "gossip task failed; this node reports partitioned until it is restarted");
-                    fail_closed(&self.publisher, GOSSIP_NAME, &reason);
-                    if give_up(&mut failures, &fatal) {
-                        return;
-                    }
-                    tokio::time::sleep(failures.backoff()).await;
-                }
+            let reason = match ended {
+                Ok(Ended::Stopped) => return,
+                Ok(Ended::Failed(reason)) | Err(reason) => reason,
+            };
+            if !supervisor.failed(&reason).await {
+                return;
             }
         }
     }
@@ -393,13 +384,3 @@ impl Supervised {
     }
 }
 
-/// Records a failure; on too many, reports the reason on `fatal`.
-pub(crate) fn give_up(failures: &mut Failures, fatal: &watch::Sender<Option<String>>) -> bool {
-    if !failures.record() {
-        return false;
-    }
-    let reason = failures.give_up_reason("gossip task");
-    tracing::error!(%reason, "gossip cannot be kept running; the process exits so that its supervisor restarts it");
-    let _ = fatal.send(Some(reason));
-    true
-}
