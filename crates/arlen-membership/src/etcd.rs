@@ -15,7 +15,7 @@
 //! refused.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arlen_cluster::{Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
 use arlen_config::Config;
@@ -168,10 +168,8 @@ impl EtcdSettings {
             password: etcd.password.clone(),
             tls: TlsMaterial::read(etcd)?,
             node_id: config.cluster.node_id.clone(),
-            generation: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            http_url: format!("http://{}:{}", crate::url_host(&config.host), config.port),
+            generation: crate::new_generation(),
+            http_url: crate::node_url(&config.host, config.port),
         })
     }
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arlen_cluster::{HeardClock, Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
 use arlen_config::{Config, UnsealedTrafficSetting};
@@ -134,11 +134,11 @@ impl GossipSettings {
         Ok(Self {
             cluster_name: config.cluster.name.clone(),
             node_id: config.cluster.node_id.clone(),
-            generation: new_generation(),
+            generation: crate::new_generation(),
             listen,
             advertise,
             seeds: gossip.seeds.clone(),
-            http_url: format!("http://{}:{}", crate::url_host(&http_host), config.port),
+            http_url: crate::node_url(&http_host, config.port),
             protocol: Protocol {
                 interval: gossip.interval,
                 probe_timeout: gossip.probe_timeout,
@@ -183,11 +183,6 @@ impl GossipSettings {
 #[cfg(feature = "forge")]
 pub(crate) fn epoch_ms_now() -> u64 {
     self::core::epoch_ms(SystemTime::now())
-}
-
-/// Milliseconds since the epoch: new on every start, and larger for a later one.
-fn new_generation() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Resolves seed names (IP literals resolve at once).

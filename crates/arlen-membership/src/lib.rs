@@ -125,6 +125,20 @@ pub fn static_view(config: &Config, now: SystemTime) -> MembershipView {
     static_config::view(config, now)
 }
 
+/// Milliseconds since the epoch at a process's start: a member's
+/// generation, new on every start and larger for a later one (every source
+/// stamps its member the same way).
+pub(crate) fn new_generation() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The URL peers and tools reach a node's HTTP listener at.
+pub(crate) fn node_url(host: &str, port: u16) -> String {
+    format!("http://{}:{port}", url_host(host))
+}
+
 /// A host as it appears in a URL (IPv6 literals in brackets).
 pub fn url_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {

@@ -5,8 +5,6 @@ use std::time::SystemTime;
 use arlen_cluster::{Member, MemberState, MembershipView, SourceHealth};
 use arlen_config::Config;
 
-use crate::url_host;
-
 /// The running `static_config` source: it republishes the configured count
 /// when the configuration is reloaded.
 pub(crate) struct StaticSource {
@@ -48,7 +46,7 @@ pub fn view(config: &Config, now: SystemTime) -> MembershipView {
         members: vec![Member {
             node_id: cluster.node_id.clone(),
             generation: 0,
-            http_url: Some(format!("http://{}:{}", url_host(&config.host), config.port)),
+            http_url: Some(crate::node_url(&config.host, config.port)),
             gossip_address: None,
             state: MemberState::Alive,
             is_self: true,

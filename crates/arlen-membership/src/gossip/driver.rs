@@ -383,4 +383,3 @@ impl Supervised {
         Ok((core, transport))
     }
 }
-
