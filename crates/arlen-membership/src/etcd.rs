@@ -255,18 +255,12 @@ impl crate::Source for EtcdSource {
 
     /// Marks this node `draining` in its registration.
     async fn announce_draining(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Drain(done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
-        }
+        crate::supervise::ask(&self.commands, Command::Drain, Duration::from_secs(2)).await;
     }
 
     /// Marks this node `left` and revokes its lease, so peers see it go at once.
     async fn leave(self: Box<Self>) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Leave(done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
-        }
+        crate::supervise::ask(&self.commands, Command::Leave, Duration::from_secs(3)).await;
         self.task.abort();
         tracing::info!("left etcd membership");
     }

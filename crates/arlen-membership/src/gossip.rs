@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use arlen_cluster::{HeardClock, Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
 use arlen_config::{Config, UnsealedTrafficSetting};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use self::core::{Core, Protocol};
@@ -368,19 +368,18 @@ impl crate::Source for GossipSource {
 
     /// Marks this node `draining`: peers stop counting it at once.
     async fn announce_draining(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Announce(Announced::Draining, done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
-        }
+        crate::supervise::ask(
+            &self.commands,
+            |done| Command::Announce(Announced::Draining, done),
+            Duration::from_secs(2),
+        )
+        .await;
     }
 
     /// Marks this node `left`, gives gossip a few rounds to carry it, stops.
     async fn leave(self: Box<Self>) {
         let this = *self;
-        let (done, wait) = oneshot::channel();
-        if this.commands.send(Command::Leave(done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
-        }
+        crate::supervise::ask(&this.commands, Command::Leave, Duration::from_secs(2)).await;
         drop(this.commands);
         this.resolver.abort();
         if tokio::time::timeout(Duration::from_secs(2), this.task).await.is_err() {

@@ -143,3 +143,17 @@ impl Supervisor {
         true
     }
 }
+
+/// Sends a source's task a command that answers when done, and waits for
+/// the answer at most `patience` (the node's lifecycle must not hang on a
+/// task that is stuck): the command handle every source shares.
+pub(crate) async fn ask<C>(
+    commands: &tokio::sync::mpsc::Sender<C>,
+    command: impl FnOnce(tokio::sync::oneshot::Sender<()>) -> C,
+    patience: Duration,
+) {
+    let (done, answered) = tokio::sync::oneshot::channel();
+    if commands.send(command(done)).await.is_ok() {
+        let _ = tokio::time::timeout(patience, answered).await;
+    }
+}
