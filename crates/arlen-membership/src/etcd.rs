@@ -235,17 +235,13 @@ impl crate::Source for EtcdSource {
 
     fn counters(&self) -> Vec<crate::SourceCounter> {
         let stats = self.stats.clone();
-        vec![crate::SourceCounter {
-            name: "aln_etcd_rejected_records",
-            help: "keys under the etcd member prefix that were not counted, by reason",
-            read: crate::CounterRead::Labeled {
-                label: "reason",
-                values: RecordRejection::ALL.iter().map(|r| r.label()).collect(),
-                read: Box::new(move |wanted| {
-                    RecordRejection::ALL.iter().find(|r| r.label() == wanted).map_or(0, |r| stats.rejected(*r))
-                }),
-            },
-        }]
+        vec![crate::SourceCounter::by_reason(
+            "aln_etcd_rejected_records",
+            "keys under the etcd member prefix that were not counted, by reason",
+            &RecordRejection::ALL,
+            RecordRejection::label,
+            move |reason| stats.rejected(reason),
+        )]
     }
 
     /// Resolves with the reason when the etcd task cannot be kept running.

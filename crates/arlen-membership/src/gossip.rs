@@ -335,17 +335,13 @@ impl crate::Source for GossipSource {
             })
             .collect();
         let traffic = self.traffic.clone();
-        counters.push(crate::SourceCounter {
-            name: REJECTED_DATAGRAMS,
-            help: "gossip datagrams dropped before they could change anything, by reason",
-            read: crate::CounterRead::Labeled {
-                label: "reason",
-                values: Rejection::ALL.iter().map(|r| r.label()).collect(),
-                read: Box::new(move |wanted| {
-                    Rejection::ALL.iter().find(|r| r.label() == wanted).map_or(0, |r| traffic.rejected(*r))
-                }),
-            },
-        });
+        counters.push(crate::SourceCounter::by_reason(
+            REJECTED_DATAGRAMS,
+            "gossip datagrams dropped before they could change anything, by reason",
+            &Rejection::ALL,
+            Rejection::label,
+            move |reason| traffic.rejected(reason),
+        ));
         counters
     }
 

@@ -23,6 +23,28 @@ impl std::fmt::Debug for SourceCounter {
     }
 }
 
+impl SourceCounter {
+    /// A counter family with one `reason` label per value of a closed set
+    /// (`labels`, each value's label), read by `read` at each scrape.
+    pub fn by_reason<R: Copy + Send + Sync + 'static>(
+        name: &'static str,
+        help: &'static str,
+        reasons: &'static [R],
+        label: fn(R) -> &'static str,
+        read: impl Fn(R) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            help,
+            read: CounterRead::Labeled {
+                label: "reason",
+                values: reasons.iter().map(|r| label(*r)).collect(),
+                read: Box::new(move |wanted| reasons.iter().find(|r| label(**r) == wanted).map_or(0, |r| read(*r))),
+            },
+        }
+    }
+}
+
 /// How a [`SourceCounter`] is read at each scrape.
 pub enum CounterRead {
     /// One value.
