@@ -108,6 +108,16 @@ pub enum UpSource {
     Etcd,
 }
 
+impl UpSource {
+    /// The source's wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpSource::Gossip => arlen_membership::GOSSIP_NAME,
+            UpSource::Etcd => arlen_membership::ETCD_NAME,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// How many nodes to start

@@ -33,9 +33,9 @@ use sampler::{NodeState, Shared, Timeline};
 struct Scenario {
     name: &'static str,
     about: &'static str,
-    /// Which membership sources it applies to.
-    gossip: bool,
-    etcd: bool,
+    /// What it needs of a membership source beyond nodes to kill and
+    /// restart: it runs on every source that offers all of it.
+    needs: &'static [Capability],
     /// Fewest nodes it needs.
     min_nodes: u16,
     /// Settings of the cluster beyond the drill's own.
@@ -44,16 +44,46 @@ struct Scenario {
     steps: &'static [Step],
 }
 
-/// A figure's budget per source; `None` where it does not apply. A figure
-/// without a budget is only reported.
+/// A figure's budget for each source it is checked on (sources detect at
+/// their own pace); a figure without a budget is only reported.
 struct Budget {
     figure: Figure,
-    gossip: Option<f64>,
-    etcd: Option<f64>,
+    limits: &'static [(UpSource, f64)],
 }
 
-const fn budget(figure: Figure, gossip: Option<f64>, etcd: Option<f64>) -> Budget {
-    Budget { figure, gossip, etcd }
+const fn budget(figure: Figure, limits: &'static [(UpSource, f64)]) -> Budget {
+    Budget { figure, limits }
+}
+
+impl Budget {
+    fn on(&self, source: UpSource) -> Option<f64> {
+        self.limits.iter().find(|(s, _)| *s == source).map(|(_, limit)| *limit)
+    }
+}
+
+/// What a membership source offers a drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capability {
+    /// Its transport takes fault rules (`/_arlen/faults`): links can be cut.
+    FaultRules,
+    /// It depends on a store the drill runs and can stop.
+    Store,
+}
+
+/// What each source offers (asked, not assumed from its name).
+fn capabilities(source: UpSource) -> &'static [Capability] {
+    match source {
+        UpSource::Gossip => &[Capability::FaultRules],
+        UpSource::Etcd => &[Capability::Store],
+    }
+}
+
+/// The sources a scenario runs on.
+fn sources_for(scenario: &Scenario) -> Vec<UpSource> {
+    [UpSource::Gossip, UpSource::Etcd]
+        .into_iter()
+        .filter(|source| scenario.needs.iter().all(|need| capabilities(*source).contains(need)))
+        .collect()
 }
 
 /// A figure a drill records, named once: budgets and steps refer to it by
@@ -194,15 +224,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "crash",
         about: "kill -9 one node, then restart it",
-        gossip: true,
-        etcd: true,
+        needs: &[],
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget(Figure::Detection, Some(1500.0), Some(4000.0)),
-            budget(Figure::ReadinessFlip, Some(1500.0), Some(4000.0)),
-            budget(Figure::Recovery, Some(3000.0), Some(6000.0)),
-            budget(Figure::SpuriousTransitions, Some(0.0), Some(0.0)),
+            budget(Figure::Detection, &[(UpSource::Gossip, 1500.0), (UpSource::Etcd, 4000.0)]),
+            budget(Figure::ReadinessFlip, &[(UpSource::Gossip, 1500.0), (UpSource::Etcd, 4000.0)]),
+            budget(Figure::Recovery, &[(UpSource::Gossip, 3000.0), (UpSource::Etcd, 6000.0)]),
+            budget(Figure::SpuriousTransitions, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
         ],
         steps: &[
             Step::Inject(Fault::Kill),
@@ -217,14 +246,13 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "churn",
         about: "restart every node in turn: gracefully (SIGTERM, drained), then with kill -9",
-        gossip: true,
-        etcd: true,
+        needs: &[],
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget(Figure::GracefulFailedRequests, Some(0.0), Some(0.0)),
-            budget(Figure::GracefulRejoinWorst, Some(5000.0), Some(8000.0)),
-            budget(Figure::KillRejoinWorst, Some(6000.0), Some(10000.0)),
+            budget(Figure::GracefulFailedRequests, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
+            budget(Figure::GracefulRejoinWorst, &[(UpSource::Gossip, 5000.0), (UpSource::Etcd, 8000.0)]),
+            budget(Figure::KillRejoinWorst, &[(UpSource::Gossip, 6000.0), (UpSource::Etcd, 10000.0)]),
         ],
         steps: &[
             Step::RestartEach { hard: false, worst: Figure::GracefulRejoinWorst, failed: Figure::GracefulFailedRequests },
@@ -234,25 +262,23 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "rolling-restart",
         about: "a rolling deploy: each node in turn gets SIGTERM, drains, restarts and rejoins before the next; not one background request may fail",
-        gossip: true,
-        etcd: true,
+        needs: &[],
         min_nodes: 2,
         env: &[],
-        budgets: &[budget(Figure::FailedRequests, Some(0.0), Some(0.0)), budget(Figure::RejoinWorst, Some(5000.0), Some(8000.0))],
+        budgets: &[budget(Figure::FailedRequests, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]), budget(Figure::RejoinWorst, &[(UpSource::Gossip, 5000.0), (UpSource::Etcd, 8000.0)])],
         steps: &[Step::RestartEach { hard: false, worst: Figure::RejoinWorst, failed: Figure::FailedRequests }],
     },
     Scenario {
         name: "partition",
         about: "isolate one node both ways for a while, then heal",
-        gossip: true,
-        etcd: false,
+        needs: &[Capability::FaultRules],
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget(Figure::Detection, Some(1500.0), None),
-            budget(Figure::ReadinessFlip, Some(1500.0), None),
-            budget(Figure::Recovery, Some(3000.0), None),
-            budget(Figure::SpuriousTransitions, Some(0.0), None),
+            budget(Figure::Detection, &[(UpSource::Gossip, 1500.0)]),
+            budget(Figure::ReadinessFlip, &[(UpSource::Gossip, 1500.0)]),
+            budget(Figure::Recovery, &[(UpSource::Gossip, 3000.0)]),
+            budget(Figure::SpuriousTransitions, &[(UpSource::Gossip, 0.0)]),
         ],
         steps: &[
             Step::Inject(Fault::Isolate),
@@ -267,14 +293,13 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "split",
         about: "cut the cluster into a minority and a majority (quorumPolicy=majority): only the majority stays ready",
-        gossip: true,
-        etcd: false,
+        needs: &[Capability::FaultRules],
         min_nodes: 3,
         env: &[(Key::ClusterQuorumPolicy, "majority")],
         budgets: &[
-            budget(Figure::Detection, Some(1500.0), None),
-            budget(Figure::Recovery, Some(3000.0), None),
-            budget(Figure::SpuriousTransitions, Some(0.0), None),
+            budget(Figure::Detection, &[(UpSource::Gossip, 1500.0)]),
+            budget(Figure::Recovery, &[(UpSource::Gossip, 3000.0)]),
+            budget(Figure::SpuriousTransitions, &[(UpSource::Gossip, 0.0)]),
         ],
         steps: &[
             Step::Inject(Fault::Split),
@@ -288,14 +313,13 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "one-way",
         about: "one node can send but not receive: it sees nobody, and the others count it out (it cannot answer their probes)",
-        gossip: true,
-        etcd: false,
+        needs: &[Capability::FaultRules],
         min_nodes: 2,
         env: &[],
         budgets: &[
-            budget(Figure::Detection, Some(1500.0), None),
-            budget(Figure::Recovery, Some(3000.0), None),
-            budget(Figure::SpuriousTransitions, Some(0.0), None),
+            budget(Figure::Detection, &[(UpSource::Gossip, 1500.0)]),
+            budget(Figure::Recovery, &[(UpSource::Gossip, 3000.0)]),
+            budget(Figure::SpuriousTransitions, &[(UpSource::Gossip, 0.0)]),
         ],
         steps: &[
             Step::Inject(Fault::Deaf),
@@ -313,11 +337,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "flaky-link",
         about: "25% loss between two nodes for a while: no status change is the expected outcome",
-        gossip: true,
-        etcd: false,
+        needs: &[Capability::FaultRules],
         min_nodes: 3,
         env: &[],
-        budgets: &[budget(Figure::SpuriousTransitions, Some(0.0), None), budget(Figure::FailedRequests, Some(0.0), None)],
+        budgets: &[budget(Figure::SpuriousTransitions, &[(UpSource::Gossip, 0.0)]), budget(Figure::FailedRequests, &[(UpSource::Gossip, 0.0)])],
         steps: &[
             Step::Inject(Fault::Loss(25)),
             Step::Hold,
@@ -329,11 +352,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "etcd-outage",
         about: "stop etcd: every node partitioned within the lease TTL + 1 s; start it again: nominal without restarts",
-        gossip: false,
-        etcd: true,
+        needs: &[Capability::Store],
         min_nodes: 2,
         env: &[],
-        budgets: &[budget(Figure::Detection, None, Some(4000.0)), budget(Figure::Recovery, None, Some(10000.0))],
+        budgets: &[budget(Figure::Detection, &[(UpSource::Etcd, 4000.0)]), budget(Figure::Recovery, &[(UpSource::Etcd, 10000.0)])],
         steps: &[
             Step::Inject(Fault::StopEtcd),
             Step::Detect { figure: Figure::Detection, what: "every node partitioned", expect: Expect::Partitioned(Nodes::Everyone) },
@@ -349,16 +371,12 @@ pub fn run(args: DrillArgs) -> ExitCode {
         DrillCommand::List => {
             println!("{:<12} {:<12} about", "SCENARIO", "SOURCES");
             for s in SCENARIOS {
-                let sources = match (s.gossip, s.etcd) {
-                    (true, true) => "gossip,etcd",
-                    (true, false) => "gossip",
-                    _ => "etcd",
-                };
+                let sources = sources_for(s).iter().map(|source| source.name()).collect::<Vec<_>>().join(",");
                 println!("{:<12} {:<12} {}", s.name, sources, s.about);
                 let budgets: Vec<String> = s
                     .budgets
                     .iter()
-                    .map(|b| match (b.gossip, b.etcd) {
+                    .map(|b| match (b.on(UpSource::Gossip), b.on(UpSource::Etcd)) {
                         (Some(g), Some(e)) if g != e => format!("{} ≤ {g} (etcd {e})", b.figure.name()),
                         (Some(v), _) | (None, Some(v)) => format!("{} ≤ {v}", b.figure.name()),
                         (None, None) => b.figure.name().to_owned(),
@@ -476,12 +494,9 @@ fn nominal_and_ready(s: &NodeState) -> bool {
     s.is(QuorumStatus::Nominal) && s.ready
 }
 
-fn parse_budgets(overrides: &[String], scenario: &Scenario, etcd: bool) -> anyhow::Result<BTreeMap<String, f64>> {
-    let mut budgets: BTreeMap<String, f64> = scenario
-        .budgets
-        .iter()
-        .filter_map(|b| Some((b.figure.name().to_owned(), if etcd { b.etcd } else { b.gossip }?)))
-        .collect();
+fn parse_budgets(overrides: &[String], scenario: &Scenario, source: UpSource) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut budgets: BTreeMap<String, f64> =
+        scenario.budgets.iter().filter_map(|b| Some((b.figure.name().to_owned(), b.on(source)?))).collect();
     for entry in overrides {
         let (name, value) =
             entry.split_once('=').ok_or_else(|| anyhow::anyhow!("--budget {entry:?}: expected name=value"))?;
@@ -518,14 +533,15 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         .iter()
         .find(|s| s.name == args.scenario)
         .ok_or_else(|| anyhow::anyhow!("unknown scenario {:?}; `arlen drill list` shows them", args.scenario))?;
-    let etcd = args.source == UpSource::Etcd;
     anyhow::ensure!(
-        if etcd { scenario.etcd } else { scenario.gossip },
-        "scenario {} does not apply to the {} source",
+        sources_for(scenario).contains(&args.source),
+        "scenario {} does not apply to the {} source (it needs {:?}; the source offers {:?})",
         scenario.name,
-        if etcd { "etcd" } else { "gossip" }
+        args.source.name(),
+        scenario.needs,
+        capabilities(args.source)
     );
-    let budgets = parse_budgets(&args.budget, scenario, etcd)?;
+    let budgets = parse_budgets(&args.budget, scenario, args.source)?;
     let nodes = args.nodes.max(scenario.min_nodes);
     let token = format!("{:032x}", rand::random::<u128>());
     let mut env = vec![
@@ -545,12 +561,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         env,
     };
     let started = Instant::now();
-    println!(
-        "drill {}: {} — {nodes} nodes, {} source",
-        scenario.name,
-        scenario.about,
-        if etcd { "etcd" } else { "gossip" }
-    );
+    println!("drill {}: {} — {nodes} nodes, {} source", scenario.name, scenario.about, args.source.name());
     let cluster = LocalCluster::start(spec).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
     let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
@@ -605,8 +616,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     outcome?;
 
     let timeline = std::mem::take(&mut *shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    let outcome =
-        Outcome { scenario, source: if etcd { "etcd" } else { "gossip" }, nodes, node_ids, budgets, timeline };
+    let outcome = Outcome { scenario, source: args.source.name(), nodes, node_ids, budgets, timeline };
     finish(drill, outcome, args.report)
 }
 
