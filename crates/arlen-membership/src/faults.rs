@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
-use crate::gossip::{Network, Transport};
+use crate::transport::{Network, Transport};
 
 pub use arlen_wire::faults::{Direction, FaultCounters, FaultRule, TaskFault};
 

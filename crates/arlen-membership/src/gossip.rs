@@ -34,11 +34,11 @@ use tokio::task::JoinHandle;
 
 use self::core::{Core, Protocol};
 use self::driver::{Command, Supervised};
-pub(crate) use self::driver::{Network, Transport, Udp};
 use self::identity::{Announced, GossipId};
 pub use self::seal::Rejection;
 use self::seal::{Sealing, UnsealedTraffic};
 use crate::faults::{FaultRules, FaultyNetwork};
+pub(crate) use crate::transport::{Network, Udp};
 use crate::MembershipError;
 
 /// Source name on the wire.

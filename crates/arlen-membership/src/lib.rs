@@ -23,6 +23,7 @@ pub mod simulation;
 mod source;
 pub mod static_config;
 mod supervise;
+mod transport;
 
 use std::time::SystemTime;
 

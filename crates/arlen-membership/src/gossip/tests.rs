@@ -21,8 +21,9 @@ use rand::SeedableRng as _;
 
 use super::core::Protocol;
 use super::seal::UnsealedTraffic;
-use super::{GossipSettings, GossipSource, Network, Transport};
+use super::{GossipSettings, GossipSource};
 use crate::faults::{Direction, FaultRule, FaultRules};
+use crate::transport::{Network, Transport};
 
 type Inbox = mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>;
 
