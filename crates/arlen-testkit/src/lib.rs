@@ -490,6 +490,11 @@ impl ArlenProcess {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The node's `/clusterz`, typed; `None` while it does not answer one.
+    pub fn cluster_document(&self) -> Option<arlen_wire::documents::ClusterDocument> {
+        cluster_document(self.address())
+    }
+
     /// A few lines for a failure message: pid, port, the node's `/clusterz`
     /// members (or why it could not be read) and the end of its log.
     pub fn describe(&self) -> String {
@@ -735,6 +740,13 @@ impl Drop for EtcdCluster {
             self.stop_member(index);
         }
     }
+}
+
+/// The `/clusterz` document of the node at `address`, typed (the one reading
+/// the nodes and the tools share); `None` when it does not answer one.
+pub fn cluster_document(address: SocketAddr) -> Option<arlen_wire::documents::ClusterDocument> {
+    let response = get(address, "/clusterz", &[]).ok()?;
+    serde_json::from_slice(&response.body).ok()
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use arlen_membership::forge::{self, Claim, ForgedMember, Wrapping};
 use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
+use arlen_wire::documents::ClusterDocument;
+use arlen_wire::states::{MemberState, QuorumStatus};
 
 mod support;
 use support::binary;
@@ -68,25 +70,23 @@ fn address(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn clusterz(node: &Node) -> serde_json::Value {
-    arlen_testkit::get(node.process.address(), "/clusterz", &[]).map(|r| r.json()).unwrap_or_default()
+fn clusterz(node: &Node) -> Option<ClusterDocument> {
+    node.process.cluster_document()
 }
 
 fn observed(node: &Node) -> Option<u64> {
-    clusterz(node)["cluster"]["observed_nodes"].as_u64()
+    clusterz(node).map(|doc| u64::from(doc.cluster.observed_nodes))
 }
 
 /// Member id → state, as `node` sees them (newest generation per id).
 fn states(node: &Node) -> BTreeMap<String, String> {
-    let doc = clusterz(node);
     let mut states = BTreeMap::new();
     let mut generations: BTreeMap<String, u64> = BTreeMap::new();
-    for member in doc["cluster"]["members"].as_array().into_iter().flatten() {
-        let id = member["node_id"].as_str().unwrap_or_default().to_owned();
-        let generation = member["generation"].as_u64().unwrap_or(0);
-        if generations.get(&id).is_none_or(|g| generation >= *g) {
-            generations.insert(id.clone(), generation);
-            states.insert(id, member["state"].as_str().unwrap_or_default().to_owned());
+    for member in clusterz(node).into_iter().flat_map(|doc| doc.cluster.members) {
+        let generation = member.generation.unwrap_or(0);
+        if generations.get(&member.node_id).is_none_or(|g| generation >= *g) {
+            generations.insert(member.node_id.clone(), generation);
+            states.insert(member.node_id, member.state.to_string());
         }
     }
     states
@@ -110,17 +110,19 @@ fn wait_observed(node: &Node, count: u64, timeout: Duration) {
 /// How a member looks to a forger that read `/clusterz` (seq 0: nodes that
 /// have not renewed their identity).
 fn forged_member(seen_by: &Node, node_id: &str) -> ForgedMember {
-    let doc = clusterz(seen_by);
-    let member = doc["cluster"]["members"]
-        .as_array()
-        .and_then(|members| members.iter().find(|m| m["node_id"] == node_id).cloned())
-        .unwrap_or_else(|| panic!("{node_id} not in {doc}"));
+    let doc = clusterz(seen_by).expect("a /clusterz document");
+    let member = doc
+        .cluster
+        .members
+        .iter()
+        .find(|m| m.node_id == node_id)
+        .unwrap_or_else(|| panic!("{node_id} not in {:?}", doc.cluster.members));
     ForgedMember {
         node_id: node_id.to_owned(),
-        generation: member["generation"].as_u64().unwrap(),
+        generation: member.generation.expect("member details are public in tests"),
         seq: 0,
-        addr: member["gossip_address"].as_str().unwrap().parse().unwrap(),
-        http_url: member["http_url"].as_str().unwrap().to_owned(),
+        addr: member.gossip_address.as_deref().expect("a gossip address").parse().unwrap(),
+        http_url: member.http_url.clone().expect("an http url"),
         state: "alive",
     }
 }
@@ -273,7 +275,7 @@ fn while_unsealed_traffic_is_accepted_an_outsider_can_neither_add_nor_evict() {
     assert!(unvouched > 0.0, "no datagram was refused as unvouched");
     for node in &nodes {
         assert!(node.process.stderr().contains("unsealed gossip datagrams are accepted"), "no warning at start");
-        let detail = clusterz(node)["coordination"]["source_health"]["detail"].as_str().unwrap_or_default().to_owned();
+        let detail = clusterz(node).map(|doc| doc.coordination.source_health.detail).unwrap_or_default();
         assert!(detail.contains("unsealedTraffic = accept"), "/clusterz does not say so: {detail}");
     }
     eprintln!("unsealed injections and evictions refused: {unvouched} as unvouched");
@@ -358,9 +360,9 @@ fn a_key_holders_flood_of_members_is_held_back_and_a_real_crash_is_still_seen() 
         }
     };
     let known_live = |node: &Node| -> usize {
-        clusterz(node)["cluster"]["members"]
-            .as_array()
-            .map_or(0, |members| members.iter().filter(|m| m["state"] == "alive" || m["state"] == "suspect").count())
+        clusterz(node).map_or(0, |doc| {
+            doc.cluster.members.iter().filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect)).count()
+        })
     };
     let mut most = 0;
     let until = Instant::now() + Duration::from_secs(3);
@@ -659,10 +661,9 @@ fn a_gossip_task_that_dies_or_stalls_turns_the_node_partitioned_and_is_restarted
             &format!("the node to fail closed after a {fault}"),
             Duration::from_secs(10),
             || {
-                let doc = clusterz(&nodes[0]);
-                (doc["cluster"]["quorum"]["status"] == "partitioned"
-                    && doc["coordination"]["source_health"]["ok"] == false)
-                    .then(|| doc["coordination"]["source_health"]["detail"].to_string())
+                let doc = clusterz(&nodes[0])?;
+                (doc.cluster.quorum.status == QuorumStatus::Partitioned && !doc.coordination.source_health.ok)
+                    .then_some(doc.coordination.source_health.detail)
             },
             || nodes[0].process.describe(),
         );

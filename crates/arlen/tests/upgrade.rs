@@ -42,20 +42,17 @@ fn start(binary: &Path, index: usize, ports: &[u16]) -> ArlenProcess {
     node
 }
 
-fn clusterz(port: u16) -> serde_json::Value {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    arlen_testkit::get(address, "/clusterz", &[]).map(|r| r.json()).unwrap_or_default()
+fn clusterz(port: u16) -> Option<arlen_wire::documents::ClusterDocument> {
+    arlen_testkit::cluster_document(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Member id → software version as the node on `port` sees its alive members.
 fn versions(port: u16) -> Vec<(String, Option<String>)> {
-    let doc = clusterz(port);
-    let mut seen: Vec<(String, Option<String>)> = doc["cluster"]["members"]
-        .as_array()
+    let mut seen: Vec<(String, Option<String>)> = clusterz(port)
         .into_iter()
-        .flatten()
-        .filter(|m| m["state"] == "alive")
-        .map(|m| (m["node_id"].as_str().unwrap_or("").to_owned(), m["software_version"].as_str().map(str::to_owned)))
+        .flat_map(|doc| doc.cluster.members)
+        .filter(|m| m.state == arlen_wire::states::MemberState::Alive)
+        .map(|m| (m.node_id, m.software_version))
         .collect();
     seen.sort();
     seen
@@ -66,7 +63,7 @@ fn wait_all_count_three(ports: &[u16], nodes: &[Option<ArlenProcess>]) {
         poll_until_explained(
             &format!("node on {port} to count 3"),
             Duration::from_secs(20),
-            || (clusterz(*port)["cluster"]["observed_nodes"] == 3).then_some(()),
+            || clusterz(*port).is_some_and(|doc| doc.cluster.observed_nodes == 3).then_some(()),
             || node.as_ref().map(ArlenProcess::describe).unwrap_or_default(),
         );
     }
