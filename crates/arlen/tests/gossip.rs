@@ -2,6 +2,8 @@
 //! loopback: convergence, crash detection, restart, graceful leave, cluster
 //! isolation, and `arlen up`.
 
+use arlen_wire::documents::ClusterDocument;
+use arlen_wire::states::MemberState;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -44,12 +46,12 @@ fn start_cluster(cluster: &str, size: usize) -> (Vec<u16>, Vec<ArlenProcess>) {
     (ports, nodes)
 }
 
-fn clusterz(node: &ArlenProcess) -> Option<serde_json::Value> {
-    arlen_testkit::get(node.address(), "/clusterz", &[]).ok().map(|r| r.json())
+fn clusterz(node: &ArlenProcess) -> Option<ClusterDocument> {
+    node.cluster_document()
 }
 
 fn observed(node: &ArlenProcess) -> Option<u64> {
-    clusterz(node).and_then(|c| c["cluster"]["observed_nodes"].as_u64())
+    clusterz(node).map(|doc| u64::from(doc.cluster.observed_nodes))
 }
 
 fn wait_observed(node: &ArlenProcess, count: u64, timeout: Duration) {
@@ -63,12 +65,12 @@ fn wait_observed(node: &ArlenProcess, count: u64, timeout: Duration) {
 
 fn member_state(node: &ArlenProcess, node_id: &str) -> Option<String> {
     let doc = clusterz(node)?;
-    doc["cluster"]["members"]
-        .as_array()?
+    doc.cluster
+        .members
         .iter()
-        .filter(|m| m["node_id"] == node_id)
-        .max_by_key(|m| m["generation"].as_u64())
-        .and_then(|m| m["state"].as_str().map(str::to_owned))
+        .filter(|m| m.node_id == node_id)
+        .max_by_key(|m| m.generation)
+        .map(|m| m.state.to_string())
 }
 
 fn assert_degraded_everywhere_it_shows(response: &RawResponse) {
@@ -86,7 +88,7 @@ fn three_nodes_converge_detect_a_kill_and_take_the_restarted_node_back_once() {
     for node in &nodes {
         wait_observed(node, 3, Duration::from_secs(15));
         assert_eq!(node.get("/readyz").status, 200);
-        assert_eq!(clusterz(node).unwrap()["coordination"]["membership_source"], "gossip");
+        assert_eq!(clusterz(node).unwrap().coordination.membership_source, "gossip");
     }
 
     let victim = nodes.pop().unwrap();
@@ -173,8 +175,8 @@ fn clusters_with_different_names_on_the_same_seeds_never_count_each_other() {
     while Instant::now() < until {
         for node in &nodes {
             let doc = clusterz(node).unwrap();
-            assert_eq!(doc["cluster"]["observed_nodes"], 2);
-            assert_eq!(doc["cluster"]["members"].as_array().unwrap().len(), 2, "{doc}");
+            assert_eq!(doc.cluster.observed_nodes, 2);
+            assert_eq!(doc.cluster.members.len(), 2, "{:?}", doc.cluster.members);
         }
     }
 }
@@ -336,7 +338,7 @@ fn a_draining_node_is_shown_draining_to_peers_then_left() {
     // Still serving while it drains, out of rotation.
     let ready = draining.get("/readyz");
     assert_eq!((ready.status, ready.header("X-Arlen-Draining")), (503, Some("1")));
-    assert_eq!(clusterz(&draining).unwrap()["cluster"]["lifecycle"]["draining"], true);
+    assert!(clusterz(&draining).unwrap().cluster.lifecycle.draining);
     for node in &nodes {
         poll_until("peers to see gamma-3 leave", Duration::from_secs(10), || {
             (member_state(node, "gamma-3").as_deref() == Some("left")).then_some(())
@@ -358,11 +360,11 @@ fn a_restart_with_the_clock_45_s_behind_is_back_at_once_and_never_ready_while_ex
     }
     let generation_of = |node: &ArlenProcess, id: &str| -> Option<u64> {
         let doc = clusterz(node)?;
-        doc["cluster"]["members"]
-            .as_array()?
+        doc.cluster
+            .members
             .iter()
-            .filter(|m| m["node_id"] == id && m["state"] == "alive")
-            .filter_map(|m| m["generation"].as_u64())
+            .filter(|m| m.node_id == id && m.state == MemberState::Alive)
+            .filter_map(|m| m.generation)
             .max()
     };
     let before = generation_of(&nodes[0], "clock-3").expect("clock-3 counted");
