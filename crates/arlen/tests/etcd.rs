@@ -2,6 +2,8 @@
 //! free loopback ports): registration, crash, graceful stop, etcd outage and
 //! recovery, a three-member etcd losing one and two members, duplicate ids.
 
+use arlen_wire::documents::ClusterDocument;
+use arlen_wire::states::{MemberState, QuorumStatus};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,12 +43,12 @@ fn start_cluster(etcd: &EtcdCluster, cluster: &str) -> Vec<ArlenProcess> {
     nodes
 }
 
-fn clusterz(node: &ArlenProcess) -> serde_json::Value {
-    node.get("/clusterz").json()
+fn clusterz(node: &ArlenProcess) -> ClusterDocument {
+    node.cluster_document().unwrap_or_else(|| panic!("no /clusterz document\n{}", node.describe()))
 }
 
 fn status(node: &ArlenProcess) -> String {
-    clusterz(node)["cluster"]["quorum"]["status"].as_str().unwrap_or_default().to_owned()
+    node.cluster_document().map(|doc| doc.cluster.quorum.status.to_string()).unwrap_or_default()
 }
 
 /// Waits for `status` and returns how long it took.
@@ -61,9 +63,9 @@ fn nodes_register_and_a_killed_node_disappears_within_the_lease() {
     let etcd = EtcdCluster::start(1);
     let mut nodes = start_cluster(&etcd, "kv");
     let doc = clusterz(&nodes[0]);
-    assert_eq!(doc["coordination"]["membership_source"], "etcd");
-    assert_eq!(doc["coordination"]["source_health"]["ok"], true);
-    assert_eq!(doc["cluster"]["members"].as_array().unwrap().len(), 3);
+    assert_eq!(doc.coordination.membership_source, "etcd");
+    assert!(doc.coordination.source_health.ok);
+    assert_eq!(doc.cluster.members.len(), 3);
     assert_eq!(nodes[0].get("/readyz").status, 200);
 
     let victim = nodes.pop().unwrap();
@@ -74,14 +76,8 @@ fn nodes_register_and_a_killed_node_disappears_within_the_lease() {
         eprintln!("kill -9 seen after {took:?}");
         assert!(took <= limit, "took {took:?}, more than the lease TTL + 1 s");
         assert_eq!(node.get("/readyz").status, 503);
-        let dead = clusterz(node)["cluster"]["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["node_id"] == "kv-3")
-            .cloned()
-            .unwrap();
-        assert_eq!(dead["state"], "dead");
+        let dead = clusterz(node).cluster.members.into_iter().find(|m| m.node_id == "kv-3").unwrap();
+        assert_eq!(dead.state, MemberState::Dead);
     }
 }
 
@@ -102,12 +98,7 @@ fn a_graceful_stop_is_seen_at_once() {
     for node in &nodes {
         poll_until("kg-3 listed as left", Duration::from_secs(5), || {
             let doc = clusterz(node);
-            doc["cluster"]["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["node_id"] == "kg-3" && m["state"] == "left")
-                .then_some(())
+            doc.cluster.members.iter().any(|m| m.node_id == "kg-3" && m.state == MemberState::Left).then_some(())
         });
     }
 }
@@ -121,9 +112,9 @@ fn losing_etcd_partitions_every_node_and_its_return_heals_them_without_restart()
         let took = wait_status(node, "partitioned", Duration::from_secs(TTL_SECONDS + 5));
         eprintln!("etcd loss seen after {took:?}");
         assert!(took <= Duration::from_secs(TTL_SECONDS + 1), "took {took:?}");
-        let health = &clusterz(node)["coordination"]["source_health"];
-        assert_eq!(health["ok"], false);
-        assert!(health["detail"].as_str().unwrap().contains("etcd"), "{health}");
+        let health = clusterz(node).coordination.source_health;
+        assert!(!health.ok);
+        assert!(health.detail.contains("etcd"), "{health:?}");
         assert_eq!(node.get("/readyz").status, 503);
         assert_eq!(node.get("/livez").status, 200);
     }
@@ -132,7 +123,7 @@ fn losing_etcd_partitions_every_node_and_its_return_heals_them_without_restart()
     for node in &nodes {
         let took = wait_status(node, "nominal", Duration::from_secs(20));
         eprintln!("recovery after etcd returned: {took:?}");
-        assert_eq!(clusterz(node)["coordination"]["source_health"]["ok"], true);
+        assert!(clusterz(node).coordination.source_health.ok);
     }
 }
 
@@ -149,7 +140,7 @@ fn a_three_member_etcd_survives_one_loss_and_not_two() {
                 status(node),
                 "nominal",
                 "one etcd member down must change nothing: {}\n{}",
-                clusterz(node)["coordination"]["source_health"],
+                clusterz(node).coordination.source_health.detail,
                 node.stderr()
             );
         }
@@ -187,8 +178,8 @@ fn a_second_process_with_the_same_node_id_is_refused() {
     assert!(stderr.contains("node id kd-1 is already registered in etcd"), "{stderr}");
     assert!(stderr.contains("refusing to register a second one"), "{stderr}");
     // The first one is untouched.
-    assert_eq!(clusterz(&first)["coordination"]["source_health"]["ok"], true);
-    assert_eq!(clusterz(&first)["cluster"]["observed_nodes"], 1);
+    assert!(clusterz(&first).coordination.source_health.ok);
+    assert_eq!(clusterz(&first).cluster.observed_nodes, 1);
 }
 
 #[test]
@@ -292,21 +283,20 @@ fn keys_without_a_lease_naming_another_node_or_an_unknown_state_are_not_counted(
         });
     }
     let doc = clusterz(&node);
-    assert_eq!(doc["cluster"]["observed_nodes"], 1, "{doc}");
-    let ids: Vec<&str> =
-        doc["cluster"]["members"].as_array().unwrap().iter().filter_map(|m| m["node_id"].as_str()).collect();
-    assert_eq!(ids, ["rogue-1"], "{doc}");
+    assert_eq!(doc.cluster.observed_nodes, 1, "{:?}", doc.cluster.members);
+    let ids: Vec<&str> = doc.cluster.members.iter().map(|m| m.node_id.as_str()).collect();
+    assert_eq!(ids, ["rogue-1"]);
     assert!(node.stderr().contains("etcd key under the member prefix is not counted"));
 
     // Control: a proper leased registration counts, so the writes above were seen.
     put_member(&etcd, &format!("{prefix}ghost-4"), &record("ghost-4", "alive"), Some(&lease));
     poll_until("a valid registration to count", Duration::from_secs(10), || {
-        (clusterz(&node)["cluster"]["observed_nodes"] == 2).then_some(())
+        (clusterz(&node).cluster.observed_nodes == 2).then_some(())
     });
     // A counted member overwritten with a record that does not qualify stops counting.
     put_member(&etcd, &format!("{prefix}ghost-4"), &record("ghost-4", "alive"), None);
     poll_until("the overwritten member to stop counting", Duration::from_secs(10), || {
-        (clusterz(&node)["cluster"]["observed_nodes"] == 1).then_some(())
+        (clusterz(&node).cluster.observed_nodes == 1).then_some(())
     });
 }
 
@@ -378,18 +368,16 @@ fn https_endpoints_work_with_a_ca_bundle_and_a_client_certificate() {
     };
     let trusted = start("secure-1", true);
     wait_status(&trusted, "nominal", Duration::from_secs(15));
-    assert_eq!(clusterz(&trusted)["coordination"]["source_health"]["ok"], true);
+    assert!(clusterz(&trusted).coordination.source_health.ok);
 
     // etcd checks client certificates: a node without one cannot register and says so.
     let anonymous = start("secure-2", false);
     let detail = poll_until("the node without a client certificate to report why", Duration::from_secs(15), || {
         let doc = clusterz(&anonymous);
-        let health = &doc["coordination"]["source_health"];
-        (health["ok"] == false
-            && doc["cluster"]["quorum"]["status"] == "partitioned"
-            && health["detail"].as_str().is_some_and(|d| d.contains("last error")))
-        .then(|| health["detail"].to_string())
+        let health = doc.coordination.source_health;
+        (!health.ok && doc.cluster.quorum.status == QuorumStatus::Partitioned && health.detail.contains("last error"))
+            .then_some(health.detail)
     });
     eprintln!("without a client certificate: {detail}");
-    assert_eq!(clusterz(&trusted)["cluster"]["observed_nodes"], 1, "the anonymous node never registered");
+    assert_eq!(clusterz(&trusted).cluster.observed_nodes, 1, "the anonymous node never registered");
 }
