@@ -108,7 +108,24 @@ pub enum UpSource {
     Etcd,
 }
 
+/// What a membership source offers a local cluster and its drills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Its transport takes fault rules (`/_arlen/faults`): links can be cut.
+    FaultRules,
+    /// It depends on a store that the local cluster runs (and a drill can stop).
+    Store,
+}
+
 impl UpSource {
+    /// What the source offers (asked, not assumed from its name elsewhere).
+    pub fn offers(self) -> &'static [Capability] {
+        match self {
+            UpSource::Gossip => &[Capability::FaultRules],
+            UpSource::Etcd => &[Capability::Store],
+        }
+    }
+
     /// The source's wire name.
     pub fn name(self) -> &'static str {
         match self {

@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::cli::UpSource;
+use crate::cli::{Capability, UpSource};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -96,10 +96,8 @@ impl LocalCluster {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
         ));
         std::fs::create_dir_all(&log_dir)?;
-        let etcd = match spec.source {
-            UpSource::Gossip => None,
-            UpSource::Etcd => Some(Etcd::start(&log_dir).await?),
-        };
+        let etcd =
+            if spec.source.offers().contains(&Capability::Store) { Some(Etcd::start(&log_dir).await?) } else { None };
         let nodes = ports
             .iter()
             .enumerate()

@@ -12,6 +12,7 @@
 mod report;
 mod sampler;
 
+use crate::cli::Capability;
 use arlen_config::Key;
 use arlen_wire::faults::{Direction, FaultRule, FaultsBody};
 use arlen_wire::states::QuorumStatus;
@@ -61,28 +62,11 @@ impl Budget {
     }
 }
 
-/// What a membership source offers a drill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Capability {
-    /// Its transport takes fault rules (`/_arlen/faults`): links can be cut.
-    FaultRules,
-    /// It depends on a store the drill runs and can stop.
-    Store,
-}
-
-/// What each source offers (asked, not assumed from its name).
-fn capabilities(source: UpSource) -> &'static [Capability] {
-    match source {
-        UpSource::Gossip => &[Capability::FaultRules],
-        UpSource::Etcd => &[Capability::Store],
-    }
-}
-
 /// The sources a scenario runs on.
 fn sources_for(scenario: &Scenario) -> Vec<UpSource> {
-    [UpSource::Gossip, UpSource::Etcd]
+    <UpSource as clap::ValueEnum>::value_variants().iter().copied()
         .into_iter()
-        .filter(|source| scenario.needs.iter().all(|need| capabilities(*source).contains(need)))
+        .filter(|source| scenario.needs.iter().all(|need| source.offers().contains(need)))
         .collect()
 }
 
@@ -539,7 +523,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         scenario.name,
         args.source.name(),
         scenario.needs,
-        capabilities(args.source)
+        args.source.offers()
     );
     let budgets = parse_budgets(&args.budget, scenario, args.source)?;
     let nodes = args.nodes.max(scenario.min_nodes);
