@@ -64,8 +64,9 @@ impl Budget {
 
 /// The sources a scenario runs on.
 fn sources_for(scenario: &Scenario) -> Vec<UpSource> {
-    <UpSource as clap::ValueEnum>::value_variants().iter().copied()
-        .into_iter()
+    <UpSource as clap::ValueEnum>::value_variants()
+        .iter()
+        .copied()
         .filter(|source| scenario.needs.iter().all(|need| source.offers().contains(need)))
         .collect()
 }
