@@ -92,6 +92,12 @@ impl RawResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
+
+    /// The body as one of the documents nodes serve (`arlen_wire::documents`).
+    pub fn document<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not the document expected ({e}): {}", self.text()))
+    }
 }
 
 /// A `GET`-style request text with `Connection: close`.

@@ -81,7 +81,7 @@ async fn membership_events_stream_and_resume_with_last_event_id() {
     poll_until_explained(
         "convergence",
         Duration::from_secs(15),
-        || (nodes.iter().all(|n| n.get("/clusterz").json()["cluster"]["observed_nodes"] == 3)).then_some(()),
+        || nodes.iter().all(|n| n.cluster_document().is_some_and(|doc| doc.cluster.observed_nodes == 3)).then_some(()),
         || nodes.iter().map(ArlenProcess::describe).collect(),
     );
     let url = format!("http://127.0.0.1:{}/clusterz/events", ports[0]);

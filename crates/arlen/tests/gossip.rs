@@ -77,9 +77,8 @@ fn assert_degraded_everywhere_it_shows(response: &RawResponse) {
     assert_eq!(response.status, 503, "{}", response.head);
     assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("degraded"));
     assert_eq!(response.header("X-Arlen-Cluster-Observed-Nodes"), Some("2"));
-    let body = response.json();
-    assert_eq!(body["checks"]["cluster_quorum"]["status"], "degraded");
-    assert_eq!(body["checks"]["cluster_quorum"]["observed_nodes"], 2);
+    let quorum = response.document::<arlen_wire::documents::ProbeDocument>().checks.cluster_quorum;
+    assert_eq!((quorum.status, quorum.observed_nodes), (arlen_wire::states::QuorumStatus::Degraded, 2));
 }
 
 #[test]

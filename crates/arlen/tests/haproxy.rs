@@ -6,6 +6,7 @@
 //! empties the pool, and a restart refills it; an upstream that stops takes
 //! only its own node out.
 
+use arlen_wire::states::QuorumStatus;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -294,5 +295,5 @@ fn an_upstream_that_stops_takes_only_its_own_node_out_of_haproxy_s_pool() {
     }
     let node2 = cluster.nodes[1].as_ref().unwrap();
     assert_eq!(node2.get("/livez").status, 200, "the sidecar itself is alive");
-    assert_eq!(node2.get("/clusterz").json()["cluster"]["quorum"]["status"], "nominal");
+    assert_eq!(node2.cluster_document().map(|doc| doc.cluster.quorum.status), Some(QuorumStatus::Nominal));
 }

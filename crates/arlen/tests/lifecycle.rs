@@ -1,5 +1,7 @@
 //! Drain on SIGTERM, the second signal, and SIGHUP reload, on real processes.
 
+use arlen_wire::documents::{ClusterDocument, ProbeDocument};
+use arlen_wire::states::QuorumStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -81,9 +83,9 @@ fn sighup_reloads_what_can_change_and_keeps_the_rest() {
     poll_until("reload applied", Duration::from_secs(10), || {
         (node.get("/").header("X-Arlen-Cluster-Status") == Some("nominal")).then_some(())
     });
-    let quorum = node.get("/clusterz").json()["cluster"]["quorum"].clone();
-    assert_eq!((quorum["expected_nodes"].as_u64(), quorum["policy"].as_str()), (Some(2), Some("majority")));
-    assert_eq!(node.get("/readyz?format=json").json()["checks"]["cluster_quorum"]["required_for_readyz"], true);
+    let quorum = node.get("/clusterz").document::<ClusterDocument>().cluster.quorum;
+    assert_eq!((quorum.expected_nodes, quorum.policy.as_str()), (2, "majority"));
+    assert!(node.get("/readyz?format=json").document::<ProbeDocument>().checks.cluster_quorum.required_for_readyz);
 
     // A broken file is rejected; the running configuration stays.
     write("[cluster]\nexpectedNodes = \"lots\"\n");
@@ -92,7 +94,7 @@ fn sighup_reloads_what_can_change_and_keeps_the_rest() {
         node.stderr().contains("configuration reload rejected, keeping the running configuration").then_some(())
     });
     assert!(node.stderr().contains("key cluster.expectedNodes"), "{}", node.stderr());
-    assert_eq!(node.get("/clusterz").json()["cluster"]["expected_nodes"], 2);
+    assert_eq!(node.get("/clusterz").document::<ClusterDocument>().cluster.expected_nodes, 2);
 
     // Listener settings need a restart, and the log says so. (The port in the
     // file would not even count: the --port flag beats it.)
@@ -151,7 +153,7 @@ fn hysteresis_on_a_real_process_holds_readiness_through_the_grace() {
     let ready = node.get("/readyz?format=json");
     if seen.elapsed() < Duration::from_millis(1000) {
         assert_eq!(ready.status, 200, "still ready inside the grace: {}", ready.text());
-        assert!(ready.json()["checks"]["cluster_quorum"]["pending"]["effective_at_utc"].is_string());
+        assert!(ready.document::<ProbeDocument>().checks.cluster_quorum.pending.is_some(), "a transition pending");
     }
     poll_until("readiness to flip after the grace", Duration::from_secs(10), || {
         (node.get("/readyz").status == 503).then_some(())
@@ -179,7 +181,7 @@ fn a_wait_on_a_real_process_returns_when_the_state_arrives() {
     node.signal("HUP");
     let response = waiting.join().unwrap();
     assert_eq!(response.status, 200);
-    assert_eq!(response.json()["cluster"]["quorum"]["status"], "nominal");
+    assert_eq!(response.document::<ClusterDocument>().cluster.quorum.status, QuorumStatus::Nominal);
     assert_eq!(response.header("X-Arlen-Cluster-Status"), Some("nominal"));
     let timed_out = node.get("/clusterz?wait_for_status=partitioned&timeout=300ms");
     assert_eq!(timed_out.status, 408);
@@ -209,5 +211,5 @@ fn sighup_with_a_file_nested_too_deep_rejects_it_and_keeps_running() {
         node.stderr().contains("nest deeper than 64 levels").then_some(())
     });
     assert_eq!(node.get("/livez").status, 200, "still running: {}", node.stderr());
-    assert_eq!(node.get("/clusterz").json()["cluster"]["name"], "alpha");
+    assert_eq!(node.get("/clusterz").document::<ClusterDocument>().cluster.name, "alpha");
 }

@@ -23,6 +23,7 @@
 //! run are removed by the next one). Needs root, `ip` and `nft`
 //! (`scripts/provision --tests` installs them).
 
+use arlen_wire::documents::ClusterDocument;
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -290,16 +291,17 @@ impl Checker {
                     while !stop.load(Ordering::Relaxed) {
                         let at = started.elapsed();
                         let ready = get(address, "/readyz", Duration::from_millis(250)).map(|(s, _)| s == 200);
-                        let doc: Option<serde_json::Value> = get(address, "/clusterz", Duration::from_millis(250))
+                        let doc: Option<ClusterDocument> = get(address, "/clusterz", Duration::from_millis(250))
                             .and_then(|(_, body)| serde_json::from_str(&body).ok());
-                        let status =
-                            doc.as_ref().and_then(|d| d["cluster"]["quorum"]["status"].as_str().map(str::to_owned));
+                        let status = doc.as_ref().map(|d| d.cluster.quorum.status.to_string());
                         let detail = doc.as_ref().map(|d| {
+                            let members: Vec<String> =
+                                d.cluster.members.iter().map(|m| format!("{} {}", m.node_id, m.state)).collect();
                             format!(
-                                "observed {} members {}: {}",
-                                d["cluster"]["observed_nodes"],
-                                d["cluster"]["members"],
-                                d["coordination"]["source_health"]["detail"]
+                                "observed {} members [{}]: {}",
+                                d.cluster.observed_nodes,
+                                members.join(", "),
+                                d.coordination.source_health.detail
                             )
                         });
                         timeline.lock().unwrap()[i].push(Sample { at, ready, status, detail });
@@ -409,15 +411,16 @@ fn describe(lab: &Lab, nodes: &[Node]) -> String {
         .map(|i| {
             let address: SocketAddr = format!("{}:{HTTP_PORT}", lab.ip(i)).parse().unwrap();
             let clusterz = get(address, "/clusterz", Duration::from_millis(500)).map(|(_, b)| b).unwrap_or_default();
-            let doc: serde_json::Value = serde_json::from_str(&clusterz).unwrap_or_default();
-            format!(
-                "node-{}: {} observed {} ({})\n{}",
-                i + 1,
-                doc["cluster"]["quorum"]["status"],
-                doc["cluster"]["observed_nodes"],
-                doc["coordination"]["source_health"]["detail"],
-                nodes[i].tail()
-            )
+            let summary = serde_json::from_str::<ClusterDocument>(&clusterz).map_or_else(
+                |_| "no /clusterz document".to_owned(),
+                |doc| {
+                    format!(
+                        "{} observed {} ({})",
+                        doc.cluster.quorum.status, doc.cluster.observed_nodes, doc.coordination.source_health.detail
+                    )
+                },
+            );
+            format!("node-{}: {summary}\n{}", i + 1, nodes[i].tail())
         })
         .collect();
     monitor.join("\n")

@@ -1,5 +1,6 @@
 //! `arlen serve` as a real process on a free loopback port, read as raw bytes.
 
+use arlen_wire::documents::ClusterDocument;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -38,9 +39,9 @@ fn healthz_shows_cluster_headers_with_exact_casing() {
     let root = node.get("/");
     assert_eq!(root.text(), "arlen node node-a (cluster alpha)\n");
     assert!(root.has_exact_header("X-Arlen-Cluster-Status"));
-    let clusterz = node.get("/clusterz").json();
-    assert_eq!(clusterz["cluster"]["worker_pid"], node.pid());
-    assert_eq!(clusterz["coordination"]["membership_source"], "static_config");
+    let clusterz: ClusterDocument = node.get("/clusterz").document();
+    assert_eq!(clusterz.cluster.worker_pid, node.pid());
+    assert_eq!(clusterz.coordination.membership_source, "static_config");
     assert!(node.stderr().contains(&format!("listening on http://127.0.0.1:{}", node.port)), "{}", node.stderr());
 }
 
@@ -76,7 +77,7 @@ fn configuration_files_in_every_format_are_read() {
         let mut node = ArlenProcess::serve(binary(), app.path(), &[]);
         node.wait_live();
         let response = node.get("/clusterz");
-        let name = response.json()["cluster"]["name"].as_str().unwrap().to_owned();
+        let name = response.document::<ClusterDocument>().cluster.name;
         assert_eq!(format!("from{}", file.rsplit('.').next().unwrap()), name);
         assert_eq!(response.header("X-Arlen-Cluster-Expected-Nodes"), Some("2"));
     }

@@ -2,6 +2,7 @@
 //! process, on loopback. Forwarding, headers both ways, streaming, Upgrade,
 //! 502/504, the upstream check in readiness, and the drain.
 
+use arlen_wire::documents::ProbeDocument;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -212,8 +213,8 @@ fn a_dead_upstream_takes_the_node_out_of_rotation_within_a_second_and_liveness_s
     assert!(verbose.contains("[-]upstream failed: upstream http://127.0.0.1"), "{verbose}");
     assert_eq!(node.get("/readyz/upstream").status, 503);
     assert_eq!(node.get("/readyz?exclude=upstream").status, 200, "the Kubernetes grammar applies");
-    let json = node.get("/readyz?format=json").json();
-    assert_eq!(json["checks"]["upstream"]["ok"], false, "{json}");
+    let probe: ProbeDocument = node.get("/readyz?format=json").document();
+    assert_eq!(probe.checks.upstream.map(|upstream| upstream.ok), Some(false), "an upstream check, failing");
     assert_eq!(node.get("/clusterz").json()["upstream"]["ok"], false);
     assert!(node.get("/metrics").text().contains("aln_upstream_up 0"));
 

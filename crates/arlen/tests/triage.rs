@@ -1,6 +1,7 @@
 //! `arlen triage` and the fault endpoint against real gossip clusters, put
 //! into each state through `/_arlen/faults`.
 
+use arlen_wire::documents::ClusterDocument;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -47,7 +48,10 @@ fn start_cluster(cluster: &str, size: usize, expected: usize, extra: &[(&str, &s
         poll_until_explained(
             "convergence",
             Duration::from_secs(15),
-            || (node.get("/clusterz").json()["cluster"]["observed_nodes"] == size).then_some(()),
+            || {
+                (u64::from(node.get("/clusterz").document::<ClusterDocument>().cluster.observed_nodes) == size)
+                    .then_some(())
+            },
             || nodes.iter().map(ArlenProcess::describe).collect(),
         );
     }
@@ -94,11 +98,11 @@ fn the_fault_endpoint_needs_the_flag_and_the_token_and_validates_rules() {
     isolate(node);
     assert_eq!(faults(node, "GET", Some(TOKEN), "").json()["rules"][0]["direction"], "both");
     poll_until("isolated node alone", Duration::from_secs(10), || {
-        (node.get("/clusterz").json()["cluster"]["observed_nodes"] == 1).then_some(())
+        (node.get("/clusterz").document::<ClusterDocument>().cluster.observed_nodes == 1).then_some(())
     });
     assert_eq!(faults(node, "DELETE", Some(TOKEN), "").json()["rules"], serde_json::json!([]));
     poll_until("healed", Duration::from_secs(10), || {
-        (node.get("/clusterz").json()["cluster"]["observed_nodes"] == 2).then_some(())
+        (node.get("/clusterz").document::<ClusterDocument>().cluster.observed_nodes == 2).then_some(())
     });
 
     // A node without fault injection has no such endpoint, token or not.
@@ -123,7 +127,7 @@ fn triage_reports_nominal_then_a_partition_then_an_unreachable_node() {
     assert!(text.contains("findings: none"), "{text}");
 
     isolate(&nodes[2]);
-    let observed = |node: &ArlenProcess| node.get("/clusterz").json()["cluster"]["observed_nodes"].as_u64();
+    let observed = |node: &ArlenProcess| node.cluster_document().map(|doc| u64::from(doc.cluster.observed_nodes));
     poll_until("the partition seen from both sides", Duration::from_secs(10), || {
         (observed(&nodes[0]) == Some(2) && observed(&nodes[1]) == Some(2) && observed(&nodes[2]) == Some(1))
             .then_some(())
@@ -298,10 +302,15 @@ fn maintenance_says_whether_a_node_may_stop_and_triage_turns_it_into_an_exit_sta
     let url = format!("http://127.0.0.1:{}", nodes[0].port);
     let verdict = nodes[0].get("/clusterz?maintenance=true");
     assert_eq!(verdict.status, 200, "{}", verdict.text());
-    let document = verdict.json();
-    assert_eq!(document["maintenance"]["can_stop"], true, "{document}");
-    assert_eq!(document["maintenance"]["remaining_nodes"], 2);
-    assert_eq!(document["cluster"]["quorum"]["status"], "nominal", "the usual document, plus the verdict");
+    let document: ClusterDocument = verdict.document();
+    let maintenance = document.maintenance.expect("the verdict");
+    assert!(maintenance.can_stop, "{maintenance:?}");
+    assert_eq!(maintenance.remaining_nodes, 2);
+    assert_eq!(
+        document.cluster.quorum.status,
+        arlen_wire::states::QuorumStatus::Nominal,
+        "the usual document, plus the verdict"
+    );
     let (code, text) = triage(&url, &["--can-stop", "tm-2"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("tm-2 may stop now: yes — stopping tm-2 leaves 2 nodes; policy majority needs 2"), "{text}");
