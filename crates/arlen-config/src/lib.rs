@@ -11,12 +11,12 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
-pub mod environment;
-pub mod error;
-pub mod files;
-pub mod gossip_keys;
-pub mod registry;
-pub mod value;
+mod environment;
+mod error;
+mod files;
+mod gossip_keys;
+mod registry;
+mod value;
 
 mod loader;
 mod model;
@@ -34,7 +34,7 @@ pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvir
 pub use error::{ConfigError, ConfigErrors, Position};
 use files::FileLayer;
 pub use gossip_keys::GossipKeys;
-pub use registry::{Key, KeySpec, Kind, Reload, KEYS};
+pub use registry::{reference_markdown, Key, KeySpec, Kind, Reload, KEYS};
 
 /// The shortest operations token accepted.
 pub const MIN_OPS_TOKEN_CHARS: usize = 32;

@@ -11,7 +11,7 @@ fn readme_reference_table_matches_the_registry() {
     let readme = std::fs::read_to_string(&path).unwrap();
     let start = readme.find(BEGIN).expect("README has the config-reference begin marker") + BEGIN.len();
     let end = readme[start..].find(END).expect("README has the config-reference end marker") + start;
-    let expected = arlen_config::registry::reference_markdown();
+    let expected = arlen_config::reference_markdown();
     if readme[start..end] != expected && std::env::var_os("UPDATE_README").is_some() {
         std::fs::write(&path, format!("{}{}{}", &readme[..start], expected, &readme[end..])).unwrap();
         return;

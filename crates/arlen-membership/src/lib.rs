@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod etcd;
-pub mod faults;
+mod faults;
 #[cfg(feature = "forge")]
 pub mod forge;
 #[cfg(feature = "fuzzing")]
@@ -21,7 +21,7 @@ mod gossip;
 #[cfg(any(test, feature = "simulation"))]
 pub mod simulation;
 mod source;
-pub mod static_config;
+mod static_config;
 mod supervise;
 mod transport;
 
