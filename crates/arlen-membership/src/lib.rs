@@ -121,7 +121,7 @@ pub async fn start(config: &Config, publisher: SnapshotPublisher) -> Result<Runn
     })
 }
 
-/// The view `static_config` reports (see [`static_config::view`]).
+/// The view `static_config` reports: the configured observed count, and this node.
 pub fn static_view(config: &Config, now: SystemTime) -> MembershipView {
     static_config::view(config, now)
 }
