@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod documents;
+pub mod events;
 pub mod faults;
 pub mod headers;
 pub mod states;

@@ -3,6 +3,8 @@
 //! transition (the snapshot generation as the id), and a reconnect with
 //! `Last-Event-ID` replays what was missed.
 
+use arlen_wire::events::Event;
+use arlen_wire::states::{MemberState, QuorumStatus};
 use std::time::Duration;
 
 use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
@@ -15,7 +17,7 @@ use support::binary;
 struct Sse {
     kind: String,
     id: Option<u64>,
-    data: serde_json::Value,
+    data: Event,
 }
 
 /// Reads events from `response` until `done` holds for the list, or the deadline.
@@ -93,20 +95,23 @@ async fn membership_events_stream_and_resume_with_last_event_id() {
     let mut buffer = String::new();
     let first = read_events(&mut response, &mut buffer, Duration::from_secs(5), |e| !e.is_empty()).await;
     assert_eq!(first[0].kind, "snapshot", "{first:#?}");
-    assert_eq!(first[0].data["status"], "nominal");
-    assert_eq!(first[0].data["members"]["ev-3"], "alive", "{:?}", first[0].data);
+    assert_eq!(first[0].data.status, QuorumStatus::Nominal);
+    let members = first[0].data.members.as_ref().expect("a snapshot lists the members");
+    assert_eq!(members.get("ev-3"), Some(&MemberState::Alive), "{:?}", first[0].data);
     let baseline = first[0].id.expect("the snapshot event has an id");
 
     nodes[2].signal("KILL");
     let events = read_events(&mut response, &mut buffer, Duration::from_secs(10), |e| {
-        e.iter().any(|e| e.kind == "quorum" && e.data["to"] == "degraded")
-            && e.iter().any(|e| e.kind == "readiness" && e.data["to"] == "not_ready")
+        e.iter().any(|e| e.kind == "quorum" && e.data.to.as_deref() == Some("degraded"))
+            && e.iter().any(|e| e.kind == "readiness" && e.data.to.as_deref() == Some("not_ready"))
     })
     .await;
-    let gone =
-        events.iter().find(|e| e.kind == "membership" && e.data["node_id"] == "ev-3").expect("ev-3's transition");
-    assert_eq!(gone.data["from"], "alive", "{events:#?}");
-    assert!(events.iter().all(|e| e.data["generation"].as_u64().unwrap() > baseline), "{events:#?}");
+    let gone = events
+        .iter()
+        .find(|e| e.kind == "membership" && e.data.node_id.as_deref() == Some("ev-3"))
+        .expect("ev-3's transition");
+    assert_eq!(gone.data.from.as_deref(), Some("alive"), "{events:#?}");
+    assert!(events.iter().all(|e| e.data.generation > baseline), "{events:#?}");
     let ids: Vec<u64> = events.iter().filter_map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     drop(response);
@@ -115,11 +120,14 @@ async fn membership_events_stream_and_resume_with_last_event_id() {
     let mut resumed = client.get(&url).header("Last-Event-ID", baseline.to_string()).send().await.unwrap();
     let mut buffer = String::new();
     let replayed = read_events(&mut resumed, &mut buffer, Duration::from_secs(5), |e| {
-        e.iter().any(|e| e.kind == "quorum" && e.data["to"] == "degraded")
+        e.iter().any(|e| e.kind == "quorum" && e.data.to.as_deref() == Some("degraded"))
     })
     .await;
     assert!(replayed.iter().all(|e| e.kind != "snapshot" && e.kind != "resync"), "{replayed:#?}");
-    assert!(replayed.iter().any(|e| e.kind == "membership" && e.data["node_id"] == "ev-3"), "{replayed:#?}");
+    assert!(
+        replayed.iter().any(|e| e.kind == "membership" && e.data.node_id.as_deref() == Some("ev-3")),
+        "{replayed:#?}"
+    );
 
     let bad = client.get(&url).header("Last-Event-ID", "yesterday").send().await.unwrap();
     assert_eq!(bad.status(), 400);

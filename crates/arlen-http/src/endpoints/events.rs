@@ -23,7 +23,6 @@ use axum::body::Bytes;
 use axum::response::Response;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
-use serde::Serialize;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
 use super::{plain, timestamp_utc};
@@ -35,35 +34,7 @@ pub const HISTORY: usize = 256;
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// One transition, as sent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Event {
-    /// `membership`, `quorum`, `readiness`, `accusation`, `snapshot` or `resync`.
-    pub kind: &'static str,
-    pub generation: u64,
-    pub at_utc: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    pub status: &'static str,
-    pub observed_nodes: u32,
-    pub expected_nodes: u32,
-    pub ready: bool,
-    pub draining: bool,
-    /// Only in `accusation`: who accused whom, on what evidence, in a sentence
-    /// (`node_id` is the accused, `from` the accuser, `to` the verdict).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub explanation: Option<String>,
-    /// Only in `snapshot` and `resync`: every member and its state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub members: Option<BTreeMap<String, &'static str>>,
-    /// Set on the last event of its generation: the SSE `id`.
-    #[serde(skip)]
-    last_of_generation: bool,
-}
+pub use arlen_wire::events::{Event, EventKind};
 
 #[derive(Debug, Clone)]
 enum Message {
@@ -81,10 +52,10 @@ pub(crate) struct Events {
 }
 
 /// The state an event reports, per snapshot.
-fn state_of(snapshot: &Snapshot, now: Duration) -> (BTreeMap<String, &'static str>, bool) {
+fn state_of(snapshot: &Snapshot, now: Duration) -> (BTreeMap<String, MemberState>, bool) {
     let mut members = BTreeMap::new();
     for member in &snapshot.membership.members {
-        let state = member.state.as_str();
+        let state = member.state;
         // Of several generations of one node, the live one speaks.
         let entry = members.entry(member.node_id.clone()).or_insert(state);
         if member.state == MemberState::Alive {
@@ -94,7 +65,7 @@ fn state_of(snapshot: &Snapshot, now: Duration) -> (BTreeMap<String, &'static st
     (members, snapshot.readiness_at(now).ready)
 }
 
-fn event(kind: &'static str, snapshot: &Snapshot, ready: bool) -> Event {
+fn event(kind: EventKind, snapshot: &Snapshot, ready: bool) -> Event {
     Event {
         kind,
         generation: snapshot.generation,
@@ -102,7 +73,7 @@ fn event(kind: &'static str, snapshot: &Snapshot, ready: bool) -> Event {
         node_id: None,
         from: None,
         to: None,
-        status: snapshot.quorum.status.as_str(),
+        status: snapshot.quorum.status,
         observed_nodes: snapshot.quorum.observed_nodes,
         expected_nodes: snapshot.quorum.expected_nodes,
         ready,
@@ -124,9 +95,9 @@ fn transitions(before: &Snapshot, after: &Snapshot, now: Duration) -> Vec<Event>
         if from != to {
             events.push(Event {
                 node_id: Some(id.clone()),
-                from: from.map(|s| (*s).to_owned()),
-                to: Some(to.map_or("forgotten", |s| s).to_owned()),
-                ..event("membership", after, ready)
+                from: from.map(|s| s.as_str().to_owned()),
+                to: Some(to.map_or("forgotten", |s| s.as_str()).to_owned()),
+                ..event(EventKind::Membership, after, ready)
             });
         }
     }
@@ -137,19 +108,23 @@ fn transitions(before: &Snapshot, after: &Snapshot, now: Duration) -> Vec<Event>
             from: Some(accusation.accuser.clone()),
             to: Some(accusation.verdict.as_str().to_owned()),
             explanation: Some(accusation.explain().to_owned()),
-            ..event("accusation", after, ready)
+            ..event(EventKind::Accusation, after, ready)
         });
     }
     if before.quorum.status != after.quorum.status || before.quorum.observed_nodes != after.quorum.observed_nodes {
         events.push(Event {
             from: Some(before.quorum.status.as_str().to_owned()),
             to: Some(after.quorum.status.as_str().to_owned()),
-            ..event("quorum", after, ready)
+            ..event(EventKind::Quorum, after, ready)
         });
     }
     if was_ready != ready || before.lifecycle.draining != after.lifecycle.draining {
         let word = |ready: bool| if ready { "ready" } else { "not_ready" }.to_owned();
-        events.push(Event { from: Some(word(was_ready)), to: Some(word(ready)), ..event("readiness", after, ready) });
+        events.push(Event {
+            from: Some(word(was_ready)),
+            to: Some(word(ready)),
+            ..event(EventKind::Readiness, after, ready)
+        });
     }
     let count = events.len();
     for (i, event) in events.iter_mut().enumerate() {
@@ -217,7 +192,7 @@ impl Events {
         let receiver = self.sender.subscribe();
         let (members, ready) = state_of(snapshot, now);
         let first: Vec<Event> = match last_seen {
-            None => vec![Event { members: Some(members), ..event("snapshot", snapshot, ready) }],
+            None => vec![Event { members: Some(members), ..event(EventKind::Snapshot, snapshot, ready) }],
             Some(id) => {
                 let history = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let covered =
@@ -225,7 +200,7 @@ impl Events {
                 if covered {
                     history.iter().filter(|e| e.generation > id).cloned().collect()
                 } else {
-                    vec![Event { members: Some(members), ..event("resync", snapshot, ready) }]
+                    vec![Event { members: Some(members), ..event(EventKind::Resync, snapshot, ready) }]
                 }
             }
         };
@@ -265,7 +240,7 @@ struct Stream {
 fn encode(event: &Event) -> Bytes {
     let data = serde_json::to_string(event).expect("events always serialise");
     let id = if event.last_of_generation { format!("id: {}\n", event.generation) } else { String::new() };
-    Bytes::from(format!("event: {}\n{id}data: {data}\n\n", event.kind))
+    Bytes::from(format!("event: {}\n{id}data: {data}\n\n", event.kind.as_str()))
 }
 
 async fn next_chunk(mut stream: Stream) -> Option<(Result<Bytes, std::convert::Infallible>, Stream)> {
@@ -293,7 +268,7 @@ async fn next_chunk(mut stream: Stream) -> Option<(Result<Bytes, std::convert::I
                 // Too slow for the channel: the current state, then on.
                 let snapshot = stream.reader.current();
                 let (members, ready) = state_of(&snapshot, stream.reader.now().monotonic);
-                let resync = Event { members: Some(members), ..event("resync", &snapshot, ready) };
+                let resync = Event { members: Some(members), ..event(EventKind::Resync, &snapshot, ready) };
                 Some((Ok(encode(&resync)), stream))
             }
         }

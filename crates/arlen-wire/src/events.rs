@@ -1,0 +1,70 @@
+//! `/clusterz/events`: what one event says, as the node sends it and a
+//! client reads it back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::states::{MemberState, QuorumStatus};
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The first event of a stream: the state now, every member included.
+    Snapshot,
+    /// A member's state changed (`node_id`, `from`, `to`).
+    Membership,
+    /// The cluster's status or count changed.
+    Quorum,
+    /// This node's readiness or draining changed.
+    Readiness,
+    /// This node suspected, declared down or was refuted about a member.
+    Accusation,
+    /// The history no longer reaches back to `Last-Event-ID`: the state now.
+    Resync,
+}
+
+impl EventKind {
+    /// The SSE `event:` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Snapshot => "snapshot",
+            EventKind::Membership => "membership",
+            EventKind::Quorum => "quorum",
+            EventKind::Readiness => "readiness",
+            EventKind::Accusation => "accusation",
+            EventKind::Resync => "resync",
+        }
+    }
+}
+
+/// One transition, as sent (the `data:` of an event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub generation: u64,
+    pub at_utc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub status: QuorumStatus,
+    pub observed_nodes: u32,
+    pub expected_nodes: u32,
+    pub ready: bool,
+    pub draining: bool,
+    /// Only in `accusation`: who accused whom, on what evidence, in a sentence
+    /// (`node_id` is the accused, `from` the accuser, `to` the verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// Only in `snapshot` and `resync`: every member and its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<BTreeMap<String, MemberState>>,
+    /// Set on the last event of its generation, which carries the SSE `id`
+    /// (not part of the data).
+    #[serde(skip)]
+    pub last_of_generation: bool,
+}
