@@ -307,10 +307,11 @@ fn name(report: &NodeReport) -> String {
 }
 
 /// The triage verdict, worst first when ordered: also the exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every node reachable, nominal, and agreeing (exit 0).
+    #[default]
     Nominal = 0,
     /// Some node reports degraded or draining (exit 1).
     Degraded = 1,
@@ -338,12 +339,41 @@ impl Verdict {
 
 /// Findings and the verdict, from what was collected. Pure.
 pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
-    let mut findings = Vec::new();
-    let mut code = Verdict::Nominal;
-    let mut raise = |code_now: Verdict, findings: &mut Vec<Finding>, kind: &'static str, message: String| {
-        code = code.max(code_now);
-        findings.push(Finding { kind, message });
-    };
+    let mut found = Found::default();
+    unreachable_nodes(reports, &mut found);
+    let reachable: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable).collect();
+    for r in &reachable {
+        node_state(r, &mut found);
+        header_samples(r, &mut found);
+    }
+    restricted_details(&reachable, &mut found);
+    mixed_versions(&reachable, &mut found);
+    disagreement(&reachable, &mut found);
+    (found.findings, found.verdict)
+}
+
+/// The findings so far and the verdict they add up to.
+#[derive(Default)]
+struct Found {
+    findings: Vec<Finding>,
+    verdict: Verdict,
+}
+
+impl Found {
+    /// A finding that sets the verdict to at least `verdict`.
+    fn raise(&mut self, verdict: Verdict, kind: &'static str, message: String) {
+        self.verdict = self.verdict.max(verdict);
+        self.findings.push(Finding { kind, message });
+    }
+
+    /// A finding that changes no verdict.
+    fn note(&mut self, kind: &'static str, message: String) {
+        self.findings.push(Finding { kind, message });
+    }
+}
+
+/// Nodes that did not answer, named by their peers when they can be.
+fn unreachable_nodes(reports: &[NodeReport], found: &mut Found) {
     for r in reports.iter().filter(|r| !r.reachable) {
         let views = r.node_id.as_deref().map(|id| peer_views(reports, id)).unwrap_or_default();
         let who = match &r.node_id {
@@ -352,83 +382,88 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
         };
         let peers =
             if views.is_empty() { String::new() } else { format!("; its peers see it: {}", describe_views(&views)) };
-        raise(
+        found.raise(
             Verdict::Unreachable,
-            &mut findings,
             "unreachable",
             format!("{who} did not answer: {}{peers}", r.error.as_deref().unwrap_or("no answer")),
         );
     }
-    let reachable: Vec<&NodeReport> = reports.iter().filter(|r| r.reachable).collect();
-    for r in &reachable {
-        let counts = format!("{} of {} expected observed", r.observed.unwrap_or(0), r.expected.unwrap_or(0));
-        match r.status {
-            Some(QuorumStatus::Partitioned) => raise(
-                Verdict::Partitioned,
-                &mut findings,
-                "partitioned",
-                format!("{} reports partitioned: it observes no node ({counts})", name(r)),
-            ),
-            Some(QuorumStatus::Degraded) => {
-                raise(Verdict::Degraded, &mut findings, "degraded", format!("{} reports degraded: {counts}", name(r)))
-            }
-            _ => {}
+}
+
+/// What one node says of itself: partitioned, degraded, out of rotation, draining.
+fn node_state(r: &NodeReport, found: &mut Found) {
+    let counts = format!("{} of {} expected observed", r.observed.unwrap_or(0), r.expected.unwrap_or(0));
+    match r.status {
+        Some(QuorumStatus::Partitioned) => found.raise(
+            Verdict::Partitioned,
+            "partitioned",
+            format!("{} reports partitioned: it observes no node ({counts})", name(r)),
+        ),
+        Some(QuorumStatus::Degraded) => {
+            found.raise(Verdict::Degraded, "degraded", format!("{} reports degraded: {counts}", name(r)))
         }
-        if r.quorum_required == Some(true) && r.ready == Some(false) && r.status != Some(QuorumStatus::Nominal) {
-            raise(Verdict::Degraded,
-                &mut findings,
-                "quorum_unmet",
+        Some(QuorumStatus::Nominal | QuorumStatus::SingleNode) | None => {}
+    }
+    if r.quorum_required == Some(true) && r.ready == Some(false) && r.status != Some(QuorumStatus::Nominal) {
+        found.raise(
+            Verdict::Degraded,
+            "quorum_unmet",
+            format!(
+                "{} requires quorum for readiness and does not have it (policy {}, {counts}): /readyz is 503, it is out of rotation",
+                name(r),
+                r.policy.as_deref().unwrap_or("all")
+            ),
+        );
+    }
+    if r.draining == Some(true) {
+        found.raise(Verdict::Degraded, "draining", format!("{} is draining (shutting down, out of rotation)", name(r)));
+    }
+}
+
+/// Sampled response headers that contradict the node's own `/clusterz`.
+fn header_samples(r: &NodeReport, found: &mut Found) {
+    for sample in &r.samples {
+        let contradicts = sample.status.is_some() && sample.status != r.status && sample.status != r.status_after;
+        let wrong_node = sample.node.is_some() && sample.node != r.node_id;
+        if contradicts || wrong_node {
+            found.raise(
+                Verdict::Partitioned,
+                "header_contradiction",
                 format!(
-                    "{} requires quorum for readiness and does not have it (policy {}, {counts}): /readyz is 503, it is out of rotation",
+                    "{}: sampled response headers say node {} status {} ({}/{}), but /clusterz says node {} status {}",
+                    r.url,
+                    sample.node.as_deref().unwrap_or("?"),
+                    sample.status.map_or("?", QuorumStatus::as_str),
+                    sample.observed.map_or("?".into(), |v| v.to_string()),
+                    sample.expected.map_or("?".into(), |v| v.to_string()),
                     name(r),
-                    r.policy.as_deref().unwrap_or("all")
+                    r.status.map_or("?", QuorumStatus::as_str)
                 ),
             );
-        }
-        if r.draining == Some(true) {
-            raise(
-                Verdict::Degraded,
-                &mut findings,
-                "draining",
-                format!("{} is draining (shutting down, out of rotation)", name(r)),
-            );
-        }
-        for sample in &r.samples {
-            let contradicts = sample.status.is_some() && sample.status != r.status && sample.status != r.status_after;
-            let wrong_node = sample.node.is_some() && sample.node != r.node_id;
-            if contradicts || wrong_node {
-                raise(Verdict::Partitioned,
-                    &mut findings,
-                    "header_contradiction",
-                    format!(
-                        "{}: sampled response headers say node {} status {} ({}/{}), but /clusterz says node {} status {}",
-                        r.url,
-                        sample.node.as_deref().unwrap_or("?"),
-                        sample.status.map_or("?", QuorumStatus::as_str),
-                        sample.observed.map_or("?".into(), |v| v.to_string()),
-                        sample.expected.map_or("?".into(), |v| v.to_string()),
-                        name(r),
-                        r.status.map_or("?", QuorumStatus::as_str)
-                    ),
-                );
-                break;
-            }
+            return;
         }
     }
+}
+
+/// Nodes that withheld member details, so discovery stopped at them.
+fn restricted_details(reachable: &[&NodeReport], found: &mut Found) {
     let restricted: Vec<String> = reachable.iter().filter(|r| r.details_restricted).map(|r| name(r)).collect();
     if !restricted.is_empty() {
-        findings.push(Finding {
-            kind: "details_restricted",
-            message: format!(
+        found.note(
+            "details_restricted",
+            format!(
                 "{} withheld member details (observability.detailsAccess = restricted), so their members' URLs cannot be followed: set ARLEN_DETAILS_TOKEN to the details token, point triage at the admin listeners, or name every node",
                 restricted.join(", ")
             ),
-        });
+        );
     }
-    // Mixed versions: normal in the middle of a rolling upgrade, worth
-    // knowing about when the upgrade should be over.
+}
+
+/// Mixed versions: normal in the middle of a rolling upgrade, worth knowing
+/// about when the upgrade should be over.
+fn mixed_versions(reachable: &[&NodeReport], found: &mut Found) {
     let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &reachable {
+    for r in reachable {
         for m in r.members.iter().filter(|m| m.state.is_up()) {
             let version = m.software.clone().unwrap_or_else(|| "an unversioned release".to_owned());
             versions.entry(version).or_default().insert(m.node_id.clone());
@@ -439,15 +474,18 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
             .iter()
             .map(|(version, who)| format!("{version}: {}", who.iter().cloned().collect::<Vec<_>>().join(", ")))
             .collect();
-        findings.push(Finding {
-            kind: "mixed_versions",
-            message: format!(
+        found.note(
+            "mixed_versions",
+            format!(
                 "members run different software versions (expected during a rolling upgrade, not after): {}",
                 described.join("; ")
             ),
-        });
+        );
     }
-    // Who sees whom: differing views of membership are a likely partition.
+}
+
+/// Who sees whom: differing views of membership are a likely partition.
+fn disagreement(reachable: &[&NodeReport], found: &mut Found) {
     let mut views: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
     for r in reachable.iter().filter(|r| r.source.as_deref() != Some("static_config")) {
         views.entry(r.sees.clone()).or_default().push(name(r));
@@ -466,14 +504,12 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
         });
         let sides: Vec<String> = views.values().map(|who| format!("{{{}}}", who.join(", "))).collect();
         let named = if split { format!("; partition: {}", sides.join(" | ")) } else { String::new() };
-        raise(
+        found.raise(
             Verdict::Partitioned,
-            &mut findings,
             "disagreement",
             format!("nodes disagree about membership, a likely partition: {}{named}", described.join("; ")),
         );
     }
-    (findings, code)
 }
 
 pub fn render(reports: &[NodeReport], findings: &[Finding], verdict: Verdict) -> String {
