@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arlen_cluster::{Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
 use arlen_config::Config;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, LeaseKeeper, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +262,20 @@ impl crate::Source for EtcdSource {
     }
 }
 
+/// What a session follows once registered.
+struct Following {
+    client: Client,
+    lease: i64,
+    keeper: LeaseKeeper,
+    keepalive: LeaseKeepAliveStream,
+    watch: WatchStream,
+}
+
+/// A session that ended on an etcd error.
+fn session_failed(what: &str, error: etcd_client::Error) -> SessionEnd {
+    SessionEnd::Failed(format!("{what}: {error}"))
+}
+
 /// Who is listed in which state: what a membership change changes.
 type MembershipSignature = Vec<(String, u64, MemberState)>;
 
@@ -427,85 +441,130 @@ impl<'p> Runner<'p> {
         }
     }
 
+    /// One session with etcd, in its phases: connect, hold a lease, register,
+    /// list and watch the members, then follow until something fails or the
+    /// node leaves.
     async fn session(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
         first: &mut Option<oneshot::Sender<FirstOutcome>>,
     ) -> SessionEnd {
-        let failed = |what: &str, error: etcd_client::Error| SessionEnd::Failed(format!("{what}: {error}"));
+        let mut client = match self.connect().await {
+            Ok(client) => client,
+            Err(end) => return end,
+        };
+        let (lease, mut keeper, keepalive) = match self.hold_lease(&mut client).await {
+            Ok(held) => held,
+            Err(end) => return end,
+        };
+        if let Err(end) = self.register_first(&mut client, lease, &mut keeper, first).await {
+            return end;
+        }
+        let watch = match self.list_and_watch(&mut client).await {
+            Ok(watch) => watch,
+            Err(end) => return end,
+        };
+        self.follow(Following { client, lease, keeper, keepalive, watch }, commands).await
+    }
+
+    async fn connect(&mut self) -> Result<Client, SessionEnd> {
         if self.client.is_none() {
             let endpoint = self.settings.endpoints[self.endpoint % self.settings.endpoints.len()].clone();
             let options = self.connect_options(&endpoint);
-            match Client::connect([endpoint], Some(options)).await {
-                Ok(client) => self.client = Some(client),
-                Err(error) => return failed("cannot connect to etcd", error),
-            }
+            let client = Client::connect([endpoint], Some(options))
+                .await
+                .map_err(|error| session_failed("cannot connect to etcd", error))?;
+            self.client = Some(client);
         }
-        let mut client = self.client.clone().expect("connected above");
-        let ttl_seconds = i64::try_from(self.settings.lease_ttl.as_secs()).unwrap_or(3);
+        self.client.clone().ok_or_else(|| SessionEnd::Failed("no etcd client".to_owned()))
+    }
 
-        // Keep our lease if etcd still has it (it survives an etcd restart).
+    /// The lease this node registers under: kept if etcd still has it (it
+    /// survives an etcd restart), else a new one; and its keep-alive.
+    async fn hold_lease(
+        &mut self,
+        client: &mut Client,
+    ) -> Result<(i64, LeaseKeeper, LeaseKeepAliveStream), SessionEnd> {
+        let ttl_seconds = i64::try_from(self.settings.lease_ttl.as_secs()).unwrap_or(3);
         if let Some(lease) = self.lease {
             match client.lease_time_to_live(lease, None).await {
                 Ok(answer) if answer.ttl() > 0 => {}
                 Ok(_) => self.lease = None,
-                Err(error) => return failed("cannot check the lease", error),
+                Err(error) => return Err(session_failed("cannot check the lease", error)),
             }
         }
         let lease = match self.lease {
             Some(lease) => lease,
-            None => match client.lease_grant(ttl_seconds, None).await {
-                Ok(granted) => {
-                    self.lease = Some(granted.id());
-                    granted.id()
-                }
-                Err(error) => return failed("cannot obtain a lease", error),
-            },
-        };
-        let (mut keeper, mut keepalive) = match client.lease_keep_alive(lease).await {
-            Ok(pair) => pair,
-            Err(error) => return failed("cannot keep the lease alive", error),
-        };
-        self.last_contact = Some(Instant::now());
-
-        match self.register(&mut client, lease, &mut keeper).await {
-            Ok(true) => {
-                self.registered = true;
-                if let Some(first) = first.take() {
-                    let _ = first.send(FirstOutcome::Registered);
-                }
+            None => {
+                let granted = client
+                    .lease_grant(ttl_seconds, None)
+                    .await
+                    .map_err(|error| session_failed("cannot obtain a lease", error))?;
+                self.lease = Some(granted.id());
+                granted.id()
             }
-            Ok(false) => {}
-            Err(end) => return end,
+        };
+        let (keeper, keepalive) = client
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|error| session_failed("cannot keep the lease alive", error))?;
+        self.last_contact = Some(Instant::now());
+        Ok((lease, keeper, keepalive))
+    }
+
+    /// Registers, and tells start-up how the first attempt went (a duplicate
+    /// node id ends the session).
+    async fn register_first(
+        &mut self,
+        client: &mut Client,
+        lease: i64,
+        keeper: &mut LeaseKeeper,
+        first: &mut Option<oneshot::Sender<FirstOutcome>>,
+    ) -> Result<(), SessionEnd> {
+        if self.register(client, lease, keeper).await? {
+            self.registered = true;
+            if let Some(first) = first.take() {
+                let _ = first.send(FirstOutcome::Registered);
+            }
         }
         if let (Some(problem), Some(first)) = (&self.problem, first.take()) {
             let _ = first.send(FirstOutcome::Duplicate(problem.clone()));
-            return SessionEnd::Left;
+            return Err(SessionEnd::Left);
         }
+        Ok(())
+    }
 
-        let listing = match client.get(self.settings.prefix.clone(), Some(GetOptions::new().with_prefix())).await {
-            Ok(listing) => listing,
-            Err(error) => return failed("cannot read the members", error),
-        };
+    /// Lists the members and watches for changes from the listing's revision on.
+    async fn list_and_watch(&mut self, client: &mut Client) -> Result<WatchStream, SessionEnd> {
+        let listing = client
+            .get(self.settings.prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|error| session_failed("cannot read the members", error))?;
         let revision = listing.header().map_or(0, |h| h.revision());
         self.replace_members(listing.kvs());
         let watch_options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut watch = match client.watch(self.settings.prefix.clone(), Some(watch_options)).await {
-            Ok(watch) => watch,
-            Err(error) => return failed("cannot watch the members", error),
-        };
+        let watch = client
+            .watch(self.settings.prefix.clone(), Some(watch_options))
+            .await
+            .map_err(|error| session_failed("cannot watch the members", error))?;
         if self.registered {
             self.problem = None;
         }
         self.publish();
+        Ok(watch)
+    }
 
+    /// Keeps the lease, follows the watch and answers commands until
+    /// something fails or the node leaves.
+    async fn follow(&mut self, session: Following, commands: &mut mpsc::Receiver<Command>) -> SessionEnd {
+        let Following { mut client, lease, mut keeper, mut keepalive, mut watch } = session;
         let mut renew = tokio::time::interval(self.settings.lease_ttl / 3);
         let mut check = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 _ = renew.tick() => {
                     if let Err(error) = keeper.keep_alive().await {
-                        return failed("keep-alive failed", error);
+                        return session_failed("keep-alive failed", error);
                     }
                 }
                 answer = keepalive.message() => match answer {
@@ -516,7 +575,7 @@ impl<'p> Runner<'p> {
                         return SessionEnd::Failed("the lease expired in etcd".to_owned());
                     }
                     Ok(None) => return SessionEnd::Failed("keep-alive stream closed".to_owned()),
-                    Err(error) => return failed("keep-alive stream failed", error),
+                    Err(error) => return session_failed("keep-alive stream failed", error),
                 },
                 event = watch.message() => match event {
                     Ok(Some(response)) => {
@@ -536,7 +595,7 @@ impl<'p> Runner<'p> {
                         self.publish();
                     }
                     Ok(None) => return SessionEnd::Failed("watch stream closed".to_owned()),
-                    Err(error) => return failed("watch failed", error),
+                    Err(error) => return session_failed("watch failed", error),
                 },
                 _ = check.tick() => self.publish(),
                 command = commands.recv() => match command {
