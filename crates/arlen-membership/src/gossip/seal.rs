@@ -220,8 +220,9 @@ fn read_marker(bytes: &[u8]) -> Option<u8> {
 
 /// The extension block: this node's software version (cut to the bound).
 pub(crate) fn extension(software: &str) -> Vec<u8> {
-    let mut value = software.as_bytes();
-    value = &value[..value.len().min(MAX_SOFTWARE_BYTES)];
+    // Cut at a character boundary: a peer refuses a block that is not UTF-8.
+    let cut = (0..=software.len().min(MAX_SOFTWARE_BYTES)).rev().find(|i| software.is_char_boundary(*i)).unwrap_or(0);
+    let value = &software.as_bytes()[..cut];
     let mut ext = vec![EXT_SOFTWARE, u8::try_from(value.len()).unwrap_or(u8::MAX)];
     ext.extend_from_slice(value);
     ext
@@ -729,6 +730,10 @@ mod tests {
         later.extend_from_slice(&[0x42, 2, 0xff, 0xff]);
         let opened = sealed.open(&sealed.seal_for(b"p", NOW, 2, &later), NOW).unwrap();
         assert_eq!(opened.advert.software.as_deref(), Some("1.2.3+abc"));
+        // A version too long is cut at a character, never in one, so peers still read it.
+        let long = format!("a{}", "é".repeat(MAX_SOFTWARE_BYTES));
+        let opened = sealed.open(&sealed.seal_for(b"p", NOW, 2, &extension(&long)), NOW).unwrap();
+        assert_eq!(opened.advert.software.map(|s| s.len()), Some(MAX_SOFTWARE_BYTES - 1));
         assert_eq!(sealed.open(&sealed.seal_for(b"p", NOW, 2, &[1, 9, b'x']), NOW), Err(Rejection::Malformed));
     }
 
