@@ -296,24 +296,13 @@ impl Running {
         config: &Config,
         second_signal: impl Future<Output = &'static str>,
     ) -> Result<(), NodeError> {
-        let Running {
-            runtime,
-            membership,
-            server,
-            stop,
-            admin_server,
-            admin_stop,
-            upstream_check,
-            notifier,
-            notifications,
-        } = self;
-        notifier.stopping();
-        drain(signal, config, &runtime, &membership, second_signal).await;
-        let _ = stop.send(());
+        self.notifier.stopping();
+        drain(signal, config, &self.runtime, &self.membership, second_signal).await;
+        let _ = self.stop.send(());
         // The admin listener answers probes until the service port has finished.
-        let served = server.await;
-        let _ = admin_stop.send(());
-        let admin_served = match admin_server {
+        let served = self.server.await;
+        let _ = self.admin_stop.send(());
+        let admin_served = match self.admin_server {
             Some(admin) => admin.await,
             None => Ok(Ok(())),
         };
@@ -322,11 +311,11 @@ impl Running {
                 return Err(server_failure(served));
             }
         }
-        membership.leave().await;
-        if let Some(check) = upstream_check {
+        self.membership.leave().await;
+        if let Some(check) = self.upstream_check {
             check.abort();
         }
-        notifications.abort();
+        self.notifications.abort();
         tracing::info!("stopped");
         Ok(())
     }
