@@ -269,7 +269,7 @@ fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
     );
     registry.register("aln_cluster_quorum_met", "1 when quorum is met", gauge(i64::from(quorum.met)));
     let status = Family::<StatusNameLabels, Gauge>::default();
-    for candidate in QuorumStatus::ALL {
+    for &candidate in QuorumStatus::ALL {
         status
             .get_or_create(&StatusNameLabels { status: candidate.as_str() })
             .set(i64::from(candidate == quorum.status));
@@ -295,7 +295,7 @@ fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
         generation,
     );
     let members = Family::<StateLabels, Gauge>::default();
-    for state in MemberState::ALL {
+    for &state in MemberState::ALL {
         let count = snapshot.membership.members.iter().filter(|m| m.state == state).count();
         members.get_or_create(&StateLabels { state: state.as_str() }).set(i64::try_from(count).unwrap_or(i64::MAX));
     }

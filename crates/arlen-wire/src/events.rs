@@ -7,37 +7,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::states::{MemberState, QuorumStatus};
 
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// The first event of a stream: the state now, every member included.
-    Snapshot,
-    /// A member's state changed (`node_id`, `from`, `to`).
-    Membership,
-    /// The cluster's status or count changed.
-    Quorum,
-    /// This node's readiness or draining changed.
-    Readiness,
-    /// This node suspected, declared down or was refuted about a member.
-    Accusation,
-    /// The history no longer reaches back to `Last-Event-ID`: the state now.
-    Resync,
-}
-
-impl EventKind {
-    /// The SSE `event:` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Snapshot => "snapshot",
-            EventKind::Membership => "membership",
-            EventKind::Quorum => "quorum",
-            EventKind::Readiness => "readiness",
-            EventKind::Accusation => "accusation",
-            EventKind::Resync => "resync",
-        }
+crate::states::wire_words!(
+    /// What changed.
+    EventKind ("event kind") {
+        /// The first event of a stream: the state now, every member included.
+        Snapshot => "snapshot",
+        /// A member's state changed (`node_id`, `from`, `to`).
+        Membership => "membership",
+        /// The cluster's status or count changed.
+        Quorum => "quorum",
+        /// This node's readiness or draining changed.
+        Readiness => "readiness",
+        /// This node suspected, declared down or was refuted about a member.
+        Accusation => "accusation",
+        /// The history no longer reaches back to `Last-Event-ID`: the state now.
+        Resync => "resync",
     }
-}
+);
 
 /// One transition, as sent (the `data:` of an event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,82 +2,71 @@
 //! documents and headers carry them (`alive`, `degraded`, ...): typed, so
 //! that tools compare values rather than strings.
 
-use serde::{Deserialize, Serialize};
-
-/// The cluster's status as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QuorumStatus {
-    SingleNode,
-    Partitioned,
-    Degraded,
-    Nominal,
-}
-
-impl QuorumStatus {
-    pub const ALL: [QuorumStatus; 4] =
-        [QuorumStatus::SingleNode, QuorumStatus::Partitioned, QuorumStatus::Degraded, QuorumStatus::Nominal];
-
-    /// The wire name (`single_node`, `partitioned`, `degraded`, `nominal`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuorumStatus::SingleNode => "single_node",
-            QuorumStatus::Partitioned => "partitioned",
-            QuorumStatus::Degraded => "degraded",
-            QuorumStatus::Nominal => "nominal",
+/// An enum of wire words: the type, `ALL` (every value, in order), `as_str`,
+/// `Display`, and `FromStr` whose error names the words it takes.
+macro_rules! wire_words {
+    ($(#[$meta:meta])* $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
         }
-    }
-}
 
-impl std::fmt::Display for QuorumStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-impl std::str::FromStr for QuorumStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        QuorumStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?} (expected single_node, partitioned, degraded or nominal)"))
-    }
-}
-
-/// A member's state as its membership source sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberState {
-    Alive,
-    Suspect,
-    /// Announced that it is shutting down; still answering, not counted.
-    Draining,
-    Dead,
-    Left,
-}
-
-impl MemberState {
-    pub const ALL: [MemberState; 5] =
-        [MemberState::Alive, MemberState::Suspect, MemberState::Draining, MemberState::Dead, MemberState::Left];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Alive => "alive",
-            MemberState::Suspect => "suspect",
-            MemberState::Draining => "draining",
-            MemberState::Dead => "dead",
-            MemberState::Left => "left",
+            /// The wire word.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
         }
-    }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL.iter().copied().find(|value| value.as_str() == s).ok_or_else(|| {
+                    let words: Vec<&str> = $name::ALL.iter().map(|value| value.as_str()).collect();
+                    format!("unknown {} {s:?} (expected one of {})", $what, words.join(", "))
+                })
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for MemberState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+pub(crate) use wire_words;
+
+wire_words!(
+    /// The cluster's status as this node sees it.
+    QuorumStatus ("status") {
+        SingleNode => "single_node",
+        Partitioned => "partitioned",
+        Degraded => "degraded",
+        Nominal => "nominal",
     }
-}
+);
+
+wire_words!(
+    /// A member's state as its membership source sees it.
+    MemberState ("member state") {
+        Alive => "alive",
+        Suspect => "suspect",
+        /// Announced that it is shutting down; still answering, not counted.
+        Draining => "draining",
+        Dead => "dead",
+        Left => "left",
+    }
+);
 
 impl MemberState {
     /// Counted towards quorum, or on its way out but still answering.
@@ -86,13 +75,21 @@ impl MemberState {
     }
 }
 
-impl std::str::FromStr for MemberState {
-    type Err = String;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MemberState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| format!("unknown member state {s:?} (expected alive, suspect, draining, dead or left)"))
+    /// Serde's word is the wire word, and every word reads back as its value.
+    #[test]
+    fn words_round_trip() {
+        for status in QuorumStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(status.as_str().parse::<QuorumStatus>(), Ok(*status));
+        }
+        for state in MemberState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+            assert_eq!(state.as_str().parse::<MemberState>(), Ok(*state));
+        }
+        assert!("green".parse::<QuorumStatus>().unwrap_err().contains("expected one of single_node"));
     }
 }
