@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess, PythonUpstream};
 
 mod support;
-use support::binary;
+use support::{binary, read_until_closed};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -74,23 +74,6 @@ fn open_with(address: SocketAddr, bytes: &[u8]) -> TcpStream {
     stream
 }
 
-/// Whether the server closed the connection (EOF or reset) within `wait`,
-/// reading and discarding whatever it sent meanwhile.
-fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
-    let until = Instant::now() + wait;
-    let mut buf = [0u8; 16 * 1024];
-    while Instant::now() < until {
-        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
 fn status_of(address: SocketAddr, target: &str) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -115,7 +98,7 @@ fn http2_connections_that_send_only_a_preface_or_stay_idle_are_closed_on_http1s_
     for (kind, streams) in [("preface only", &mut preface_only), ("idle after a request", &mut idle)] {
         for (index, stream) in streams.iter_mut().enumerate() {
             assert!(
-                closed_within(stream, Duration::from_secs(10).saturating_sub(started.elapsed())),
+                read_until_closed(stream, Duration::from_secs(10).saturating_sub(started.elapsed())).is_some(),
                 "HTTP/2 connection {index} ({kind}) still open {:?} after it was opened (connection timeout 2 s)",
                 started.elapsed()
             );
@@ -222,12 +205,7 @@ fn sidecar_under_limit(upstream: &str, nofile: Option<u32>, extra: &[(&str, &str
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    support::memory_kib(pid, "VmRSS")
 }
 
 #[test]
@@ -270,26 +248,10 @@ fn slow_readers_are_cut_at_the_write_deadline_and_cannot_pin_the_sidecar() {
     );
     // Each ends: what the socket buffers held, then the end.
     for (index, reader) in readers.iter_mut().enumerate() {
-        let mut total = 0usize;
-        let mut buf = vec![0u8; 1 << 20];
-        let until = started + Duration::from_secs(30);
-        let cut = loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => total += n,
-                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                }
-                Err(_) => break true,
-            }
-            if Instant::now() > until {
-                break false;
-            }
-        };
-        assert!(
-            cut,
-            "slow reader {index} still connected after {:?} ({total} bytes read; cut seen after {cut_after:?})",
-            started.elapsed()
-        );
+        let read = read_until_closed(reader, Duration::from_secs(30).saturating_sub(started.elapsed()));
+        let total = read.unwrap_or_else(|| {
+            panic!("slow reader {index} still connected after {:?} (cut seen after {cut_after:?})", started.elapsed())
+        });
         assert!(total < 50_000_000, "slow reader {index} got the whole body");
     }
     eprintln!("40 slow readers of 50 MB cut after {cut_after:?} (write timeout 1 s); RSS {before} KiB -> {peak} KiB");
@@ -326,7 +288,7 @@ fn an_idle_tunnel_is_closed_and_tunnels_count_against_the_descriptor_budget() {
     idle.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"ping");
     let quiet = Instant::now();
-    assert!(closed_within(&mut idle, Duration::from_secs(10)), "an idle tunnel stayed open");
+    assert!(read_until_closed(&mut idle, Duration::from_secs(10)).is_some(), "an idle tunnel stayed open");
     eprintln!("idle tunnel closed {:?} after its last byte (connection timeout 2 s)", quiet.elapsed());
 
     // 507 tunnels at a 1,024 limit: some are refused, and every probe is answered.

@@ -583,12 +583,7 @@ fn replayed_acks_do_not_keep_a_dead_node_alive_on_two_and_three_nodes() {
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    support::memory_kib(pid, "VmHWM")
 }
 
 #[test]

@@ -8,3 +8,33 @@ use std::path::Path;
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
 }
+
+/// A memory figure of a process from `/proc/<pid>/status`, in KiB
+/// (`VmRSS`: now; `VmHWM`: the peak).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Reads `stream` until the peer closes it (EOF or reset) or `wait` ends:
+/// the bytes read, or `None` when it was still open.
+pub fn read_until_closed(stream: &mut std::net::TcpStream, wait: std::time::Duration) -> Option<usize> {
+    use std::io::Read as _;
+    let until = std::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
+    while std::time::Instant::now() < until {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(total),
+            Ok(n) => total += n,
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(total),
+        }
+    }
+    None
+}
