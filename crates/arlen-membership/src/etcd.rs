@@ -169,7 +169,7 @@ impl EtcdSettings {
             tls: TlsMaterial::read(etcd)?,
             node_id: config.cluster.node_id.clone(),
             generation: crate::new_generation(),
-            http_url: crate::node_url(&config.host, config.port),
+            http_url: crate::node_url(&http_host(&config.host, &etcd.endpoints), config.port),
         })
     }
 
@@ -181,6 +181,26 @@ impl EtcdSettings {
 enum Command {
     Drain(oneshot::Sender<()>),
     Leave(oneshot::Sender<()>),
+}
+
+/// The host of this node's URL in its record. A listener on every interface
+/// (`0.0.0.0`, as in a pod) is reached at the address this host uses
+/// towards etcd, which is the one peers and triage can reach (the pod IP):
+/// found by connecting a UDP socket, which sends nothing.
+fn http_host(host: &str, endpoints: &[String]) -> String {
+    use std::net::ToSocketAddrs as _;
+    if !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return host.to_owned();
+    }
+    let local = endpoints.iter().find_map(|url| {
+        let authority = url.split("://").nth(1)?.split('/').next()?;
+        let remote = authority.to_socket_addrs().ok()?.next()?;
+        let bind = if remote.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let socket = std::net::UdpSocket::bind(bind).ok()?;
+        socket.connect(remote).ok()?;
+        socket.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+    });
+    local.map_or_else(|| host.to_owned(), |ip| ip.to_string())
 }
 
 /// A running etcd source.
@@ -851,5 +871,19 @@ impl Runner<'_> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_host;
+
+    #[test]
+    fn a_node_on_every_interface_is_named_by_its_address_towards_etcd() {
+        assert_eq!(http_host("0.0.0.0", &["http://127.0.0.1:2379".to_owned()]), "127.0.0.1");
+        assert_eq!(http_host("0.0.0.0", &["http://localhost:2379/".to_owned()]), "127.0.0.1");
+        assert_eq!(http_host("10.1.2.3", &["http://127.0.0.1:2379".to_owned()]), "10.1.2.3");
+        // Nothing resolvable: the configured host, as before.
+        assert_eq!(http_host("0.0.0.0", &["http://name.invalid:2379".to_owned()]), "0.0.0.0");
     }
 }

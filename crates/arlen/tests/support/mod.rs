@@ -2,6 +2,8 @@
 //! includes this module: not every helper is used by every file).
 #![allow(dead_code)]
 
+pub mod netlab;
+
 use std::path::Path;
 
 /// The `arlen` binary under test.
