@@ -6,7 +6,7 @@ through each node's fault endpoint (`cluster.faultInjection.enabled`):
   heal  isolate one node (its gossip cut both ways) until every other node
         has counted it out, heal it, wait until every node is nominal; count
         the rejoins under renewed identities of the isolated node and of the
-        healthy nodes (aln_gossip_rejoins_total when the binary has it,
+        healthy nodes (arlen_gossip_rejoins_total when the binary has it,
         otherwise the 'rejoined as a renewed identity' log lines, one per
         rejoin in older builds)
   mute  drop one node's outbound gossip only (it hears, it cannot speak):
@@ -33,7 +33,7 @@ def faults(port, rules):
 
 
 def rejoins(cluster, i):
-    value = cluster.metric(i, "aln_gossip_rejoins_total")
+    value = cluster.metric(i, "arlen_gossip_rejoins_total")
     if value is not None:
         return value
     with open(os.path.join(cluster.logs, f"node-{i + 1}.log"), "rb") as log:

@@ -157,8 +157,8 @@ class Cluster:
             return time.monotonic(), [cpu_ticks(p.pid) for p in self.procs]
 
         def metrics():
-            return [(time.monotonic(), self.metric(i, "aln_gossip_sent_bytes_total"),
-                     self.metric(i, "aln_gossip_received_bytes_total")) for i in nodes]
+            return [(time.monotonic(), self.metric(i, "arlen_gossip_sent_bytes_total"),
+                     self.metric(i, "arlen_gossip_received_bytes_total")) for i in nodes]
 
         (c0, t0), m0 = ticks(), metrics()
         time.sleep(window)  # the measurement window, not synchronisation
@@ -278,7 +278,7 @@ def quiet(args, seconds, busy):
     try:
         c.wait("convergence", c.all_nominal)
         time.sleep(2)
-        before = [c.metric(i, "aln_cluster_status_transitions_total") for i in range(nodes)]
+        before = [c.metric(i, "arlen_cluster_status_transitions_total") for i in range(nodes)]
         if busy:
             burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
         end = time.monotonic() + seconds
@@ -291,7 +291,7 @@ def quiet(args, seconds, busy):
             time.sleep(0.25)
         for b in burners:
             b.kill()
-        after = [c.metric(i, "aln_cluster_status_transitions_total") for i in range(nodes)]
+        after = [c.metric(i, "arlen_cluster_status_transitions_total") for i in range(nodes)]
         transitions = sum(a - b for a, b in zip(after, before))
         kind = f"busy ({len(burners)} busy loops)" if busy else "idle"
         print(f"no false alarms, {nodes} nodes {kind} for {seconds} s: {transitions:.0f} status transitions, "

@@ -4,9 +4,9 @@
 (seeded choice) is SIGSTOPped for a random 50-250 ms and resumed. Prints:
 
   - status transitions on the nodes that were not paused at the time
-    (aln_cluster_status_transitions_total of every node, read before and
+    (arlen_cluster_status_transitions_total of every node, read before and
     after; a pause of node X counts against the others only) — want 0;
-  - members the paused nodes declared down (aln_gossip_downs_total) and
+  - members the paused nodes declared down (arlen_gossip_downs_total) and
     suspicions raised / refuted by everyone;
   - then a 5 s stop of one node: time until every other node stops counting
     it (the crash bound still holds).
@@ -37,10 +37,10 @@ def main():
             # 0 where the binary has no such counter (an older build): printed as such.
             return [cluster.metric(i, series) or 0.0 for i in range(args.nodes)]
 
-        transitions0 = counters("aln_cluster_status_transitions_total")
-        downs0 = counters("aln_gossip_downs_total")
-        suspicions0 = counters("aln_gossip_suspicions_total")
-        refutations0 = counters("aln_gossip_refutations_total")
+        transitions0 = counters("arlen_cluster_status_transitions_total")
+        downs0 = counters("arlen_gossip_downs_total")
+        suspicions0 = counters("arlen_gossip_suspicions_total")
+        refutations0 = counters("arlen_gossip_refutations_total")
         paused_count = [0] * args.nodes
         deadline = time.monotonic() + args.minutes * 60
         rounds = 0
@@ -49,22 +49,22 @@ def main():
             rounds += 1
             victim = rng.randrange(args.nodes)
             pause = rng.uniform(0.05, 0.25)
-            before = counters("aln_cluster_status_transitions_total")
+            before = counters("arlen_cluster_status_transitions_total")
             proc = cluster.procs[victim]
             proc.send_signal(signal.SIGSTOP)
             time.sleep(pause)  # the fault's duration, not synchronisation
             proc.send_signal(signal.SIGCONT)
             paused_count[victim] += 1
             time.sleep(2.0 - pause)  # the schedule's period
-            after = counters("aln_cluster_status_transitions_total")
+            after = counters("arlen_cluster_status_transitions_total")
             # The paused node's own transitions are its business (it may leave
             # rotation while it cannot vouch); the others' are false alarms.
             extra_transitions[victim] += after[victim] - before[victim]
-        transitions = [a - b for a, b in zip(counters("aln_cluster_status_transitions_total"), transitions0)]
+        transitions = [a - b for a, b in zip(counters("arlen_cluster_status_transitions_total"), transitions0)]
         others = [t - e for t, e in zip(transitions, extra_transitions)]
-        downs = [a - b for a, b in zip(counters("aln_gossip_downs_total"), downs0)]
-        suspicions = sum(counters("aln_gossip_suspicions_total")) - sum(suspicions0)
-        refutations = sum(counters("aln_gossip_refutations_total")) - sum(refutations0)
+        downs = [a - b for a, b in zip(counters("arlen_gossip_downs_total"), downs0)]
+        suspicions = sum(counters("arlen_gossip_suspicions_total")) - sum(suspicions0)
+        refutations = sum(counters("arlen_gossip_refutations_total")) - sum(refutations0)
         print(f"pauses: {rounds} pauses of 50-250 ms over {args.minutes} min on {args.nodes} nodes (seed {args.seed})")
         print(f"  status transitions on nodes not paused at the time: {int(sum(others))} (per node {[int(x) for x in others]})")
         print(f"  status transitions of the paused nodes themselves: {int(sum(extra_transitions))}")

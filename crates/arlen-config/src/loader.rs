@@ -705,6 +705,7 @@ fn build_config(
             readiness_requires_startup: flag(Key::ObservabilityReadinessRequiresStartup)?,
             readiness_requires_cluster_quorum: flag(Key::ObservabilityReadinessRequiresClusterQuorum)?,
             metrics_enabled: flag(Key::ObservabilityMetricsEnabled)?,
+            legacy_metric_names: flag(Key::ObservabilityLegacyMetricNames)?,
             trace_propagation_enabled: flag(Key::ObservabilityTracePropagationEnabled)?,
             response_identity_headers_enabled: flag(Key::ObservabilityResponseIdentityHeadersEnabled)?,
             ops_token: text(Key::ObservabilityOpsToken)?,

@@ -123,6 +123,8 @@ pub struct ObservabilityConfig {
     pub readiness_requires_startup: bool,
     pub readiness_requires_cluster_quorum: bool,
     pub metrics_enabled: bool,
+    /// `/metrics` also under the `aln_` names of the release before.
+    pub legacy_metric_names: bool,
     pub trace_propagation_enabled: bool,
     pub response_identity_headers_enabled: bool,
     /// Bearer token of the operations endpoints; empty means they do not exist.

@@ -326,6 +326,7 @@ registry! {
         "`/readyz` is 503 while quorum is not met"
     ),
     key!(ObservabilityMetricsEnabled, Live, "observability.metricsEnabled", "METRICS_ENABLED", Kind::Bool, Default::Bool(true), "`/metrics` has a body"),
+    key!(ObservabilityLegacyMetricNames, Live, "observability.legacyMetricNames", "LEGACY_METRIC_NAMES", Kind::Bool, Default::Bool(false), "`/metrics` also exposes every `arlen_` family under its name before the rename (`aln_`), for dashboards and alerts not yet moved; removed in the next release"),
     key!(
         ObservabilityTracePropagationEnabled, Live, "observability.tracePropagationEnabled",
         "TRACE_PROPAGATION_ENABLED",

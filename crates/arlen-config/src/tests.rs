@@ -55,6 +55,7 @@ fn defaults_match_the_contract_table() {
             readiness_requires_startup: false,
             readiness_requires_cluster_quorum: false,
             metrics_enabled: true,
+            legacy_metric_names: false,
             trace_propagation_enabled: true,
             response_identity_headers_enabled: true,
             ops_token: String::new(),

@@ -33,6 +33,7 @@ pub mod connections;
 pub use arlen_wire::documents;
 pub mod endpoints;
 pub mod metrics;
+mod process_metrics;
 pub mod ops;
 mod runtime;
 mod server;

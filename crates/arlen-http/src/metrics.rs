@@ -32,6 +32,11 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -130,10 +135,15 @@ impl Metrics {
         let responses = Family::<StatusLabels, Counter>::default();
         let duration =
             Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
-        registry.register("aln_http_requests", "HTTP requests received", requests.clone());
-        registry.register("aln_http_requests_active", "HTTP requests being handled now", active.clone());
-        registry.register("aln_http_responses", "HTTP responses sent, by status code", responses.clone());
-        registry.register("aln_http_request_duration_seconds", "time from request to response head", duration.clone());
+        registry.register("arlen_http_requests", "HTTP requests received", requests.clone());
+        registry.register("arlen_http_requests_active", "HTTP requests being handled now", active.clone());
+        registry.register("arlen_http_responses", "HTTP responses sent, by status code", responses.clone());
+        registry.register(
+            "arlen_http_request_duration_seconds",
+            "time from request to response head, of requests the application answered (probes, /clusterz and /metrics are not timed)",
+            duration.clone(),
+        );
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -144,17 +154,17 @@ impl Metrics {
         registry.register("arlen_build_info", "the runtime's version and the commit it was built from", build);
         let connections = crate::connections::ConnectionCounters::default();
         registry.register(
-            "aln_http_connections_evicted",
+            "arlen_http_connections_evicted",
             "idle connections closed to make room for a newcomer (sessions or descriptors were all taken)",
             connections.evictions.clone(),
         );
         registry.register(
-            "aln_http_connections_refused",
+            "arlen_http_connections_refused",
             "connections closed at once: no descriptor left, not even in the probes' reserve",
             connections.refusals.clone(),
         );
         registry.register(
-            "aln_http_slow_readers_cut",
+            "arlen_http_slow_readers_cut",
             "connections cut because the client took no byte of a response within requestLimits.writeTimeoutMs",
             connections.slow_readers.clone(),
         );
@@ -209,13 +219,16 @@ impl Metrics {
         ActiveRequest { gauge: &self.active }
     }
 
-    /// Records a response.
-    pub fn finish(&self, status: u16, elapsed: Duration) {
+    /// Records a response; `elapsed`, when given, goes into the request
+    /// histogram (the application's answers, not the runtime's own).
+    pub fn finish(&self, status: u16, elapsed: Option<Duration>) {
         match self.by_status.get(usize::from(status)) {
             Some(slot) => slot.get_or_init(|| self.responses.get_or_create(&StatusLabels { status }).clone()).inc(),
             None => self.responses.get_or_create(&StatusLabels { status }).inc(),
         };
-        self.duration.observe(elapsed.as_secs_f64());
+        if let Some(elapsed) = elapsed {
+            self.duration.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Requests being handled right now.
@@ -223,25 +236,141 @@ impl Metrics {
         self.active.get()
     }
 
-    /// Prometheus text exposition of request metrics plus the snapshot's cluster gauges.
+    /// Request metrics plus the snapshot's cluster gauges, in `format`.
     /// `now` is the snapshot cell's monotonic reading at the scrape: the
     /// readiness reported is the one `/readyz` would answer at that instant.
-    pub fn render_text(&self, snapshot: &Snapshot, now: Duration) -> String {
-        let mut out = String::with_capacity(4096);
+    /// With `legacy_names` every `arlen_` family is also exposed under its
+    /// name before the rename (`aln_`), for one release.
+    pub fn render(&self, format: Exposition, legacy_names: bool, snapshot: &Snapshot, now: Duration) -> String {
+        let mut out = String::with_capacity(6144);
         encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
         {
             let late = self.late.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             encode_registry(&mut out, &late).expect("writing to a String cannot fail");
         }
         encode_registry(&mut out, &cluster_registry(snapshot, now)).expect("writing to a String cannot fail");
-        encode_eof(&mut out).expect("writing to a String cannot fail");
-        out
+        if legacy_names {
+            out = with_legacy_names(&out);
+        }
+        match format {
+            Exposition::OpenMetrics => {
+                encode_eof(&mut out).expect("writing to a String cannot fail");
+                out
+            }
+            Exposition::Classic => classic_text(&out),
+        }
+    }
+
+    /// The OpenMetrics exposition (what tests and tools parse).
+    pub fn render_text(&self, snapshot: &Snapshot, now: Duration) -> String {
+        self.render(Exposition::OpenMetrics, false, snapshot, now)
     }
 
     /// The same samples as [`Metrics::render_text`], as JSON.
     pub fn render_json(&self, snapshot: &Snapshot, now: Duration) -> Value {
         text_to_json(&self.render_text(snapshot, now))
     }
+}
+
+/// The exposition formats of `/metrics`: OpenMetrics for a scraper that
+/// asks for it (Prometheus does), the classic text format (0.0.4) for
+/// anyone else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    OpenMetrics,
+    Classic,
+}
+
+impl Exposition {
+    /// From an `Accept` header: OpenMetrics only when it is asked for.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let asks = accept.is_some_and(|a| {
+            a.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or_default();
+                let refused = params.any(|p| p.replace(' ', "").eq_ignore_ascii_case("q=0"));
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if asks {
+            Self::OpenMetrics
+        } else {
+            Self::Classic
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text (without `# EOF`) turned into the classic format: a
+/// counter's family is named by its `_total` sample, an info family is a
+/// gauge named `…_info`, and there are no `# UNIT` lines.
+fn classic_text(open_metrics: &str) -> String {
+    let mut kinds = std::collections::HashMap::new();
+    for line in open_metrics.lines() {
+        if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split_once(' ')) {
+            kinds.insert(name.to_owned(), kind.to_owned());
+        }
+    }
+    let family_name = |name: &str| -> String {
+        match kinds.get(name).map(String::as_str) {
+            Some("counter") => format!("{name}_total"),
+            Some("info") => format!("{name}_info"),
+            _ => name.to_owned(),
+        }
+    };
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!("# HELP {} {help}\n", family_name(name)));
+        } else if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split_once(' ')) {
+            let kind = if kind == "info" { "gauge" } else { kind };
+            out.push_str(&format!("# TYPE {} {kind}\n", family_name(name)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Appends, after the exposition, every `arlen_` family (but
+/// `arlen_build_info`, which never had another name) again under its old
+/// `aln_` name.
+fn with_legacy_names(text: &str) -> String {
+    let mut legacy = String::new();
+    let mut copying = false;
+    for line in text.lines() {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .or_else(|| line.strip_prefix("# UNIT "))
+            .unwrap_or(line);
+        if line.starts_with("# HELP ") {
+            copying = name.starts_with("arlen_") && !name.starts_with("arlen_build_info ");
+        }
+        if copying {
+            let renamed = match line.strip_prefix('#') {
+                Some(_) => line.replacen(" arlen_", " aln_", 1),
+                None => line.replacen("arlen_", "aln_", 1),
+            };
+            legacy.push_str(&renamed);
+            legacy.push('\n');
+        }
+    }
+    let mut out = String::with_capacity(text.len() + legacy.len());
+    out.push_str(text);
+    out.push_str(&legacy);
+    out
 }
 
 fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
@@ -253,44 +382,51 @@ fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
     };
     let quorum = &snapshot.quorum;
     registry.register(
-        "aln_cluster_enabled",
+        "arlen_cluster_enabled",
         "1 when cluster mode is on",
         gauge(i64::from(snapshot.identity.cluster_enabled)),
     );
     registry.register(
-        "aln_cluster_observed_nodes",
+        "arlen_cluster_observed_nodes",
         "nodes observed by the membership source",
         gauge(i64::from(quorum.observed_nodes)),
     );
     registry.register(
-        "aln_cluster_expected_nodes",
+        "arlen_cluster_expected_nodes",
         "nodes the cluster should have (clamped to at least 1)",
         gauge(i64::from(quorum.expected_nodes)),
     );
-    registry.register("aln_cluster_quorum_met", "1 when quorum is met", gauge(i64::from(quorum.met)));
+    registry.register("arlen_cluster_quorum_met", "1 when quorum is met", gauge(i64::from(quorum.met)));
     let status = Family::<StatusNameLabels, Gauge>::default();
     for &candidate in QuorumStatus::ALL {
         status
             .get_or_create(&StatusNameLabels { status: candidate.as_str() })
             .set(i64::from(candidate == quorum.status));
     }
-    registry.register("aln_cluster_status", "1 for the current quorum status", status);
+    registry.register("arlen_cluster_status", "1 for the current quorum status", status);
     registry.register(
-        "aln_cluster_ready",
+        "arlen_cluster_ready",
         "1 when /readyz answers 200",
         gauge(i64::from(snapshot.readiness_at(now).ready)),
     );
     if let Some(upstream) = &snapshot.upstream {
         registry.register(
-            "aln_upstream_up",
+            "arlen_upstream_up",
             "1 when the upstream answers its health check",
             gauge(i64::from(upstream.ok)),
         );
     }
+    let source = Family::<SourceLabels, Gauge>::default();
+    source.get_or_create(&SourceLabels { source: snapshot.membership.source }).set(i64::from(snapshot.membership.health.ok));
+    registry.register(
+        "arlen_membership_source_up",
+        "1 while the membership source can vouch for what it reports (gossip hears its peers, etcd answers)",
+        source,
+    );
     let generation: Gauge<u64, AtomicU64> = Gauge::default();
     generation.set(snapshot.generation);
     registry.register(
-        "aln_cluster_snapshot_generation",
+        "arlen_cluster_snapshot_generation",
         "generation of the snapshot this scrape was computed from",
         generation,
     );
@@ -299,24 +435,24 @@ fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
         let count = snapshot.membership.members.iter().filter(|m| m.state == state).count();
         members.get_or_create(&StateLabels { state: state.as_str() }).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    registry.register("aln_cluster_members", "known members by state", members);
+    registry.register("arlen_cluster_members", "known members by state", members);
     let counter = |value: u64| {
         let c: Counter = Counter::default();
         c.inc_by(value);
         c
     };
     registry.register(
-        "aln_cluster_status_transitions",
+        "arlen_cluster_status_transitions",
         "quorum status changes since start",
         counter(snapshot.status_transitions),
     );
     registry.register(
-        "aln_cluster_membership_changes",
+        "arlen_cluster_membership_changes",
         "membership changes since start",
         counter(snapshot.membership_changes),
     );
     registry.register(
-        "aln_cluster_duplicate_node_ids",
+        "arlen_cluster_duplicate_node_ids",
         "node ids claimed by more than one live process",
         gauge(i64::try_from(snapshot.membership.duplicate_node_ids.len()).unwrap_or(i64::MAX)),
     );
@@ -420,7 +556,7 @@ mod tests {
         publisher.set_membership(MembershipView::counted("static_config", 1));
         let metrics = Metrics::new();
         let ready = |metrics: &Metrics| {
-            sample_value(&metrics.render_text(&reader.current(), reader.now().monotonic), "aln_cluster_ready")
+            sample_value(&metrics.render_text(&reader.current(), reader.now().monotonic), "arlen_cluster_ready")
         };
         assert_eq!(ready(&metrics), Some(1.0), "inside the grace");
         *clock.0.lock().unwrap() += Duration::from_millis(1500);

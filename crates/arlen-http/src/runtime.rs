@@ -72,6 +72,7 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
         readiness_requires_startup: o.readiness_requires_startup,
         readiness_requires_cluster_quorum: o.readiness_requires_cluster_quorum,
         metrics_enabled: o.metrics_enabled,
+        legacy_metric_names: o.legacy_metric_names,
         trace_propagation_enabled: o.trace_propagation_enabled,
         response_identity_headers_enabled: o.response_identity_headers_enabled,
         session_enabled: config.session.enabled,
@@ -333,6 +334,7 @@ impl Shared {
         ids: &RequestIds,
         started: Instant,
         version: Version,
+        served: Served,
     ) {
         let headers = response.headers_mut();
         if let Some(cluster_headers) = &snapshot.headers {
@@ -357,7 +359,8 @@ impl Shared {
         if version < Version::HTTP_2 && self.closing.load(std::sync::atomic::Ordering::Acquire) {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        self.metrics.finish(response.status().as_u16(), started.elapsed());
+        let elapsed = (served == Served::Application).then(|| started.elapsed());
+        self.metrics.finish(response.status().as_u16(), elapsed);
     }
 
     /// A response for a request that breaks a configured limit, if it does.
@@ -407,6 +410,7 @@ impl Shared {
         let snapshot = self.reader.current();
         let _active = self.metrics.begin();
         let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
+        let mut served = Served::Runtime;
         let (mut response, snapshot) = if let Some(rejection) = self.check_limits(&request) {
             (rejection, snapshot)
         } else if let Some(ops) = self
@@ -432,6 +436,7 @@ impl Shared {
             let answered = endpoints::answer(endpoint, &parts, snapshot, &self.reader, &cx).await;
             (answered.response, answered.snapshot)
         } else {
+            served = Served::Application;
             let max_body = self.limits.max_body_bytes;
             let mut request = request;
             if self.expose_ids {
@@ -453,9 +458,19 @@ impl Shared {
             };
             (response, snapshot)
         };
-        self.finish(&mut response, &snapshot, &ids, started, version);
+        self.finish(&mut response, &snapshot, &ids, started, version, served);
         response
     }
+}
+
+/// Who answered a request: the application (or the sidecar's upstream), or
+/// the runtime itself (a reserved endpoint, an operation, a limit). Only the
+/// application's answers are timed in the request histogram: probes every
+/// second would otherwise make up its bulk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Served {
+    Application,
+    Runtime,
 }
 
 /// See [`Runtime::layer`].

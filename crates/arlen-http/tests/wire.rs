@@ -447,22 +447,22 @@ async fn metrics_text_json_and_disabled() {
     let value = |series: &str| {
         arlen_http::metrics::sample_value(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"))
     };
-    assert!(value("aln_http_requests_total") >= 3.0);
-    assert_eq!(value("aln_http_requests_active"), 1.0);
-    assert!(value("aln_http_responses_total{status=\"200\"}") >= 1.0);
-    assert_eq!(value("aln_http_responses_total{status=\"404\"}"), 1.0);
-    assert!(value("aln_http_request_duration_seconds_count") >= 2.0);
-    assert_eq!(value("aln_cluster_observed_nodes"), 2.0);
-    assert_eq!(value("aln_cluster_expected_nodes"), 3.0);
-    assert_eq!(value("aln_cluster_quorum_met"), 0.0);
-    assert_eq!(value("aln_cluster_status{status=\"degraded\"}"), 1.0);
-    assert_eq!(value("aln_cluster_status{status=\"nominal\"}"), 0.0);
+    assert!(value("arlen_http_requests_total") >= 3.0);
+    assert_eq!(value("arlen_http_requests_active"), 1.0);
+    assert!(value("arlen_http_responses_total{status=\"200\"}") >= 1.0);
+    assert_eq!(value("arlen_http_responses_total{status=\"404\"}"), 1.0);
+    assert!(value("arlen_http_request_duration_seconds_count") >= 2.0);
+    assert_eq!(value("arlen_cluster_observed_nodes"), 2.0);
+    assert_eq!(value("arlen_cluster_expected_nodes"), 3.0);
+    assert_eq!(value("arlen_cluster_quorum_met"), 0.0);
+    assert_eq!(value("arlen_cluster_status{status=\"degraded\"}"), 1.0);
+    assert_eq!(value("arlen_cluster_status{status=\"nominal\"}"), 0.0);
 
     let json = node.get_with("/metrics", &[("Accept", "application/json")]).await;
     assert_eq!(json.header("Content-Type"), Some("application/json; charset=utf-8"));
     let body = json.json();
     let family =
-        body["metrics"].as_array().unwrap().iter().find(|f| f["name"] == "aln_cluster_observed_nodes").unwrap();
+        body["metrics"].as_array().unwrap().iter().find(|f| f["name"] == "arlen_cluster_observed_nodes").unwrap();
     assert_eq!(family["type"], "gauge");
     assert_eq!(family["samples"][0]["value"], 2.0);
 
@@ -615,7 +615,7 @@ async fn stop_once_the_slow_request_is_in_flight(node: &mut Node) {
 
 async fn active(node: &Node) -> f64 {
     let text = node.get("/metrics").await.text();
-    arlen_http::metrics::sample_value(&text, "aln_http_requests_active").unwrap()
+    arlen_http::metrics::sample_value(&text, "arlen_http_requests_active").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -896,7 +896,7 @@ async fn an_http2_connection_is_one_session_and_yields_it_when_idle() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let metrics = node.get("/metrics").await.text();
-    assert!(arlen_http::metrics::sample_value(&metrics, "aln_http_connections_evicted_total").unwrap() >= 1.0);
+    assert!(arlen_http::metrics::sample_value(&metrics, "arlen_http_connections_evicted_total").unwrap() >= 1.0);
 }
 
 #[tokio::test]

@@ -256,7 +256,7 @@ impl crate::Source for EtcdSource {
     fn counters(&self) -> Vec<crate::SourceCounter> {
         let stats = self.stats.clone();
         vec![crate::SourceCounter::by_reason(
-            "aln_etcd_rejected_records",
+            "arlen_etcd_rejected_records",
             "keys under the etcd member prefix that were not counted, by reason",
             &RecordRejection::ALL,
             RecordRejection::label,

@@ -49,7 +49,7 @@ const SEED_RESOLVE_EVERY: Duration = Duration::from_secs(60);
 
 /// The metric (without `_total`) that counts refused datagrams by reason;
 /// the rejection warning names it.
-pub(crate) const REJECTED_DATAGRAMS: &str = "aln_gossip_rejected_datagrams";
+pub(crate) const REJECTED_DATAGRAMS: &str = "arlen_gossip_rejected_datagrams";
 
 /// Bytes and messages through the gossip socket, and datagrams refused.
 #[derive(Debug, Default)]
@@ -304,25 +304,25 @@ impl crate::Source for GossipSource {
     fn counters(&self) -> Vec<crate::SourceCounter> {
         use std::sync::atomic::Ordering::Relaxed;
         let plain: [(&'static str, &'static str, ReadTraffic); 10] = [
-            ("aln_gossip_sent_bytes", "gossip bytes sent", |t| t.bytes_sent.load(Relaxed)),
-            ("aln_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
-            ("aln_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
-            ("aln_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
-            ("aln_gossip_suspicions", "members this node suspected (its probe failed)", |t| t.suspicions.load(Relaxed)),
-            ("aln_gossip_refutations", "suspicions of this node's refuted in time (false suspicions)", |t| {
+            ("arlen_gossip_sent_bytes", "gossip bytes sent", |t| t.bytes_sent.load(Relaxed)),
+            ("arlen_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
+            ("arlen_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
+            ("arlen_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
+            ("arlen_gossip_suspicions", "members this node suspected (its probe failed)", |t| t.suspicions.load(Relaxed)),
+            ("arlen_gossip_refutations", "suspicions of this node's refuted in time (false suspicions)", |t| {
                 t.refutations.load(Relaxed)
             }),
-            ("aln_gossip_downs", "members this node declared down", |t| t.downs.load(Relaxed)),
+            ("arlen_gossip_downs", "members this node declared down", |t| t.downs.load(Relaxed)),
             (
-                "aln_gossip_rejoins",
+                "arlen_gossip_rejoins",
                 "times this node rejoined under a renewed identity after being declared down",
                 |t| t.rejoins.load(Relaxed),
             ),
-            ("aln_gossip_stalls", "times this node noticed it had stalled (paused, starved of CPU)", |t| {
+            ("arlen_gossip_stalls", "times this node noticed it had stalled (paused, starved of CPU)", |t| {
                 t.stalls.load(Relaxed)
             }),
             (
-                "aln_gossip_isolation_resets",
+                "arlen_gossip_isolation_resets",
                 "times this node, cut off alone, forgot the verdicts of its isolation on hearing from the cluster",
                 |t| t.isolation_resets.load(Relaxed),
             ),

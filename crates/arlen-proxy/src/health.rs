@@ -1,7 +1,7 @@
 //! The upstream health check: a `GET` of `proxy.healthPath` (2xx is healthy)
 //! or, without one, a TCP connect, every `proxy.healthIntervalMs`, each
 //! bounded by `proxy.healthTimeoutMs`. What it finds goes into the snapshot
-//! (`/readyz`'s `upstream` check, `/clusterz`, `aln_upstream_up`); a change is
+//! (`/readyz`'s `upstream` check, `/clusterz`, `arlen_upstream_up`); a change is
 //! logged.
 
 use std::time::SystemTime;

@@ -125,7 +125,7 @@ impl NodeReport {
                     state: m.state,
                     last_heard_ms: m.last_heard_ms,
                     url: m.http_url.as_deref().and_then(followable),
-                    software: m.software_version.as_deref().map(printable),
+                    software: m.software().as_deref().map(printable),
                 })
                 .collect(),
             accusations: {

@@ -132,11 +132,24 @@ pub struct MemberEntry {
     #[serde(rename = "self")]
     pub is_self: bool,
     pub last_heard_ms: Option<u64>,
-    /// The member's software version (`1.2.0+0123abcd4567`) when it told
-    /// (members of releases before the versioned wire do not); `None` when
-    /// details are restricted.
+    /// The member's software version (`1.2.0`) and the commit it was built
+    /// from (`0123abcd4567`), when it told (members of releases before the
+    /// versioned wire do not); `None` when details are restricted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub software_version: Option<String>,
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sha: Option<String>,
+}
+
+impl MemberEntry {
+    /// `version+git_sha`, or the version alone: one word for a member's build.
+    pub fn software(&self) -> Option<String> {
+        let version = self.version.as_deref()?;
+        Some(match self.git_sha.as_deref().filter(|s| !s.is_empty()) {
+            Some(sha) => format!("{version}+{sha}"),
+            None => version.to_owned(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

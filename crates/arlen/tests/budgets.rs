@@ -125,7 +125,7 @@ fn two_http2_connections_cannot_take_every_wait_and_event_stream() {
     poll_until_explained(
         "the hogs' streams to be admitted",
         Duration::from_secs(10),
-        || (metric(&node, "aln_http_requests_active") >= 16.0).then_some(()),
+        || (metric(&node, "arlen_http_requests_active") >= 16.0).then_some(()),
         || node.describe(),
     );
     // An honest deploy script still gets its wait and its event stream.
@@ -155,7 +155,7 @@ fn http2_streams_a_client_does_not_read_hold_bounded_memory_returned_on_close() 
     poll_until_explained(
         "the stalled streams to be taken in",
         Duration::from_secs(10),
-        || (metric(&node, "aln_http_requests_total") >= 3000.0).then_some(()),
+        || (metric(&node, "arlen_http_requests_total") >= 3000.0).then_some(()),
         || node.describe(),
     );
     let held = rss_kib(node.pid());
@@ -243,8 +243,8 @@ fn slow_readers_are_cut_at_the_write_deadline_and_cannot_pin_the_sidecar() {
     let cut_after = poll_until_explained(
         "the slow readers to be cut",
         Duration::from_secs(20),
-        || (metric(&node, "aln_http_slow_readers_cut_total") >= 40.0).then(|| started.elapsed()),
-        || format!("{} cut\n{}", metric(&node, "aln_http_slow_readers_cut_total"), node.describe()),
+        || (metric(&node, "arlen_http_slow_readers_cut_total") >= 40.0).then(|| started.elapsed()),
+        || format!("{} cut\n{}", metric(&node, "arlen_http_slow_readers_cut_total"), node.describe()),
     );
     // Each ends: what the socket buffers held, then the end.
     for (index, reader) in readers.iter_mut().enumerate() {
@@ -350,7 +350,7 @@ fn at_a_1024_descriptor_limit_every_probe_is_answered_while_1100_connections_idl
         "1,100 preface-only connections at a 1,024 limit over {:?}: {probes} probes, {} unanswered; {} evicted",
         started.elapsed(),
         unanswered.len(),
-        metric(&node, "aln_http_connections_evicted_total"),
+        metric(&node, "arlen_http_connections_evicted_total"),
     );
     assert!(unanswered.is_empty(), "unanswered: {unanswered:?}\n{}", node.describe());
     drop(attackers);

@@ -256,7 +256,7 @@ fn put_member(etcd: &EtcdCluster, key: &str, value: &serde_json::Value, lease: O
 
 fn rejected_records(node: &ArlenProcess, reason: &str) -> f64 {
     let text = node.get("/metrics").text();
-    arlen_http::metrics::sample_value(&text, &format!("aln_etcd_rejected_records_total{{reason=\"{reason}\"}}"))
+    arlen_http::metrics::sample_value(&text, &format!("arlen_etcd_rejected_records_total{{reason=\"{reason}\"}}"))
         .unwrap_or(0.0)
 }
 

@@ -441,7 +441,7 @@ fn a_restart_with_the_clock_45_s_behind_is_back_at_once_and_never_ready_while_ex
     let renewals = arlen_testkit::get(restarted.address(), "/metrics", &[]).unwrap().text();
     let rejoined: f64 = renewals
         .lines()
-        .find(|l| l.starts_with("aln_gossip_rejoins_total"))
+        .find(|l| l.starts_with("arlen_gossip_rejoins_total"))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or(f64::NAN);
     assert!(rejoined <= 5.0, "renewed itself {rejoined} times");

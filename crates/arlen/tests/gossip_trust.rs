@@ -94,7 +94,7 @@ fn states(node: &Node) -> BTreeMap<String, String> {
 
 fn rejected(node: &Node, reason: &str) -> f64 {
     let text = node.process.get("/metrics").text();
-    arlen_http::metrics::sample_value(&text, &format!("aln_gossip_rejected_datagrams_total{{reason=\"{reason}\"}}"))
+    arlen_http::metrics::sample_value(&text, &format!("arlen_gossip_rejected_datagrams_total{{reason=\"{reason}\"}}"))
         .unwrap_or(0.0)
 }
 
@@ -747,7 +747,7 @@ fn keys_are_turned_on_and_rotated_in_a_running_cluster_without_a_transition() {
             let sent = |node: &Node| {
                 arlen_http::metrics::sample_value(
                     &node.process.get("/metrics").text(),
-                    "aln_gossip_sent_messages_total",
+                    "arlen_gossip_sent_messages_total",
                 )
                 .unwrap_or(0.0)
             };

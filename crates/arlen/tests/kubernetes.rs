@@ -172,7 +172,8 @@ impl Kubelet<'_> {
                     other => panic!("{name}: fieldRef {other} is not played by this test"),
                 }
             } else if from["secretKeyRef"].is_object() {
-                let key = (text(&from["secretKeyRef"]["name"]).to_owned(), text(&from["secretKeyRef"]["key"]).to_owned());
+                let key =
+                    (text(&from["secretKeyRef"]["name"]).to_owned(), text(&from["secretKeyRef"]["key"]).to_owned());
                 self.secrets.get(&key).unwrap_or_else(|| panic!("{name}: no secret {key:?}")).clone()
             } else {
                 panic!("{name}: a value or a valueFrom the test plays")
@@ -253,9 +254,14 @@ impl Kubelet<'_> {
     fn log_tail(&self, pod: &Pod) -> String {
         let mut out = String::new();
         for (container, _) in &pod.containers {
-            let text = std::fs::read_to_string(self.logs.join(format!("{}-{container}.log", pod.name))).unwrap_or_default();
+            let text =
+                std::fs::read_to_string(self.logs.join(format!("{}-{container}.log", pod.name))).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {}/{container}\n{}\n", pod.name, lines[lines.len().saturating_sub(15)..].join("\n")));
+            out.push_str(&format!(
+                "--- {}/{container}\n{}\n",
+                pod.name,
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            ));
         }
         out
     }
@@ -351,7 +357,12 @@ fn exercise(file: &str, extra: &[&str], during_drain: impl Fn(&Kubelet<'_>, &Pod
     let logs = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut names: Vec<(String, String)> = (0..replicas)
-        .map(|i| (lab.ip(i), format!("{}-{i}.{service} {}-{i}", text(&set["metadata"]["name"]), text(&set["metadata"]["name"]))))
+        .map(|i| {
+            (
+                lab.ip(i),
+                format!("{}-{i}.{service} {}-{i}", text(&set["metadata"]["name"]), text(&set["metadata"]["name"])),
+            )
+        })
         .collect();
     names.extend(extra.iter().enumerate().map(|(k, name)| (lab.ip(replicas + k), (*name).to_owned())));
     for host in 0..replicas + extra.len() {
@@ -401,14 +412,20 @@ fn exercise(file: &str, extra: &[&str], during_drain: impl Fn(&Kubelet<'_>, &Pod
             .and_then(|v| text(&v["value"]).parse().ok())
             .unwrap_or(2000),
     );
-    let termination = Duration::from_secs(set["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30));
+    let termination =
+        Duration::from_secs(set["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30));
     let started = Instant::now();
     let mut exited_at: Option<Instant> = None;
     let mut checks = 0;
     while exited_at.is_none_or(|at| at.elapsed() < grace + Duration::from_secs(2)) {
         assert!(started.elapsed() < termination, "{file}: evicted pods still running after {termination:?}");
         for pod in &pods[..replicas - allowed] {
-            assert!(kubelet.ready(pod), "{file}: {} left rotation after the eviction\n{}", pod.name, kubelet.log_tail(pod));
+            assert!(
+                kubelet.ready(pod),
+                "{file}: {} left rotation after the eviction\n{}",
+                pod.name,
+                kubelet.log_tail(pod)
+            );
             checks += 1;
         }
         for pod in &pods[replicas - allowed..] {

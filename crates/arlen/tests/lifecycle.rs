@@ -48,7 +48,7 @@ fn drain_serves_every_request_sent_before_the_listener_closed() {
 }
 
 fn arlen_http_total(metrics: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix("aln_http_requests_total ").and_then(|v| v.parse().ok()))
+    metrics.lines().find_map(|l| l.strip_prefix("arlen_http_requests_total ").and_then(|v| v.parse().ok()))
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn a_wait_on_a_real_process_returns_when_the_state_arrives() {
 }
 
 fn arlen_http_active(metrics: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix("aln_http_requests_active ").and_then(|v| v.parse().ok()))
+    metrics.lines().find_map(|l| l.strip_prefix("arlen_http_requests_active ").and_then(|v| v.parse().ok()))
 }
 
 #[test]

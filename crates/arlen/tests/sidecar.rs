@@ -216,11 +216,11 @@ fn a_dead_upstream_takes_the_node_out_of_rotation_within_a_second_and_liveness_s
     let probe: ProbeDocument = node.get("/readyz?format=json").document();
     assert_eq!(probe.checks.upstream.map(|upstream| upstream.ok), Some(false), "an upstream check, failing");
     assert_eq!(node.get("/clusterz").json()["upstream"]["ok"], false);
-    assert!(node.get("/metrics").text().contains("aln_upstream_up 0"));
+    assert!(node.get("/metrics").text().contains("arlen_upstream_up 0"));
 
     let _back = upstream(port, "app-1");
     wait_ready(&node, 200);
-    assert!(node.get("/metrics").text().contains("aln_upstream_up 1"));
+    assert!(node.get("/metrics").text().contains("arlen_upstream_up 1"));
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn sigterm_drains_a_sidecar_with_a_proxied_request_in_flight() {
         Duration::from_secs(10),
         || {
             let metrics = node.get("/metrics").text();
-            arlen_http::metrics::sample_value(&metrics, "aln_http_requests_active").filter(|n| *n >= 2.0)
+            arlen_http::metrics::sample_value(&metrics, "arlen_http_requests_active").filter(|n| *n >= 2.0)
         },
         || node.describe(),
     );

@@ -52,7 +52,10 @@ fn versions(port: u16) -> Vec<(String, Option<String>)> {
         .into_iter()
         .flat_map(|doc| doc.cluster.members)
         .filter(|m| m.state == arlen_wire::states::MemberState::Alive)
-        .map(|m| (m.node_id, m.software_version))
+        .map(|m| {
+            let software = m.software();
+            (m.node_id, software)
+        })
         .collect();
     seen.sort();
     seen

@@ -76,7 +76,7 @@ fn the_application_is_a_node_its_routes_carry_headers_readiness_follows_quorum_a
     poll_until_explained(
         "traffic to flow",
         Duration::from_secs(10),
-        || (first.get("/metrics").text().contains("aln_http_requests_total")).then_some(()),
+        || (first.get("/metrics").text().contains("arlen_http_requests_total")).then_some(()),
         || first.describe(),
     );
     first.signal("TERM");

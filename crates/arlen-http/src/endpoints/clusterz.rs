@@ -250,21 +250,30 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
             members: membership
                 .members
                 .iter()
-                .map(|m| MemberEntry {
-                    node_id: m.node_id.clone(),
-                    generation: full.then_some(m.generation),
-                    http_url: m.http_url.clone().filter(|_| full),
-                    gossip_address: m.gossip_address.clone().filter(|_| full),
-                    state: m.state,
-                    is_self: m.is_self,
-                    software_version: m.software.clone().filter(|_| full),
-                    last_heard_ms: membership
-                        .heard
-                        .as_ref()
-                        .and_then(|clock| clock.last_heard(&m.node_id, m.generation))
-                        .map(|t| {
-                            u64::try_from(now.duration_since(t).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
-                        }),
+                .map(|m| {
+                    // What members gossip is `version+git_sha` (the sha
+                    // only when the build knew its commit).
+                    let software = m.software.as_deref().filter(|_| full).map(|s| match s.split_once('+') {
+                        Some((version, sha)) => (version, Some(sha)),
+                        None => (s, None),
+                    });
+                    MemberEntry {
+                        node_id: m.node_id.clone(),
+                        generation: full.then_some(m.generation),
+                        http_url: m.http_url.clone().filter(|_| full),
+                        gossip_address: m.gossip_address.clone().filter(|_| full),
+                        state: m.state,
+                        is_self: m.is_self,
+                        version: software.map(|(version, _)| version.to_owned()),
+                        git_sha: software.and_then(|(_, sha)| sha.map(str::to_owned)),
+                        last_heard_ms: membership
+                            .heard
+                            .as_ref()
+                            .and_then(|clock| clock.last_heard(&m.node_id, m.generation))
+                            .map(|t| {
+                                u64::try_from(now.duration_since(t).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+                            }),
+                    }
                 })
                 .collect(),
             accusations: full.then(|| {

@@ -248,8 +248,11 @@ fn metrics(parts: &http::request::Parts, snapshot: &Snapshot, cx: &Context<'_>) 
     if accepts_json(parts) {
         return json_response(StatusCode::OK, &cx.metrics.render_json(snapshot, cx.monotonic_now));
     }
-    let mut response = Response::new(Body::from(cx.metrics.render_text(snapshot, cx.monotonic_now)));
-    response.headers_mut().insert(CONTENT_TYPE, PROMETHEUS_TEXT);
+    let accept = parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Exposition::negotiate(accept);
+    let legacy = snapshot.settings.legacy_metric_names;
+    let mut response = Response::new(Body::from(cx.metrics.render(format, legacy, snapshot, cx.monotonic_now)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     response
 }
 

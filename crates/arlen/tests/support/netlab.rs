@@ -150,4 +150,3 @@ impl Drop for Lab {
         let _ = run("ip", &["link", "del", &self.monitor_if()]);
     }
 }
-
