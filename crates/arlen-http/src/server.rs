@@ -526,6 +526,8 @@ struct FirstBytesDeadline {
     tracked: Arc<Tracked>,
     seen: usize,
     head: Head,
+    /// The part of a rewritten read that did not fit the caller's buffer.
+    spill: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -557,6 +559,7 @@ impl FirstBytesDeadline {
             tracked,
             seen: 0,
             head: Head::Expected { idle_timer: true },
+            spill: Vec::new(),
         }
     }
 
@@ -658,6 +661,39 @@ fn head_end(tail: u8, bytes: &[u8]) -> Result<(), u8> {
     })
 }
 
+/// What users type in a query and `http::Uri` refuses (it answers 400 with
+/// an empty body): `<`, `>` and `"`, as in `?wait_for_nodes=>=3`. Browsers
+/// and curl send them raw; percent-encoded they mean the same to every
+/// query parser, ours and the sidecar's upstream's.
+const QUERY_ESCAPES: [(u8, &[u8; 3]); 3] = [(b'<', b"%3C"), (b'>', b"%3E"), (b'"', b"%22")];
+
+/// `bytes` (the start of an HTTP/1 request head) with the request line's
+/// query percent-encoded where `http::Uri` would refuse it; `None` when
+/// nothing needs it or the request line is not all there.
+fn escape_query_of_request_line(bytes: &[u8]) -> Option<Vec<u8>> {
+    let line_end = memchr::memchr(b'\n', bytes)?;
+    let line = bytes[..line_end].strip_suffix(b"\r").unwrap_or(&bytes[..line_end]);
+    let version_at = memchr::memrchr(b' ', line)?;
+    if !line[version_at + 1..].starts_with(b"HTTP/1.") {
+        return None;
+    }
+    let query_at = memchr::memchr(b'?', &line[..version_at])?;
+    let query = &line[query_at..version_at];
+    if !query.iter().any(|b| QUERY_ESCAPES.iter().any(|(raw, _)| raw == b)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    out.extend_from_slice(&bytes[..query_at]);
+    for &b in query {
+        match QUERY_ESCAPES.iter().find(|(raw, _)| *raw == b) {
+            Some((_, escaped)) => out.extend_from_slice(*escaped),
+            None => out.push(b),
+        }
+    }
+    out.extend_from_slice(&bytes[version_at..]);
+    Some(out)
+}
+
 impl tokio::io::AsyncRead for FirstBytesDeadline {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -665,13 +701,28 @@ impl tokio::io::AsyncRead for FirstBytesDeadline {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         use std::task::Poll;
+        if !self.spill.is_empty() {
+            let n = self.spill.len().min(buf.remaining());
+            buf.put_slice(&self.spill[..n]);
+            self.spill.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 let this = &mut *self;
+                let starts_head = matches!(this.head, Head::Expected { .. });
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {
                     this.saw(read);
+                    if starts_head {
+                        if let Some(rewritten) = escape_query_of_request_line(read) {
+                            buf.set_filled(before);
+                            let n = rewritten.len().min(buf.remaining());
+                            buf.put_slice(&rewritten[..n]);
+                            this.spill.extend_from_slice(&rewritten[n..]);
+                        }
+                    }
                 }
                 Poll::Ready(result)
             }
@@ -735,8 +786,27 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
 
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::{escape_query_of_request_line, head_end};
     use proptest::prelude::*;
+
+    #[test]
+    fn what_users_type_in_a_query_is_percent_encoded_and_nothing_else_is_touched() {
+        let escaped = |raw: &[u8]| escape_query_of_request_line(raw).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            escaped(b"GET /clusterz?wait_for_nodes=>=3&q=\"a<b\" HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("GET /clusterz?wait_for_nodes=%3E=3&q=%22a%3Cb%22 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+        // Already valid, a path (not a query), no whole line, HTTP/2: as they were.
+        assert_eq!(escaped(b"GET /clusterz?wait_for_nodes=%3E%3D3 HTTP/1.1\r\n"), None);
+        assert_eq!(escaped(b"GET /a>b HTTP/1.1\r\n"), None);
+        assert_eq!(escaped(b"GET /clusterz?x=>"), None);
+        assert_eq!(escaped(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
+        // The body after the head is left alone.
+        assert_eq!(
+            escaped(b"POST /?a=> HTTP/1.1\r\nContent-Length: 1\r\n\r\n>").as_deref(),
+            Some("POST /?a=%3E HTTP/1.1\r\nContent-Length: 1\r\n\r\n>")
+        );
+    }
 
     /// The rule, one byte at a time: what [`head_end`] must agree with.
     fn head_end_bytewise(mut tail: u8, bytes: &[u8]) -> Result<(), u8> {

@@ -29,9 +29,6 @@ const INDIRECT_PROBES: usize = 6;
 /// Members each gossip round goes to while a large change spreads, and otherwise.
 const WIDE_FAN_OUT: usize = 5;
 const NARROW_FAN_OUT: usize = 2;
-/// A narrow gossip round goes every this many periods: a trickle of
-/// updates rides on the probes and acks (every period, both ways) anyway.
-const NARROW_EVERY: u32 = 4;
 
 /// How often one kind of rejected datagram is logged at most.
 const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -504,15 +501,13 @@ impl Core {
     fn fit_fan_out(&mut self) {
         let members = self.foca.num_members().max(1);
         let wide = self.foca.updates_backlog() * 4 >= members;
-        let (fan_out, frequency) =
-            if wide { (WIDE_FAN_OUT, self.protocol.interval) } else { (NARROW_FAN_OUT, self.protocol.interval * NARROW_EVERY) };
-        let current = self.foca_config.periodic_gossip.as_ref().map(|p| (p.num_members.get(), p.frequency));
-        if current == Some((fan_out, frequency)) {
+        let fan_out = if wide { WIDE_FAN_OUT } else { NARROW_FAN_OUT };
+        let current = self.foca_config.periodic_gossip.as_ref().map(|p| p.num_members.get());
+        if current == Some(fan_out) {
             return;
         }
         if let Some(periodic) = self.foca_config.periodic_gossip.as_mut() {
             periodic.num_members = NonZeroUsize::new(fan_out).unwrap_or(NonZeroUsize::MIN);
-            periodic.frequency = frequency;
         }
         if let Err(error) = self.foca.set_config(self.foca_config.clone()) {
             tracing::debug!(%error, "gossip fan-out not changed");
