@@ -417,7 +417,9 @@ fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
         );
     }
     let source = Family::<SourceLabels, Gauge>::default();
-    source.get_or_create(&SourceLabels { source: snapshot.membership.source }).set(i64::from(snapshot.membership.health.ok));
+    source
+        .get_or_create(&SourceLabels { source: snapshot.membership.source })
+        .set(i64::from(snapshot.membership.health.ok));
     registry.register(
         "arlen_membership_source_up",
         "1 while the membership source can vouch for what it reports (gossip hears its peers, etcd answers)",

@@ -707,6 +707,42 @@ impl tokio::io::AsyncRead for FirstBytesDeadline {
             self.spill.drain(..n);
             return Poll::Ready(Ok(()));
         }
+        // hyper-util reads the first bytes of a connection into a buffer of
+        // the HTTP/2 preface's size, to tell the protocols apart: too short
+        // to hold a request line. Look at the line first, without taking it,
+        // and take it rewritten when its query needs it.
+        if self.seen == 0 && buf.remaining() < 256 {
+            let mut peeked = [0u8; 2048];
+            let mut view = tokio::io::ReadBuf::new(&mut peeked);
+            if let Poll::Ready(Ok(_)) = self.stream.poll_peek(cx, &mut view) {
+                let line_end = memchr::memchr(b'\n', view.filled());
+                if let Some(rewritten) = line_end.and_then(|end| escape_query_of_request_line(&view.filled()[..=end])) {
+                    let take = line_end.unwrap_or_default() + 1;
+                    let mut taken = vec![0u8; take];
+                    let mut into = tokio::io::ReadBuf::new(&mut taken);
+                    // The peeked bytes are there: this read returns them.
+                    if let Poll::Ready(Ok(())) = std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut into) {
+                        let n = into.filled().len();
+                        if n == take {
+                            self.saw(&taken);
+                            self.spill = rewritten;
+                            let n = self.spill.len().min(buf.remaining());
+                            buf.put_slice(&self.spill[..n]);
+                            self.spill.drain(..n);
+                            return Poll::Ready(Ok(()));
+                        }
+                        // Fewer bytes than peeked (cannot happen on a TCP
+                        // stream): pass them on as they are.
+                        self.saw(&taken[..n]);
+                        self.spill.extend_from_slice(&taken[..n]);
+                        let m = self.spill.len().min(buf.remaining());
+                        buf.put_slice(&self.spill[..m]);
+                        self.spill.drain(..m);
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            }
+        }
         let before = buf.filled().len();
         match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {

@@ -308,7 +308,9 @@ impl crate::Source for GossipSource {
             ("arlen_gossip_received_bytes", "gossip bytes received", |t| t.bytes_received.load(Relaxed)),
             ("arlen_gossip_sent_messages", "gossip messages sent", |t| t.messages_sent.load(Relaxed)),
             ("arlen_gossip_received_messages", "gossip messages received", |t| t.messages_received.load(Relaxed)),
-            ("arlen_gossip_suspicions", "members this node suspected (its probe failed)", |t| t.suspicions.load(Relaxed)),
+            ("arlen_gossip_suspicions", "members this node suspected (its probe failed)", |t| {
+                t.suspicions.load(Relaxed)
+            }),
             ("arlen_gossip_refutations", "suspicions of this node's refuted in time (false suspicions)", |t| {
                 t.refutations.load(Relaxed)
             }),

@@ -68,9 +68,7 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
 
 /// Names of the families in classic exposition text (from `# TYPE`).
 fn families(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(str::to_owned))
-        .collect()
+    text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(str::to_owned)).collect()
 }
 
 #[test]
@@ -287,9 +285,11 @@ fn a_real_prometheus_scrapes_three_nodes_and_an_alert_fires_when_one_is_killed()
     // exposition lost them).
     let metadata = prometheus.api("/api/v1/metadata?metric=arlen_http_requests_total").unwrap_or_default();
     let metadata_om = prometheus.api("/api/v1/metadata?metric=arlen_http_requests").unwrap_or_default();
-    let typed = [&metadata, &metadata_om]
-        .iter()
-        .any(|m| m["data"].as_object().is_some_and(|d| d.values().filter_map(|v| v.as_array()).flatten().any(|e| e["type"] == "counter")));
+    let typed = [&metadata, &metadata_om].iter().any(|m| {
+        m["data"]
+            .as_object()
+            .is_some_and(|d| d.values().filter_map(|v| v.as_array()).flatten().any(|e| e["type"] == "counter"))
+    });
     assert!(typed, "arlen_http_requests is not a counter to Prometheus: {metadata} {metadata_om}");
 
     let victim = nodes.remove(2);
