@@ -24,7 +24,7 @@ struct Reading {
 }
 
 fn sysconf(variable: nix::unistd::SysconfVar, fallback: i64) -> i64 {
-    nix::unistd::sysconf(variable).ok().flatten().map_or(fallback, |v| v as i64).max(1)
+    nix::unistd::sysconf(variable).ok().flatten().map_or(fallback, |v| v).max(1)
 }
 
 /// Parses `/proc/self/stat` (after the command name, which may hold spaces

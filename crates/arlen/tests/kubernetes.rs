@@ -387,8 +387,8 @@ fn exercise(file: &str, extra: &[&str], during_drain: impl Fn(&Kubelet<'_>, &Pod
 
     let allowed = disruptions_allowed(&docs, replicas);
     assert!(allowed >= 1 && allowed < replicas, "{file}: the budget allows {allowed} of {replicas}");
-    for victim in (replicas - allowed)..replicas {
-        kubelet.terminate(&pods[victim]);
+    for pod in &pods[replicas - allowed..] {
+        kubelet.terminate(pod);
     }
     // Until every evicted pod's Arlen has exited, and as long again as a
     // node's loss grace after that (every node has counted the loss), the
@@ -443,8 +443,8 @@ fn exercise(file: &str, extra: &[&str], during_drain: impl Fn(&Kubelet<'_>, &Pod
     }
     println!("{file}: {checks} readiness checks of the remaining pods, all Ready");
     // The StatefulSet puts the evicted pods back, and they are Ready again.
-    for victim in (replicas - allowed)..replicas {
-        pods[victim] = kubelet.start(victim, work.path());
+    for (victim, pod) in pods.iter_mut().enumerate().skip(replicas - allowed) {
+        *pod = kubelet.start(victim, work.path());
     }
     for pod in &pods {
         kubelet.wait_ready(pod).unwrap_or_else(|e| panic!("{file}: after the eviction: {e}"));
