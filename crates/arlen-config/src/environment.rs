@@ -19,6 +19,12 @@ pub trait Environment {
 
     /// The machine's host name, used for the default `cluster.nodeID`.
     fn hostname(&self) -> Option<String>;
+
+    /// Every variable name set (to warn about misspelled `ARLEN_*` ones);
+    /// empty when the environment cannot list them.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The real process environment.
@@ -37,6 +43,10 @@ impl Environment for ProcessEnvironment {
             .map(|name| name.trim().to_owned())
             .find(|name| !name.is_empty())
             .or_else(|| self.var("HOSTNAME").filter(|name| !name.trim().is_empty()))
+    }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()).collect()
     }
 }
 
@@ -75,6 +85,10 @@ impl Environment for MapEnvironment {
 
     fn hostname(&self) -> Option<String> {
         self.hostname.clone()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.vars.keys().cloned().collect()
     }
 }
 

@@ -100,16 +100,27 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every error of one load, reported together.
+/// Every error of one load, reported together, with the hints the same
+/// load found (a misspelled key or variable is often the cause of an error:
+/// the hint must not be lost because loading failed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+    pub hints: Vec<String>,
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.0.len();
+        let count = self.errors.len();
         write!(f, "configuration is invalid ({count} error{}):", if count == 1 { "" } else { "s" })?;
-        for error in &self.0 {
+        for error in &self.errors {
             write!(f, "\n  - {error}")?;
+        }
+        if !self.hints.is_empty() {
+            f.write_str("\nhints:")?;
+            for hint in &self.hints {
+                write!(f, "\n  - {hint}")?;
+            }
         }
         Ok(())
     }

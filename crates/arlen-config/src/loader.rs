@@ -72,6 +72,7 @@ impl<'a> Loader<'a> {
             self.warn_about_typos(layer);
         }
         self.warn_about_retired_keys(&layers);
+        self.warn_about_unknown_variables();
 
         let mut settings: Vec<Setting> = KEYS.iter().map(|spec| self.resolve_explicit(spec, &layers)).collect();
         self.apply_computed_defaults(&mut settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
@@ -80,7 +81,7 @@ impl<'a> Loader<'a> {
         let gossip_keys = self.resolve_gossip_keys(&settings, env_name.as_deref().unwrap_or(DEFAULT_ENV));
 
         if !self.errors.is_empty() {
-            return Err(ConfigErrors(self.errors));
+            return Err(ConfigErrors { errors: self.errors, hints: self.warnings });
         }
         let mut tree = Map::new();
         for layer in layers.iter().rev() {
@@ -91,7 +92,7 @@ impl<'a> Loader<'a> {
         }
         let config =
             build_config(&settings, env_name.unwrap_or_else(|| DEFAULT_ENV.to_owned()), root.clone(), gossip_keys)
-                .map_err(|error| ConfigErrors(vec![error]))?;
+                .map_err(|error| ConfigErrors { errors: vec![error], hints: self.warnings.clone() })?;
         Ok(Loaded { config, settings, tree, warnings: self.warnings })
     }
 
@@ -179,6 +180,33 @@ impl<'a> Loader<'a> {
             );
         }
         keys
+    }
+
+    /// An `ARLEN_*` (or `MOJOOBJC_*`) variable that names no key is most
+    /// likely a misspelling: it would be ignored in silence.
+    fn warn_about_unknown_variables(&mut self) {
+        let mut names = self.env.names();
+        names.sort();
+        for name in names {
+            let Some(suffix) =
+                name.strip_prefix(environment::PREFIX).or_else(|| name.strip_prefix(environment::LEGACY_PREFIX))
+            else {
+                continue;
+            };
+            if registry::is_known_variable(suffix) {
+                continue;
+            }
+            let prefix = &name[..name.len() - suffix.len()];
+            match registry::closest_variable(suffix) {
+                Some(spec) => self.warnings.push(format!(
+                    "variable {name} is not a configuration variable and is ignored; did you mean {prefix}{}?",
+                    spec.env
+                )),
+                None => self.warnings.push(format!(
+                    "variable {name} is not a configuration variable and is ignored (the README's reference table lists them)"
+                )),
+            }
+        }
     }
 
     fn warn_about_typos(&mut self, layer: &FileLayer) {

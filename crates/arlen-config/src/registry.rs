@@ -450,6 +450,30 @@ pub fn closest(unknown: &str) -> Option<&'static KeySpec> {
         .map(|(_, spec)| spec)
 }
 
+/// Variables of the `ARLEN_` prefix that are not keys: the environment's
+/// name, and the application root (`arlen serve --app-root`).
+const OTHER_VARIABLES: &[&str] = &["ENV", "APP_ROOT"];
+
+/// Whether `ARLEN_<suffix>` means something: a key's variable, a retired
+/// key's (it draws its own warning), or one of [`OTHER_VARIABLES`].
+pub fn is_known_variable(suffix: &str) -> bool {
+    !suffix.is_empty()
+        && (KEYS.iter().any(|spec| spec.env == suffix)
+            || RETIRED.iter().any(|r| r.env == suffix)
+            || OTHER_VARIABLES.contains(&suffix))
+}
+
+/// The key whose variable is within two edits of `suffix`, if any.
+pub fn closest_variable(suffix: &str) -> Option<&'static KeySpec> {
+    let upper = suffix.to_ascii_uppercase();
+    KEYS.iter()
+        .filter(|spec| !spec.env.is_empty() && spec.env.len().abs_diff(upper.len()) <= 2)
+        .map(|spec| (edit_distance(&upper, spec.env), spec))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, spec)| spec)
+}
+
 /// Levenshtein distance, enough for typo hints on short keys.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

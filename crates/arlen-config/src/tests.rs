@@ -153,9 +153,9 @@ fn quorum_policy_and_hysteresis_keys() {
     for bad in ["0", "-1", "most", "2.5"] {
         let errors = App::new().load(&[("ARLEN_CLUSTER_QUORUM_POLICY", bad)]).unwrap_err();
         assert!(
-            errors.0[0].to_string().starts_with("variable ARLEN_CLUSTER_QUORUM_POLICY (key cluster.quorumPolicy): expected all, majority or a positive integer"),
+            errors.errors[0].to_string().starts_with("variable ARLEN_CLUSTER_QUORUM_POLICY (key cluster.quorumPolicy): expected all, majority or a positive integer"),
             "{bad}: {}",
-            errors.0[0]
+            errors.errors[0]
         );
     }
 }
@@ -280,7 +280,7 @@ fn three_bad_variables_are_all_reported() {
     let errors = App::new()
         .load(&[("ARLEN_PORT", "abc"), ("ARLEN_CLUSTER_ENABLED", "maybe"), ("ARLEN_CLUSTER_EXPECTED_NODES", "12abc")])
         .unwrap_err();
-    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         lines,
         vec![
@@ -297,7 +297,7 @@ fn bad_file_values_name_file_line_and_column() {
         .file("config/app.toml", "port = 70000\n[cluster]\nenabled = \"perhaps\"\nexpectedNodes = [1]\n")
         .load(&[])
         .unwrap_err();
-    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         lines,
         vec![
@@ -313,7 +313,7 @@ fn bad_flag_is_named() {
     let app = App::new();
     let options = LoadOptions { port: Some("0".into()), ..app.options() };
     let errors = app.load_with(options, &[]).unwrap_err();
-    assert_eq!(errors.0[0].to_string(), "flag --port: 0 is out of range (must be 1..65535)");
+    assert_eq!(errors.errors[0].to_string(), "flag --port: 0 is out of range (must be 1..65535)");
 }
 
 #[test]
@@ -324,7 +324,7 @@ fn malformed_files_and_duplicate_layers_are_errors_reported_together() {
         .file("config/environments/development.plist", "{\n  port = 1\n}")
         .load(&[("ARLEN_LISTEN_BACKLOG", "x")])
         .unwrap_err();
-    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(
         lines[0].starts_with("config/app.*: more than one file for this layer: config/app.toml, config/app.json"),
@@ -338,16 +338,19 @@ fn malformed_files_and_duplicate_layers_are_errors_reported_together() {
 #[test]
 fn root_that_is_not_a_dictionary_is_an_error() {
     let errors = App::new().file("config/app.json", "[1]").load(&[]).unwrap_err();
-    assert_eq!(errors.0[0].to_string(), "config/app.json:1:1: the root must be a dictionary, found a list");
+    assert_eq!(errors.errors[0].to_string(), "config/app.json:1:1: the root must be a dictionary, found a list");
 }
 
 #[test]
 fn environment_name_is_validated() {
     let errors = App::new().load(&[("ARLEN_ENV", "../../etc")]).unwrap_err();
-    assert_eq!(errors.0[0].to_string(), "variable ARLEN_ENV: environment name \"../../etc\" must match [A-Za-z0-9_-]+");
+    assert_eq!(
+        errors.errors[0].to_string(),
+        "variable ARLEN_ENV: environment name \"../../etc\" must match [A-Za-z0-9_-]+"
+    );
     let app = App::new();
     let options = LoadOptions { env_name: Some("a b".into()), ..app.options() };
-    assert!(app.load_with(options, &[]).unwrap_err().0[0].to_string().starts_with("flag --env:"));
+    assert!(app.load_with(options, &[]).unwrap_err().errors[0].to_string().starts_with("flag --env:"));
 }
 
 #[test]
@@ -435,7 +438,7 @@ fn gossip_needs_a_reachable_advertise_address_and_valid_addresses() {
             ("ARLEN_CLUSTER_GOSSIP_LISTEN", "[::]:99999"),
         ])
         .unwrap_err();
-    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(
         lines[0].starts_with("variable ARLEN_CLUSTER_GOSSIP_LISTEN (key cluster.gossip.listen): port"),
@@ -451,7 +454,7 @@ fn gossip_needs_a_reachable_advertise_address_and_valid_addresses() {
     let errors =
         App::new().load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"), ("ARLEN_HOST", "0.0.0.0")]).unwrap_err();
     assert_eq!(
-        errors.0[0].to_string(),
+        errors.errors[0].to_string(),
         "key cluster.gossip.advertise: 0.0.0.0:3000 is not an address peers can reach; set cluster.gossip.advertise (ARLEN_CLUSTER_GOSSIP_ADVERTISE) to this node's reachable address"
     );
     assert!(App::new().load(&[("ARLEN_HOST", "0.0.0.0")]).is_ok(), "static membership does not care");
@@ -461,7 +464,7 @@ fn gossip_needs_a_reachable_advertise_address_and_valid_addresses() {
 fn etcd_source_needs_endpoints_and_masks_the_password() {
     let errors = App::new().load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd")]).unwrap_err();
     assert_eq!(
-        errors.0[0].to_string(),
+        errors.errors[0].to_string(),
         "key cluster.etcd.endpoints: required when cluster.membership.source is etcd; set ARLEN_CLUSTER_ETCD_ENDPOINTS to the etcd client URLs"
     );
     let loaded = App::new()
@@ -483,8 +486,8 @@ fn etcd_source_needs_endpoints_and_masks_the_password() {
     let errors = App::new()
         .load(&[("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd"), ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "10.0.0.1:2379")])
         .unwrap_err();
-    assert!(errors.0[0].to_string().contains("expected an http:// or https:// URL"), "{}", errors.0[0]);
-    assert_eq!(errors.0.len(), 1, "no second error about missing endpoints: {:?}", errors.0);
+    assert!(errors.errors[0].to_string().contains("expected an http:// or https:// URL"), "{}", errors.errors[0]);
+    assert_eq!(errors.errors.len(), 1, "no second error about missing endpoints: {:?}", errors.errors);
 }
 
 const GOSSIP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -493,8 +496,8 @@ const GOSSIP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 fn gossip_outside_development_and_test_needs_keys_unless_explicitly_allowed() {
     let production = [("ARLEN_ENV", "production"), ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip")];
     let errors = App::new().load(&production).unwrap_err();
-    assert_eq!(errors.0.len(), 1, "{errors}");
-    let message = errors.0[0].to_string();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    let message = errors.errors[0].to_string();
     assert!(
         message.starts_with("key cluster.gossip.keys: gossip in the production environment needs keys"),
         "{message}"
@@ -569,9 +572,9 @@ fn etcd_over_https_needs_a_ca_bundle_and_client_certificates_come_with_their_key
     let etcd =
         [("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "etcd"), ("ARLEN_CLUSTER_ETCD_ENDPOINTS", "https://127.0.0.1:2379")];
     let errors = App::new().load(&etcd).unwrap_err();
-    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.errors.len(), 1, "{errors}");
     assert!(
-        errors.0[0]
+        errors.errors[0]
             .to_string()
             .starts_with("key cluster.etcd.caFile: required when cluster.etcd.endpoints has https://"),
         "{errors}"
@@ -716,4 +719,30 @@ fn enum_keys_read_back_as_the_variant_written() {
             Config::from_map(Path::new("/nonexistent"), &[("ARLEN_CLUSTER_GOSSIP_UNSEALED_TRAFFIC", word)]).unwrap();
         assert_eq!(loaded.cluster.membership.gossip.unsealed_traffic, UnsealedTrafficSetting::ALL[index]);
     }
+}
+
+#[test]
+fn a_misspelled_variable_is_warned_with_the_one_meant_and_hints_survive_errors() {
+    let loaded =
+        App::new().load(&[("ARLEN_CLUSTER_EXPECTED_NODE", "3"), ("ARLEN_ENV", "test"), ("PATH", "/bin")]).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        vec!["variable ARLEN_CLUSTER_EXPECTED_NODE is not a configuration variable and is ignored; did you mean ARLEN_CLUSTER_EXPECTED_NODES?"]
+    );
+    let loaded = App::new().load(&[("MOJOOBJC_WHATEVER_THIS_IS", "1")]).unwrap();
+    assert!(
+        loaded.warnings[0].starts_with("variable MOJOOBJC_WHATEVER_THIS_IS is not a configuration variable"),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // A typo in a file and an error elsewhere: both reported, the hint too.
+    let app = App::new().file("config/app.toml", "[cluster]\nexpectedNode = 3\n");
+    let errors = app.load(&[("ARLEN_PORT", "http")]).unwrap_err();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    assert_eq!(
+        errors.hints,
+        vec!["config/app.toml:2:16: unknown key cluster.expectedNode; did you mean cluster.expectedNodes?"]
+    );
+    assert!(errors.to_string().contains("\nhints:\n  - config/app.toml:2:16: unknown key"), "{errors}");
 }

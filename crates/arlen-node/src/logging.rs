@@ -1,4 +1,6 @@
-//! Log set-up from `logFormat` and `logLevel`.
+//! Log set-up from `logFormat` and `logLevel`, or `RUST_LOG` when it is set
+//! (the usual Rust directives, `arlen_membership=debug,hyper=info`; it takes
+//! precedence over `logLevel`, as in every tracing-based program).
 
 use arlen_config::{Config, LogFormat};
 use tracing_subscriber::filter::LevelFilter;
@@ -13,12 +15,35 @@ pub(crate) fn init(config: &Config) {
     // Our crates log at the configured level; dependencies (foca, hyper,
     // etcd-client, ...) from warn up — at most our level — so an attack on
     // the gossip port or a failing etcd connection always leaves a trace.
-    let filter = dependency_filter(level);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, from_rust_log) = choose_filter(rust_log.as_deref(), level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+    match from_rust_log {
+        Ok(Some(directives)) => {
+            tracing::info!(%directives, "log filter from RUST_LOG (it takes precedence over logLevel)")
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "RUST_LOG ignored: not a log filter; logLevel applies"),
+    }
+}
+
+/// `RUST_LOG` when it is set and parses (and which), else the filter of
+/// `level`; a `RUST_LOG` that does not parse is reported, not fatal.
+fn choose_filter(
+    rust_log: Option<&str>,
+    level: LevelFilter,
+) -> (tracing_subscriber::EnvFilter, Result<Option<String>, String>) {
+    match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (dependency_filter(level), Ok(None)),
+        Some(directives) => match tracing_subscriber::EnvFilter::builder().parse(directives) {
+            Ok(filter) => (filter, Ok(Some(directives.to_owned()))),
+            Err(error) => (dependency_filter(level), Err(format!("{directives:?}: {error}"))),
+        },
     }
 }
 
@@ -35,6 +60,19 @@ fn dependency_filter(level: LevelFilter) -> tracing_subscriber::EnvFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_takes_precedence_and_a_bad_one_is_reported() {
+        let (filter, source) = choose_filter(Some("arlen_membership=trace,foca=debug"), LevelFilter::INFO);
+        assert_eq!(source, Ok(Some("arlen_membership=trace,foca=debug".to_owned())));
+        assert!(filter.to_string().contains("foca=debug"), "{filter}");
+        let (filter, source) = choose_filter(Some("  "), LevelFilter::INFO);
+        assert_eq!(source, Ok(None));
+        assert!(filter.to_string().contains("arlen=info"), "{filter}");
+        let (filter, source) = choose_filter(Some("arlen=loud"), LevelFilter::DEBUG);
+        assert!(source.is_err_and(|e| e.contains("arlen=loud")));
+        assert!(filter.to_string().contains("arlen=debug"), "{filter}");
+    }
 
     #[test]
     fn dependencies_log_from_warn_up() {

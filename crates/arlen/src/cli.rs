@@ -54,6 +54,20 @@ pub enum Command {
     /// (default, file with line, variable or flag). Secrets are masked.
     /// Exits 2 and lists every error when the configuration is invalid.
     Config(ConfigArgs),
+    /// Print shell completions for `arlen` on standard output:
+    /// `arlen completions bash > /etc/bash_completion.d/arlen` (also zsh,
+    /// fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on standard output:
+    /// `arlen man > /usr/local/share/man/man1/arlen.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,7 +232,11 @@ pub struct DrillArgs {
 #[derive(Debug, Subcommand)]
 pub enum DrillCommand {
     /// List the scenarios and their default budgets
-    List,
+    List {
+        /// Print JSON (scenario, sources, about, budgets per source) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one scenario
     Run(DrillRunArgs),
 }

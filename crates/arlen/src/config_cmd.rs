@@ -17,7 +17,7 @@ pub fn load_options(location: &Location) -> LoadOptions {
         lookup_variable(&ProcessEnvironment, "APP_ROOT").map(|found| {
             if found.legacy {
                 // Logging is not set up yet (it depends on the configuration).
-                eprintln!("warning: {} is a legacy variable name; use ARLEN_APP_ROOT instead", found.name);
+                shout!("warning: {} is a legacy variable name; use ARLEN_APP_ROOT instead", found.name);
             }
             PathBuf::from(found.value)
         })
@@ -29,7 +29,7 @@ pub fn load_options(location: &Location) -> LoadOptions {
 /// Loads, or prints every error and returns the exit code.
 pub fn load_or_report(options: &LoadOptions) -> Result<Loaded, ExitCode> {
     load(options, &ProcessEnvironment).map_err(|errors| {
-        eprintln!("arlen: {errors}");
+        shout!("arlen: {errors}");
         ExitCode::from(CONFIG_ERROR_EXIT)
     })
 }
@@ -40,12 +40,12 @@ pub fn run(args: ConfigArgs) -> ExitCode {
         Err(code) => return code,
     };
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        shout!("warning: {warning}");
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&loaded)).expect("json"));
+        say!("{}", serde_json::to_string_pretty(&to_json(&loaded)).expect("json"));
     } else {
-        print!("{}", to_table(&loaded));
+        say_raw!("{}", to_table(&loaded));
     }
     ExitCode::SUCCESS
 }

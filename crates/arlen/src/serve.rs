@@ -34,7 +34,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
-            eprintln!("arlen: {error}");
+            shout!("arlen: {error}");
             ExitCode::FAILURE
         }
     }

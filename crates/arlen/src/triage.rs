@@ -60,11 +60,11 @@ async fn triage(args: TriageArgs) -> u8 {
             render(&reports, &findings, code)
         };
         if args.watch && tty && drawn > 0 {
-            print!("\x1b[{drawn}A\x1b[J");
+            say_raw!("\x1b[{drawn}A\x1b[J");
         }
         // Everything in it came from nodes: no control character reaches the terminal.
         let text = printable(&text);
-        print!("{text}");
+        say_raw!("{text}");
         let _ = std::io::stdout().flush();
         drawn = text.lines().count();
         if !args.watch {
@@ -75,7 +75,7 @@ async fn triage(args: TriageArgs) -> u8 {
             _ = tokio::signal::ctrl_c() => return code.exit_code(),
         }
         if !tty {
-            println!();
+            say!();
         }
     }
 }
@@ -143,7 +143,7 @@ async fn can_stop(client: &reqwest::Client, args: &TriageArgs, node: &str) -> u8
     let wanted = normalise(node);
     let Some(report) = reports.iter().find(|r| r.node_id.as_deref() == Some(node) || r.url == wanted) else {
         let known: Vec<String> = reports.iter().map(|r| r.node_id.clone().unwrap_or_else(|| r.url.clone())).collect();
-        println!("{}", printable(&format!("{node}: not found among {}", known.join(", "))));
+        say!("{}", printable(&format!("{node}: not found among {}", known.join(", "))));
         return 3;
     };
     let url = format!("{}/clusterz?maintenance=true", report.url);
@@ -151,7 +151,7 @@ async fn can_stop(client: &reqwest::Client, args: &TriageArgs, node: &str) -> u8
         Ok((status, document)) => match (status, document.maintenance) {
             (200 | 412, Some(verdict)) => {
                 let answer = if verdict.can_stop { "yes" } else { "no" };
-                println!("{}", printable(&format!("{node} may stop now: {answer} — {}", verdict.reason)));
+                say!("{}", printable(&format!("{node} may stop now: {answer} — {}", verdict.reason)));
                 if verdict.can_stop {
                     0
                 } else {
@@ -159,12 +159,12 @@ async fn can_stop(client: &reqwest::Client, args: &TriageArgs, node: &str) -> u8
                 }
             }
             (status, _) => {
-                println!("{}", printable(&format!("{node}: {url} answered {status} without a maintenance verdict")));
+                say!("{}", printable(&format!("{node}: {url} answered {status} without a maintenance verdict")));
                 3
             }
         },
         Err(error) => {
-            println!("{}", printable(&format!("{node} does not answer: {error}")));
+            say!("{}", printable(&format!("{node} does not answer: {error}")));
             3
         }
     }

@@ -28,7 +28,7 @@ pub fn run(args: UpArgs) -> ExitCode {
     match runtime.block_on(up(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("arlen up: {error:#}");
+            shout!("arlen up: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -52,7 +52,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ],
     };
     let mut cluster = LocalCluster::start(spec).await?;
-    println!(
+    say!(
         "arlen up: {} nodes of cluster {:?}, expecting {expected}; {}",
         args.nodes,
         args.cluster,
@@ -63,7 +63,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     );
     if let Some(etcd) = &cluster.etcd {
-        println!(
+        say!(
             "  etcd    {}  pid {}  log {}",
             etcd.url,
             etcd.child.as_ref().and_then(|c| c.id()).unwrap_or(0),
@@ -71,13 +71,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     for node in &cluster.nodes {
-        println!("  {}  {}  pid {}  log {}", node.id, node.url, node.pid().unwrap_or(0), node.log.display());
+        say!("  {}  {}  pid {}  log {}", node.id, node.url, node.pid().unwrap_or(0), node.log.display());
     }
-    println!("Ctrl-C or q stops every node.\n");
+    say!("Ctrl-C or q stops every node.\n");
 
     let result = watch(&mut cluster, &token, args.refresh_ms).await;
-    println!("\nstopping {} nodes", cluster.nodes.len());
-    cluster.stop_all(|who, how| println!("  {who} {how}")).await;
+    say!("\nstopping {} nodes", cluster.nodes.len());
+    cluster.stop_all(|who, how| say!("  {who} {how}")).await;
     result
 }
 
@@ -177,7 +177,7 @@ impl Events {
     fn push(&mut self, line: String) {
         let line = format!("[{:>7.2}s] {line}", self.started.elapsed().as_secs_f64());
         if !self.tty {
-            println!("{line}");
+            say!("{line}");
         }
         if self.lines.len() == 8 {
             self.lines.pop_front();
@@ -197,14 +197,14 @@ async fn watch(cluster: &mut LocalCluster, token: &str, refresh_ms: u64) -> anyh
     let mut keys = read_keys();
     let mut keys_open = true;
     if !tty {
-        println!("{KEYS_FOOTER}");
+        say!("{KEYS_FOOTER}");
     }
     let mut events = Events { started: Instant::now(), lines: VecDeque::new(), tty };
     let mut selected = 0usize;
     let mut pending: Vec<Pending> = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(refresh_ms.max(50)));
     let mut last_table = String::new();
-    let mut drawn_lines = 0usize;
+    let mut screen = if tty { Some(Screen::enter()?) } else { None };
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -235,27 +235,92 @@ async fn watch(cluster: &mut LocalCluster, token: &str, refresh_ms: u64) -> anyh
             .collect();
         settle(&mut pending, &cluster.nodes, &reports, &exited, &mut events);
         let table = render(&cluster.nodes, &reports, &exited);
-        if tty {
-            let mut screen = table.clone();
-            screen.push('\n');
-            for line in &events.lines {
-                screen.push_str(line);
-                screen.push('\n');
-            }
-            screen.push_str(&format!("\n{KEYS_FOOTER} · selected: {}\n", cluster.nodes[selected].id));
-            let mut out = std::io::stdout().lock();
-            if drawn_lines > 0 {
-                write!(out, "\x1b[{drawn_lines}A\x1b[J")?;
-            }
-            write!(out, "{screen}")?;
-            out.flush()?;
-            drawn_lines = screen.lines().count();
+        if let Some(screen) = screen.as_mut() {
+            let mut lines: Vec<String> = table.lines().map(str::to_owned).collect();
+            lines.push(String::new());
+            lines.extend(events.lines.iter().cloned());
+            lines.push(String::new());
+            lines.push(format!("{KEYS_FOOTER} · selected: {}", cluster.nodes[selected].id));
+            let (width, height) = crossterm::terminal::size().unwrap_or((80, 24));
+            screen.draw(&mut std::io::stdout().lock(), lines, width, height)?;
         } else if table != last_table {
-            println!("{table}");
+            say!("{table}");
             std::io::stdout().flush()?;
         }
         last_table = table;
     }
+}
+
+/// Why `p`/`h` do nothing under a source without fault rules.
+fn partition_unavailable(id: &str, source: crate::cli::UpSource) -> String {
+    format!(
+        "{id}: nothing cut — p and h cut and heal a node's gossip through its fault endpoint, and the {} source \
+         has no gossip. k (kill -9) or s (stop) show a node leaving; `arlen up --source gossip` has p and h",
+        source.name()
+    )
+}
+
+/// The live table on a terminal: drawn on the alternate screen from its
+/// top-left corner every time, each line cut to the terminal's width and
+/// the frame to its height, so no line ever wraps into rows a redraw does
+/// not know of (a 70-column terminal re-stacked the table when the redraw
+/// moved up by lines, not rows). On drop the normal screen is back, with
+/// the last frame printed on it.
+struct Screen {
+    last: Vec<String>,
+}
+
+impl Screen {
+    fn enter() -> std::io::Result<Self> {
+        crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen, crossterm::cursor::Hide)?;
+        Ok(Self { last: Vec::new() })
+    }
+
+    fn draw(
+        &mut self,
+        out: &mut impl std::io::Write,
+        lines: Vec<String>,
+        width: u16,
+        height: u16,
+    ) -> std::io::Result<()> {
+        use crossterm::{cursor::MoveTo, queue, style::Print, terminal::Clear, terminal::ClearType};
+        queue!(out, MoveTo(0, 0), Clear(ClearType::All))?;
+        for (row, line) in frame(&lines, width, height).into_iter().enumerate() {
+            queue!(out, MoveTo(0, u16::try_from(row).unwrap_or(u16::MAX)), Print(line))?;
+        }
+        out.flush()?;
+        self.last = lines;
+        Ok(())
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let mut out = std::io::stdout();
+        let _ = crossterm::execute!(out, crossterm::cursor::Show, crossterm::terminal::LeaveAlternateScreen);
+        for line in &self.last {
+            let _ = std::io::Write::write_fmt(&mut out, format_args!("{line}\n"));
+        }
+    }
+}
+
+/// What fits a `width` × `height` terminal: lines cut at `width` characters
+/// (an ellipsis marks the cut), at most `height` of them.
+fn frame(lines: &[String], width: u16, height: u16) -> Vec<String> {
+    let width = usize::from(width.max(1));
+    lines
+        .iter()
+        .take(usize::from(height.max(1)))
+        .map(|line| {
+            if line.chars().count() <= width {
+                line.clone()
+            } else {
+                let mut cut: String = line.chars().take(width - 1).collect();
+                cut.push('…');
+                cut
+            }
+        })
+        .collect()
 }
 
 /// Does what a key asked to node `index`; returns what to time.
@@ -297,6 +362,12 @@ async fn act_on(
                     None
                 }
             }
+        }
+        Action::Partition | Action::Heal
+            if !cluster.spec.source.offers().contains(&crate::cli::Capability::FaultRules) =>
+        {
+            events.push(partition_unavailable(&id, cluster.spec.source));
+            None
         }
         Action::Partition | Action::Heal if running => {
             let url = format!("{}/_arlen/faults", cluster.nodes[index].url);
@@ -406,4 +477,43 @@ fn render(nodes: &[LocalNode], reports: &[NodeReport], exited: &[Option<String>]
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_fits_any_terminal() {
+        let lines: Vec<String> =
+            vec!["NODE    URL                     REACHABLE  READY".into(), "short".into(), "x".repeat(200)];
+        for width in [1u16, 20, 70, 80, 300] {
+            for line in frame(&lines, width, 24) {
+                assert!(line.chars().count() <= usize::from(width), "{width}: {line:?}");
+            }
+        }
+        assert_eq!(frame(&lines, 70, 2).len(), 2);
+        assert_eq!(frame(&lines, 10, 24)[0], "NODE    U…");
+        assert_eq!(frame(&lines, 10, 24)[1], "short");
+    }
+
+    #[test]
+    fn a_redraw_starts_at_the_top_left_and_clears_whatever_was_there() {
+        let mut screen = Screen { last: Vec::new() };
+        let mut bytes = Vec::new();
+        screen.draw(&mut bytes, vec!["a".repeat(100), "b".into()], 70, 24).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        // CSI 1;1 H (home), CSI 2 J (clear), then each row placed by its own move.
+        assert!(text.starts_with("\x1b[1;1H\x1b[2J\x1b[1;1H"), "{text:?}");
+        assert!(text.contains("\x1b[2;1Hb"), "{text:?}");
+        assert!(!text.contains(&"a".repeat(70)), "a line wider than the terminal: {text:?}");
+        std::mem::forget(screen); // not a terminal: nothing to leave
+    }
+
+    #[test]
+    fn partition_keys_under_etcd_say_why_nothing_happens() {
+        let said = partition_unavailable("node-2", crate::cli::UpSource::Etcd);
+        assert!(said.starts_with("node-2: nothing cut") && said.contains("etcd source has no gossip"), "{said}");
+        assert!(!crate::cli::UpSource::Etcd.offers().contains(&crate::cli::Capability::FaultRules));
+    }
 }

@@ -353,11 +353,37 @@ const SCENARIOS: &[Scenario] = &[
 
 pub fn run(args: DrillArgs) -> ExitCode {
     match args.command {
-        DrillCommand::List => {
-            println!("{:<12} {:<12} about", "SCENARIO", "SOURCES");
+        DrillCommand::List { json: true } => {
+            let scenarios: Vec<serde_json::Value> = SCENARIOS
+                .iter()
+                .map(|s| {
+                    let budgets: Vec<serde_json::Value> = s
+                        .budgets
+                        .iter()
+                        .map(|b| {
+                            serde_json::json!({
+                                "figure": b.figure.name(),
+                                "gossip": b.on(UpSource::Gossip),
+                                "etcd": b.on(UpSource::Etcd),
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "scenario": s.name,
+                        "sources": sources_for(s).iter().map(|source| source.name()).collect::<Vec<_>>(),
+                        "about": s.about,
+                        "budgets": budgets,
+                    })
+                })
+                .collect();
+            say!("{}", serde_json::to_string_pretty(&serde_json::json!({ "scenarios": scenarios })).expect("json"));
+            ExitCode::SUCCESS
+        }
+        DrillCommand::List { json: false } => {
+            say!("{:<12} {:<12} about", "SCENARIO", "SOURCES");
             for s in SCENARIOS {
                 let sources = sources_for(s).iter().map(|source| source.name()).collect::<Vec<_>>().join(",");
-                println!("{:<12} {:<12} {}", s.name, sources, s.about);
+                say!("{:<12} {:<12} {}", s.name, sources, s.about);
                 let budgets: Vec<String> = s
                     .budgets
                     .iter()
@@ -367,7 +393,7 @@ pub fn run(args: DrillArgs) -> ExitCode {
                         (None, None) => b.figure.name().to_owned(),
                     })
                     .collect();
-                println!("{:<25} budgets: {}", "", budgets.join(", "));
+                say!("{:<25} budgets: {}", "", budgets.join(", "));
             }
             ExitCode::SUCCESS
         }
@@ -377,7 +403,7 @@ pub fn run(args: DrillArgs) -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(error) => {
-                    eprintln!("arlen drill: {error:#}");
+                    shout!("arlen drill: {error:#}");
                     ExitCode::from(2)
                 }
             }
@@ -410,7 +436,7 @@ impl Drill {
     fn event(&mut self, what: impl Into<String>) {
         let what = what.into();
         let t_ms = self.t_ms();
-        println!("[{:>6.2}s] {what}", t_ms as f64 / 1000.0);
+        say!("[{:>6.2}s] {what}", t_ms as f64 / 1000.0);
         self.events.push(Event { t_ms, what });
     }
 
@@ -546,7 +572,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         env,
     };
     let started = Instant::now();
-    println!("drill {}: {} — {nodes} nodes, {} source", scenario.name, scenario.about, args.source.name());
+    say!("drill {}: {} — {nodes} nodes, {} source", scenario.name, scenario.about, args.source.name());
     let cluster = LocalCluster::start(spec).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
     let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
@@ -659,10 +685,10 @@ fn finish(drill: Drill, outcome: Outcome, report_dir: Option<PathBuf>) -> anyhow
         ))
     });
     report::write_all(&report, &dir)?;
-    println!();
+    say!();
     for f in &report.figures {
         let budget = f.budget.map_or(String::new(), |b| format!(" (budget {b})"));
-        println!(
+        say!(
             "  {:<28} {:>8.0} {}{budget}{}",
             f.name,
             f.value,
@@ -670,8 +696,8 @@ fn finish(drill: Drill, outcome: Outcome, report_dir: Option<PathBuf>) -> anyhow
             if f.within_budget { "" } else { "  OVER BUDGET" }
         );
     }
-    println!("  background traffic: {} ok, {} failed", report.requests_ok, report.requests_failed);
-    println!(
+    say!("  background traffic: {} ok, {} failed", report.requests_ok, report.requests_failed);
+    say!(
         "\ndrill {}: {}; report in {}",
         scenario.name,
         if passed { "passed" } else { "FAILED (budget missed)" },
