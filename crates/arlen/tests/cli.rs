@@ -124,3 +124,17 @@ fn rust_log_overrides_the_level_and_a_misspelled_variable_is_named() {
         "{log}"
     );
 }
+
+#[test]
+fn protoc_comes_from_a_crate_not_from_the_machine() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    assert!(config.contains(r#"PROTOC = { value = "scripts/protoc", relative = true"#), "{config}");
+    // The vendored protoc (36.x), not Debian's (3.21): found without any
+    // system package, so a machine with only a Rust toolchain builds.
+    let bare = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/usr/bin/uname", bare.path().join("uname")).unwrap();
+    let output = Command::new(root.join("scripts/protoc")).arg("--version").env("PATH", bare.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && said.starts_with("libprotoc 36."), "{said}{}", String::from_utf8_lossy(&output.stderr));
+}
