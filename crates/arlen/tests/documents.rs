@@ -29,6 +29,8 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("./scripts/test", "this test is part of it"),
     ("arlen drill list", "every drill runs in crates/arlen/tests/drills.rs; `drill list` is run below"),
     ("cargo install --path crates/arlen", "a release build of the binary the suite already built and runs"),
+    ("kubectl create secret generic shop-gossip", "no Kubernetes here: crates/arlen/tests/kubernetes.rs plays the applied manifests"),
+    ("podman build -t registry.example/arlen", "pulls base images; crates/arlen/tests/image.rs builds the Dockerfile's runtime stage"),
 ];
 
 #[derive(Debug, Clone)]
@@ -416,4 +418,27 @@ fn the_sidecar_and_etcd_lines_run_as_written() {
     let doc = arlen_testkit::cluster_document(std::net::SocketAddr::from(([127, 0, 0, 1], etcd_port)));
     let source = doc.map(|d| d.coordination.membership_source.to_string());
     assert_eq!(source.as_deref(), Some("etcd"), "{}", desk.log("etcd-node"));
+}
+
+#[test]
+fn every_quoted_block_is_verbatim_in_the_file_it_quotes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut quotes = 0;
+    for file in ["README.md", "docs/RUNBOOK.md"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("<!-- quoted from ") {
+            let after = &rest[at + "<!-- quoted from ".len()..];
+            let source = after.split(" -->").next().unwrap().trim();
+            let open = after.find("```").unwrap();
+            let body_start = open + after[open..].find('\n').unwrap() + 1;
+            let body_end = body_start + after[body_start..].find("```").unwrap();
+            let body = &after[body_start..body_end];
+            let quoted = std::fs::read_to_string(root.join(source)).unwrap_or_else(|e| panic!("{file} quotes {source}: {e}"));
+            assert!(quoted.contains(body), "{file} quotes {source}, which no longer says:\n{body}");
+            quotes += 1;
+            rest = &after[body_end..];
+        }
+    }
+    assert!(quotes >= 3, "{quotes} quotes");
 }
