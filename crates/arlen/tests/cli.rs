@@ -136,5 +136,9 @@ fn protoc_comes_from_a_crate_not_from_the_machine() {
     std::os::unix::fs::symlink("/usr/bin/uname", bare.path().join("uname")).unwrap();
     let output = Command::new(root.join("scripts/protoc")).arg("--version").env("PATH", bare.path()).output().unwrap();
     let said = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && said.starts_with("libprotoc 36."), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && said.starts_with("libprotoc 36."),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

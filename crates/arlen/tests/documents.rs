@@ -29,8 +29,14 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("./scripts/test", "this test is part of it"),
     ("arlen drill list", "every drill runs in crates/arlen/tests/drills.rs; `drill list` is run below"),
     ("cargo install --path crates/arlen", "a release build of the binary the suite already built and runs"),
-    ("kubectl create secret generic shop-gossip", "no Kubernetes here: crates/arlen/tests/kubernetes.rs plays the applied manifests"),
-    ("podman build -t registry.example/arlen", "pulls base images; crates/arlen/tests/image.rs builds the Dockerfile's runtime stage"),
+    (
+        "kubectl create secret generic shop-gossip",
+        "no Kubernetes here: crates/arlen/tests/kubernetes.rs plays the applied manifests",
+    ),
+    (
+        "podman build -t registry.example/arlen",
+        "pulls base images; crates/arlen/tests/image.rs builds the Dockerfile's runtime stage",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -434,11 +440,28 @@ fn every_quoted_block_is_verbatim_in_the_file_it_quotes() {
             let body_start = open + after[open..].find('\n').unwrap() + 1;
             let body_end = body_start + after[body_start..].find("```").unwrap();
             let body = &after[body_start..body_end];
-            let quoted = std::fs::read_to_string(root.join(source)).unwrap_or_else(|e| panic!("{file} quotes {source}: {e}"));
+            let quoted =
+                std::fs::read_to_string(root.join(source)).unwrap_or_else(|e| panic!("{file} quotes {source}: {e}"));
             assert!(quoted.contains(body), "{file} quotes {source}, which no longer says:\n{body}");
             quotes += 1;
             rest = &after[body_end..];
         }
     }
     assert!(quotes >= 3, "{quotes} quotes");
+}
+
+#[test]
+fn no_table_is_split_by_a_blank_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in ["README.md", "docs/RUNBOOK.md", "ARCHITECTURE.md", "BENCHMARKS.md", "docs/CONTRACT.md"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, window) in lines.windows(3).enumerate() {
+            // A blank line between two rows ends the table: the rows after
+            // it render as a paragraph of pipes.
+            let split = window[0].starts_with('|') && window[1].trim().is_empty() && window[2].starts_with("| ");
+            let header_again = window[2].starts_with("| ") && lines.get(i + 3).is_some_and(|l| l.starts_with("|---"));
+            assert!(!split || header_again, "{file}:{}: a table split by a blank line", i + 2);
+        }
+    }
 }

@@ -79,7 +79,11 @@ fn the_dockerfile_runtime_stage_builds_and_its_node_serves_readyz() {
     }
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    )
+    .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnonroot:x:65532:\n").unwrap();
     std::fs::write(base_ctx.path().join("Containerfile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
     let base_tag = format!("{tag}-base");
@@ -105,7 +109,14 @@ fn the_dockerfile_runtime_stage_builds_and_its_node_serves_readyz() {
         .unwrap_or_else(|e| panic!("{e}\n{containerfile}"));
     images.0.push(tag.clone());
 
-    let config = podman(&["image", "inspect", &tag, "--format", "{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{.Size}}"]).unwrap();
+    let config = podman(&[
+        "image",
+        "inspect",
+        &tag,
+        "--format",
+        "{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{.Size}}",
+    ])
+    .unwrap();
     let fields: Vec<&str> = config.split('|').collect();
     assert_eq!(fields[0], "65532:65532", "{config}");
     assert_eq!(fields[1], r#"["/usr/local/bin/arlen"]"#, "{config}");
@@ -123,13 +134,17 @@ fn the_dockerfile_runtime_stage_builds_and_its_node_serves_readyz() {
             cmd[i + 1] = port.to_string();
         }
     }
-    let tried = Command::new("podman")
-        .args(["run", "--rm", "--network", "host", &tag, "--version"])
-        .output()
-        .unwrap();
+    let tried = Command::new("podman").args(["run", "--rm", "--network", "host", &tag, "--version"]).output().unwrap();
     let mut node = if tried.status.success() {
         println!("podman run works here: {}", String::from_utf8_lossy(&tried.stdout).trim());
-        let mut args = vec!["run".to_owned(), "--rm".into(), "--network".into(), "host".into(), format!("--name={tag}"), tag.clone()];
+        let mut args = vec![
+            "run".to_owned(),
+            "--rm".into(),
+            "--network".into(),
+            "host".into(),
+            format!("--name={tag}"),
+            tag.clone(),
+        ];
         args.extend(cmd.iter().cloned());
         Command::new("podman").args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
     } else {
