@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::checks::{AppCheck, AppChecks, CheckKind, CheckRun};
 use crate::gate::{Clock, Timestamp};
 use crate::membership::MembershipView;
 use crate::snapshot::{Lifecycle, MembershipConfirmed, NodeIdentity, RuntimeSettings, Snapshot, UpstreamHealth};
@@ -88,6 +89,13 @@ struct Change {
     membership: Option<MembershipView>,
     lifecycle: Option<LifecycleChange>,
     upstream: Option<UpstreamHealth>,
+    check: Option<CheckChange>,
+}
+
+/// A change to the application's checks.
+enum CheckChange {
+    Register(String, CheckKind),
+    Run(CheckRun),
 }
 
 impl SnapshotPublisher {
@@ -118,8 +126,11 @@ impl SnapshotPublisher {
                 Some(upstream) if current.upstream.as_deref() != Some(&upstream) => Some(Arc::new(upstream)),
                 _ => current.upstream.clone(),
             };
+            next.checks = next_checks(&current.checks, change.check.as_ref(), now, next.settings.gate_windows)
+                .map_or_else(|| current.checks.clone(), Arc::new);
             let unchanged = Arc::ptr_eq(&next.settings, &current.settings)
                 && Arc::ptr_eq(&next.membership, &current.membership)
+                && Arc::ptr_eq(&next.checks, &current.checks)
                 && next.upstream.as_ref().map(Arc::as_ptr) == current.upstream.as_ref().map(Arc::as_ptr)
                 && next.lifecycle == current.lifecycle
                 && next.gate == current.gate;
@@ -142,6 +153,17 @@ impl SnapshotPublisher {
     /// Records what the upstream health check found (a no-op when nothing changed).
     pub fn set_upstream(&self, upstream: UpstreamHealth) {
         self.publish(Change { upstream: Some(upstream), ..Change::default() });
+    }
+
+    /// Adds one of the application's checks, not run yet (a readiness check
+    /// fails closed until its first run).
+    pub fn register_check(&self, name: &str, kind: CheckKind) {
+        self.publish(Change { check: Some(CheckChange::Register(name.to_owned(), kind)), ..Change::default() });
+    }
+
+    /// Records a run of one of the application's checks.
+    pub fn record_check(&self, run: CheckRun) {
+        self.publish(Change { check: Some(CheckChange::Run(run)), ..Change::default() });
     }
 
     /// Replaces the membership view (a no-op when nothing changed).
@@ -179,6 +201,32 @@ impl SnapshotPublisher {
     pub fn reader(&self) -> SnapshotReader {
         SnapshotReader { receiver: self.sender.subscribe(), cell: self.cell.clone() }
     }
+}
+
+/// The checks after `change` at `now` (due hysteresis transitions settled),
+/// or `None` when nothing about them changed.
+fn next_checks(
+    current: &AppChecks,
+    change: Option<&CheckChange>,
+    now: Timestamp,
+    windows: crate::gate::GateWindows,
+) -> Option<AppChecks> {
+    let settled = current.any_due(now).then(|| current.settled(now));
+    let base = settled.as_ref().unwrap_or(current);
+    let changed = match change {
+        Some(CheckChange::Register(name, kind)) if base.get(name).is_none() => {
+            Some(base.with(AppCheck::registered(name.clone(), *kind, now)))
+        }
+        Some(CheckChange::Run(run)) => {
+            let check = base.get(&run.name).cloned().unwrap_or_else(|| AppCheck::registered(run.name.clone(), run.kind, now));
+            let next = check.after(run, now, windows);
+            // A run that changes nothing but its time is not a new snapshot.
+            let same = next.last_healthy == check.last_healthy && next.detail == check.detail && next.gate == check.gate;
+            (!same || !check.checked).then(|| base.with(next))
+        }
+        _ => None,
+    };
+    changed.or(settled)
 }
 
 impl SnapshotReader {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod cell;
+mod checks;
 mod gate;
 mod maintenance;
 mod membership;
@@ -16,6 +17,7 @@ mod quorum;
 mod snapshot;
 
 pub use cell::{snapshot_channel, SnapshotPublisher, SnapshotReader};
+pub use checks::{AppCheck, AppChecks, CheckKind, CheckRun};
 pub use gate::{Clock, GateWindows, PendingTransition, QuorumGate, Timestamp};
 pub use maintenance::Maintenance;
 pub use membership::{

@@ -101,6 +101,9 @@ pub struct Readiness {
     pub draining: bool,
     /// The upstream answers its health check, or there is no upstream.
     pub upstream_ok: bool,
+    /// Every readiness check of the application's own passes (after
+    /// hysteresis), or there is none.
+    pub checks_ok: bool,
 }
 
 /// The header values of one snapshot, made once and copied into every
@@ -178,6 +181,8 @@ pub struct Snapshot {
     pub membership_changes: u64,
     /// The upstream's health, when the node is a sidecar.
     pub upstream: Option<Arc<UpstreamHealth>>,
+    /// The application's own readiness and liveness checks.
+    pub checks: Arc<crate::checks::AppChecks>,
     /// When the source last confirmed the membership view (shared by every
     /// snapshot of one cell: a confirmation that changes nothing publishes
     /// no new snapshot).
@@ -235,6 +240,7 @@ impl Snapshot {
             status_transitions: 0,
             membership_changes: 0,
             upstream: None,
+            checks: Arc::default(),
             membership_confirmed: Arc::default(),
         }
     }
@@ -257,14 +263,22 @@ impl Snapshot {
         let quorum_ok = !quorum_required || (self.gate.met_at(now) && stale_view.is_none());
         let draining = self.lifecycle.draining;
         let upstream_ok = self.upstream.as_ref().is_none_or(|upstream| upstream.ok);
+        let checks_ok = self.checks.all_healthy(crate::checks::CheckKind::Readiness, now);
         Readiness {
-            ready: startup_ok && quorum_ok && !draining && upstream_ok,
+            ready: startup_ok && quorum_ok && !draining && upstream_ok && checks_ok,
             startup_ok,
             quorum_required,
             quorum_ok,
             stale_view,
             draining,
             upstream_ok,
+            checks_ok,
         }
+    }
+
+    /// Whether `/livez` passes at monotonic time `now`: every liveness check
+    /// of the application's own (none by default). Never cluster state.
+    pub fn live_at(&self, now: Duration) -> bool {
+        self.checks.all_healthy(crate::checks::CheckKind::Liveness, now)
     }
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+mod checks;
 mod environment;
 mod error;
 mod files;
@@ -33,6 +34,7 @@ use serde_json::{Map, Value};
 pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvironment};
 pub use error::{ConfigError, ConfigErrors, Position};
 use files::FileLayer;
+pub use checks::{check_name_problem, parse_checks, CheckTarget, ConfiguredCheck, RESERVED_CHECK_NAMES};
 pub use gossip_keys::GossipKeys;
 pub use registry::{reference_markdown, Key, KeySpec, Kind, Reload, KEYS};
 

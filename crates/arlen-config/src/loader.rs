@@ -361,6 +361,28 @@ impl<'a> Loader<'a> {
                 }
             }
         }
+        let has_upstream = get(Key::ProxyUpstream).is_some_and(|u| !matches!(&u.value, Typed::Text(t) if t.is_empty()));
+        for key in [Key::ChecksReadiness, Key::ChecksLiveness] {
+            let Some(setting) = get(key) else { continue };
+            let Typed::Text(raw) = &setting.value else { continue };
+            match crate::parse_checks(raw) {
+                Err(problems) => {
+                    for problem in problems {
+                        self.errors.push(located_error(problem, setting.spec, &setting.source));
+                    }
+                }
+                Ok(checks) if !has_upstream => {
+                    for check in checks.iter().filter(|c| matches!(c.target, crate::CheckTarget::UpstreamPath(_))) {
+                        self.errors.push(located_error(
+                            format!("{}: a /path target is a GET on proxy.upstream, which is not set; use an http:// URL", check.name),
+                            setting.spec,
+                            &setting.source,
+                        ));
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
         if let Some(path) = get(Key::ProxyHealthPath) {
             if matches!(&path.value, Typed::Text(p) if !p.is_empty() && !p.starts_with('/')) {
                 self.errors.push(located_error(
@@ -783,6 +805,12 @@ fn build_config(
         shutdown: ShutdownConfig {
             graceful_timeout: seconds(int(Key::ShutdownGracefulTimeoutSeconds)?),
             drain_delay: seconds(int(Key::ShutdownDrainDelaySeconds)?),
+        },
+        checks: ChecksConfig {
+            readiness: crate::parse_checks(&text(Key::ChecksReadiness)?).unwrap_or_default(),
+            liveness: crate::parse_checks(&text(Key::ChecksLiveness)?).unwrap_or_default(),
+            interval: millis(int(Key::ChecksIntervalMs)?),
+            timeout: millis(int(Key::ChecksTimeoutMs)?),
         },
         proxy: match text(Key::ProxyUpstream)? {
             upstream if upstream.is_empty() => None,

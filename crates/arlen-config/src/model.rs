@@ -73,6 +73,16 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Sidecar mode: `Some` when `proxy.upstream` is set.
     pub proxy: Option<ProxyConfig>,
+    pub checks: ChecksConfig,
+}
+
+/// The application's own checks, configured (`checks.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksConfig {
+    pub readiness: Vec<crate::ConfiguredCheck>,
+    pub liveness: Vec<crate::ConfiguredCheck>,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// Sidecar mode: where non-reserved requests go, and how the upstream is checked.

@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod connections;
 pub use arlen_wire::documents;
 pub mod endpoints;

@@ -32,6 +32,12 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: &'static str,
 }
@@ -184,6 +190,29 @@ impl Metrics {
     /// The counters a listener's connection registry counts into.
     pub(crate) fn connection_counters(&self) -> crate::connections::ConnectionCounters {
         self.connections.clone()
+    }
+
+    /// Adds one of the application's metrics to `/metrics` (both formats,
+    /// beside the runtime's; a counter is named without `_total`, which the
+    /// exposition adds). Name it with your own prefix (`shop_orders`): the
+    /// `arlen_` and `process_` families are the runtime's.
+    ///
+    /// ```
+    /// use prometheus_client::metrics::counter::Counter;
+    /// let metrics = arlen_http::metrics::Metrics::new();
+    /// let orders = Counter::<u64>::default();
+    /// metrics.register("shop_orders", "orders placed", orders.clone());
+    /// orders.inc();
+    /// ```
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        let mut late = self.late.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.register(name, help, metric);
+    }
+
+    /// Adds a collector of the application's (metrics computed at scrape time).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        let mut late = self.late.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.register_collector(collector);
     }
 
     /// Adds a counter whose value `read` returns at each scrape. `name` is
@@ -425,6 +454,18 @@ fn cluster_registry(snapshot: &Snapshot, now: Duration) -> Registry {
         "1 while the membership source can vouch for what it reports (gossip hears its peers, etcd answers)",
         source,
     );
+    if !snapshot.checks.0.is_empty() {
+        let checks = Family::<CheckLabels, Gauge>::default();
+        for check in &snapshot.checks.0 {
+            let labels = CheckLabels { check: check.name.clone(), kind: check.kind.as_str() };
+            checks.get_or_create(&labels).set(i64::from(check.healthy_at(now)));
+        }
+        registry.register(
+            "arlen_check_up",
+            "1 while the application's own check passes (after hysteresis), by check and kind (readiness, liveness)",
+            checks,
+        );
+    }
     let generation: Gauge<u64, AtomicU64> = Gauge::default();
     generation.set(snapshot.generation);
     registry.register(

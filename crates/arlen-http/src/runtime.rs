@@ -226,6 +226,20 @@ impl Runtime {
     }
 
     /// The node's metrics (to register counters kept elsewhere).
+    /// Runs one of the application's own checks (see [`crate::checks`]):
+    /// registered in the snapshot at once (a readiness check fails until its
+    /// first run), then run on a task of its own until the handle is
+    /// aborted.
+    pub fn add_check(&self, check: crate::checks::Check) -> tokio::task::JoinHandle<()> {
+        check.spawn(self.publisher())
+    }
+
+    /// Membership, quorum and readiness events, as `/clusterz/events`
+    /// streams them (needs [`Runtime::start`]).
+    pub fn subscribe_events(&self) -> crate::endpoints::EventSubscription {
+        self.shared.events.subscription()
+    }
+
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.shared.metrics
     }
@@ -307,9 +321,17 @@ impl Service<Request<Body>> for BusyApp {
 async fn apply_due_transitions(publisher: SnapshotPublisher, mut reader: SnapshotReader) {
     loop {
         let snapshot = reader.current_and_mark_seen();
-        match snapshot.gate.pending {
-            Some(pending) => {
-                let wait = pending.effective_at.monotonic.saturating_sub(reader.now().monotonic);
+        // The earliest due transition: quorum's gate, or an application check's.
+        let due = snapshot
+            .gate
+            .pending
+            .into_iter()
+            .chain(snapshot.checks.0.iter().filter_map(|c| c.gate.pending))
+            .map(|p| p.effective_at.monotonic)
+            .min();
+        match due {
+            Some(effective_at) => {
+                let wait = effective_at.saturating_sub(reader.now().monotonic);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => publisher.refresh(),
                     alive = reader.changed() => if !alive { return },

@@ -69,6 +69,9 @@ pub enum NodeError {
     /// The upstream health check stopped (sidecar mode).
     #[error("the upstream health check stopped: {0}")]
     UpstreamCheckStopped(String),
+    /// One of the application's checks stopped running (its task ended).
+    #[error("the check {0} stopped running: {1}")]
+    CheckStopped(String, String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -80,6 +83,114 @@ pub enum NodeError {
 pub struct Node {
     options: LoadOptions,
     loaded: Loaded,
+    runtime: Runtime,
+    checks: Vec<arlen_http::checks::Check>,
+    hooks: Hooks,
+}
+
+/// Code of the application's, run at a point of the node's life.
+type Hook = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+#[derive(Default)]
+struct Hooks {
+    before_drain: Vec<Hook>,
+    after_leave: Vec<Hook>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("before_drain", &self.before_drain.len())
+            .field("after_leave", &self.after_leave.len())
+            .finish()
+    }
+}
+
+async fn run_hooks(hooks: Vec<Hook>, when: &str) {
+    for (i, hook) in hooks.into_iter().enumerate() {
+        // A hook that panics is logged, not fatal: the drain goes on.
+        if futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(hook())).await.is_err() {
+            tracing::error!(hook = i, when, "an application hook panicked");
+        }
+    }
+}
+
+/// The node as the application's code sees it while it runs: the current
+/// snapshot and a summary of the cluster view, membership events, and the
+/// metrics registry of `/metrics`. Cheap to clone; put it in your router's
+/// state or an extension.
+///
+/// ```no_run
+/// use axum::{extract::State, routing::get, Router};
+///
+/// # async fn demo() -> Result<(), arlen_node::NodeError> {
+/// let node = arlen_node::Node::load(arlen_node::LoadOptions::new("."))?;
+/// let handle = node.handle();
+/// let app = Router::new()
+///     .route("/peers", get(|State(handle): State<arlen_node::NodeHandle>| async move {
+///         let view = handle.view();
+///         format!("{} of {} nodes, {}\n", view.observed_nodes, view.expected_nodes, view.status)
+///     }))
+///     .with_state(handle);
+/// node.run(app).await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    runtime: Runtime,
+}
+
+/// What a handler usually wants to know about the cluster, at one moment
+/// (one snapshot: the same the response's headers are made from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub node_id: String,
+    pub status: arlen_cluster::QuorumStatus,
+    pub observed_nodes: u32,
+    pub expected_nodes: u32,
+    /// Quorum as readiness uses it (after hysteresis).
+    pub quorum_met: bool,
+    /// `/readyz` would answer 200 now.
+    pub ready: bool,
+    pub draining: bool,
+    /// Members the source knows, with their state (this node included).
+    pub members: Vec<(String, arlen_cluster::MemberState)>,
+}
+
+impl NodeHandle {
+    /// The current immutable snapshot (never waits on membership IO).
+    pub fn snapshot(&self) -> std::sync::Arc<arlen_cluster::Snapshot> {
+        self.runtime.snapshot()
+    }
+
+    /// The cluster as this node sees it now.
+    pub fn view(&self) -> ClusterView {
+        let snapshot = self.runtime.snapshot();
+        let now = self.runtime.reader().now().monotonic;
+        let readiness = snapshot.readiness_at(now);
+        ClusterView {
+            node_id: snapshot.identity.node_id.clone(),
+            status: snapshot.quorum.status,
+            observed_nodes: snapshot.quorum.observed_nodes,
+            expected_nodes: snapshot.quorum.expected_nodes,
+            quorum_met: snapshot.gate.met_at(now),
+            ready: readiness.ready,
+            draining: snapshot.lifecycle.draining,
+            members: snapshot.membership.members.iter().map(|m| (m.node_id.clone(), m.state)).collect(),
+        }
+    }
+
+    /// Membership, quorum, readiness and accusation events as they happen
+    /// (the `/clusterz/events` stream, in-process).
+    pub fn subscribe(&self) -> arlen_http::endpoints::EventSubscription {
+        self.runtime.subscribe_events()
+    }
+
+    /// The registry behind `/metrics`: register the application's metrics
+    /// here and they are exposed beside the runtime's, in both formats.
+    pub fn metrics(&self) -> &arlen_http::metrics::Metrics {
+        self.runtime.metrics()
+    }
 }
 
 impl Node {
@@ -93,7 +204,53 @@ impl Node {
     /// A node from a configuration loaded already (`options` is where a
     /// SIGHUP reloads it from).
     pub fn from_loaded(options: LoadOptions, loaded: Loaded) -> Self {
-        Self { options, loaded }
+        let runtime = Runtime::new(&loaded.config);
+        Self { options, loaded, runtime, checks: Vec::new(), hooks: Hooks::default() }
+    }
+
+    /// Adds one of the application's own checks ([`arlen_http::checks::Check`]):
+    /// it runs from the start until the node stops, and its verdict gates
+    /// `/readyz` (or `/livez`) like the runtime's own.
+    ///
+    /// ```no_run
+    /// use arlen_http::checks::Check;
+    /// # fn demo(node: arlen_node::Node) -> Result<arlen_node::Node, arlen_http::checks::CheckError> {
+    /// let node = node.with_check(Check::readiness("database", || async {
+    ///     // a real query on your pool; Err takes this node out of rotation
+    ///     Ok::<_, String>("SELECT 1 answered")
+    /// })?);
+    /// # Ok(node) }
+    /// ```
+    pub fn with_check(mut self, check: arlen_http::checks::Check) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Runs `hook` when a stop signal arrives, before the node leaves
+    /// rotation (stop taking background work, say). The drain waits for it.
+    pub fn before_drain<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.before_drain.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// Runs `hook` after the node has finished its requests and left the
+    /// cluster (flush what is buffered, close pools).
+    pub fn after_leave<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.after_leave.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// The node as the application's handlers see it ([`NodeHandle`]).
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle { runtime: self.runtime.clone() }
     }
 
     pub fn config(&self) -> &Config {
@@ -126,11 +283,14 @@ impl Node {
     /// spawn (serve, membership, start), then run until a stop signal and
     /// drain.
     async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
-        let Node { options, loaded } = self;
-        let built = Built::bind(&loaded.config)?;
-        let mut running = built.spawn(&loaded.config, app).await?;
+        let Node { options, loaded, runtime, checks, hooks } = self;
+        let built = Built::bind(&loaded.config, runtime)?;
+        let mut running = built.spawn(&loaded.config, app, checks).await?;
         let (signal, current) = running.until_stopped(&options, &loaded, signals).await?;
-        running.drain_and_stop(signal, &current.config, signals.next_stop()).await
+        run_hooks(hooks.before_drain, "before_drain").await;
+        running.drain_and_stop(signal, &current.config, signals.next_stop()).await?;
+        run_hooks(hooks.after_leave, "after_leave").await;
+        Ok(())
     }
 }
 
@@ -160,9 +320,8 @@ struct Built {
 }
 
 impl Built {
-    fn bind(config: &Config) -> Result<Self, NodeError> {
+    fn bind(config: &Config, runtime: Runtime) -> Result<Self, NodeError> {
         budget_descriptors();
-        let runtime = Runtime::new(config);
         let listener = arlen_http::bind(config)
             .map_err(|source| NodeError::Bind { address: format!("{}:{}", config.host, config.port), source })?;
         if let Ok(address) = listener.local_addr() {
@@ -185,7 +344,12 @@ impl Built {
     }
 
     /// Phase two: serve, check the upstream, start membership, say started.
-    async fn spawn(self, config: &Config, app: Router) -> Result<Running, NodeError> {
+    async fn spawn(
+        self,
+        config: &Config,
+        app: Router,
+        mut checks: Vec<arlen_http::checks::Check>,
+    ) -> Result<Running, NodeError> {
         let Built { runtime, listener, admin_listener } = self;
         let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let admin_server = admin_listener.map(|admin| {
@@ -214,6 +378,11 @@ impl Built {
             runtime.publisher().set_upstream(arlen_proxy::unchecked(proxy));
             tokio::spawn(arlen_proxy::watch_upstream(proxy.clone(), runtime.publisher()))
         });
+        // The application's checks (registered in code, and configured for
+        // any language): each on a task of its own, noticed if it ends.
+        checks.extend(arlen_proxy::configured_checks(&config.checks, config.proxy.as_ref().map(|p| p.upstream.as_str())));
+        let checks: Vec<(String, tokio::task::JoinHandle<()>)> =
+            checks.into_iter().map(|check| (check.name().to_owned(), runtime.add_check(check))).collect();
         let membership = arlen_membership::start(config, runtime.publisher()).await?;
         register_membership_metrics(&runtime, &membership);
         ops::enable_fault_endpoint(config, &runtime, &membership);
@@ -230,6 +399,7 @@ impl Built {
             admin_server,
             admin_stop,
             upstream_check,
+            checks,
             notifier,
             notifications,
         })
@@ -247,6 +417,8 @@ struct Running {
     admin_server: Option<ServerTask>,
     admin_stop: tokio::sync::oneshot::Sender<()>,
     upstream_check: Option<tokio::task::JoinHandle<()>>,
+    /// The application's checks, by name.
+    checks: Vec<(String, tokio::task::JoinHandle<()>)>,
     notifier: systemd::Notifier,
     notifications: tokio::task::JoinHandle<()>,
 }
@@ -284,6 +456,13 @@ impl Running {
                     };
                     return Err(NodeError::UpstreamCheckStopped(reason));
                 }
+                (ended, index, _) = futures_util::future::select_all(self.checks.iter_mut().map(|(_, task)| task)), if !self.checks.is_empty() => {
+                    let reason = match ended {
+                        Ok(()) => "it returned".to_owned(),
+                        Err(join) => join.to_string(),
+                    };
+                    return Err(NodeError::CheckStopped(self.checks[index].0.clone(), reason));
+                }
             }
         }
     }
@@ -313,6 +492,9 @@ impl Running {
         }
         self.membership.leave().await;
         if let Some(check) = self.upstream_check {
+            check.abort();
+        }
+        for (_, check) in self.checks {
             check.abort();
         }
         self.notifications.abort();

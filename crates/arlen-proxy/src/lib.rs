@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod configured_checks;
 mod forwarding;
 mod health;
 
@@ -40,6 +41,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+pub use configured_checks::configured_checks;
 pub use health::{unchecked, watch_upstream};
 
 /// Bytes read ahead from the upstream per connection at most.

@@ -24,6 +24,10 @@ pub struct ClusterDocument {
     /// Only for a sidecar: what its upstream health check found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamCheck>,
+    /// The application's own readiness and liveness checks, by name (none:
+    /// absent).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, AppCheckSection>,
     /// `full`, or `restricted`: member addresses, URLs and generations, and
     /// the source's and upstream's details, are left out for this requester
     /// (`observability.detailsAccess`).
@@ -227,6 +231,30 @@ pub struct Checks {
     /// Only for a sidecar (`proxy.upstream`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamCheck>,
+    /// The application's own checks of this probe's kind, beside the
+    /// runtime's (their names never collide with these).
+    #[serde(flatten)]
+    pub application: std::collections::BTreeMap<String, AppCheckSection>,
+}
+
+/// One of the application's own checks (`arlen_http::checks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppCheckSection {
+    /// The verdict the probe uses (after hysteresis).
+    pub ok: bool,
+    /// `readiness` or `liveness`.
+    pub kind: Text,
+    /// What the last run said; `restricted` when details are.
+    pub detail: String,
+    /// Whether it has run yet (a readiness check fails until it has).
+    pub checked: bool,
+    /// The last run's own verdict, before hysteresis.
+    pub last_ok: bool,
+    /// When the verdict last changed.
+    pub since_utc: String,
+    /// A transition waiting for its window, as for quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingSection>,
 }
 
 /// The sidecar's upstream health check.

@@ -4,9 +4,9 @@
 //! the current document). Waiting wakes on snapshot changes; it never polls.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader};
+use arlen_cluster::{QuorumStatus, Snapshot, SnapshotReader, Timestamp};
 use http::StatusCode;
 
 use crate::documents::{
@@ -166,7 +166,7 @@ pub(super) async fn clusterz(
         Ok(true) => {
             let verdict = snapshot.maintenance();
             let status = if verdict.can_stop { StatusCode::OK } else { StatusCode::PRECONDITION_FAILED };
-            let mut document = document(&snapshot, cx.now, cx.full_details);
+            let mut document = document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details);
             document.maintenance = Some(MaintenanceSection {
                 can_stop: verdict.can_stop,
                 reason: verdict.reason,
@@ -179,7 +179,7 @@ pub(super) async fn clusterz(
         Err(message) => return Answered { response: bad_parameter("maintenance", &message), snapshot },
     }
     let Some(condition) = condition else {
-        let response = json_response(StatusCode::OK, &document(&snapshot, cx.now, cx.full_details));
+        let response = json_response(StatusCode::OK, &document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details));
         return Answered { response, snapshot };
     };
     let _share = match super::share_of(parts, crate::connections::Slot::Wait) {
@@ -187,7 +187,7 @@ pub(super) async fn clusterz(
         Err(used_up) => return Answered { response: used_up.response(), snapshot },
     };
     let Ok(_permit) = cx.waits.clone().try_acquire_owned() else {
-        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, cx.now, cx.full_details));
+        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details));
         response.headers_mut().insert(crate::X_ARLEN_BACKPRESSURE_REASON, http::HeaderValue::from_static("wait_limit"));
         return Answered { response, snapshot };
     };
@@ -196,7 +196,7 @@ pub(super) async fn clusterz(
     let mut current = snapshot;
     loop {
         if condition.holds(&current) {
-            let response = json_response(StatusCode::OK, &document(&current, reader.now().wall, cx.full_details));
+            let response = json_response(StatusCode::OK, &document(&current, reader.now(), cx.full_details));
             return Answered { response, snapshot: current };
         }
         tokio::select! {
@@ -210,13 +210,14 @@ pub(super) async fn clusterz(
         }
     }
     let current = reader.current();
-    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, reader.now().wall, cx.full_details));
+    let response = json_response(StatusCode::REQUEST_TIMEOUT, &document(&current, reader.now(), cx.full_details));
     Answered { response, snapshot: current }
 }
 
 /// The document; without `full` details, member addresses, URLs and
 /// generations and the source's and upstream's details are withheld.
-fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument {
+fn document(snapshot: &Snapshot, at: Timestamp, full: bool) -> ClusterDocument {
+    let now = at.wall;
     let withheld = |text: &String| if full { text.clone() } else { RESTRICTED.to_owned() };
     let identity = &snapshot.identity;
     let quorum = &snapshot.quorum;
@@ -336,6 +337,7 @@ fn document(snapshot: &Snapshot, now: SystemTime, full: bool) -> ClusterDocument
             detail: withheld(&u.detail),
             since_utc: timestamp_utc(u.since),
         }),
+        checks: snapshot.checks.0.iter().map(|c| (c.name.clone(), crate::checks::section(c, at, full))).collect(),
         details: if full { FULL.into() } else { RESTRICTED.into() },
         maintenance: None,
     }

@@ -162,6 +162,12 @@ impl Events {
         }
     }
 
+    /// The application's own subscription (no subscriber slot: it is not a
+    /// client).
+    pub(crate) fn subscription(&self) -> EventSubscription {
+        EventSubscription { receiver: self.sender.subscribe(), pending: VecDeque::new() }
+    }
+
     /// Ends every stream (the listener has closed).
     pub(crate) fn close(&self) {
         let _ = self.sender.send(Message::Closing);
@@ -222,6 +228,35 @@ impl Events {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         response
+    }
+}
+
+/// Membership, quorum, readiness and accusation events as `/clusterz/events`
+/// streams them, for the application's own code (`Runtime::subscribe_events`,
+/// `arlen_node::NodeHandle::subscribe`).
+#[derive(Debug)]
+pub struct EventSubscription {
+    receiver: broadcast::Receiver<Message>,
+    pending: VecDeque<Event>,
+}
+
+impl EventSubscription {
+    /// The next event, or `None` once the node has stopped serving. A
+    /// subscriber that falls more than the history behind skips what it
+    /// missed (read `Runtime::snapshot` for the state then).
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            match self.receiver.recv().await {
+                Ok(Message::Events(events)) => self.pending.extend(events.iter().cloned()),
+                Ok(Message::Closing) | Err(broadcast::error::RecvError::Closed) => return None,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "an event subscriber fell behind");
+                }
+            }
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 
 pub use clusterz::{WaitCondition, MAX_CONCURRENT_WAITS, MAX_WAIT};
 pub(crate) use events::Events;
-pub use events::{Event, HISTORY as EVENT_HISTORY, KEEP_ALIVE as EVENT_KEEP_ALIVE, MAX_SUBSCRIBERS};
+pub use events::{Event, EventSubscription, HISTORY as EVENT_HISTORY, KEEP_ALIVE as EVENT_KEEP_ALIVE, MAX_SUBSCRIBERS};
 pub use probes::{Signal, READY_CHECKS};
 
 /// A reserved endpoint.

@@ -1,7 +1,7 @@
 //! `/healthz`, `/livez`, `/readyz`: the contract's text and JSON answers, and
 //! the Kubernetes grammar (`?verbose`, `?exclude=`, `/<signal>/<check>`).
 
-use arlen_cluster::{Snapshot, Timestamp};
+use arlen_cluster::{CheckKind, Snapshot, Timestamp};
 use axum::response::Response;
 use http::StatusCode;
 
@@ -38,24 +38,39 @@ impl Signal {
         }
     }
 
-    /// The checks this probe's verdict is made of (liveness never looks at
-    /// the cluster, nor at the upstream); `upstream` only for a sidecar.
-    fn checks(self, upstream: bool) -> &'static [&'static str] {
+    /// The runtime's checks this probe's verdict is made of (liveness never
+    /// looks at the cluster, nor at the upstream); `upstream` only for a
+    /// sidecar. The application's own checks of the probe's kind follow.
+    fn runtime_checks(self, upstream: bool) -> &'static [&'static str] {
         match (self, upstream) {
             (Signal::Ready, true) => &READY_CHECKS,
             (Signal::Ready, false) => &READY_CHECKS[..6],
             (Signal::Health | Signal::Live, _) => &READY_CHECKS[..3],
         }
     }
+
+    /// The kind of application check this probe is made of.
+    fn app_kind(self) -> CheckKind {
+        match self {
+            Signal::Ready => CheckKind::Readiness,
+            Signal::Health | Signal::Live => CheckKind::Liveness,
+        }
+    }
+
+    /// Every check of this probe, in report order.
+    fn checks(self, snapshot: &Snapshot) -> Vec<String> {
+        let runtime = self.runtime_checks(snapshot.upstream.is_some()).iter().map(|s| (*s).to_owned());
+        runtime.chain(snapshot.checks.of_kind(self.app_kind()).map(|c| c.name.clone())).collect()
+    }
 }
 
-/// Every readiness check, in report order (`upstream` only with an upstream).
+/// Every readiness check of the runtime, in report order (`upstream` only with an upstream).
 pub const READY_CHECKS: [&str; 7] =
     ["request_dispatch", "metrics_registry", "active_requests", "startup", "cluster_quorum", "draining", "upstream"];
 
 /// One check's outcome.
 struct Outcome {
-    name: &'static str,
+    name: String,
     ok: bool,
     reason: String,
 }
@@ -77,17 +92,18 @@ fn outcomes(snapshot: &Snapshot, cx: &Context<'_>) -> Vec<Outcome> {
             quorum.policy.name()
         ),
     };
-    vec![
-        Outcome { name: "request_dispatch", ok: true, reason: String::new() },
-        Outcome { name: "metrics_registry", ok: true, reason: String::new() },
-        Outcome { name: "active_requests", ok: true, reason: String::new() },
-        Outcome { name: "startup", ok: readiness.startup_ok, reason: "the node has not finished starting".to_owned() },
-        Outcome { name: "cluster_quorum", ok: readiness.quorum_ok, reason: quorum_reason },
-        Outcome { name: "draining", ok: !readiness.draining, reason: "the node is draining for shutdown".to_owned() },
-        Outcome {
-            name: "upstream",
-            ok: readiness.upstream_ok,
-            reason: snapshot
+    let runtime = |name: &str, ok: bool, reason: String| Outcome { name: name.to_owned(), ok, reason };
+    let mut all = vec![
+        runtime("request_dispatch", true, String::new()),
+        runtime("metrics_registry", true, String::new()),
+        runtime("active_requests", true, String::new()),
+        runtime("startup", readiness.startup_ok, "the node has not finished starting".to_owned()),
+        runtime("cluster_quorum", readiness.quorum_ok, quorum_reason),
+        runtime("draining", !readiness.draining, "the node is draining for shutdown".to_owned()),
+        runtime(
+            "upstream",
+            readiness.upstream_ok,
+            snapshot
                 .upstream
                 .as_ref()
                 .map(|u| {
@@ -98,8 +114,18 @@ fn outcomes(snapshot: &Snapshot, cx: &Context<'_>) -> Vec<Outcome> {
                     }
                 })
                 .unwrap_or_default(),
-        },
-    ]
+        ),
+    ];
+    all.extend(snapshot.checks.0.iter().map(|check| {
+        let ok = check.healthy_at(cx.monotonic_now);
+        let reason = match (check.checked, cx.full_details) {
+            (false, _) => "not checked yet".to_owned(),
+            (true, true) => check.detail.clone(),
+            (true, false) => "the check fails (details restricted)".to_owned(),
+        };
+        Outcome { name: check.name.clone(), ok, reason }
+    }));
+    all
 }
 
 /// `exclude` parameters (repeatable, or comma-separated).
@@ -124,15 +150,17 @@ pub(super) fn probe(
     snapshot: &Snapshot,
     cx: &Context<'_>,
 ) -> Response {
-    let checks = signal.checks(snapshot.upstream.is_some());
+    let checks = signal.checks(snapshot);
     let all = outcomes(snapshot, cx);
     let mine: Vec<&Outcome> = all.iter().filter(|o| checks.contains(&o.name)).collect();
     if let Some(name) = check {
-        return single_check(signal, checks, name, &mine);
+        return single_check(signal, &checks, name, &mine);
     }
     let excluded = excluded(parts);
-    let unknown: Vec<&String> = excluded.iter().filter(|e| !checks.contains(&e.as_str())).collect();
-    let ok = signal != Signal::Ready || mine.iter().filter(|o| !excluded.iter().any(|e| e == o.name)).all(|o| o.ok);
+    let unknown: Vec<&String> = excluded.iter().filter(|e| !checks.contains(e)).collect();
+    // Every probe is the conjunction of its checks (the runtime's liveness
+    // checks always pass; the application's may not).
+    let ok = mine.iter().filter(|o| !excluded.iter().any(|e| *e == o.name)).all(|o| o.ok);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let warning = (!unknown.is_empty()).then(|| {
         let names: Vec<String> = unknown.iter().map(|n| format!("{n:?}")).collect();
@@ -144,7 +172,7 @@ pub(super) fn probe(
     if verbose(parts) {
         let mut body = String::new();
         for outcome in &mine {
-            let is_excluded = excluded.iter().any(|e| e == outcome.name);
+            let is_excluded = excluded.iter().any(|e| *e == outcome.name);
             let mark = if outcome.ok || is_excluded { '+' } else { '-' };
             let verdict = match (is_excluded, outcome.ok) {
                 (true, true) => "excluded: ok".to_owned(),
@@ -159,8 +187,9 @@ pub(super) fn probe(
         return plain(status, body);
     }
     let word = match (signal, ok) {
-        (Signal::Health, _) => "ok\n",
-        (Signal::Live, _) => "live\n",
+        (Signal::Health, true) => "ok\n",
+        (Signal::Live, true) => "live\n",
+        (Signal::Health | Signal::Live, false) => "not_live\n",
         (Signal::Ready, true) => "ready\n",
         (Signal::Ready, false) => "not_ready\n",
     };
@@ -170,7 +199,7 @@ pub(super) fn probe(
     }
 }
 
-fn single_check(signal: Signal, checks: &[&str], name: &str, mine: &[&Outcome]) -> Response {
+fn single_check(signal: Signal, checks: &[String], name: &str, mine: &[&Outcome]) -> Response {
     match mine.iter().find(|o| o.name == name) {
         None => plain(
             StatusCode::NOT_FOUND,
@@ -205,7 +234,8 @@ fn document(
         status: match (signal, ok) {
             (Signal::Ready, true) => "ready",
             (Signal::Ready, false) => "not_ready",
-            _ => "ok",
+            (_, true) => "ok",
+            (_, false) => "not_live",
         }
         .into(),
         timestamp_utc: timestamp_utc(cx.now),
@@ -250,12 +280,16 @@ fn document(
                 detail: if cx.full_details { u.detail.clone() } else { RESTRICTED.to_owned() },
                 since_utc: timestamp_utc(u.since),
             }),
+            application: snapshot
+                .checks
+                .of_kind(signal.app_kind())
+                .map(|c| {
+                    let now = Timestamp { monotonic: cx.monotonic_now, wall: cx.now };
+                    (c.name.clone(), crate::checks::section(c, now, cx.full_details))
+                })
+                .collect(),
         },
-        excluded: excluded
-            .iter()
-            .filter(|e| signal.checks(snapshot.upstream.is_some()).contains(&e.as_str()))
-            .cloned()
-            .collect(),
+        excluded: excluded.iter().filter(|e| signal.checks(snapshot).contains(e)).cloned().collect(),
         unknown_excluded: unknown.iter().map(|s| (*s).clone()).collect(),
         details: if cx.full_details { FULL.into() } else { RESTRICTED.into() },
     }
