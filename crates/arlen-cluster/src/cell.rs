@@ -218,10 +218,12 @@ fn next_checks(
             Some(base.with(AppCheck::registered(name.clone(), *kind, now)))
         }
         Some(CheckChange::Run(run)) => {
-            let check = base.get(&run.name).cloned().unwrap_or_else(|| AppCheck::registered(run.name.clone(), run.kind, now));
+            let check =
+                base.get(&run.name).cloned().unwrap_or_else(|| AppCheck::registered(run.name.clone(), run.kind, now));
             let next = check.after(run, now, windows);
             // A run that changes nothing but its time is not a new snapshot.
-            let same = next.last_healthy == check.last_healthy && next.detail == check.detail && next.gate == check.gate;
+            let same =
+                next.last_healthy == check.last_healthy && next.detail == check.detail && next.gate == check.gate;
             (!same || !check.checked).then(|| base.with(next))
         }
         _ => None,

@@ -77,11 +77,8 @@ impl AppCheck {
     /// After `run` at `now`: the gate advanced with quorum's windows. The
     /// first run decides at once (no window: nothing was known before).
     pub fn after(&self, run: &CheckRun, now: Timestamp, windows: GateWindows) -> Self {
-        let gate = if self.checked {
-            self.gate.advance(run.healthy, now, windows)
-        } else {
-            QuorumGate::new(run.healthy, now)
-        };
+        let gate =
+            if self.checked { self.gate.advance(run.healthy, now, windows) } else { QuorumGate::new(run.healthy, now) };
         Self {
             name: self.name.clone(),
             kind: self.kind,
@@ -164,7 +161,8 @@ mod tests {
 
     #[test]
     fn a_failure_shorter_than_the_grace_does_not_count_and_a_longer_one_does() {
-        let windows = GateWindows { loss_grace: Duration::from_millis(500), recovery_stable: Duration::from_millis(300) };
+        let windows =
+            GateWindows { loss_grace: Duration::from_millis(500), recovery_stable: Duration::from_millis(300) };
         let check = AppCheck::registered("db".into(), CheckKind::Readiness, at(0)).after(&run(true), at(0), windows);
         let failing = check.after(&run(false), at(100), windows);
         assert!(failing.healthy_at(at(599).monotonic), "within the grace");

@@ -51,6 +51,16 @@ pub struct ConfiguredCheck {
 /// Parses `name=target, name=target`: a target `/path`, `http://…`, or
 /// `exec:command` (a command cannot contain a comma). Every problem, named.
 pub fn parse_checks(raw: &str) -> Result<Vec<ConfiguredCheck>, Vec<String>> {
+    let (checks, problems) = parse_each(raw);
+    if problems.is_empty() {
+        Ok(checks)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The entries that parse, and a problem for each that does not.
+pub(crate) fn parse_each(raw: &str) -> (Vec<ConfiguredCheck>, Vec<String>) {
     let mut checks: Vec<ConfiguredCheck> = Vec::new();
     let mut problems = Vec::new();
     for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -83,11 +93,7 @@ pub fn parse_checks(raw: &str) -> Result<Vec<ConfiguredCheck>, Vec<String>> {
         };
         checks.push(ConfiguredCheck { name: name.to_owned(), target });
     }
-    if problems.is_empty() {
-        Ok(checks)
-    } else {
-        Err(problems)
-    }
+    (checks, problems)
 }
 
 #[cfg(test)]

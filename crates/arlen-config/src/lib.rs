@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use checks::{check_name_problem, parse_checks, CheckTarget, ConfiguredCheck, RESERVED_CHECK_NAMES};
 pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvironment};
 pub use error::{ConfigError, ConfigErrors, Position};
 use files::FileLayer;
-pub use checks::{check_name_problem, parse_checks, CheckTarget, ConfiguredCheck, RESERVED_CHECK_NAMES};
 pub use gossip_keys::GossipKeys;
 pub use registry::{reference_markdown, Key, KeySpec, Kind, Reload, KEYS};
 

@@ -365,22 +365,19 @@ impl<'a> Loader<'a> {
         for key in [Key::ChecksReadiness, Key::ChecksLiveness] {
             let Some(setting) = get(key) else { continue };
             let Typed::Text(raw) = &setting.value else { continue };
-            match crate::parse_checks(raw) {
-                Err(problems) => {
-                    for problem in problems {
-                        self.errors.push(located_error(problem, setting.spec, &setting.source));
-                    }
-                }
-                Ok(checks) if !has_upstream => {
-                    for check in checks.iter().filter(|c| matches!(c.target, crate::CheckTarget::UpstreamPath(_))) {
-                        self.errors.push(located_error(
-                            format!("{}: a /path target is a GET on proxy.upstream, which is not set; use an http:// URL", check.name),
-                            setting.spec,
-                            &setting.source,
-                        ));
-                    }
-                }
-                Ok(_) => {}
+            let (checks, mut problems) = crate::checks::parse_each(raw);
+            if !has_upstream {
+                problems.extend(checks.iter().filter(|c| matches!(c.target, crate::CheckTarget::UpstreamPath(_))).map(
+                    |c| {
+                        format!(
+                            "{}: a /path target is a GET on proxy.upstream, which is not set; use an http:// URL",
+                            c.name
+                        )
+                    },
+                ));
+            }
+            for problem in problems {
+                self.errors.push(located_error(problem, setting.spec, &setting.source));
             }
         }
         if let Some(path) = get(Key::ProxyHealthPath) {

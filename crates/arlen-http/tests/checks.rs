@@ -34,7 +34,12 @@ impl Node {
             if response.status == status {
                 return started.elapsed();
             }
-            assert!(started.elapsed() < limit, "{target} still {} after {limit:?}: {}", response.status, response.text());
+            assert!(
+                started.elapsed() < limit,
+                "{target} still {} after {limit:?}: {}",
+                response.status,
+                response.text()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -67,7 +72,13 @@ fn switch(healthy: &Arc<AtomicBool>, name: &str) -> Check {
     let healthy = healthy.clone();
     Check::readiness(name, move || {
         let healthy = healthy.load(Ordering::SeqCst);
-        async move { if healthy { Ok("SELECT 1 answered") } else { Err("connection refused") } }
+        async move {
+            if healthy {
+                Ok("SELECT 1 answered")
+            } else {
+                Err("connection refused")
+            }
+        }
     })
     .unwrap()
     .interval(Duration::from_millis(20))
@@ -156,7 +167,13 @@ async fn a_liveness_check_gates_livez_only() {
     let flag = wedged.clone();
     let worker = Check::liveness("worker", move || {
         let wedged = flag.load(Ordering::SeqCst);
-        async move { if wedged { Err("no progress for 30 s") } else { Ok("progressing") } }
+        async move {
+            if wedged {
+                Err("no progress for 30 s")
+            } else {
+                Ok("progressing")
+            }
+        }
     })
     .unwrap()
     .interval(Duration::from_millis(20));

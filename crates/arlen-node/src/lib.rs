@@ -380,7 +380,8 @@ impl Built {
         });
         // The application's checks (registered in code, and configured for
         // any language): each on a task of its own, noticed if it ends.
-        checks.extend(arlen_proxy::configured_checks(&config.checks, config.proxy.as_ref().map(|p| p.upstream.as_str())));
+        checks
+            .extend(arlen_proxy::configured_checks(&config.checks, config.proxy.as_ref().map(|p| p.upstream.as_str())));
         let checks: Vec<(String, tokio::task::JoinHandle<()>)> =
             checks.into_iter().map(|check| (check.name().to_owned(), runtime.add_check(check))).collect();
         let membership = arlen_membership::start(config, runtime.publisher()).await?;

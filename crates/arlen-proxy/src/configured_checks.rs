@@ -87,7 +87,10 @@ impl Target {
                 let said = tail(&output.stdout, &output.stderr);
                 match output.status.code() {
                     Some(0) => Ok(if said.is_empty() { format!("`{command}` exited 0") } else { said }),
-                    Some(code) => Err(format!("`{command}` exited {code}{}", if said.is_empty() { String::new() } else { format!(": {said}") })),
+                    Some(code) => Err(format!(
+                        "`{command}` exited {code}{}",
+                        if said.is_empty() { String::new() } else { format!(": {said}") }
+                    )),
                     None => Err(format!("`{command}` was killed by a signal")),
                 }
             }
@@ -102,7 +105,6 @@ fn tail(stdout: &[u8], stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(&text[text.len().saturating_sub(DETAIL_BYTES)..]);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -121,7 +123,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_check_passes_on_exit_0_fails_with_what_it_said_and_is_killed_at_the_timeout() {
-        let checks = configured_checks(&config("ok=exec:echo fine, bad=exec:echo broken >&2; exit 3, slow=exec:sleep 5"), None);
+        let checks =
+            configured_checks(&config("ok=exec:echo fine, bad=exec:echo broken >&2; exit 3, slow=exec:sleep 5"), None);
         assert_eq!(checks.len(), 3);
         assert_eq!(checks[0].run_once().await, Ok("fine".to_owned()));
         assert_eq!(checks[1].run_once().await, Err("`echo broken >&2; exit 3` exited 3: broken".to_owned()));

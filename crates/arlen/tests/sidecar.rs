@@ -247,3 +247,54 @@ fn sigterm_drains_a_sidecar_with_a_proxied_request_in_flight() {
     assert_eq!((response.status, response.text().as_str()), (200, "slow from app-1\n"));
     assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", node.stderr());
 }
+
+#[test]
+fn checks_from_configuration_gate_readiness_and_liveness_for_any_language() {
+    let app = upstream(free_port(), "checked");
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("queue-ok");
+    std::fs::write(&flag, "").unwrap();
+    let readiness = format!("app_db=/status/200, queue=exec:test -e {}", flag.display());
+    let node = sidecar(
+        &app.url(),
+        &[
+            ("ARLEN_CHECKS_READINESS", &readiness),
+            ("ARLEN_CHECKS_LIVENESS", "worker=exec:echo progressing"),
+            ("ARLEN_CHECKS_INTERVAL_MS", "100"),
+        ],
+    );
+    wait_ready(&node, 200);
+    let verbose = node.get("/readyz?verbose").text();
+    assert!(verbose.contains("[+]app_db ok\n") && verbose.contains("[+]queue ok\n"), "{verbose}");
+    assert!(node.get("/livez?verbose").text().contains("[+]worker ok\n"));
+    let metrics = node.get("/metrics").text();
+    assert!(metrics.contains("arlen_check_up{check=\"worker\",kind=\"liveness\"} 1"), "{metrics}");
+
+    std::fs::remove_file(&flag).unwrap();
+    let took = wait_ready(&node, 503);
+    println!("out of rotation {took:?} after the queue check began failing");
+    let single = node.get("/readyz/queue");
+    assert_eq!(single.status, 503);
+    assert!(single.text().contains("exited 1"), "{}", single.text());
+    assert_eq!(node.get("/livez").status, 200);
+    // The application keeps being served while a check of its fails.
+    assert_eq!(node.get("/").status, 200);
+
+    std::fs::write(&flag, "").unwrap();
+    wait_ready(&node, 200);
+}
+
+#[test]
+fn a_check_on_the_upstream_without_an_upstream_is_a_configuration_error() {
+    let output = std::process::Command::new(binary())
+        .args(["serve", "--port", "1", "--app-root", "/nonexistent"])
+        .env_clear()
+        .env("ARLEN_CHECKS_READINESS", "db=/health/db, Bad Name=exec:true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("variable ARLEN_CHECKS_READINESS (key checks.readiness)"), "{said}");
+    assert!(said.contains("check name \"Bad Name\""), "{said}");
+    assert!(said.contains("db: a /path target is a GET on proxy.upstream, which is not set"), "{said}");
+}

@@ -166,7 +166,8 @@ pub(super) async fn clusterz(
         Ok(true) => {
             let verdict = snapshot.maintenance();
             let status = if verdict.can_stop { StatusCode::OK } else { StatusCode::PRECONDITION_FAILED };
-            let mut document = document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details);
+            let mut document =
+                document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details);
             document.maintenance = Some(MaintenanceSection {
                 can_stop: verdict.can_stop,
                 reason: verdict.reason,
@@ -179,7 +180,10 @@ pub(super) async fn clusterz(
         Err(message) => return Answered { response: bad_parameter("maintenance", &message), snapshot },
     }
     let Some(condition) = condition else {
-        let response = json_response(StatusCode::OK, &document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details));
+        let response = json_response(
+            StatusCode::OK,
+            &document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details),
+        );
         return Answered { response, snapshot };
     };
     let _share = match super::share_of(parts, crate::connections::Slot::Wait) {
@@ -187,7 +191,10 @@ pub(super) async fn clusterz(
         Err(used_up) => return Answered { response: used_up.response(), snapshot },
     };
     let Ok(_permit) = cx.waits.clone().try_acquire_owned() else {
-        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details));
+        let mut response = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &document(&snapshot, Timestamp { monotonic: cx.monotonic_now, wall: cx.now }, cx.full_details),
+        );
         response.headers_mut().insert(crate::X_ARLEN_BACKPRESSURE_REASON, http::HeaderValue::from_static("wait_limit"));
         return Answered { response, snapshot };
     };
