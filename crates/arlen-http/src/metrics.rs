@@ -17,6 +17,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Map, Value};
 
+/// The metrics library behind `/metrics`, for the application's own
+/// metrics ([`Metrics::register`]) at the version the runtime uses.
+pub use prometheus_client;
+
 /// Name reported in `checks.metrics_registry.source`.
 pub const REGISTRY_SOURCE: &str = "prometheus_client";
 

@@ -48,6 +48,10 @@ use std::future::Future;
 
 use arlen_config::ProcessEnvironment;
 pub use arlen_config::{Config, ConfigErrors, LoadOptions, Loaded};
+/// The application's own checks ([`Node::with_check`]).
+pub use arlen_http::checks;
+/// The metric types for [`NodeHandle::metrics`], at the version the runtime uses.
+pub use arlen_http::metrics::prometheus_client;
 use arlen_http::{Runtime, ServerSettings};
 use arlen_membership::RunningSource;
 use axum::Router;
@@ -457,7 +461,7 @@ impl Running {
                     };
                     return Err(NodeError::UpstreamCheckStopped(reason));
                 }
-                (ended, index, _) = futures_util::future::select_all(self.checks.iter_mut().map(|(_, task)| task)), if !self.checks.is_empty() => {
+                (ended, index, _) = async { futures_util::future::select_all(self.checks.iter_mut().map(|(_, task)| task)).await }, if !self.checks.is_empty() => {
                     let reason = match ended {
                         Ok(()) => "it returned".to_owned(),
                         Err(join) => join.to_string(),

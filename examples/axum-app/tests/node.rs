@@ -87,3 +87,54 @@ fn the_application_is_a_node_its_routes_carry_headers_readiness_follows_quorum_a
     assert!(first.stderr().contains("left the gossip cluster"), "{}", first.stderr());
     wait_ready(&second, 503);
 }
+
+#[test]
+fn its_database_check_its_metric_its_cluster_view_and_its_hooks() {
+    // The dependency: a real TCP service the test opens and closes.
+    let database = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let database_addr = database.local_addr().unwrap().to_string();
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut node = ArlenProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_arlen-example-axum-app")),
+        &[],
+        &[
+            ("ARLEN_PORT", &port_text),
+            ("ARLEN_APP_ROOT", "/nonexistent"),
+            ("ARLEN_CLUSTER_ENABLED", "1"),
+            ("ARLEN_CLUSTER_NAME", "shop"),
+            ("ARLEN_CLUSTER_NODE_ID", "shop-db"),
+            ("APP_DATABASE_ADDR", &database_addr),
+        ],
+        port,
+    );
+    node.wait_live();
+    wait_ready(&node, 200);
+    assert!(node.get("/readyz?verbose").text().contains("[+]database ok\n"));
+    assert_eq!(node.get("/peers").text(), "shop-db sees 1 of 1 nodes (nominal); ready: true; members: shop-db=alive\n");
+    for _ in 0..3 {
+        node.get("/hello");
+    }
+    let metrics = node.get("/metrics").text();
+    assert!(metrics.contains("# TYPE app_hello_requests_total counter\napp_hello_requests_total 3\n"), "{metrics}");
+    assert!(metrics.contains("arlen_check_up{check=\"database\",kind=\"readiness\"} 1"), "{metrics}");
+
+    // The database goes away: out of rotation, still alive, still serving.
+    drop(database);
+    wait_ready(&node, 503);
+    let reason = node.get("/readyz/database").text();
+    assert!(reason.starts_with(&format!("[-]database failed: {database_addr}:")), "{reason}");
+    assert_eq!(node.get("/livez").status, 200);
+    assert!(node.get("/peers").text().contains("ready: false"));
+    // It comes back on the same address: back in rotation.
+    let _database = std::net::TcpListener::bind(&database_addr).unwrap();
+    wait_ready(&node, 200);
+
+    node.signal("TERM");
+    assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", node.stderr());
+    let log = node.stderr();
+    let before = log.find("app: stopping background work before the drain").expect("the before_drain hook ran");
+    let after = log.find("app: left the cluster; buffers flushed").expect("the after_leave hook ran");
+    let stopped = log.find("stopped").unwrap_or(0);
+    assert!(before < after && stopped < after, "{log}");
+}
