@@ -160,7 +160,7 @@ pub(super) fn probe(
     let unknown: Vec<&String> = excluded.iter().filter(|e| !checks.contains(e)).collect();
     // Every probe is the conjunction of its checks (the runtime's liveness
     // checks always pass; the application's may not).
-    let ok = mine.iter().filter(|o| !excluded.iter().any(|e| *e == o.name)).all(|o| o.ok);
+    let ok = mine.iter().filter(|o| !excluded.contains(&o.name)).all(|o| o.ok);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let warning = (!unknown.is_empty()).then(|| {
         let names: Vec<String> = unknown.iter().map(|n| format!("{n:?}")).collect();
@@ -172,7 +172,7 @@ pub(super) fn probe(
     if verbose(parts) {
         let mut body = String::new();
         for outcome in &mine {
-            let is_excluded = excluded.iter().any(|e| *e == outcome.name);
+            let is_excluded = excluded.contains(&outcome.name);
             let mark = if outcome.ok || is_excluded { '+' } else { '-' };
             let verdict = match (is_excluded, outcome.ok) {
                 (true, true) => "excluded: ok".to_owned(),
