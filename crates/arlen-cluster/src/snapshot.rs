@@ -38,6 +38,10 @@ pub struct RuntimeSettings {
     pub legacy_metric_names: bool,
     pub trace_propagation_enabled: bool,
     pub response_identity_headers_enabled: bool,
+    /// Keep a well-formed incoming `X-Request-Id`.
+    pub keep_incoming_request_id: bool,
+    /// The access log's share of requests (percent), when it is on.
+    pub access_log: Option<u8>,
     pub session_enabled: bool,
     pub session_secret_configured: bool,
 }
@@ -57,6 +61,8 @@ impl RuntimeSettings {
             legacy_metric_names: false,
             trace_propagation_enabled: true,
             response_identity_headers_enabled: true,
+            keep_incoming_request_id: false,
+            access_log: None,
             session_enabled: false,
             session_secret_configured: false,
         }

@@ -755,6 +755,9 @@ fn build_config(
             legacy_metric_names: flag(Key::ObservabilityLegacyMetricNames)?,
             trace_propagation_enabled: flag(Key::ObservabilityTracePropagationEnabled)?,
             response_identity_headers_enabled: flag(Key::ObservabilityResponseIdentityHeadersEnabled)?,
+            keep_incoming_request_id: flag(Key::HttpKeepIncomingRequestId)?,
+            access_log: flag(Key::ObservabilityAccessLog)?
+                .then(|| u8::try_from(int(Key::ObservabilityAccessLogSamplePercent).unwrap_or(100)).unwrap_or(100)),
             ops_token: text(Key::ObservabilityOpsToken)?,
             details_access: word(settings, Key::ObservabilityDetailsAccess)?,
             details_token: text(Key::ObservabilityDetailsToken)?,

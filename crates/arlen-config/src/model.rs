@@ -137,6 +137,10 @@ pub struct ObservabilityConfig {
     pub legacy_metric_names: bool,
     pub trace_propagation_enabled: bool,
     pub response_identity_headers_enabled: bool,
+    /// Keep a well-formed incoming `X-Request-Id`.
+    pub keep_incoming_request_id: bool,
+    /// One structured line per request, for this share of them (percent).
+    pub access_log: Option<u8>,
     /// Bearer token of the operations endpoints; empty means they do not exist.
     pub ops_token: String,
     /// Member details for everyone, or only for the admin listener and the details token.
@@ -161,6 +165,8 @@ impl std::fmt::Debug for ObservabilityConfig {
             .field("metrics_enabled", &self.metrics_enabled)
             .field("trace_propagation_enabled", &self.trace_propagation_enabled)
             .field("response_identity_headers_enabled", &self.response_identity_headers_enabled)
+            .field("keep_incoming_request_id", &self.keep_incoming_request_id)
+            .field("access_log", &self.access_log)
             .field("ops_token_configured", &!self.ops_token.is_empty())
             .field("details_access", &self.details_access)
             .field("details_token_configured", &!self.details_token.is_empty())

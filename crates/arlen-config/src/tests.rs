@@ -58,6 +58,8 @@ fn defaults_match_the_contract_table() {
             legacy_metric_names: false,
             trace_propagation_enabled: true,
             response_identity_headers_enabled: true,
+            keep_incoming_request_id: false,
+            access_log: None,
             ops_token: String::new(),
             details_access: DetailsAccess::Public,
             details_token: String::new(),

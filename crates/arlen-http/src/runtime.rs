@@ -75,6 +75,8 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
         legacy_metric_names: o.legacy_metric_names,
         trace_propagation_enabled: o.trace_propagation_enabled,
         response_identity_headers_enabled: o.response_identity_headers_enabled,
+        keep_incoming_request_id: o.keep_incoming_request_id,
+        access_log: o.access_log,
         session_enabled: config.session.enabled,
         session_secret_configured: !config.session.secret.is_empty(),
     }
@@ -427,11 +429,67 @@ impl Shared {
         S::Future: Send,
     {
         let started = Instant::now();
-        let version = request.version();
         // One snapshot for body, status and headers of this response.
         let snapshot = self.reader.current();
-        let _active = self.metrics.begin();
         let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
+        // The request's span: every log line of this request (the
+        // application's included) carries its request and trace ids, and an
+        // OpenTelemetry subscriber exports it (`trace_id`, `span_id` and the
+        // caller's `parent_span_id` are the W3C ids of the headers).
+        let span = tracing::info_span!(
+            target: "arlen::request",
+            "request",
+            method = %request.method(),
+            path = request.uri().path(),
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(id) = ids.request_id().and_then(|id| id.to_str().ok()) {
+                span.record("request_id", id);
+            }
+            if let (Some(trace_id), Some(span_id)) = (ids.trace_id(), ids.span_id()) {
+                span.record("trace_id", trace_id);
+                span.record("span_id", span_id);
+            }
+            if let Some(parent) = crate::trace::incoming_parent(request.headers()) {
+                span.record("parent_span_id", parent.as_str());
+            }
+        }
+        let access = snapshot
+            .settings
+            .access_log
+            .map(|percent| (request.method().clone(), request.uri().path().to_owned(), percent));
+        let response = tracing::Instrument::instrument(
+            self.clone().handle_in_span(request, inner, listener, snapshot, &ids, started),
+            span.clone(),
+        )
+        .await;
+        span.record("status", response.status().as_u16());
+        if let Some((method, path, percent)) = access {
+            access_log(&method, &path, &response, &ids, started, percent, &span);
+        }
+        response
+    }
+
+    async fn handle_in_span<S>(
+        self: Arc<Self>,
+        request: Request<Body>,
+        inner: S,
+        listener: Listener,
+        snapshot: Arc<Snapshot>,
+        ids: &RequestIds,
+        started: Instant,
+    ) -> Response
+    where
+        S: Service<Request<Body>, Response = Response, Error = Infallible> + Send,
+        S::Future: Send,
+    {
+        let version = request.version();
+        let _active = self.metrics.begin();
         let mut served = Served::Runtime;
         let (mut response, snapshot) = if let Some(rejection) = self.check_limits(&request) {
             (rejection, snapshot)
@@ -480,9 +538,43 @@ impl Shared {
             };
             (response, snapshot)
         };
-        self.finish(&mut response, &snapshot, &ids, started, version, served);
+        self.finish(&mut response, &snapshot, ids, started, version, served);
         response
     }
+}
+
+/// One structured line for a finished request (target `arlen::access`), for
+/// `percent` of the requests and every 5xx.
+fn access_log(
+    method: &http::Method,
+    path: &str,
+    response: &Response,
+    ids: &RequestIds,
+    started: Instant,
+    percent: u8,
+    span: &tracing::Span,
+) {
+    let status = response.status().as_u16();
+    if status < 500 && percent < 100 && rand::random::<u8>() % 100 >= percent {
+        return;
+    }
+    let bytes = http_body::Body::size_hint(response.body()).exact();
+    let upstream_error = response.headers().get("x-arlen-upstream-error").and_then(|v| v.to_str().ok());
+    let request_id = ids.request_id().and_then(|v| v.to_str().ok());
+    span.in_scope(|| {
+        tracing::info!(
+            target: "arlen::access",
+            method = %method,
+            path,
+            status,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            bytes,
+            upstream_error,
+            request_id,
+            trace_id = ids.trace_id(),
+            "request"
+        );
+    });
 }
 
 /// Who answered a request: the application (or the sidecar's upstream), or

@@ -1,6 +1,7 @@
 //! Identity and trace headers (CONTRACT §4, baseline).
 //!
-//! `X-Request-Id` and `X-Correlation-Id` carry a fresh 32-hex id per request;
+//! `X-Request-Id` and `X-Correlation-Id` carry a fresh 32-hex id per request
+//! (or, with `http.keepIncomingRequestId`, a well-formed incoming one);
 //! `X-Trace-Id` and W3C `traceparent` continue a valid incoming
 //! `traceparent`, else start a new trace.
 
@@ -66,13 +67,41 @@ pub fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace_id, flags))
 }
 
+/// The caller's span id: the parent-id of a valid incoming `traceparent`.
+pub fn incoming_parent(request_headers: &HeaderMap) -> Option<String> {
+    let value = request_headers.get(&TRACEPARENT)?.to_str().ok()?;
+    parse_traceparent(value)?;
+    value.trim().split('-').nth(2).map(str::to_owned)
+}
+
+/// An incoming `X-Request-Id` worth keeping: 1 to 128 of `A-Z a-z 0-9 - _ . :`
+/// (no spaces, no quotes, nothing a log line or a header could be confused by).
+pub fn well_formed_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 impl RequestIds {
     /// Decides the ids for a request with these headers.
-    pub fn for_request(request_headers: &HeaderMap, identity_enabled: bool, trace_enabled: bool) -> Self {
+    pub fn for_request(
+        request_headers: &HeaderMap,
+        identity_enabled: bool,
+        trace_enabled: bool,
+        keep_incoming_id: bool,
+    ) -> Self {
         let request_id = identity_enabled.then(|| {
-            let mut id = [0u8; 32];
-            write_hex(fresh_bits(32), &mut id);
-            header_from_ascii(&id)
+            let incoming = keep_incoming_id
+                .then(|| request_headers.get(&X_REQUEST_ID))
+                .flatten()
+                .filter(|id| well_formed_request_id(id.as_bytes()));
+            match incoming {
+                Some(id) => id.clone(),
+                None => {
+                    let mut id = [0u8; 32];
+                    write_hex(fresh_bits(32), &mut id);
+                    header_from_ascii(&id)
+                }
+            }
         });
         let trace = trace_enabled.then(|| {
             // "00-" trace-id(32) "-" parent-id(16) "-" flags(2)
@@ -98,7 +127,18 @@ impl RequestIds {
             request_headers,
             settings.response_identity_headers_enabled,
             settings.trace_propagation_enabled,
+            settings.keep_incoming_request_id,
         )
+    }
+
+    /// The trace id, when trace propagation is on.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace.as_ref().and_then(|(trace_id, _)| trace_id.to_str().ok())
+    }
+
+    /// This request's span id (the parent the upstream sees).
+    pub fn span_id(&self) -> Option<&str> {
+        self.trace.as_ref().and_then(|(_, traceparent)| traceparent.to_str().ok()).map(|t| &t[36..52])
     }
 
     /// The `traceparent` of this request's span (what a proxy sends upstream).
@@ -141,11 +181,34 @@ mod tests {
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
+    fn an_incoming_request_id_is_kept_only_when_asked_and_well_formed() {
+        let with = |id: &'static str| {
+            let mut request = HeaderMap::new();
+            request.insert(X_REQUEST_ID, HeaderValue::from_static(id));
+            request
+        };
+        let kept = RequestIds::for_request(&with("req-2024.11:abc_9"), true, false, true);
+        assert_eq!(kept.request_id().unwrap(), "req-2024.11:abc_9");
+        let fresh = RequestIds::for_request(&with("req-2024.11:abc_9"), true, false, false);
+        assert_ne!(fresh.request_id().unwrap(), "req-2024.11:abc_9");
+        for bad in ["has space", "quote\"", "semi;colon", ""] {
+            let ids = RequestIds::for_request(&with(bad), true, false, true);
+            assert_eq!(ids.request_id().unwrap().len(), 32, "{bad:?} replaced by a fresh id");
+        }
+        let long: &'static str = Box::leak("a".repeat(129).into_boxed_str());
+        assert_eq!(RequestIds::for_request(&with(long), true, false, true).request_id().unwrap().len(), 32);
+        let ids = RequestIds::for_request(&HeaderMap::new(), true, true, false);
+        assert_eq!(ids.trace_id().map(str::len), Some(32));
+        assert_eq!(ids.span_id().map(str::len), Some(16));
+        assert!(ids.traceparent().unwrap().to_str().unwrap().contains(ids.span_id().unwrap()));
+    }
+
+    #[test]
     fn valid_traceparent_is_continued_with_a_new_parent_id() {
         let mut request = HeaderMap::new();
         request.insert(TRACEPARENT, HeaderValue::from_static(VALID));
         let mut response = HeaderMap::new();
-        RequestIds::for_request(&request, true, true).apply(&mut response);
+        RequestIds::for_request(&request, true, true, false).apply(&mut response);
         assert_eq!(response[&X_TRACE_ID], "4bf92f3577b34da6a3ce929d0e0e4736");
         let tp = response[&TRACEPARENT].to_str().unwrap();
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"), "{tp}");
@@ -168,7 +231,7 @@ mod tests {
         let mut request = HeaderMap::new();
         request.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
         let mut response = HeaderMap::new();
-        RequestIds::for_request(&request, false, true).apply(&mut response);
+        RequestIds::for_request(&request, false, true, false).apply(&mut response);
         let trace_id = response[&X_TRACE_ID].to_str().unwrap();
         assert_eq!(trace_id.len(), 32);
         assert!(response[&TRACEPARENT].to_str().unwrap().starts_with(&format!("00-{trace_id}-")));
@@ -180,7 +243,7 @@ mod tests {
         let ids: Vec<String> = (0..50)
             .map(|_| {
                 let mut response = HeaderMap::new();
-                RequestIds::for_request(&HeaderMap::new(), true, false).apply(&mut response);
+                RequestIds::for_request(&HeaderMap::new(), true, false, false).apply(&mut response);
                 assert!(!response.contains_key(&X_TRACE_ID));
                 response[&X_REQUEST_ID].to_str().unwrap().to_owned()
             })

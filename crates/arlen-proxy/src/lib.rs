@@ -137,11 +137,17 @@ impl Proxy {
         };
         parts.version = http::Version::HTTP_11;
         let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
-        let traceparent = parts.extensions.get::<RequestIds>().and_then(RequestIds::traceparent).cloned();
+        let ids = parts.extensions.get::<RequestIds>();
+        let traceparent = ids.and_then(RequestIds::traceparent).cloned();
+        let request_id = ids.and_then(RequestIds::request_id).cloned();
         strip_hop_by_hop(&mut parts.headers, upgrade);
         self.forwarding.apply(&mut parts.headers, peer);
         if let Some(traceparent) = traceparent {
             parts.headers.insert(arlen_http::trace::TRACEPARENT, traceparent);
+        }
+        // The application logs under the id the client gets back.
+        if let Some(request_id) = request_id {
+            parts.headers.insert(arlen_http::trace::X_REQUEST_ID, request_id);
         }
         // The upstream connection this request takes (given back with the
         // response's end); a tunnel takes both of its sides for its life.

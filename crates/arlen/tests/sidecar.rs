@@ -298,3 +298,58 @@ fn a_check_on_the_upstream_without_an_upstream_is_a_configuration_error() {
     assert!(said.contains("check name \"Bad Name\""), "{said}");
     assert!(said.contains("db: a /path target is a GET on proxy.upstream, which is not set"), "{said}");
 }
+
+#[test]
+fn the_request_id_reaches_the_application_and_every_log_line_and_the_access_log() {
+    let app = upstream(free_port(), "correlated");
+    let node = sidecar(
+        &app.url(),
+        &[("ARLEN_HTTP_KEEP_INCOMING_REQUEST_ID", "YES"), ("ARLEN_ACCESS_LOG", "YES"), ("ARLEN_LOG_FORMAT", "json")],
+    );
+    wait_ready(&node, 200);
+    // A well-formed incoming id is kept: the application and the client see it.
+    let response = arlen_testkit::get(node.address(), "/headers", &[("X-Request-Id", "checkout-7f3a.2")]).unwrap();
+    let seen: serde_json::Value = response.json();
+    assert_eq!(seen["x-request-id"], "checkout-7f3a.2");
+    assert_eq!(response.header("X-Request-Id"), Some("checkout-7f3a.2"));
+    let trace_id = response.header("X-Trace-Id").unwrap().to_owned();
+    // A malformed one is replaced, and the application gets the replacement.
+    let response = arlen_testkit::get(node.address(), "/headers", &[("X-Request-Id", "two words")]).unwrap();
+    let seen: serde_json::Value = response.json();
+    let fresh = response.header("X-Request-Id").unwrap();
+    assert_eq!(fresh.len(), 32);
+    assert_eq!(seen["x-request-id"], fresh);
+    // A failing upstream path: its log line carries the request's ids.
+    let failed = arlen_testkit::get(node.address(), "/status/503", &[("X-Request-Id", "order-42")]).unwrap();
+    assert_eq!(failed.status, 503);
+
+    let access = poll_until_explained(
+        "three access lines",
+        Duration::from_secs(5),
+        || {
+            let lines: Vec<serde_json::Value> = node
+                .stderr()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|l| {
+                    l["target"] == "arlen::access"
+                        && !["/readyz", "/livez"].contains(&l["fields"]["path"].as_str().unwrap_or_default())
+                })
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        },
+        || node.stderr(),
+    );
+    let first = &access[0]["fields"];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/headers");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["request_id"], "checkout-7f3a.2");
+    assert_eq!(first["trace_id"], trace_id.as_str());
+    assert!(first["duration_ms"].as_f64().is_some() && first["bytes"].as_u64().is_some(), "{first}");
+    let third = &access[2];
+    assert_eq!(third["fields"]["status"], 503);
+    assert_eq!(third["fields"]["request_id"], "order-42");
+    // The span's fields are on the line (what every log line of the request has).
+    assert_eq!(third["span"]["request_id"], "order-42", "{third}");
+}
