@@ -216,7 +216,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_check_fails_by_its_timeout_and_a_panic_is_a_failure() {
-        let hung = Check::readiness("hung", || std::future::pending::<Result<String, String>>())
+        let hung = Check::readiness("hung", std::future::pending::<Result<String, String>>)
             .unwrap()
             .timeout(Duration::from_millis(300));
         assert_eq!(hung.run_once().await, Err("no answer within 300 ms".to_owned()));

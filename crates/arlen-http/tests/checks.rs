@@ -141,7 +141,7 @@ async fn a_failure_shorter_than_the_loss_grace_does_not_flap_readiness() {
 
 #[tokio::test]
 async fn a_hung_check_fails_by_its_timeout_and_never_holds_a_probe() {
-    let hung = Check::readiness("hung", || std::future::pending::<Result<String, String>>())
+    let hung = Check::readiness("hung", std::future::pending::<Result<String, String>>)
         .unwrap()
         .interval(Duration::from_millis(50))
         .timeout(Duration::from_millis(100));
