@@ -35,6 +35,7 @@ pub use arlen_wire::documents;
 pub mod endpoints;
 pub mod metrics;
 pub mod ops;
+pub mod otel;
 mod process_metrics;
 mod runtime;
 mod server;

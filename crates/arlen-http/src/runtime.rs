@@ -431,14 +431,17 @@ impl Shared {
         let started = Instant::now();
         // One snapshot for body, status and headers of this response.
         let snapshot = self.reader.current();
-        let ids = RequestIds::for_snapshot(request.headers(), &snapshot);
+        let mut ids = RequestIds::for_snapshot(request.headers(), &snapshot);
         // The request's span: every log line of this request (the
         // application's included) carries its request and trace ids, and an
-        // OpenTelemetry subscriber exports it (`trace_id`, `span_id` and the
+        // OpenTelemetry layer exports it (`trace_id`, `span_id` and the
         // caller's `parent_span_id` are the W3C ids of the headers).
         let span = tracing::info_span!(
             target: "arlen::request",
             "request",
+            otel.name = request.method().as_str(),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
             method = %request.method(),
             path = request.uri().path(),
             request_id = tracing::field::Empty,
@@ -448,6 +451,7 @@ impl Shared {
             status = tracing::field::Empty,
         );
         if !span.is_disabled() {
+            crate::otel::continue_trace(&span, request.headers(), &mut ids);
             if let Some(id) = ids.request_id().and_then(|id| id.to_str().ok()) {
                 span.record("request_id", id);
             }
@@ -469,6 +473,9 @@ impl Shared {
         )
         .await;
         span.record("status", response.status().as_u16());
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
         if let Some((method, path, percent)) = access {
             access_log(&method, &path, &response, &ids, started, percent, &span);
         }

@@ -131,6 +131,20 @@ impl RequestIds {
         )
     }
 
+    /// Takes the trace and span ids of the span that exports this request
+    /// (an OpenTelemetry span, see [`crate::otel`]): the headers name a span
+    /// that exists. No-op when trace propagation is off.
+    pub fn use_span(&mut self, trace_id: [u8; 16], span_id: [u8; 8], flags: u8) {
+        if self.trace.is_none() {
+            return;
+        }
+        let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(u128::from_be_bytes(trace_id), &mut traceparent[3..35]);
+        write_hex(u128::from(u64::from_be_bytes(span_id)), &mut traceparent[36..52]);
+        write_hex(u128::from(flags), &mut traceparent[53..55]);
+        self.trace = Some((header_from_ascii(&traceparent[3..35]), header_from_ascii(&traceparent)));
+    }
+
     /// The trace id, when trace propagation is on.
     pub fn trace_id(&self) -> Option<&str> {
         self.trace.as_ref().and_then(|(trace_id, _)| trace_id.to_str().ok())
@@ -214,6 +228,19 @@ mod tests {
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"), "{tp}");
         assert_ne!(tp, VALID, "the parent id is new");
         assert!(parse_traceparent(tp).is_some());
+    }
+
+    #[test]
+    fn the_ids_of_an_exporting_span_replace_the_fresh_ones() {
+        let mut ids = RequestIds::for_request(&HeaderMap::new(), true, true, false);
+        let trace_id = 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736u128.to_be_bytes();
+        ids.use_span(trace_id, 0x00f0_67aa_0ba9_02b7u64.to_be_bytes(), 1);
+        assert_eq!(ids.traceparent().unwrap(), VALID);
+        assert_eq!(ids.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(ids.span_id(), Some("00f067aa0ba902b7"));
+        let mut off = RequestIds::for_request(&HeaderMap::new(), true, false, false);
+        off.use_span(trace_id, [1; 8], 0);
+        assert!(off.traceparent().is_none(), "trace propagation off stays off");
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //!             return std::process::ExitCode::from(2);
 //!         }
 //!     };
-//!     node.init_logging();
+//!     if let Err(error) = node.init_logging() {
+//!         eprintln!("{error}");
+//!         return std::process::ExitCode::from(2);
+//!     }
 //!     let app = Router::new().route("/", get(|| async { "hello\n" }));
 //!     match node.run(app).await {
 //!         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -43,6 +46,7 @@
 mod logging;
 mod ops;
 mod systemd;
+mod telemetry;
 
 use std::future::Future;
 
@@ -55,6 +59,7 @@ pub use arlen_http::metrics::prometheus_client;
 use arlen_http::{Runtime, ServerSettings};
 use arlen_membership::RunningSource;
 use axum::Router;
+pub use telemetry::TelemetryError;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Why a node could not start, or stopped with a failure.
@@ -80,6 +85,9 @@ pub enum NodeError {
     Signals(std::io::Error),
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
+    /// An OpenTelemetry variable asks for what cannot be done.
+    #[error("{0}")]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// One node, configured and ready to run an application.
@@ -90,6 +98,7 @@ pub struct Node {
     runtime: Runtime,
     checks: Vec<arlen_http::checks::Check>,
     hooks: Hooks,
+    telemetry: telemetry::Telemetry,
 }
 
 /// Code of the application's, run at a point of the node's life.
@@ -209,7 +218,14 @@ impl Node {
     /// SIGHUP reloads it from).
     pub fn from_loaded(options: LoadOptions, loaded: Loaded) -> Self {
         let runtime = Runtime::new(&loaded.config);
-        Self { options, loaded, runtime, checks: Vec::new(), hooks: Hooks::default() }
+        Self {
+            options,
+            loaded,
+            runtime,
+            checks: Vec::new(),
+            hooks: Hooks::default(),
+            telemetry: telemetry::Telemetry::default(),
+        }
     }
 
     /// Adds one of the application's own checks ([`arlen_http::checks::Check`]):
@@ -266,28 +282,40 @@ impl Node {
         &self.loaded.warnings
     }
 
-    /// Installs Arlen's log subscriber (`logFormat`, `logLevel`; dependencies
-    /// from `warn` up) and logs the load's warnings. Skip it to keep your own
-    /// subscriber.
-    pub fn init_logging(&self) {
-        logging::init(&self.loaded.config);
+    /// Installs Arlen's log subscriber (`logFormat`, `logLevel`, or
+    /// `RUST_LOG`; dependencies from `warn` up) and logs the load's warnings.
+    /// With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, it also
+    /// exports spans over OTLP (every request's span, whose ids the
+    /// `traceparent` headers carry; the node flushes them when it stops):
+    /// call it inside the tokio runtime. An `OTEL_*` variable that asks for
+    /// what cannot be done is an error (exit 2, as for configuration).
+    ///
+    /// Skip it to keep your own subscriber; add a `tracing-opentelemetry`
+    /// layer (the version [`arlen_http::otel`] re-exports) to it and the
+    /// request spans are yours to export.
+    pub fn init_logging(&self) -> Result<(), NodeError> {
+        logging::init(&self.loaded.config, &self.telemetry)?;
         for warning in &self.loaded.warnings {
             tracing::warn!("{warning}");
         }
+        Ok(())
     }
 
     /// Serves `app` with the reserved endpoints and headers until SIGTERM or
     /// SIGINT, then drains, leaves the cluster and returns.
     pub async fn run(self, app: Router) -> Result<(), NodeError> {
+        let telemetry = self.telemetry.clone();
         let mut signals = Signals::install().map_err(NodeError::Signals)?;
-        self.run_inner(app, &mut signals).await
+        let ended = self.run_inner(app, &mut signals).await;
+        telemetry.shutdown().await;
+        ended
     }
 
     /// A node's life in three phases: build (bind, before anything runs),
     /// spawn (serve, membership, start), then run until a stop signal and
     /// drain.
     async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
-        let Node { options, loaded, runtime, checks, hooks } = self;
+        let Node { options, loaded, runtime, checks, hooks, telemetry: _ } = self;
         let built = Built::bind(&loaded.config, runtime)?;
         let mut running = built.spawn(&loaded.config, app, checks).await?;
         let (signal, current) = running.until_stopped(&options, &loaded, signals).await?;

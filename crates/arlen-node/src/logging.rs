@@ -4,8 +4,15 @@
 
 use arlen_config::{Config, LogFormat};
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
 
-pub(crate) fn init(config: &Config) {
+use crate::telemetry::{Telemetry, TelemetryError};
+
+/// Installs the log subscriber (and, with the `otlp` feature and the
+/// standard variables set, the span exporter: see [`crate::telemetry`]).
+pub(crate) fn init(config: &Config, telemetry: &Telemetry) -> Result<(), TelemetryError> {
     let level = match config.log_level.as_str() {
         "debug" => LevelFilter::DEBUG,
         "warn" => LevelFilter::WARN,
@@ -18,11 +25,26 @@ pub(crate) fn init(config: &Config) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, from_rust_log) = choose_filter(rust_log.as_deref(), level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    #[cfg(feature = "otlp")]
+    let spans = telemetry.start(config)?.map(|tracer| {
+        // The same spans as the log lines, and every request's span whatever
+        // the log level: it is what the headers name.
+        let (filter, _) = choose_filter(rust_log.as_deref(), level);
+        let filter = filter.add_directive("arlen::request=info".parse().expect("a valid directive"));
+        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(filter)
+    });
+    #[cfg(not(feature = "otlp"))]
+    let spans: Option<tracing_subscriber::layer::Identity> = {
+        telemetry.warn_if_requested();
+        None
+    };
+    let exporting = spans.is_some();
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).init();
     match from_rust_log {
         Ok(Some(directives)) => {
             tracing::info!(%directives, "log filter from RUST_LOG (it takes precedence over logLevel)")
@@ -30,6 +52,10 @@ pub(crate) fn init(config: &Config) {
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "RUST_LOG ignored: not a log filter; logLevel applies"),
     }
+    if exporting {
+        tracing::info!("exporting spans over OTLP (OTEL_* variables)");
+    }
+    Ok(())
 }
 
 /// `RUST_LOG` when it is set and parses (and which), else the filter of

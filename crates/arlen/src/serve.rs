@@ -23,13 +23,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     let node = arlen_node::Node::from_loaded(options, loaded);
-    node.init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Inside the runtime: the span exporter (OTEL_*) runs its exports on it.
+    let entered = runtime.enter();
+    if let Err(error) = node.init_logging() {
+        shout!("arlen: {error}");
+        return ExitCode::from(2);
+    }
+    drop(entered);
     // Sidecar mode forwards everything that is not a reserved endpoint.
     let app = match &node.config().proxy {
         Some(proxy) => arlen_proxy::Proxy::router(proxy),
         None => demo_app(node.config()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(node.run(app)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

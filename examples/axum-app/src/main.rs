@@ -44,7 +44,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    node.init_logging();
+    // Logs, and spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (the
+    // `otlp` feature): every request's span continues the caller's trace.
+    if let Err(error) = node.init_logging() {
+        eprintln!("{error}");
+        return ExitCode::from(2);
+    }
 
     // A readiness check on a dependency of ours: while the database does not
     // accept connections, /readyz answers 503 and the load balancer stops
