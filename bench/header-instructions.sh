@@ -7,6 +7,11 @@
 #   off    Arlen, cluster headers off (identity and trace headers still on), title case on
 #   bare   Arlen, cluster headers off, title case off
 #   axum   the plain-axum baseline (crates/arlen-bench/src/bin/baseline.rs)
+# and, for the library's costs (issue 23; MODES="on info access checks otel"):
+#   info   as `on`, at logLevel info (the default level: every request's span is live)
+#   access as `info`, with observability.accessLog on (stderr to /dev/null)
+#   checks as `on`, with a configured readiness check (exec:true, every 200 ms)
+#   otel   as `info`, exporting every request's span over OTLP/HTTP to a sink
 # Each server runs twice, with N1 and N2 keep-alive requests; (Ir(N2) -
 # Ir(N1)) / (N2 - N1) is the per-request cost with start-up and shutdown
 # cancelled out. One tokio worker (TOKIO_WORKER_THREADS=1; with two, an idle
@@ -30,16 +35,22 @@ trap 'rm -rf "$work"' EXIT
 
 # instructions <mode> <requests>
 instructions() {
-  local port out pid emit=1 title=1
+  local port out pid emit=1 title=1 level=warn extra=()
   port=$(free_port); out="$work/cg.$1.$2"
-  case "$1" in lower) title=0 ;; off) emit=0 ;; bare) emit=0; title=0 ;; esac
+  case "$1" in
+    lower) title=0 ;; off) emit=0 ;; bare) emit=0; title=0 ;;
+    info) level=info ;;
+    access) level=info; extra=(ARLEN_ACCESS_LOG=1) ;;
+    checks) extra=(ARLEN_CHECKS_READINESS=db=exec:true ARLEN_CHECKS_INTERVAL_MS=200) ;;
+    otel) level=info; extra=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_BSP_SCHEDULE_DELAY=200) ;;
+  esac
   if [ "$1" = axum ]; then
     TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" -q "$baseline" "$port" "arlen node node-a (cluster bench)\n" &
   else
-    env ARLEN_ENV=production ARLEN_LOG_LEVEL=warn ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench \
+    env "${extra[@]}" ARLEN_ENV=production ARLEN_LOG_LEVEL="$level" ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench \
         ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=3 ARLEN_CLUSTER_EMIT_HEADERS="$emit" \
         ARLEN_HTTP_TITLE_CASE_HEADERS="$title" \
-        TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" -q "$arlen" serve --port "$port" --app-root /nonexistent &
+        TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" -q "$arlen" serve --port "$port" --app-root /nonexistent 2>/dev/null &
   fi
   pid=$!
   python3 - "$port" "$2" "$1" <<'PY'
@@ -55,11 +66,28 @@ while True:
         time.sleep(0.1)
 for _ in range(count):
     conn.request("GET", "/"); response = conn.getresponse(); response.read()
-    assert (response.getheader("X-Arlen-Cluster-Status") is not None) == (mode in ("on", "lower"))
+    assert (response.getheader("X-Arlen-Cluster-Status") is not None) == (mode not in ("off", "bare", "axum"))
 PY
   kill -TERM "$pid"; wait "$pid" || true
   awk '/^summary:/ {print $2}' "$out"
 }
+
+# An OTLP/HTTP sink for the otel mode: answers every export 200, counts spans' bytes.
+sink_port=$(free_port)
+python3 - "$sink_port" <<'PY' &
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args): pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200); self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0"); self.end_headers()
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+sink=$!
+trap 'kill "$sink" 2>/dev/null; rm -rf "$work"' EXIT
 
 declare -A per
 for r in $(seq "$repeats"); do

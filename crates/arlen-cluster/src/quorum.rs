@@ -37,6 +37,33 @@ impl QuorumPolicy {
             QuorumPolicy::AtLeast(n) => n.to_string(),
         }
     }
+
+    /// What this policy means for a rolling restart of `expected_nodes`
+    /// (one node down at a time), with `loss_grace_ms` of
+    /// `cluster.quorumLossGraceMs`: said at start-up by `serve`, `up` and the
+    /// drills, so nobody learns it from an outage.
+    pub fn rolling_restart_note(self, expected_nodes: u32, loss_grace_ms: u64) -> String {
+        let expected = expected_nodes.max(1);
+        let required = self.required_nodes(expected);
+        let name = self.name();
+        if expected == 1 {
+            return format!("quorumPolicy={name}: a single node is out of rotation while it restarts");
+        }
+        if required < expected {
+            return format!(
+                "quorumPolicy={name}: {required} of {expected} nodes keep quorum, so a rolling restart (one node down at a time) keeps the others in rotation"
+            );
+        }
+        let grace = if loss_grace_ms == 0 {
+            "at once".to_owned()
+        } else {
+            format!("after quorumLossGraceMs={loss_grace_ms} ms")
+        };
+        format!(
+            "quorumPolicy={name}: every one of {expected} nodes is needed, so while one node restarts every node leaves rotation ({grace}); \
+             for a rolling restart use quorumPolicy=majority, or a quorumLossGraceMs longer than a restart"
+        )
+    }
 }
 
 /// The quorum verdict for one moment.
@@ -161,5 +188,17 @@ mod tests {
                 prop_assert!(!q.met || observed - q.failure_tolerance == q.required_nodes);
             }
         }
+    }
+
+    #[test]
+    fn the_rolling_restart_note_says_what_a_restart_costs() {
+        let all = QuorumPolicy::All.rolling_restart_note(3, 0);
+        assert!(all.contains("every node leaves rotation (at once)") && all.contains("majority"), "{all}");
+        let graced = QuorumPolicy::All.rolling_restart_note(3, 10_000);
+        assert!(graced.contains("after quorumLossGraceMs=10000 ms"), "{graced}");
+        let majority = QuorumPolicy::Majority.rolling_restart_note(3, 0);
+        assert!(majority.contains("2 of 3") && majority.contains("keeps the others in rotation"), "{majority}");
+        assert!(QuorumPolicy::AtLeast(3).rolling_restart_note(3, 0).contains("every node leaves rotation"));
+        assert!(QuorumPolicy::Majority.rolling_restart_note(1, 0).contains("single node"));
     }
 }

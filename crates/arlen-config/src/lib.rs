@@ -36,7 +36,7 @@ pub use environment::{lookup_variable, Environment, MapEnvironment, ProcessEnvir
 pub use error::{ConfigError, ConfigErrors, Position};
 use files::FileLayer;
 pub use gossip_keys::GossipKeys;
-pub use registry::{reference_markdown, Key, KeySpec, Kind, Reload, KEYS};
+pub use registry::{closest as closest_key, find as find_key, reference_markdown, Key, KeySpec, Kind, Reload, KEYS};
 
 /// The shortest operations token accepted.
 pub const MIN_OPS_TOKEN_CHARS: usize = 32;

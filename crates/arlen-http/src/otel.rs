@@ -14,6 +14,8 @@
 //! crate's (re-exported as [`tracing_opentelemetry`]), or the span is not
 //! recognised and the runtime's fresh ids are used.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use http::HeaderMap;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -37,12 +39,52 @@ fn incoming(request_headers: &HeaderMap) -> Option<SpanContext> {
     ))
 }
 
+/// Whether [`layer`] made a layer: request spans then carry the fields an
+/// exporter wants (`otel.name`, `otel.kind`, `status`) — spared otherwise,
+/// since a formatting layer pays for every field of every request's span.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// `tracing-opentelemetry`'s layer with `tracer`, for the request spans:
+/// each is a server span named by its method with the response's status.
+/// (A layer built by hand works too, with the ids right, but the spans are
+/// named `request` and of kind internal.)
+pub fn layer<S, T>(tracer: T) -> tracing_opentelemetry::OpenTelemetryLayer<S, T>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    T: opentelemetry::trace::Tracer + 'static,
+    T::Span: Send + Sync,
+{
+    EXPORTING.store(true, Ordering::Relaxed);
+    // What a request span needs; the rest (busy/idle timing at every poll,
+    // source location, thread, target attributes) costs on every request.
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+}
+
+/// The response's status on the exported span (an error for a 5xx), through
+/// the OpenTelemetry layer alone.
+pub(crate) fn finish(span: &tracing::Span, status: http::StatusCode) {
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.set_status(opentelemetry::trace::Status::error(status.to_string()));
+    }
+}
+
 /// Makes `span` continue the caller's trace and `ids` name it, when an
-/// OpenTelemetry layer records `span`; otherwise changes nothing.
-pub(crate) fn continue_trace(span: &tracing::Span, request_headers: &HeaderMap, ids: &mut RequestIds) {
+/// OpenTelemetry layer records `span` (true: the ids changed); otherwise
+/// changes nothing.
+pub(crate) fn continue_trace(span: &tracing::Span, request_headers: &HeaderMap, ids: &mut RequestIds) -> bool {
     if ids.traceparent().is_none() {
         // Trace propagation is off: the span is exported as a root of its own.
-        return;
+        return false;
     }
     let parent = match incoming(request_headers) {
         Some(caller) => opentelemetry::Context::new().with_remote_span_context(caller),
@@ -50,13 +92,15 @@ pub(crate) fn continue_trace(span: &tracing::Span, request_headers: &HeaderMap, 
         None => opentelemetry::Context::new(),
     };
     if span.set_parent(parent).is_err() {
-        return;
+        return false;
     }
     let context = span.context();
     let exported = context.span().span_context().clone();
-    if exported.is_valid() {
-        ids.use_span(exported.trace_id().to_bytes(), exported.span_id().to_bytes(), exported.trace_flags().to_u8());
+    if !exported.is_valid() {
+        return false;
     }
+    ids.use_span(exported.trace_id().to_bytes(), exported.span_id().to_bytes(), exported.trace_flags().to_u8());
+    true
 }
 
 #[cfg(test)]
@@ -86,7 +130,7 @@ mod tests {
         let mut ids = RequestIds::for_request(&HeaderMap::new(), true, true, false);
         let before = ids.traceparent().cloned();
         let span = tracing::info_span!("request");
-        continue_trace(&span, &HeaderMap::new(), &mut ids);
+        assert!(!continue_trace(&span, &HeaderMap::new(), &mut ids));
         assert_eq!(ids.traceparent().cloned(), before);
     }
 }

@@ -436,32 +436,44 @@ impl Shared {
         // application's included) carries its request and trace ids, and an
         // OpenTelemetry layer exports it (`trace_id`, `span_id` and the
         // caller's `parent_span_id` are the W3C ids of the headers).
-        let span = tracing::info_span!(
-            target: "arlen::request",
-            "request",
-            otel.name = request.method().as_str(),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            method = %request.method(),
-            path = request.uri().path(),
-            request_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span_id = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
-        if !span.is_disabled() {
-            crate::otel::continue_trace(&span, request.headers(), &mut ids);
-            if let Some(id) = ids.request_id().and_then(|id| id.to_str().ok()) {
-                span.record("request_id", id);
-            }
-            if let (Some(trace_id), Some(span_id)) = (ids.trace_id(), ids.span_id()) {
-                span.record("trace_id", trace_id);
-                span.record("span_id", span_id);
-            }
-            if let Some(parent) = crate::trace::incoming_parent(request.headers()) {
-                span.record("parent_span_id", parent.as_str());
-            }
+        // Every field is given at creation: a formatting layer formats a
+        // span's fields when it is made and again at each `record` (the JSON
+        // one re-parses them), so recording afterwards costs per request.
+        let exporting = crate::otel::exporting();
+        let parent = crate::trace::incoming_parent_id(request.headers());
+        let request_id = ids.request_id().and_then(|id| id.to_str().ok());
+        let span = if exporting {
+            // Through `arlen_http::otel::layer`: a server span named by the method.
+            tracing::info_span!(
+                target: "arlen::request",
+                "request",
+                otel.name = request.method().as_str(),
+                otel.kind = "server",
+                method = request.method().as_str(),
+                path = request.uri().path(),
+                request_id,
+                // The exported span's own, once it exists (below).
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                parent_span_id = parent,
+            )
+        } else {
+            tracing::info_span!(
+                target: "arlen::request",
+                "request",
+                method = request.method().as_str(),
+                path = request.uri().path(),
+                request_id,
+                trace_id = ids.trace_id(),
+                span_id = ids.span_id(),
+                parent_span_id = parent,
+            )
+        };
+        // With an OpenTelemetry layer (ours or the application's own), the
+        // headers carry the exported span's ids.
+        if !span.is_disabled() && (crate::otel::continue_trace(&span, request.headers(), &mut ids) || exporting) {
+            span.record("trace_id", ids.trace_id());
+            span.record("span_id", ids.span_id());
         }
         let access = snapshot
             .settings
@@ -472,12 +484,12 @@ impl Shared {
             span.clone(),
         )
         .await;
-        span.record("status", response.status().as_u16());
-        if response.status().is_server_error() {
-            span.record("otel.status_code", "error");
+        if exporting {
+            // To the exporter only: a formatting layer would pay for a field.
+            crate::otel::finish(&span, response.status());
         }
         if let Some((method, path, percent)) = access {
-            access_log(&method, &path, &response, &ids, started, percent, &span);
+            access_log(&method, &path, &response, &ids, started, percent);
         }
         response
     }
@@ -552,15 +564,7 @@ impl Shared {
 
 /// One structured line for a finished request (target `arlen::access`), for
 /// `percent` of the requests and every 5xx.
-fn access_log(
-    method: &http::Method,
-    path: &str,
-    response: &Response,
-    ids: &RequestIds,
-    started: Instant,
-    percent: u8,
-    span: &tracing::Span,
-) {
+fn access_log(method: &http::Method, path: &str, response: &Response, ids: &RequestIds, started: Instant, percent: u8) {
     let status = response.status().as_u16();
     if status < 500 && percent < 100 && rand::random::<u8>() % 100 >= percent {
         return;
@@ -568,20 +572,22 @@ fn access_log(
     let bytes = http_body::Body::size_hint(response.body()).exact();
     let upstream_error = response.headers().get("x-arlen-upstream-error").and_then(|v| v.to_str().ok());
     let request_id = ids.request_id().and_then(|v| v.to_str().ok());
-    span.in_scope(|| {
-        tracing::info!(
-            target: "arlen::access",
-            method = %method,
-            path,
-            status,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            bytes,
-            upstream_error,
-            request_id,
-            trace_id = ids.trace_id(),
-            "request"
-        );
-    });
+    // Outside the request's span: the line carries its ids itself, and a
+    // formatter would otherwise copy (for JSON: re-parse) the span's fields
+    // into every access line.
+    tracing::info!(
+        target: "arlen::access",
+        parent: None,
+        method = method.as_str(),
+        path,
+        status,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        bytes,
+        upstream_error,
+        request_id,
+        trace_id = ids.trace_id(),
+        "request"
+    );
 }
 
 /// Who answered a request: the application (or the sidecar's upstream), or

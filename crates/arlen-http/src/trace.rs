@@ -69,9 +69,14 @@ pub fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
 
 /// The caller's span id: the parent-id of a valid incoming `traceparent`.
 pub fn incoming_parent(request_headers: &HeaderMap) -> Option<String> {
+    incoming_parent_id(request_headers).map(str::to_owned)
+}
+
+/// [`incoming_parent`], borrowed from the request's headers.
+pub fn incoming_parent_id(request_headers: &HeaderMap) -> Option<&str> {
     let value = request_headers.get(&TRACEPARENT)?.to_str().ok()?;
     parse_traceparent(value)?;
-    value.trim().split('-').nth(2).map(str::to_owned)
+    value.trim().split('-').nth(2)
 }
 
 /// An incoming `X-Request-Id` worth keeping: 1 to 128 of `A-Z a-z 0-9 - _ . :`

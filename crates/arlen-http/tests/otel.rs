@@ -6,7 +6,6 @@ use std::path::Path;
 
 use arlen_config::Config;
 use arlen_http::otel::opentelemetry::trace::{SpanKind, TracerProvider as _};
-use arlen_http::otel::tracing_opentelemetry;
 use arlen_http::Runtime;
 use axum::body::Body;
 use axum::routing::get;
@@ -33,8 +32,7 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
 async fn the_span_the_headers_name_is_exported_under_the_callers_span() {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let subscriber = tracing_subscriber::registry().with(arlen_http::otel::layer(provider.tracer("test")));
     let _installed = tracing::subscriber::set_default(subscriber);
 
     let config = Config::from_map(Path::new("/nonexistent"), &[]).unwrap();
@@ -80,7 +78,7 @@ async fn the_span_the_headers_name_is_exported_under_the_callers_span() {
         span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
     };
     assert_eq!(attribute(continued, "request_id").as_deref(), Some(request_id.as_str()));
-    assert_eq!(attribute(continued, "status").as_deref(), Some("200"));
+    assert_eq!(attribute(continued, "http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attribute(continued, "span_id").as_deref(), Some(span_id.as_str()), "the log field agrees");
 
     let app_work = named(&spans, "app_work");
@@ -93,7 +91,30 @@ async fn the_span_the_headers_name_is_exported_under_the_callers_span() {
     assert_eq!(root.parent_span_id, arlen_http::otel::opentelemetry::trace::SpanId::INVALID, "a root");
     assert_eq!(
         root.status,
-        arlen_http::otel::opentelemetry::trace::Status::error(""),
+        arlen_http::otel::opentelemetry::trace::Status::error("500 Internal Server Error"),
         "a 5xx marks the span as an error"
     );
+}
+
+/// A layer the application builds itself (not through `otel::layer`): the
+/// span the headers name is still the span exported.
+#[tokio::test]
+async fn a_hand_built_layer_gets_the_same_ids() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let layer = arlen_http::otel::tracing_opentelemetry::layer().with_tracer(provider.tracer("own"));
+    let _installed = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let runtime = Runtime::new(&Config::from_map(Path::new("/nonexistent"), &[]).unwrap());
+    let service = runtime.wrap(Router::new().route("/", get(|| async { "hello\n" })));
+    let request = Request::get("/")
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .body(Body::empty())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    let (trace_id, span_id, _) = parts(response.headers()["traceparent"].to_str().unwrap());
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = spans.iter().find(|s| s.span_context.span_id().to_string() == span_id).expect("the named span exported");
+    assert_eq!(span.span_context.trace_id().to_string(), trace_id);
+    assert_eq!(span.parent_span_id.to_string(), CALLER_SPAN);
 }

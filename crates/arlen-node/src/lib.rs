@@ -316,6 +316,9 @@ impl Node {
     /// drain.
     async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
         let Node { options, loaded, runtime, checks, hooks, telemetry: _ } = self;
+        if let Some(note) = rolling_restart_note(&loaded.config) {
+            tracing::info!("{note}");
+        }
         let built = Built::bind(&loaded.config, runtime)?;
         let mut running = built.spawn(&loaded.config, app, checks).await?;
         let (signal, current) = running.until_stopped(&options, &loaded, signals).await?;
@@ -324,6 +327,17 @@ impl Node {
         run_hooks(hooks.after_leave, "after_leave").await;
         Ok(())
     }
+}
+
+/// What the quorum policy means for a rolling restart, when readiness
+/// follows quorum.
+pub fn rolling_restart_note(config: &Config) -> Option<String> {
+    let cluster = &config.cluster;
+    (cluster.enabled && config.observability.readiness_requires_cluster_quorum).then(|| {
+        let settings = arlen_http::runtime_settings(config);
+        let grace = u64::try_from(cluster.quorum_loss_grace.as_millis()).unwrap_or(u64::MAX);
+        settings.quorum_policy.rolling_restart_note(cluster.expected_nodes, grace)
+    })
 }
 
 /// Raises the descriptor limit and says what the budget is.

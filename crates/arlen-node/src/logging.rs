@@ -36,7 +36,7 @@ pub(crate) fn init(config: &Config, telemetry: &Telemetry) -> Result<(), Telemet
         // the log level: it is what the headers name.
         let (filter, _) = choose_filter(rust_log.as_deref(), level);
         let filter = filter.add_directive("arlen::request=info".parse().expect("a valid directive"));
-        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(filter)
+        arlen_http::otel::layer(tracer).with_filter(filter)
     });
     #[cfg(not(feature = "otlp"))]
     let spans: Option<tracing_subscriber::layer::Identity> = {
@@ -78,8 +78,10 @@ fn choose_filter(
 fn dependency_filter(level: LevelFilter) -> tracing_subscriber::EnvFilter {
     let dependencies = level.min(LevelFilter::WARN);
     // The default directive only applies to an empty filter: name it.
+    // The access log is its own switch (observability.accessLog): its lines
+    // are written whatever the level.
     tracing_subscriber::EnvFilter::builder().parse_lossy(format!(
-        "{dependencies},arlen={level},arlen_http={level},arlen_membership={level},arlen_config={level},arlen_cluster={level}"
+        "{dependencies},arlen={level},arlen_http={level},arlen_membership={level},arlen_config={level},arlen_cluster={level},arlen::access=info"
     ))
 }
 
@@ -107,5 +109,6 @@ mod tests {
         assert!(filter.contains("warn"), "{filter}");
         let strict = dependency_filter(LevelFilter::ERROR).to_string();
         assert!(strict.contains("error") && !strict.contains("warn"), "{strict}");
+        assert!(strict.contains("arlen::access=info"), "the access log is its own switch: {strict}");
     }
 }

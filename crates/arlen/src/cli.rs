@@ -271,4 +271,8 @@ pub struct DrillRunArgs {
     /// Do not run background traffic
     #[arg(long)]
     pub no_traffic: bool,
+    /// A configuration key for every node, e.g. --set cluster.quorumPolicy=majority
+    /// or --set cluster.quorumLossGraceMs=10000 (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }

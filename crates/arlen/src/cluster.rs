@@ -28,6 +28,25 @@ pub struct ClusterSpec {
     pub env: Vec<(String, String)>,
 }
 
+impl ClusterSpec {
+    /// What the nodes' quorum policy means for a rolling restart (from the
+    /// variables this spec gives every node; the contract's defaults
+    /// otherwise), when readiness follows quorum.
+    pub fn rolling_restart_note(&self) -> Option<String> {
+        let value = |key: Key| {
+            let variable = key.variable();
+            self.env.iter().rev().find(|(name, _)| *name == variable).map(|(_, value)| value.as_str())
+        };
+        let policy = match arlen_config::QuorumPolicySetting::parse(value(Key::ClusterQuorumPolicy).unwrap_or("all")) {
+            Ok(arlen_config::QuorumPolicySetting::All) | Err(_) => arlen_cluster::QuorumPolicy::All,
+            Ok(arlen_config::QuorumPolicySetting::Majority) => arlen_cluster::QuorumPolicy::Majority,
+            Ok(arlen_config::QuorumPolicySetting::AtLeast(n)) => arlen_cluster::QuorumPolicy::AtLeast(n),
+        };
+        let grace = value(Key::ClusterQuorumLossGraceMs).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        self.quorum_required.then(|| policy.rolling_restart_note(u32::from(self.expected), grace))
+    }
+}
+
 pub struct LocalNode {
     pub id: String,
     pub port: u16,

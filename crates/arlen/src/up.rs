@@ -51,6 +51,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             (Key::ObservabilityOpsToken.variable(), token.clone()),
         ],
     };
+    let note = spec.rolling_restart_note();
     let mut cluster = LocalCluster::start(spec).await?;
     say!(
         "arlen up: {} nodes of cluster {:?}, expecting {expected}; {}",
@@ -62,6 +63,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             "readiness does not require quorum".to_owned()
         }
     );
+    if let Some(note) = note {
+        // `up` defaults to majority (a local cluster is for trying faults);
+        // the contract's default, and serve's, is all.
+        let origin = if args.quorum_policy == "majority" { " (up's default; serve's is all)" } else { "" };
+        say!("  {note}{origin}");
+    }
     if let Some(etcd) = &cluster.etcd {
         say!(
             "  etcd    {}  pid {}  log {}",

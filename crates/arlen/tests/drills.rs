@@ -26,7 +26,12 @@ fn drill(scenario: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
         let markdown = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
         assert!(markdown.starts_with(&format!("# Drill `{scenario}`")), "{markdown}");
         let svg = std::fs::read_to_string(dir.path().join("timeline.svg")).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains(">fault</text>") && svg.contains("node-1"), "{svg}");
+        assert!(svg.starts_with("<svg") && svg.contains(">fault window</text>") && svg.contains("node-1"), "{svg}");
+        assert!(svg.contains("fill=\"#ffffff\""), "an opaque background: {svg}");
+        let windows = report["fault_windows_ms"].as_array().unwrap().len();
+        assert_eq!(svg.matches("<title>fault ").count(), windows, "one shaded window per fault");
+        let events = report["events"].as_array().unwrap().len();
+        assert_eq!(svg.matches("<g><title>").count(), events, "a marker per event");
     }
     (output.status.code().unwrap_or(-1), report, stdout)
 }
@@ -58,10 +63,16 @@ fn drill_crash() {
     assert!(timeline[0].as_array().unwrap().iter().any(|c| c["state"]["status"] == "degraded"), "a survivor saw it");
 }
 
+/// A rolling restart keeps the others in rotation only when one node down
+/// keeps quorum: majority (or a grace longer than a restart).
+const MAJORITY: [&str; 2] = ["--set", "cluster.quorumPolicy=majority"];
+
 #[test]
 fn drill_churn() {
-    let report = assert_passes("churn", &[]);
+    let report = assert_passes("churn", &MAJORITY);
     assert_eq!(figure(&report, "graceful_failed_requests"), 0.0);
+    assert_eq!(figure(&report, "graceful_unserved_ms"), 0.0);
+    assert_eq!(report["fault_windows_ms"].as_array().unwrap().len(), 6, "a window per restart: 3 graceful, 3 hard");
     assert!(report["requests_ok"].as_u64().unwrap() > 0, "traffic flowed");
 }
 
@@ -98,7 +109,7 @@ fn drill_crash_on_etcd() {
 fn drill_churn_on_etcd() {
     // A node restarted after kill -9 finds its predecessor's key still
     // leased: it waits the lease out instead of refusing to start.
-    let report = assert_passes("churn", &["--source", "etcd"]);
+    let report = assert_passes("churn", &["--source", "etcd", MAJORITY[0], MAJORITY[1]]);
     assert!(figure(&report, "kill_rejoin_worst_ms").is_finite());
     assert_eq!(figure(&report, "graceful_failed_requests"), 0.0);
 }
@@ -144,8 +155,16 @@ fn drill_refuses_unknown_scenarios_and_budgets() {
 
 #[test]
 fn drill_rolling_restart() {
-    let report = assert_passes("rolling-restart", &[]);
+    let (_, _, output) = drill("rolling-restart", &["--set", "cluster.quorumPolicy=majorty"]);
+    assert!(output.contains("cluster.quorumPolicy") && output.contains("majorty"), "a bad --set is named: {output}");
+    let (_, _, output) = drill("rolling-restart", &["--set", "cluster.quorumPolisy=majority"]);
+    assert!(output.contains("did you mean cluster.quorumPolicy?"), "{output}");
+
+    let (code, report, output) = drill("rolling-restart", &MAJORITY);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("quorumPolicy=majority: 2 of 3 nodes keep quorum"), "the policy explained: {output}");
     assert_eq!(figure(&report, "failed_requests"), 0.0);
+    assert_eq!(figure(&report, "unserved_ms"), 0.0);
     assert!(report["requests_ok"].as_u64().unwrap() > 0, "traffic flowed");
     let events: Vec<String> =
         report["events"].as_array().unwrap().iter().map(|e| e["what"].as_str().unwrap().to_owned()).collect();
@@ -154,4 +173,24 @@ fn drill_rolling_restart() {
         assert!(events.iter().any(|e| e == &format!("graceful restart of node-{node} (SIGTERM, drain)")), "{events:?}");
     }
     assert!(!events.iter().any(|e| e.contains("kill -9")), "graceful only: {events:?}");
+}
+
+/// Under the contract's default (`all`, no grace) every node leaves rotation
+/// while one restarts: the drill must fail, counting the time no node was
+/// ready and every request a load balancer would have answered 503 — it
+/// used to skip those and pass while the whole service was down.
+#[test]
+fn drill_rolling_restart_under_all_fails_and_a_grace_longer_than_a_restart_passes() {
+    let (code, report, output) = drill("rolling-restart", &[]);
+    assert_eq!(code, 1, "the service was down; the drill must fail:\n{output}");
+    assert!(output.contains("quorumPolicy=all: every one of 3 nodes is needed"), "{output}");
+    assert!(figure(&report, "unserved_ms") > 0.0, "{output}");
+    assert!(figure(&report, "failed_requests") > 0.0, "{output}");
+    assert!(report["unserved_ticks"].as_u64().unwrap() > 0);
+    let failures: Vec<&str> = report["failures"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(failures.iter().any(|f| f.contains("no node ready")), "{failures:?}");
+
+    let (code, report, output) = drill("rolling-restart", &["--set", "cluster.quorumLossGraceMs=20000"]);
+    assert_eq!(code, 0, "a grace longer than a restart keeps the others ready:\n{output}");
+    assert_eq!(figure(&report, "unserved_ms"), 0.0);
 }

@@ -220,7 +220,7 @@ fn the_sidecars_request_span_reaches_the_collector_with_the_ids_everyone_saw() {
     assert_eq!(span.service.as_deref(), Some("shop-sidecar"));
     assert_eq!(span.attribute("request_id"), response.header("X-Request-Id"));
     assert_eq!(span.attribute("path"), Some("/headers"));
-    assert_eq!(span.attribute("status"), Some("200"));
+    assert_eq!(span.attribute("http.response.status_code"), Some("200"));
 
     // No caller's trace: a root span, under the cluster's name by default.
     let response = arlen_testkit::get(node.address(), "/", &[]).unwrap();

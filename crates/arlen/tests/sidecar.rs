@@ -350,6 +350,23 @@ fn the_request_id_reaches_the_application_and_every_log_line_and_the_access_log(
     let third = &access[2];
     assert_eq!(third["fields"]["status"], 503);
     assert_eq!(third["fields"]["request_id"], "order-42");
-    // The span's fields are on the line (what every log line of the request has).
-    assert_eq!(third["span"]["request_id"], "order-42", "{third}");
+    assert!(third.get("span").is_none(), "the access line carries its own ids, not the span's: {third}");
+
+    // A log line written inside a request carries the request's span: its ids.
+    drop(app);
+    let gone = arlen_testkit::get(node.address(), "/", &[("X-Request-Id", "after-the-app")]).unwrap();
+    assert_eq!(gone.status, 502);
+    let warning = poll_until_explained(
+        "the proxy's warning, in the request's span",
+        Duration::from_secs(5),
+        || {
+            node.stderr()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["fields"]["message"] == "cannot connect to the upstream")
+        },
+        || node.stderr(),
+    );
+    assert_eq!(warning["span"]["request_id"], "after-the-app", "{warning}");
+    assert_eq!(warning["span"]["trace_id"].as_str().map(str::len), Some(32), "{warning}");
 }

@@ -85,6 +85,9 @@ enum Figure {
     KillRejoinWorst,
     KillFailedRequests,
     RejoinWorst,
+    Unserved,
+    GracefulUnserved,
+    KillUnserved,
 }
 
 impl Figure {
@@ -101,6 +104,9 @@ impl Figure {
             Figure::KillRejoinWorst => "kill_rejoin_worst_ms",
             Figure::KillFailedRequests => "kill_failed_requests",
             Figure::RejoinWorst => "rejoin_worst_ms",
+            Figure::Unserved => "unserved_ms",
+            Figure::GracefulUnserved => "graceful_unserved_ms",
+            Figure::KillUnserved => "kill_unserved_ms",
         }
     }
 
@@ -120,7 +126,7 @@ impl Step {
         match self {
             Step::Detect { figure, .. } | Step::Recover { figure } | Step::FailedRequests { figure } => vec![figure],
             Step::Spurious { .. } => vec![Figure::SpuriousTransitions],
-            Step::RestartEach { worst, failed, .. } => vec![worst, failed],
+            Step::RestartEach { worst, failed, unserved, .. } => vec![worst, failed, unserved],
             Step::Inject(_) | Step::Hold | Step::Heal => Vec::new(),
         }
     }
@@ -194,11 +200,13 @@ enum Step {
     },
     /// Restart each node in turn (SIGTERM and drain, or kill -9) and wait
     /// nominal; `worst` is the longest rejoin, `failed` the requests that
-    /// failed during the step.
+    /// failed during the step (a tick with no node ready is one), `unserved`
+    /// the time no node was ready.
     RestartEach {
         hard: bool,
         worst: Figure,
         failed: Figure,
+        unserved: Figure,
     },
 }
 
@@ -236,12 +244,23 @@ const SCENARIOS: &[Scenario] = &[
         env: &[],
         budgets: &[
             budget(Figure::GracefulFailedRequests, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
+            budget(Figure::GracefulUnserved, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
             budget(Figure::GracefulRejoinWorst, &[(UpSource::Gossip, 5000.0), (UpSource::Etcd, 8000.0)]),
             budget(Figure::KillRejoinWorst, &[(UpSource::Gossip, 6000.0), (UpSource::Etcd, 10000.0)]),
         ],
         steps: &[
-            Step::RestartEach { hard: false, worst: Figure::GracefulRejoinWorst, failed: Figure::GracefulFailedRequests },
-            Step::RestartEach { hard: true, worst: Figure::KillRejoinWorst, failed: Figure::KillFailedRequests },
+            Step::RestartEach {
+                hard: false,
+                worst: Figure::GracefulRejoinWorst,
+                failed: Figure::GracefulFailedRequests,
+                unserved: Figure::GracefulUnserved,
+            },
+            Step::RestartEach {
+                hard: true,
+                worst: Figure::KillRejoinWorst,
+                failed: Figure::KillFailedRequests,
+                unserved: Figure::KillUnserved,
+            },
         ],
     },
     Scenario {
@@ -250,8 +269,17 @@ const SCENARIOS: &[Scenario] = &[
         needs: &[],
         min_nodes: 2,
         env: &[],
-        budgets: &[budget(Figure::FailedRequests, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]), budget(Figure::RejoinWorst, &[(UpSource::Gossip, 5000.0), (UpSource::Etcd, 8000.0)])],
-        steps: &[Step::RestartEach { hard: false, worst: Figure::RejoinWorst, failed: Figure::FailedRequests }],
+        budgets: &[
+            budget(Figure::FailedRequests, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
+            budget(Figure::Unserved, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
+            budget(Figure::RejoinWorst, &[(UpSource::Gossip, 5000.0), (UpSource::Etcd, 8000.0)]),
+        ],
+        steps: &[Step::RestartEach {
+            hard: false,
+            worst: Figure::RejoinWorst,
+            failed: Figure::FailedRequests,
+            unserved: Figure::Unserved,
+        }],
     },
     Scenario {
         name: "partition",
@@ -420,7 +448,8 @@ struct Drill {
     token: String,
     http: reqwest::Client,
     figures: BTreeMap<String, (f64, &'static str)>,
-    fault_window: (u64, u64),
+    /// Each fault's window (a restart of one node is one), ms after the start.
+    fault_windows: Vec<(u64, u64)>,
     converged_at: u64,
     /// The fault in place, and when it was injected and healed.
     fault: Option<Fault>,
@@ -523,6 +552,35 @@ fn parse_budgets(overrides: &[String], scenario: &Scenario, source: UpSource) ->
     Ok(budgets)
 }
 
+/// `--set key=value`: configuration keys for every node, as variables;
+/// every problem at once (an unknown key with its closest name, a value the
+/// key refuses).
+fn parse_settings(settings: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut variables = Vec::new();
+    let mut problems = Vec::new();
+    for entry in settings {
+        let Some((name, value)) = entry.split_once('=') else {
+            problems.push(format!("--set {entry:?}: expected key=value, e.g. cluster.quorumPolicy=majority"));
+            continue;
+        };
+        match arlen_config::find_key(name.trim()) {
+            Some(spec) => variables.push((spec.variable(), value.trim().to_owned())),
+            None => problems.push(match arlen_config::closest_key(name.trim()) {
+                Some(close) => format!("--set {entry:?}: unknown key {name:?}; did you mean {}?", close.key),
+                None => format!("--set {entry:?}: unknown key {name:?} (`arlen config` lists them)"),
+            }),
+        }
+    }
+    if problems.is_empty() && !variables.is_empty() {
+        let pairs: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(errors) = arlen_config::Config::from_map(std::path::Path::new("/nonexistent"), &pairs) {
+            problems.push(format!("--set: {errors}"));
+        }
+    }
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(variables)
+}
+
 /// Status changes per node after `from_ms`, counting reachable samples only.
 fn status_changes(timeline: &Timeline, node: usize, from_ms: u64) -> u32 {
     let mut last: Option<&str> = None;
@@ -562,6 +620,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         (Key::LogLevel.variable(), "info".to_owned()),
     ];
     env.extend(scenario.env.iter().map(|(key, value)| (key.variable(), (*value).to_owned())));
+    env.extend(parse_settings(&args.set)?);
     let spec = ClusterSpec {
         nodes,
         base_port: args.base_port,
@@ -573,6 +632,9 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     };
     let started = Instant::now();
     say!("drill {}: {} — {nodes} nodes, {} source", scenario.name, scenario.about, args.source.name());
+    if let Some(note) = spec.rolling_restart_note() {
+        say!("  {note}");
+    }
     let cluster = LocalCluster::start(spec).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
     let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
@@ -595,7 +657,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         token,
         http: crate::probe::client(Duration::from_secs(2)),
         figures: BTreeMap::new(),
-        fault_window: (0, 0),
+        fault_windows: Vec::new(),
         converged_at: 0,
         fault: None,
         fault_at: None,
@@ -614,10 +676,12 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         Some(_) => {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drill.converged_at = drill.t_ms();
+            counting(&drill, true);
             run_steps(&mut drill, scenario.steps, Duration::from_millis(args.hold_ms)).await
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    counting(&drill, false);
     sampler.abort();
     if let Some(traffic) = traffic {
         traffic.abort();
@@ -668,13 +732,15 @@ fn finish(drill: Drill, outcome: Outcome, report_dir: Option<PathBuf>) -> anyhow
         passed,
         figures,
         events: drill.events,
-        fault_window_ms: drill.fault_window,
+        fault_windows_ms: drill.fault_windows,
         duration_ms,
         node_ids,
         timeline: timeline.changes,
         samples: timeline.samples,
         requests_ok: timeline.requests_ok,
         requests_failed: timeline.requests_failed,
+        unserved_ms: timeline.unserved_ms,
+        unserved_ticks: timeline.unserved_ticks,
         failures: timeline.failures,
     };
     let dir = report_dir.unwrap_or_else(|| {
@@ -696,7 +762,13 @@ fn finish(drill: Drill, outcome: Outcome, report_dir: Option<PathBuf>) -> anyhow
             if f.within_budget { "" } else { "  OVER BUDGET" }
         );
     }
-    say!("  background traffic: {} ok, {} failed", report.requests_ok, report.requests_failed);
+    say!(
+        "  background traffic: {} ok, {} failed ({} ticks with no node ready; no node ready for {} ms)",
+        report.requests_ok,
+        report.requests_failed,
+        report.unserved_ticks,
+        report.unserved_ms
+    );
     say!(
         "\ndrill {}: {}; report in {}",
         scenario.name,
@@ -717,6 +789,15 @@ fn spurious(drill: &Drill, expected: &[(usize, u32)]) -> f64 {
 
 fn failed_requests(drill: &Drill) -> u64 {
     drill.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).requests_failed
+}
+
+fn unserved_ms(drill: &Drill) -> u64 {
+    drill.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unserved_ms
+}
+
+/// From convergence on, traffic and unserved time count (or, at the end, stop counting).
+fn counting(drill: &Drill, on: bool) {
+    drill.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).counting = on;
 }
 
 /// The node sets of a cluster of `n`.
@@ -788,7 +869,8 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
     let wait = Duration::from_secs(30);
     match step {
         Step::Inject(fault) => {
-            drill.fault_window.0 = drill.t_ms();
+            let t_ms = drill.t_ms();
+            drill.fault_windows.push((t_ms, t_ms));
             inject(drill, layout, fault).await?;
             drill.fault = Some(fault);
             drill.fault_at = Some(Instant::now());
@@ -803,7 +885,10 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
             tokio::time::sleep(hold.saturating_sub(since)).await;
         }
         Step::Heal => {
-            drill.fault_window.1 = drill.t_ms();
+            let t_ms = drill.t_ms();
+            if let Some(window) = drill.fault_windows.last_mut() {
+                window.1 = t_ms;
+            }
             drill.healed_at = Some(Instant::now());
             if let Some(fault) = drill.fault.take() {
                 heal(drill, layout, fault).await?;
@@ -824,13 +909,12 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
             let failures = failed_requests(drill);
             drill.record(figure, failures as f64);
         }
-        Step::RestartEach { hard, worst, failed } => {
+        Step::RestartEach { hard, worst, failed, unserved } => {
             let failed_before = failed_requests(drill);
-            if drill.fault_window.0 == 0 {
-                drill.fault_window.0 = drill.t_ms();
-            }
+            let unserved_before = unserved_ms(drill);
             let mut longest = 0f64;
             for node in layout.everyone.clone() {
+                let from = drill.t_ms();
                 if hard {
                     drill.event(format!("hard restart of node-{} (kill -9)", node + 1));
                     drill.cluster.kill(node).await;
@@ -847,11 +931,14 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
                     .wait_for("all nominal and ready again", wait, |s| all(s, &layout.everyone, nominal_and_ready))
                     .await;
                 longest = longest.max(took.map_or(f64::INFINITY, |t| t.as_secs_f64() * 1000.0));
+                let to = drill.t_ms();
+                drill.fault_windows.push((from, to));
             }
-            drill.fault_window.1 = drill.t_ms();
             drill.record(worst, longest);
             let failures = failed_requests(drill) - failed_before;
             drill.record(failed, failures as f64);
+            let gap = unserved_ms(drill) - unserved_before;
+            drill.record(unserved, gap as f64);
         }
     }
     Ok(())

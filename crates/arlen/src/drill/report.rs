@@ -33,14 +33,19 @@ pub struct Report {
     pub passed: bool,
     pub figures: Vec<Figure>,
     pub events: Vec<Event>,
-    /// Start and end of the fault window, ms after the start.
-    pub fault_window_ms: (u64, u64),
+    /// Start and end of each fault (one per restarted node in a restart
+    /// step), ms after the start.
+    pub fault_windows_ms: Vec<(u64, u64)>,
     pub duration_ms: u64,
     pub node_ids: Vec<String>,
     pub timeline: Vec<Vec<Change>>,
     pub samples: u64,
     pub requests_ok: u64,
     pub requests_failed: u64,
+    /// Time with no node ready after convergence (a load balancer would have
+    /// answered 503), and the traffic ticks that found none.
+    pub unserved_ms: u64,
+    pub unserved_ticks: u64,
     pub failures: Vec<String>,
 }
 
@@ -62,7 +67,8 @@ fn number(value: f64, unit: &str) -> String {
 
 pub fn markdown(report: &Report) -> String {
     let mut out = format!(
-        "# Drill `{}` — {}\n\n{} nodes, membership source `{}`, {:.1} s, {} samples; background traffic {} ok / {} failed.\n\n",
+        "# Drill `{}` — {}\n\n{} nodes, membership source `{}`, {:.1} s, {} samples; background traffic {} ok / {} failed \
+         ({} of them ticks with no node ready); no node ready for {} ms in all.\n\n",
         report.scenario,
         if report.passed { "passed" } else { "FAILED" },
         report.nodes,
@@ -70,7 +76,9 @@ pub fn markdown(report: &Report) -> String {
         report.duration_ms as f64 / 1000.0,
         report.samples,
         report.requests_ok,
-        report.requests_failed
+        report.requests_failed,
+        report.unserved_ticks,
+        report.unserved_ms
     );
     out.push_str("| figure | measured | budget | |\n|---|---|---|---|\n");
     for f in &report.figures {
@@ -94,8 +102,15 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(out, "- {failure}");
         }
     }
-    out.push_str("\nSee `timeline.svg` for each node's status over time (fault window shaded).\n");
+    out.push_str(
+        "\nSee `timeline.svg` for each node's status over time (each fault's window shaded, events marked).\n",
+    );
     out
+}
+
+/// Text for SVG content.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn colour(status: &str) -> &'static str {
@@ -110,19 +125,23 @@ fn colour(status: &str) -> &'static str {
 }
 
 /// Each node's status over time as coloured bands, readiness as a thin bar
-/// beneath, the fault window shaded.
+/// beneath, each fault's window shaded, each event marked (numbered, with its
+/// text as a tooltip and in a list below), on an opaque background with a
+/// legend: readable on a dark theme too.
 pub fn svg(report: &Report) -> String {
     let left = 90.0;
     let width = 900.0;
     let row = 44.0;
-    let top = 40.0;
-    let height = top + row * report.node_ids.len() as f64 + 70.0;
+    let top = 56.0;
+    let events_height = 16.0 * report.events.len() as f64;
+    let height = top + row * report.node_ids.len() as f64 + 90.0 + events_height;
     let total = report.duration_ms.max(1) as f64;
     let x = |t: u64| left + width * (t as f64 / total);
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n",
         left + width + 20.0
     );
+    let _ = writeln!(out, "<rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>");
     let _ = writeln!(
         out,
         "<text x=\"{left}\" y=\"20\" font-size=\"14\">drill {} ({} nodes, {}): {}</text>",
@@ -131,17 +150,37 @@ pub fn svg(report: &Report) -> String {
         report.source,
         if report.passed { "passed" } else { "FAILED" }
     );
-    let (fault_start, fault_end) = report.fault_window_ms;
-    let _ = writeln!(
-        out,
-        "<rect x=\"{:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#000\" fill-opacity=\"0.10\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#444\">fault</text>",
-        x(fault_start),
-        top - 8.0,
-        (x(fault_end) - x(fault_start)).max(1.0),
-        row * report.node_ids.len() as f64 + 8.0,
-        x(fault_start) + 3.0,
-        top - 10.0
-    );
+    let rows_height = row * report.node_ids.len() as f64;
+    for (index, (fault_start, fault_end)) in report.fault_windows_ms.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<rect x=\"{:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#000\" fill-opacity=\"0.10\"><title>fault {} from {} ms to {} ms</title></rect>",
+            x(*fault_start),
+            top - 8.0,
+            (x(*fault_end) - x(*fault_start)).max(1.0),
+            rows_height + 8.0,
+            index + 1,
+            fault_start,
+            fault_end
+        );
+    }
+    // Events: a numbered marker above the rows and a hairline through them.
+    for (index, event) in report.events.iter().enumerate() {
+        let ex = x(event.t_ms);
+        let _ = writeln!(
+            out,
+            "<g><title>{} ms: {}</title><line x1=\"{ex:.1}\" y1=\"{}\" x2=\"{ex:.1}\" y2=\"{}\" stroke=\"#1a237e\" stroke-opacity=\"0.35\"/>\
+             <path d=\"M{:.1},{} l4,-7 h-8 z\" fill=\"#1a237e\"/><text x=\"{ex:.1}\" y=\"{}\" font-size=\"9\" text-anchor=\"middle\" fill=\"#1a237e\">{}</text></g>",
+            event.t_ms,
+            escape(&event.what),
+            top - 12.0,
+            top + rows_height,
+            ex,
+            top - 12.0,
+            top - 22.0,
+            index + 1
+        );
+    }
     for (index, node) in report.node_ids.iter().enumerate() {
         let y = top + row * index as f64;
         let _ = writeln!(out, "<text x=\"8\" y=\"{:.1}\">{node}</text>", y + 18.0);
@@ -192,6 +231,27 @@ pub fn svg(report: &Report) -> String {
         lx += 110.0;
     }
     let _ = writeln!(out, "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"5\" fill=\"#263238\"/><text x=\"{}\" y=\"{legend_y}\">ready (thin bar; light = not ready)</text>", legend_y - 6.0, lx + 16.0);
+    let legend_y = legend_y + 20.0;
+    let _ = writeln!(
+        out,
+        "<rect x=\"{left}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"#000\" fill-opacity=\"0.10\"/><text x=\"{}\" y=\"{legend_y}\">fault window</text>\
+         <path d=\"M{},{} l4,-7 h-8 z\" fill=\"#1a237e\"/><text x=\"{}\" y=\"{legend_y}\">event (numbered below)</text>",
+        legend_y - 10.0,
+        left + 16.0,
+        left + 126.0,
+        legend_y,
+        left + 136.0
+    );
+    for (index, event) in report.events.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<text x=\"{left}\" y=\"{:.1}\" font-size=\"11\" fill=\"#222\">{}. {:.2} s — {}</text>",
+            legend_y + 18.0 + 16.0 * index as f64,
+            index + 1,
+            event.t_ms as f64 / 1000.0,
+            escape(&event.what)
+        );
+    }
     out.push_str("</svg>\n");
     out
 }

@@ -49,6 +49,15 @@ pub struct Timeline {
     pub requests_ok: u64,
     pub requests_failed: u64,
     pub failures: Vec<String>,
+    /// Whether traffic and unserved time count (from convergence until the
+    /// cluster is stopped).
+    pub counting: bool,
+    /// Time, since counting began, during which no node was sampled ready: a
+    /// load balancer in front would have answered 503 throughout.
+    pub unserved_ms: u64,
+    /// Ticks of the traffic generator that found no node ready (each one is
+    /// also a failed request).
+    pub unserved_ticks: u64,
 }
 
 impl Timeline {
@@ -83,12 +92,19 @@ pub async fn run_sampler(urls: Vec<String>, started: Instant, interval: Duration
     let client = crate::probe::client(Duration::from_millis(400));
     lock(&shared).changes = vec![Vec::new(); urls.len()];
     let mut ticker = tokio::time::interval(interval);
+    let mut previous_ms: Option<u64> = None;
     while started.elapsed() < limit {
         ticker.tick().await;
         let states = futures_util::future::join_all(urls.iter().map(|url| sample(&client, url))).await;
         let t_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut timeline = lock(&shared);
         timeline.samples += 1;
+        // The time since the previous sample is unserved when this sample
+        // found no node ready (the sampling period bounds the error).
+        if timeline.counting && !states.iter().any(|s| s.ready) {
+            timeline.unserved_ms += previous_ms.map_or(0, |p| t_ms.saturating_sub(p));
+        }
+        previous_ms = Some(t_ms);
         for (node, state) in states.into_iter().enumerate() {
             if timeline.latest(node) != Some(&state) {
                 timeline.changes[node].push(Change { t_ms, state });
@@ -98,20 +114,35 @@ pub async fn run_sampler(urls: Vec<String>, started: Instant, interval: Duration
 }
 
 /// Sends `GET /` round-robin to the nodes last sampled ready, about every
-/// `interval`, until `limit`. A failure is a connection error or a 5xx.
+/// `interval`, until `limit`, as a load balancer health-checking `/readyz`
+/// would. A failure is a connection error, a 5xx — or a tick that found no
+/// node ready, which a load balancer would have answered 503: a drill cannot
+/// pass while the whole service is out of rotation.
 pub async fn run_traffic(urls: Vec<String>, started: Instant, interval: Duration, shared: Shared, limit: Duration) {
     let client = crate::probe::client(Duration::from_secs(2));
     let mut next = 0usize;
     let mut ticker = tokio::time::interval(interval);
+    let mut unserved_since: Option<u128> = None; // the start of a run of ticks with no node ready
     while started.elapsed() < limit {
         ticker.tick().await;
-        let ready: Vec<usize> = {
+        let (ready, counting): (Vec<usize>, bool) = {
             let timeline = lock(&shared);
-            (0..urls.len()).filter(|n| timeline.latest(*n).is_some_and(|s| s.ready)).collect()
+            ((0..urls.len()).filter(|n| timeline.latest(*n).is_some_and(|s| s.ready)).collect(), timeline.counting)
         };
         if ready.is_empty() {
+            if counting {
+                let t_ms = started.elapsed().as_millis();
+                let mut timeline = lock(&shared);
+                timeline.requests_failed += 1;
+                timeline.unserved_ticks += 1;
+                if unserved_since.is_none() {
+                    timeline.failures.push(format!("t={t_ms} ms: no node ready (a load balancer would answer 503)"));
+                    unserved_since = Some(t_ms);
+                }
+            }
             continue;
         }
+        unserved_since = None;
         let node = ready[next % ready.len()];
         next += 1;
         let outcome = client.get(format!("{}/", urls[node])).send().await;
