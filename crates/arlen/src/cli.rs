@@ -116,6 +116,13 @@ pub struct ConfigArgs {
     pub json: bool,
 }
 
+/// A load balancer `arlen drill run --via` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// haproxy on PATH (Debian's package)
+    Haproxy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum UpSource {
     Gossip,
@@ -271,6 +278,11 @@ pub struct DrillRunArgs {
     /// Do not run background traffic
     #[arg(long)]
     pub no_traffic: bool,
+    /// Send the background traffic through a real load balancer started for
+    /// the drill (haproxy, health-checking /readyz): failed requests are what
+    /// its clients saw
+    #[arg(long, value_enum, value_name = "BALANCER")]
+    pub via: Option<Via>,
     /// A configuration key for every node, e.g. --set cluster.quorumPolicy=majority
     /// or --set cluster.quorumLossGraceMs=10000 (repeatable)
     #[arg(long, value_name = "KEY=VALUE")]

@@ -194,3 +194,19 @@ fn drill_rolling_restart_under_all_fails_and_a_grace_longer_than_a_restart_passe
     assert_eq!(code, 0, "a grace longer than a restart keeps the others ready:\n{output}");
     assert_eq!(figure(&report, "unserved_ms"), 0.0);
 }
+
+/// Through a real load balancer (haproxy, started by the drill,
+/// health-checking `/readyz`): failed requests are what its clients saw.
+#[test]
+fn drill_rolling_restart_through_haproxy() {
+    let (code, report, output) = drill("rolling-restart", &["--via", "haproxy", MAJORITY[0], MAJORITY[1]]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("traffic through haproxy at http://127.0.0.1:"), "{output}");
+    assert_eq!(figure(&report, "failed_requests"), 0.0);
+    assert!(report["requests_ok"].as_u64().unwrap() > 50, "traffic flowed through haproxy: {output}");
+
+    let (code, report, output) = drill("rolling-restart", &["--via", "haproxy"]);
+    assert_eq!(code, 1, "under quorumPolicy=all haproxy has no node to send to during each restart:\n{output}");
+    let failures: Vec<&str> = report["failures"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(failures.iter().any(|f| f.contains("haproxy: HTTP 503")), "{failures:?}");
+}

@@ -9,6 +9,7 @@
 //! and failed requests against written budgets. The run exits 1 when a budget
 //! is missed. Everything stays on loopback; every loop is bounded.
 
+mod balancer;
 mod report;
 mod sampler;
 
@@ -637,6 +638,11 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     }
     let cluster = LocalCluster::start(spec).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let haproxy = match args.via {
+        Some(crate::cli::Via::Haproxy) => Some(balancer::Haproxy::start(&ports, &cluster.log_dir).await?),
+        None => None,
+    };
     let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
     let shared: Shared = Arc::new(std::sync::Mutex::new(Timeline::default()));
     let limit = Duration::from_secs(600);
@@ -647,8 +653,15 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         shared.clone(),
         limit,
     ));
-    let traffic = (!args.no_traffic)
-        .then(|| tokio::spawn(sampler::run_traffic(urls, started, Duration::from_millis(20), shared.clone(), limit)));
+    let traffic = (!args.no_traffic).then(|| {
+        let tick = Duration::from_millis(20);
+        match &haproxy {
+            Some(haproxy) => {
+                tokio::spawn(balancer::run_traffic(haproxy.url.clone(), started, tick, shared.clone(), limit))
+            }
+            None => tokio::spawn(sampler::run_traffic(urls, started, tick, shared.clone(), limit)),
+        }
+    });
     let mut drill = Drill {
         cluster,
         started,
@@ -664,6 +677,9 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
         healed_at: None,
     };
     drill.event(format!("started {nodes} nodes; logs in {}", drill.cluster.log_dir.display()));
+    if let Some(haproxy) = &haproxy {
+        drill.event(format!("traffic through haproxy at {} (health checks on /readyz every 100 ms)", haproxy.url));
+    }
     let everyone: Vec<usize> = (0..nodes as usize).collect();
     let converged = drill
         .wait_for("all nodes nominal and ready", Duration::from_secs(30), |s| all(s, &everyone, nominal_and_ready))
@@ -686,6 +702,7 @@ async fn run_drill(args: DrillRunArgs) -> anyhow::Result<bool> {
     if let Some(traffic) = traffic {
         traffic.abort();
     }
+    drop(haproxy);
     drill.event("stopping the cluster");
     drill.cluster.stop_all(|_, _| {}).await;
     outcome?;
