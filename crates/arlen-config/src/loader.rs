@@ -805,6 +805,8 @@ fn build_config(
         shutdown: ShutdownConfig {
             graceful_timeout: seconds(int(Key::ShutdownGracefulTimeoutSeconds)?),
             drain_delay: seconds(int(Key::ShutdownDrainDelaySeconds)?),
+            drain_quiet: millis(int(Key::ShutdownDrainQuietMs)?),
+            drain_min: millis(int(Key::ShutdownDrainMinMs)?),
         },
         checks: ChecksConfig {
             readiness: crate::parse_checks(&text(Key::ChecksReadiness)?).unwrap_or_default(),

@@ -321,4 +321,8 @@ pub struct ShutdownConfig {
     /// How long a draining node keeps serving (out of rotation) before it
     /// stops accepting connections.
     pub drain_delay: Duration,
+    /// Above zero, the drain ends once no application request has arrived
+    /// for this long (after `drain_min`; `drain_delay` is then the longest).
+    pub drain_quiet: Duration,
+    pub drain_min: Duration,
 }

@@ -421,6 +421,8 @@ registry! {
     key!(ChecksTimeoutMs, Restart, "checks.timeoutMs", "CHECKS_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(800), "a run that takes longer has failed (a command is killed)"),
     key!(ProxyResponseTimeoutSeconds, Restart, "proxy.responseTimeoutSeconds", "PROXY_RESPONSE_TIMEOUT_SECONDS", Kind::Integer { min: 1, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the upstream's response head must arrive within this long (then 504); bodies stream without a limit"),
     key!(ShutdownDrainDelaySeconds, Live, "shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
+    key!(ShutdownDrainQuietMs, Live, "shutdown.drainQuietMs", "SHUTDOWN_DRAIN_QUIET_MS", Kind::Integer { min: 0, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(0), "0: the drain lasts drainDelaySeconds; above 0 it ends once no application request has arrived for this long (probes do not count), after drainMinMs and at most drainDelaySeconds"),
+    key!(ShutdownDrainMinMs, Live, "shutdown.drainMinMs", "SHUTDOWN_DRAIN_MIN_MS", Kind::Integer { min: 0, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(1000), "the shortest drain when drainQuietMs is on: load balancers must first see /readyz fail"),
     key!(ShutdownGracefulTimeoutSeconds, Restart, "shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
 }
 

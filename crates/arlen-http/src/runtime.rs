@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arlen_cluster::{
     snapshot_channel, Clock, GateWindows, MembershipView, NodeIdentity, QuorumPolicy, RuntimeSettings, Snapshot,
@@ -105,6 +105,9 @@ pub(crate) struct Shared {
     ops: std::sync::OnceLock<crate::ops::Ops>,
     limits: RequestLimits,
     started_at: Instant,
+    /// When the last application request arrived, in ms since `started_at`
+    /// (0: none yet): the adaptive drain waits for it to go quiet.
+    last_application_request: std::sync::atomic::AtomicU64,
     /// Hand each application request its [`RequestIds`] (in its extensions),
     /// for an inner service that propagates them (the sidecar).
     expose_ids: bool,
@@ -167,6 +170,7 @@ impl Runtime {
             ops: std::sync::OnceLock::new(),
             limits: config.request_limits,
             started_at: Instant::now(),
+            last_application_request: std::sync::atomic::AtomicU64::new(0),
             expose_ids: config.proxy.is_some(),
             waits: Arc::new(tokio::sync::Semaphore::new(crate::endpoints::MAX_CONCURRENT_WAITS)),
             events,
@@ -211,6 +215,15 @@ impl Runtime {
     /// Applies the run-time settings of a reloaded configuration.
     pub fn apply_settings(&self, config: &Config) {
         self.publisher.set_settings(runtime_settings(config));
+    }
+
+    /// How long since the last request the application (or the sidecar's
+    /// upstream) was asked to answer — probes and the runtime's own
+    /// endpoints do not count; since the start when there was none.
+    pub fn quiet_for(&self) -> Duration {
+        let shared = &self.shared;
+        let last = Duration::from_millis(shared.last_application_request.load(std::sync::atomic::Ordering::Relaxed));
+        shared.started_at.elapsed().saturating_sub(last)
     }
 
     /// Where membership sources and the lifecycle publish.
@@ -536,6 +549,8 @@ impl Shared {
             (answered.response, answered.snapshot)
         } else {
             served = Served::Application;
+            let arrived = u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+            self.last_application_request.store(arrived, std::sync::atomic::Ordering::Relaxed);
             let max_body = self.limits.max_body_bytes;
             let mut request = request;
             if self.expose_ids {

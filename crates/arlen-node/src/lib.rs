@@ -49,6 +49,7 @@ mod systemd;
 mod telemetry;
 
 use std::future::Future;
+use std::time::Duration;
 
 use arlen_config::ProcessEnvironment;
 pub use arlen_config::{Config, ConfigErrors, LoadOptions, Loaded};
@@ -572,14 +573,50 @@ async fn drain(
     let shutdown = config.shutdown;
     runtime.publisher().mark_draining();
     membership.announce_draining().await;
-    tracing::info!(
-        signal,
-        drain_delay_seconds = shutdown.drain_delay.as_secs(),
-        "draining: /readyz answers 503 and the node keeps serving until the drain delay ends (a second signal skips it)"
-    );
+    let started = tokio::time::Instant::now();
+    if shutdown.drain_quiet.is_zero() {
+        tracing::info!(
+            signal,
+            drain_delay_seconds = shutdown.drain_delay.as_secs(),
+            "draining: /readyz answers 503 and the node keeps serving until the drain delay ends (a second signal skips it)"
+        );
+    } else {
+        tracing::info!(
+            signal,
+            quiet_ms = shutdown.drain_quiet.as_millis() as u64,
+            min_ms = shutdown.drain_min.as_millis() as u64,
+            max_seconds = shutdown.drain_delay.as_secs(),
+            "draining: /readyz answers 503 and the node keeps serving until no request has arrived for the quiet period (a second signal skips it)"
+        );
+    }
     tokio::select! {
-        () = tokio::time::sleep(shutdown.drain_delay) => {}
-        second = second_signal => tracing::info!(signal = second, "second signal: skipping the rest of the drain delay"),
+        ended = drained(&shutdown, runtime) => {
+            tracing::info!(drained_ms = started.elapsed().as_millis() as u64, "{ended}");
+        }
+        second = second_signal => tracing::info!(signal = second, "second signal: skipping the rest of the drain"),
+    }
+}
+
+/// The drain's wait: the fixed delay, or (with `drainQuietMs`) until no
+/// application request has arrived for the quiet period — load balancers
+/// have seen `/readyz` fail and stopped sending — within the minimum and
+/// the maximum (`drainDelaySeconds`). What ended it.
+async fn drained(shutdown: &arlen_config::ShutdownConfig, runtime: &Runtime) -> &'static str {
+    if shutdown.drain_quiet.is_zero() {
+        tokio::time::sleep(shutdown.drain_delay).await;
+        return "drain delay over";
+    }
+    let started = tokio::time::Instant::now();
+    let step = (shutdown.drain_quiet / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= shutdown.drain_delay {
+            return "drain ended at its maximum (drainDelaySeconds): requests were still arriving";
+        }
+        if elapsed >= shutdown.drain_min && runtime.quiet_for() >= shutdown.drain_quiet {
+            return "drain ended: no request for the quiet period (drainQuietMs)";
+        }
+        tokio::time::sleep(step).await;
     }
 }
 
