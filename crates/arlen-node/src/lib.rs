@@ -173,11 +173,29 @@ pub struct ClusterView {
 
 impl NodeHandle {
     /// The current immutable snapshot (never waits on membership IO).
+    ///
+    /// ```no_run
+    /// # fn demo(handle: arlen_node::NodeHandle) {
+    /// let snapshot = handle.snapshot();
+    /// for member in &snapshot.membership.members {
+    ///     println!("{} is {:?}", member.node_id, member.state);
+    /// }
+    /// # }
+    /// ```
     pub fn snapshot(&self) -> std::sync::Arc<arlen_cluster::Snapshot> {
         self.runtime.snapshot()
     }
 
     /// The cluster as this node sees it now.
+    ///
+    /// ```no_run
+    /// # fn demo(handle: arlen_node::NodeHandle) {
+    /// let view = handle.view();
+    /// if !view.quorum_met {
+    ///     // e.g. refuse writes that need the whole cluster
+    /// }
+    /// # }
+    /// ```
     pub fn view(&self) -> ClusterView {
         let snapshot = self.runtime.snapshot();
         let now = self.runtime.reader().now().monotonic;
@@ -196,12 +214,30 @@ impl NodeHandle {
 
     /// Membership, quorum, readiness and accusation events as they happen
     /// (the `/clusterz/events` stream, in-process).
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: arlen_node::NodeHandle) {
+    /// let mut events = handle.subscribe();
+    /// while let Some(event) = events.next().await {
+    ///     tracing::info!(kind = ?event.kind, status = ?event.status, "cluster changed");
+    /// }
+    /// # }
+    /// ```
     pub fn subscribe(&self) -> arlen_http::endpoints::EventSubscription {
         self.runtime.subscribe_events()
     }
 
     /// The registry behind `/metrics`: register the application's metrics
     /// here and they are exposed beside the runtime's, in both formats.
+    ///
+    /// ```no_run
+    /// use arlen_node::prometheus_client::metrics::counter::Counter;
+    /// # fn demo(handle: arlen_node::NodeHandle) {
+    /// let orders: Counter = Counter::default();
+    /// handle.metrics().register("shop_orders", "orders taken", orders.clone());
+    /// orders.inc(); // /metrics: shop_orders_total 1
+    /// # }
+    /// ```
     pub fn metrics(&self) -> &arlen_http::metrics::Metrics {
         self.runtime.metrics()
     }
@@ -249,6 +285,13 @@ impl Node {
 
     /// Runs `hook` when a stop signal arrives, before the node leaves
     /// rotation (stop taking background work, say). The drain waits for it.
+    ///
+    /// ```no_run
+    /// # fn demo(node: arlen_node::Node, queue: std::sync::Arc<std::sync::atomic::AtomicBool>) -> arlen_node::Node {
+    /// // Stop taking jobs from the queue while requests still drain.
+    /// node.before_drain(move || async move { queue.store(false, std::sync::atomic::Ordering::Relaxed) })
+    /// # }
+    /// ```
     pub fn before_drain<F, Fut>(mut self, hook: F) -> Self
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -260,6 +303,12 @@ impl Node {
 
     /// Runs `hook` after the node has finished its requests and left the
     /// cluster (flush what is buffered, close pools).
+    ///
+    /// ```no_run
+    /// # fn demo(node: arlen_node::Node) -> arlen_node::Node {
+    /// node.after_leave(|| async { tracing::info!("left the cluster; flushing") })
+    /// # }
+    /// ```
     pub fn after_leave<F, Fut>(mut self, hook: F) -> Self
     where
         F: FnOnce() -> Fut + Send + 'static,
