@@ -97,6 +97,8 @@ pub fn node_identity(config: &Config) -> NodeIdentity {
 pub(crate) struct Shared {
     /// The background tasks were started ([`Runtime::start`]).
     tasks: std::sync::OnceLock<()>,
+    /// Set when one of them panicked: what and why ([`Runtime::task_failed`]).
+    task_failure: tokio::sync::watch::Sender<Option<String>>,
     pub(crate) reader: SnapshotReader,
     pub(crate) metrics: Metrics,
     /// The listener has closed: every response asks the client to close.
@@ -169,6 +171,7 @@ impl Runtime {
             closing: std::sync::atomic::AtomicBool::new(false),
             ops: std::sync::OnceLock::new(),
             limits: config.request_limits,
+            task_failure: tokio::sync::watch::channel(None).0,
             started_at: Instant::now(),
             last_application_request: std::sync::atomic::AtomicU64::new(0),
             expose_ids: config.proxy.is_some(),
@@ -195,9 +198,26 @@ impl Runtime {
     pub fn start(&self) {
         self.shared.tasks.get_or_init(|| {
             let reader = self.shared.reader.clone();
-            tokio::spawn(apply_due_transitions(self.publisher.clone(), reader.clone()));
-            tokio::spawn(self.shared.events.clone().run(reader));
+            let failure = &self.shared.task_failure;
+            supervise("hysteresis", apply_due_transitions(self.publisher.clone(), reader.clone()), failure.clone());
+            supervise("events", self.shared.events.clone().run(reader), failure.clone());
         });
+    }
+
+    /// Resolves when one of the runtime's background tasks has panicked
+    /// (what and why): pending quorum and check transitions would no longer
+    /// be published, so whoever runs the node should stop it (`arlen-node`
+    /// ends `Node::run` with an error). Pending forever otherwise.
+    pub async fn task_failed(&self) -> String {
+        let mut failure = self.shared.task_failure.subscribe();
+        let reason = match failure.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Enables `/_arlen/faults` for requests bearing `token` (once; later calls
@@ -615,6 +635,25 @@ enum Served {
     Runtime,
 }
 
+/// Runs `task` and reports its panic through `failure` (a task that returns
+/// has ended normally: its snapshot publisher is gone with the runtime).
+fn supervise(
+    name: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+    failure: tokio::sync::watch::Sender<Option<String>>,
+) {
+    let running = tokio::spawn(task);
+    tokio::spawn(async move {
+        if let Err(ended) = running.await {
+            if ended.is_panic() {
+                let reason = format!("the runtime's {name} task panicked: {ended}");
+                tracing::error!(task = name, "{reason}");
+                failure.send_replace(Some(reason));
+            }
+        }
+    });
+}
+
 /// See [`Runtime::layer`].
 #[derive(Debug, Clone)]
 pub struct RuntimeLayer {
@@ -657,5 +696,24 @@ where
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         Box::pin(shared.handle(request, inner, self.listener).map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_reported_and_one_that_returns_is_not() {
+        let (failure, mut seen) = tokio::sync::watch::channel(None);
+        supervise("quiet", async {}, failure.clone());
+        supervise("broken", async { panic!("boom") }, failure.clone());
+        let reason = tokio::time::timeout(Duration::from_secs(5), seen.wait_for(Option::is_some))
+            .await
+            .expect("reported")
+            .expect("the sender lives")
+            .clone()
+            .unwrap();
+        assert!(reason.contains("broken task panicked") && reason.contains("boom"), "{reason}");
     }
 }

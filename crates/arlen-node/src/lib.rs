@@ -86,6 +86,9 @@ pub enum NodeError {
     Signals(std::io::Error),
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
+    /// One of the runtime's background tasks panicked.
+    #[error("{0}")]
+    RuntimeTaskStopped(String),
     /// An OpenTelemetry variable asks for what cannot be done.
     #[error("{0}")]
     Telemetry(#[from] TelemetryError),
@@ -541,6 +544,7 @@ impl Running {
                     Received::Stop(name) => return Ok((name, current)),
                 },
                 reason = self.membership.failed() => return Err(NodeError::MembershipFailed(reason)),
+                reason = self.runtime.task_failed() => return Err(NodeError::RuntimeTaskStopped(reason)),
                 // A listener that stops before it is told to is a failure, not a quiet node.
                 ended = &mut self.server => return Err(server_failure(ended)),
                 ended = async { self.admin_server.as_mut().expect("guarded").await }, if self.admin_server.is_some() => {

@@ -189,7 +189,7 @@ mod disabled {
 
     /// Without the `otlp` feature: nothing to export, nothing to flush.
     #[derive(Debug, Clone, Default)]
-    pub(crate) struct Telemetry;
+    pub(crate) struct Telemetry {}
 
     impl Telemetry {
         /// Says so when the variables ask for an export this build cannot do.
