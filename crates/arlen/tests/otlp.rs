@@ -8,7 +8,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -154,28 +153,10 @@ impl Collector {
     }
 }
 
-fn upstream_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py")
-}
-
 fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> ArlenProcess {
-    let port = free_port();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("ARLEN_CLUSTER_ENABLED", "1"),
-        ("ARLEN_CLUSTER_NAME", "shop"),
-        ("ARLEN_CLUSTER_NODE_ID", "sidecar-1"),
-        ("ARLEN_CLUSTER_EXPECTED_NODES", "1"),
-        ("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "0"),
-    ];
+    let mut vars = vec![("ARLEN_SHUTDOWN_DRAIN_DELAY_SECONDS", "0")];
     vars.extend_from_slice(extra);
-    let mut node = ArlenProcess::spawn(
-        binary(),
-        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent", "--upstream", upstream],
-        &vars,
-        port,
-    );
-    node.wait_live();
-    node
+    support::sidecar(upstream, &vars)
 }
 
 fn traceparent_parts(value: &str) -> (String, String) {
@@ -187,7 +168,7 @@ fn traceparent_parts(value: &str) -> (String, String) {
 #[test]
 fn the_sidecars_request_span_reaches_the_collector_with_the_ids_everyone_saw() {
     let collector = Collector::start();
-    let app = PythonUpstream::start(&upstream_script(), free_port(), "app-1");
+    let app = PythonUpstream::start(&support::upstream_script(), free_port(), "app-1");
     let endpoint = format!("http://{}", collector.http);
     // Logs at warn: the span is exported whatever the log level.
     let node = sidecar(
@@ -238,7 +219,7 @@ fn the_sidecars_request_span_reaches_the_collector_with_the_ids_everyone_saw() {
 #[test]
 fn grpc_export_and_a_stop_flushes_what_is_left() {
     let collector = Collector::start();
-    let app = PythonUpstream::start(&upstream_script(), free_port(), "app-1");
+    let app = PythonUpstream::start(&support::upstream_script(), free_port(), "app-1");
     let endpoint = format!("http://{}", collector.grpc);
     // A schedule far beyond the test: only the stop can export the span.
     let mut node = sidecar(

@@ -5,7 +5,6 @@
 use arlen_wire::documents::ProbeDocument;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess, PythonUpstream};
@@ -13,34 +12,16 @@ use arlen_testkit::{free_port, poll_until_explained, send_raw, ArlenProcess, Pyt
 mod support;
 use support::binary;
 
-fn upstream_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py")
-}
-
 /// The Python application, killed on drop.
 fn upstream(port: u16, name: &str) -> PythonUpstream {
-    PythonUpstream::start(&upstream_script(), port, name)
+    PythonUpstream::start(&support::upstream_script(), port, name)
 }
 
+/// A sidecar that checks the upstream's `/health` every 200 ms.
 fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> ArlenProcess {
-    let port = free_port();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("ARLEN_CLUSTER_ENABLED", "1"),
-        ("ARLEN_CLUSTER_NAME", "shop"),
-        ("ARLEN_CLUSTER_NODE_ID", "sidecar-1"),
-        ("ARLEN_CLUSTER_EXPECTED_NODES", "1"),
-        ("ARLEN_PROXY_HEALTH_PATH", "/health"),
-        ("ARLEN_PROXY_HEALTH_INTERVAL_MS", "200"),
-    ];
+    let mut vars = vec![("ARLEN_PROXY_HEALTH_PATH", "/health"), ("ARLEN_PROXY_HEALTH_INTERVAL_MS", "200")];
     vars.extend_from_slice(extra);
-    let mut node = ArlenProcess::spawn(
-        binary(),
-        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent", "--upstream", upstream],
-        &vars,
-        port,
-    );
-    node.wait_live();
-    node
+    support::sidecar(upstream, &vars)
 }
 
 fn wait_ready(node: &ArlenProcess, status: u16) -> Duration {

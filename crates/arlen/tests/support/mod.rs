@@ -6,6 +6,32 @@ pub mod netlab;
 
 use std::path::Path;
 
+/// The Python application of the sidecar tests (`tests/support/upstream.py`).
+pub fn upstream_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/upstream.py")
+}
+
+/// A sidecar (`arlen serve --upstream`) of cluster `shop`, node `sidecar-1`,
+/// one node expected, with `extra` variables; live when returned.
+pub fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> arlen_testkit::ArlenProcess {
+    let port = arlen_testkit::free_port();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ARLEN_CLUSTER_ENABLED", "1"),
+        ("ARLEN_CLUSTER_NAME", "shop"),
+        ("ARLEN_CLUSTER_NODE_ID", "sidecar-1"),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    let mut node = arlen_testkit::ArlenProcess::spawn(
+        binary(),
+        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent", "--upstream", upstream],
+        &vars,
+        port,
+    );
+    node.wait_live();
+    node
+}
+
 /// The `arlen` binary under test.
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
