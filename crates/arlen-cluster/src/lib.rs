@@ -13,6 +13,7 @@ mod checks;
 mod gate;
 mod maintenance;
 mod membership;
+pub mod permits;
 mod quorum;
 mod snapshot;
 

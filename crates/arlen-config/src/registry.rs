@@ -346,7 +346,7 @@ registry! {
     key!(ObservabilityAccessLogSamplePercent, Live, "observability.accessLogSamplePercent", "ACCESS_LOG_SAMPLE_PERCENT", Kind::Integer { min: 1, max: 100, out_of_range: OutOfRange::Clamp }, Default::Integer(100), "the share of requests the access log writes (errors, 5xx, are always written)"),
     key!(ObservabilityDetailsAccess, Restart, "observability.detailsAccess", "DETAILS_ACCESS", Kind::OneOf(crate::DetailsAccess::WORDS), Default::Computed("`public` in development and test, else `restricted`"), "who sees member details (gossip addresses, URLs, generations in /clusterz; the upstream's address and source details in the readiness JSON): `public` everyone, `restricted` only the admin listener and requests bearing observability.detailsToken. The contract's fields are always there"),
     key!(ObservabilityDetailsToken, Restart, "observability.detailsToken", "DETAILS_TOKEN", Kind::Secret, Default::Text(""), "bearer token that shows member details on the service port when observability.detailsAccess is `restricted` (at least 32 characters)"),
-    key!(ObservabilityOpsToken, Restart, "observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/faults`); unset means they do not exist"),
+    key!(ObservabilityOpsToken, Restart, "observability.opsToken", "OPS_TOKEN", Kind::Secret, Default::Text(""), "bearer token for operations endpoints (`/_arlen/stop-permits`, and `/_arlen/faults` with fault injection); unset means they do not exist"),
     key!(
         ClusterEnabled, Restart, "cluster.enabled",
         "CLUSTER_ENABLED",

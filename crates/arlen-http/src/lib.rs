@@ -36,6 +36,7 @@ pub mod endpoints;
 pub mod metrics;
 pub mod ops;
 pub mod otel;
+pub mod permits;
 mod process_metrics;
 mod runtime;
 mod server;

@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     closing: std::sync::atomic::AtomicBool,
     /// Operations endpoints, when enabled.
     ops: std::sync::OnceLock<crate::ops::Ops>,
+    /// `/_arlen/stop-permits`, when an operations token is set.
+    permits: std::sync::OnceLock<crate::permits::PermitsEndpoint>,
     limits: RequestLimits,
     started_at: Instant,
     /// When the last application request arrived, in ms since `started_at`
@@ -170,6 +172,7 @@ impl Runtime {
             metrics: Metrics::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             ops: std::sync::OnceLock::new(),
+            permits: std::sync::OnceLock::new(),
             limits: config.request_limits,
             task_failure: tokio::sync::watch::channel(None).0,
             started_at: Instant::now(),
@@ -224,6 +227,19 @@ impl Runtime {
     /// are ignored). Without this the path is the application's.
     pub fn enable_fault_endpoint(&self, token: String, control: Arc<dyn crate::ops::FaultControl>) {
         let _ = self.shared.ops.set(crate::ops::Ops::new(token, control));
+    }
+
+    /// Enables `/_arlen/stop-permits` for requests bearing `token` (once;
+    /// later calls are ignored), its permits kept in `store`. With
+    /// `single_granter` (a store in this process's memory) only the
+    /// lowest-named member alive grants; the others answer 421 naming it.
+    pub fn enable_stop_permits(
+        &self,
+        token: &str,
+        store: Arc<dyn arlen_cluster::permits::PermitStore>,
+        single_granter: bool,
+    ) {
+        let _ = self.shared.permits.set(crate::permits::PermitsEndpoint::new(token, store, single_granter));
     }
 
     /// From now on every response carries `Connection: close`.
@@ -545,6 +561,13 @@ impl Shared {
         let mut served = Served::Runtime;
         let (mut response, snapshot) = if let Some(rejection) = self.check_limits(&request) {
             (rejection, snapshot)
+        } else if let Some(permits) = self
+            .permits
+            .get()
+            .filter(|_| listener == Listener::Admin || !self.admin_listener)
+            .filter(|permits| permits.claims(&request))
+        {
+            (permits.answer(request, &snapshot).await, snapshot)
         } else if let Some(ops) = self
             .ops
             .get()

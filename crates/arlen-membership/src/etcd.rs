@@ -176,6 +176,110 @@ impl EtcdSettings {
     fn key(&self) -> String {
         format!("{}{}", self.prefix, self.node_id)
     }
+
+    fn connect_options(&self, endpoint: &str) -> ConnectOptions {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(self.lease_ttl.max(Duration::from_secs(2)))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
+        if !self.username.is_empty() {
+            options = options.with_user(self.username.clone(), self.password.clone());
+        }
+        // TLS options are for https:// endpoints only (etcd-client refuses them on http://).
+        if let (true, Some(tls)) = (endpoint.starts_with("https://"), &self.tls) {
+            options = options.with_tls(tls.options());
+        }
+        options
+    }
+}
+
+/// Stop permits in etcd: one document beside the member prefix (not under
+/// it, so no member reader sees it), written in a transaction that compares
+/// its revision with the one read — whichever node is asked, no two grants
+/// come from the same reading.
+pub(crate) struct EtcdPermits {
+    settings: EtcdSettings,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+/// The permits document is small; a larger value is refused before it is parsed.
+const MAX_PERMITS_DOCUMENT: usize = 256 * 1024;
+
+impl EtcdPermits {
+    fn key(&self) -> String {
+        format!("{}.stop-permits", self.settings.prefix.trim_end_matches('/'))
+    }
+
+    async fn client(&self) -> Result<Client, String> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let mut last = String::new();
+        for endpoint in &self.settings.endpoints {
+            match Client::connect([endpoint.clone()], Some(self.settings.connect_options(endpoint))).await {
+                Ok(client) => {
+                    *slot = Some(client.clone());
+                    return Ok(client);
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        Err(format!("cannot connect to etcd: {last}"))
+    }
+
+    /// Drops the client after an error: the next call connects afresh.
+    async fn forget(&self) {
+        *self.client.lock().await = None;
+    }
+}
+
+impl arlen_cluster::permits::PermitStore for EtcdPermits {
+    fn guarantee(&self) -> &'static str {
+        "an etcd transaction: whichever node is asked, no two permits are granted from the same reading"
+    }
+
+    fn read(&self) -> arlen_cluster::permits::StoreFuture<'_, (Vec<arlen_cluster::permits::StopPermit>, u64)> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let answer = match client.get(self.key(), None).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.forget().await;
+                    return Err(format!("etcd: {error}"));
+                }
+            };
+            let Some(kv) = answer.kvs().first() else { return Ok((Vec::new(), 0)) };
+            if kv.value().len() > MAX_PERMITS_DOCUMENT {
+                return Err(format!("the permits document in etcd is {} bytes, over the bound", kv.value().len()));
+            }
+            let permits = serde_json::from_slice(kv.value())
+                .map_err(|error| format!("the permits document {} in etcd does not parse: {error}", self.key()))?;
+            Ok((permits, u64::try_from(kv.mod_revision()).unwrap_or(0)))
+        })
+    }
+
+    fn write(
+        &self,
+        version: u64,
+        permits: Vec<arlen_cluster::permits::StopPermit>,
+    ) -> arlen_cluster::permits::StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let body = serde_json::to_vec(&permits).map_err(|error| error.to_string())?;
+            let revision = i64::try_from(version).unwrap_or(i64::MAX);
+            let txn = etcd_client::Txn::new()
+                .when([etcd_client::Compare::mod_revision(self.key(), etcd_client::CompareOp::Equal, revision)])
+                .and_then([etcd_client::TxnOp::put(self.key(), body, None)]);
+            match client.txn(txn).await {
+                Ok(answer) => Ok(answer.succeeded()),
+                Err(error) => {
+                    self.forget().await;
+                    Err(format!("etcd: {error}"))
+                }
+            }
+        })
+    }
 }
 
 enum Command {
@@ -205,6 +309,7 @@ fn http_host(host: &str, endpoints: &[String]) -> String {
 
 /// A running etcd source.
 pub(crate) struct EtcdSource {
+    permits: std::sync::Arc<EtcdPermits>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     fatal: watch::Receiver<Option<String>>,
@@ -243,7 +348,8 @@ impl EtcdSource {
             }
         }
         tracing::info!(endpoints = ?settings.endpoints, key = %settings.key(), generation = settings.generation, "etcd membership started");
-        Ok(Self { commands, task, fatal, stats })
+        let permits = std::sync::Arc::new(EtcdPermits { settings, client: tokio::sync::Mutex::new(None) });
+        Ok(Self { permits, commands, task, fatal, stats })
     }
 }
 
@@ -262,6 +368,10 @@ impl crate::Source for EtcdSource {
             RecordRejection::label,
             move |reason| stats.rejected(reason),
         )]
+    }
+
+    fn permit_store(&self) -> Option<std::sync::Arc<dyn arlen_cluster::permits::PermitStore>> {
+        Some(self.permits.clone())
     }
 
     /// Resolves with the reason when the etcd task cannot be kept running.
@@ -436,18 +546,7 @@ impl<'p> Runner<'p> {
     }
 
     fn connect_options(&self, endpoint: &str) -> ConnectOptions {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(self.settings.lease_ttl.max(Duration::from_secs(2)))
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1));
-        if !self.settings.username.is_empty() {
-            options = options.with_user(self.settings.username.clone(), self.settings.password.clone());
-        }
-        // TLS options are for https:// endpoints only (etcd-client refuses them on http://).
-        if let (true, Some(tls)) = (endpoint.starts_with("https://"), &self.settings.tls) {
-            options = options.with_tls(tls.options());
-        }
-        options
+        self.settings.connect_options(endpoint)
     }
 
     fn registration(&self) -> Registration {

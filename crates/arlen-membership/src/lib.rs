@@ -84,6 +84,11 @@ impl RunningSource {
         self.inner.counters()
     }
 
+    /// The source's shared store of stop permits, when it has one (etcd).
+    pub fn permit_store(&self) -> Option<std::sync::Arc<dyn arlen_cluster::permits::PermitStore>> {
+        self.inner.permit_store()
+    }
+
     /// Tells peers this node is draining (still serving, about to leave); they
     /// stop counting it.
     pub async fn announce_draining(&self) {

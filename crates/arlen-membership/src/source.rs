@@ -72,6 +72,13 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// Where stop permits are kept so that no two askers are granted from
+    /// the same reading, when the source has a shared store (etcd); `None`:
+    /// the node keeps them in memory and one member grants for all.
+    fn permit_store(&self) -> Option<std::sync::Arc<dyn arlen_cluster::permits::PermitStore>> {
+        None
+    }
+
     /// Tells peers this node is draining (still serving, about to leave).
     async fn announce_draining(&self) {}
 

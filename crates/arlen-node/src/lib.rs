@@ -486,6 +486,7 @@ impl Built {
         let membership = arlen_membership::start(config, runtime.publisher()).await?;
         register_membership_metrics(&runtime, &membership);
         ops::enable_fault_endpoint(config, &runtime, &membership);
+        ops::enable_stop_permits(config, &runtime, &membership);
         runtime.publisher().mark_started();
         tracing::info!(node = %config.cluster.node_id, source = membership.name(), "started");
         let notifier = systemd::Notifier::from_env();
@@ -646,7 +647,7 @@ async fn drain(
         ended = drained(&shutdown, runtime) => {
             tracing::info!(drained_ms = started.elapsed().as_millis() as u64, "{ended}");
         }
-        second = second_signal => tracing::info!(signal = second, "second signal: skipping the rest of the drain"),
+        second = second_signal => tracing::info!(signal = second, "second signal: skipping the rest of the drain delay"),
     }
 }
 

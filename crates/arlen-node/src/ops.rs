@@ -52,3 +52,23 @@ pub(crate) fn enable_fault_endpoint(config: &Config, runtime: &Runtime, membersh
         }
     }
 }
+
+/// Enables `/_arlen/stop-permits` when an operations token is set: permits
+/// in the source's shared store (etcd: a transaction), else in this node's
+/// memory with one member granting for all.
+pub(crate) fn enable_stop_permits(config: &Config, runtime: &Runtime, membership: &RunningSource) {
+    let token = &config.observability.ops_token;
+    if token.is_empty() || !config.cluster.enabled {
+        return;
+    }
+    let (store, single_granter): (Arc<dyn arlen_cluster::permits::PermitStore>, bool) = match membership.permit_store()
+    {
+        Some(shared) => (shared, false),
+        None => (Arc::new(arlen_cluster::permits::LocalPermits::default()), true),
+    };
+    tracing::info!(
+        guarantee = store.guarantee(),
+        "stop permits at /_arlen/stop-permits for holders of the operations token"
+    );
+    runtime.enable_stop_permits(token, store, single_granter);
+}

@@ -352,3 +352,32 @@ mod tests {
         assert_eq!(again, probe);
     }
 }
+
+/// A permit to stop one node (`/_arlen/stop-permits`): granted only while
+/// the cluster keeps quorum with every permit counted as stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopPermit {
+    pub node: String,
+    /// Who asked (a script, a job, an operator): free text, bounded.
+    pub holder: String,
+    /// The node's generation when granted: back under another one, it
+    /// restarted, and the permit is spent.
+    pub generation: u64,
+    pub granted_unix_ms: u64,
+    pub expires_unix_ms: u64,
+    /// The node that granted it.
+    pub granted_by: String,
+}
+
+/// What `GET /_arlen/stop-permits` answers, and `POST` on a grant
+/// (`granted`), or on a refusal (`refused`, with the reason).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopPermits {
+    pub permits: Vec<StopPermit>,
+    /// What the store guarantees, in a sentence.
+    pub guarantee: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<StopPermit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}

@@ -46,6 +46,14 @@ pub enum Command {
     /// failed requests of background traffic, and writes report.json,
     /// report.md and timeline.svg. Exits 1 when a budget is missed.
     Drill(DrillArgs),
+    /// Stop permits, for scripts and operators: `acquire NODE` asks a node of
+    /// the cluster whether NODE may be stopped now (granted only if quorum
+    /// holds with every permit in force counted as stopped), `release NODE`
+    /// gives it back, `list` shows them. The operations token comes from
+    /// ARLEN_OPS_TOKEN. Exit status: 0 granted (or done), 1 refused, 2 a
+    /// usage error (no token, no such node or permit), 3 no node answered.
+    #[command(subcommand)]
+    StopPermit(StopPermitCommand),
     /// Gossip keys: `arlen gossip keygen` prints a fresh key for
     /// `cluster.gossip.keys` (or one line of `cluster.gossip.keysFile`).
     #[command(subcommand)]
@@ -287,4 +295,40 @@ pub struct DrillRunArgs {
     /// or --set cluster.quorumLossGraceMs=10000 (repeatable)
     #[arg(long, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StopPermitCommand {
+    /// Ask for a permit to stop NODE
+    Acquire {
+        /// The node to stop (its node id)
+        node: String,
+        /// A node of the cluster to ask (any: a node that does not grant names the one that does)
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Who asks, shown to others (default: user@host)
+        #[arg(long)]
+        holder: Option<String>,
+        /// How long the permit lasts unless released or spent (1..3600)
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        ttl_seconds: u64,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give back the permit to stop NODE
+    Release {
+        node: String,
+        #[arg(long, value_name = "URL")]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The permits in force
+    List {
+        #[arg(long, value_name = "URL")]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
 }

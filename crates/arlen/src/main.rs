@@ -38,6 +38,7 @@ mod config_cmd;
 mod drill;
 mod probe;
 mod serve;
+mod stop_permit;
 mod triage;
 mod up;
 
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         cli::Command::Up(args) => up::run(args),
         cli::Command::Triage(args) => triage::run(args),
         cli::Command::Drill(args) => drill::run(args),
+        cli::Command::StopPermit(command) => stop_permit::run(command),
         cli::Command::Completions(args) => {
             // Into a buffer first: clap_complete panics on a failed write.
             let mut script = Vec::new();

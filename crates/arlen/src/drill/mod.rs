@@ -89,6 +89,7 @@ enum Figure {
     Unserved,
     GracefulUnserved,
     KillUnserved,
+    PermitsRefused,
 }
 
 impl Figure {
@@ -108,6 +109,7 @@ impl Figure {
             Figure::Unserved => "unserved_ms",
             Figure::GracefulUnserved => "graceful_unserved_ms",
             Figure::KillUnserved => "kill_unserved_ms",
+            Figure::PermitsRefused => "permits_refused",
         }
     }
 
@@ -127,7 +129,13 @@ impl Step {
         match self {
             Step::Detect { figure, .. } | Step::Recover { figure } | Step::FailedRequests { figure } => vec![figure],
             Step::Spurious { .. } => vec![Figure::SpuriousTransitions],
-            Step::RestartEach { worst, failed, unserved, .. } => vec![worst, failed, unserved],
+            Step::RestartEach { worst, failed, unserved, hard } => {
+                let mut figures = vec![worst, failed, unserved];
+                if !hard {
+                    figures.push(Figure::PermitsRefused);
+                }
+                figures
+            }
             Step::Inject(_) | Step::Hold | Step::Heal => Vec::new(),
         }
     }
@@ -273,6 +281,7 @@ const SCENARIOS: &[Scenario] = &[
         budgets: &[
             budget(Figure::FailedRequests, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
             budget(Figure::Unserved, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
+            budget(Figure::PermitsRefused, &[(UpSource::Gossip, 0.0), (UpSource::Etcd, 0.0)]),
             budget(Figure::RejoinWorst, &[(UpSource::Gossip, 5000.0), (UpSource::Etcd, 8000.0)]),
         ],
         steps: &[Step::RestartEach {
@@ -520,6 +529,35 @@ impl Drill {
             response.text().await.unwrap_or_default()
         );
         Ok(())
+    }
+
+    /// Asks another node for a permit to stop `node`, as a deploy script
+    /// would (`/_arlen/stop-permits`, following a 421 to the granting node):
+    /// `Err` with the reason when refused.
+    async fn stop_permit(&mut self, node: usize) -> anyhow::Result<Result<(), String>> {
+        let name = self.cluster.nodes[node].id.clone();
+        let mut base = self.cluster.nodes[(node + 1) % self.cluster.nodes.len()].url.clone();
+        for _ in 0..2 {
+            let response = self
+                .http
+                .post(format!("{}/_arlen/stop-permits", base.trim_end_matches('/')))
+                .bearer_auth(&self.token)
+                .json(&serde_json::json!({ "node": name, "holder": "arlen drill", "ttl_seconds": 120 }))
+                .send()
+                .await?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            match status.as_u16() {
+                200 => return Ok(Ok(())),
+                421 => {
+                    base = body["url"].as_str().unwrap_or_default().to_owned();
+                    anyhow::ensure!(!base.is_empty(), "a 421 without the granting node's URL: {body}");
+                }
+                409 => return Ok(Err(body["refused"].as_str().unwrap_or("refused").to_owned())),
+                other => anyhow::bail!("stop permit for {name}: HTTP {other}: {body}"),
+            }
+        }
+        anyhow::bail!("stop permit for {name}: sent on twice")
     }
 
     fn gossip_address(&self, node: usize) -> std::net::SocketAddr {
@@ -930,8 +968,20 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
             let failed_before = failed_requests(drill);
             let unserved_before = unserved_ms(drill);
             let mut longest = 0f64;
+            let mut refused = 0u32;
             for node in layout.everyone.clone() {
                 let from = drill.t_ms();
+                if !hard {
+                    // As a deploy script would: a stop permit first. A refusal
+                    // is counted, and the restart goes on to show its cost.
+                    match drill.stop_permit(node).await? {
+                        Ok(()) => drill.event(format!("stop permit granted for node-{}", node + 1)),
+                        Err(reason) => {
+                            refused += 1;
+                            drill.event(format!("stop permit REFUSED for node-{}: {reason}", node + 1));
+                        }
+                    }
+                }
                 if hard {
                     drill.event(format!("hard restart of node-{} (kill -9)", node + 1));
                     drill.cluster.kill(node).await;
@@ -956,6 +1006,9 @@ async fn run_step(drill: &mut Drill, layout: &Layout, step: Step, hold: Duration
             drill.record(failed, failures as f64);
             let gap = unserved_ms(drill) - unserved_before;
             drill.record(unserved, gap as f64);
+            if !hard {
+                drill.record(Figure::PermitsRefused, f64::from(refused));
+            }
         }
     }
     Ok(())
