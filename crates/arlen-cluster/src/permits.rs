@@ -109,8 +109,8 @@ pub struct LocalPermits {
 
 impl PermitStore for LocalPermits {
     fn guarantee(&self) -> &'static str {
-        "granted by one node (the lowest-named member alive); exact while the members agree on who that is, \
-         and two nodes may both grant while views differ (after a crash, until it is detected)"
+        "granted by one node (the lowest-named member alive), kept in its memory: exact while it lives; \
+         if it goes away, permits it granted and not yet used are forgotten until their TTL ends"
     }
 
     fn read(&self) -> StoreFuture<'_, (Vec<StopPermit>, u64)> {

@@ -16,28 +16,7 @@ use support::binary;
 
 /// Starts one gossip node; `ports` are every node's ports (the seeds).
 fn start_node(cluster: &str, index: usize, ports: &[u16], extra: &[(&str, &str)]) -> ArlenProcess {
-    let port = ports[index];
-    let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let node_id = format!("{cluster}-{}", index + 1);
-    let expected = ports.len().to_string();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("ARLEN_CLUSTER_ENABLED", "1"),
-        ("ARLEN_CLUSTER_NAME", cluster),
-        ("ARLEN_CLUSTER_NODE_ID", &node_id),
-        ("ARLEN_CLUSTER_EXPECTED_NODES", &expected),
-        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
-        ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
-        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
-    ];
-    vars.extend_from_slice(extra);
-    let mut node = ArlenProcess::spawn(
-        binary(),
-        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent"],
-        &vars,
-        port,
-    );
-    node.wait_live();
-    node
+    support::gossip_node(cluster, index, ports, extra)
 }
 
 fn start_cluster(cluster: &str, size: usize) -> (Vec<u16>, Vec<ArlenProcess>) {

@@ -21,32 +21,15 @@ use std::time::Duration;
 use arlen_testkit::{free_port, get, poll_until_explained, ArlenProcess};
 
 mod support;
-use support::binary;
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(path)
 }
 
 fn gossip_node(cluster: &str, index: usize, ports: &[u16], extra: &[(&str, &str)]) -> ArlenProcess {
-    let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let node_id = format!("{cluster}-{}", index + 1);
-    let expected = ports.len().to_string();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("ARLEN_CLUSTER_ENABLED", "1"),
-        ("ARLEN_CLUSTER_NAME", cluster),
-        ("ARLEN_CLUSTER_NODE_ID", &node_id),
-        ("ARLEN_CLUSTER_EXPECTED_NODES", &expected),
-        ("ARLEN_CLUSTER_QUORUM_POLICY", "majority"),
-        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
-        ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
-        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
-    ];
+    let mut vars = vec![("ARLEN_CLUSTER_QUORUM_POLICY", "majority")];
     vars.extend_from_slice(extra);
-    let port = ports[index].to_string();
-    let mut node =
-        ArlenProcess::spawn(binary(), &["serve", "--port", &port, "--app-root", "/nonexistent"], &vars, ports[index]);
-    node.wait_live();
-    node
+    support::gossip_node(cluster, index, ports, &vars)
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {

@@ -32,6 +32,34 @@ pub fn sidecar(upstream: &str, extra: &[(&str, &str)]) -> arlen_testkit::ArlenPr
     node
 }
 
+/// Node `index` (named `<cluster>-<index+1>`) of a gossip cluster on
+/// loopback `ports` (each node's HTTP and gossip port; all are seeds),
+/// readiness following quorum, with `extra` variables; live when returned.
+pub fn gossip_node(cluster: &str, index: usize, ports: &[u16], extra: &[(&str, &str)]) -> arlen_testkit::ArlenProcess {
+    let port = ports[index];
+    let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let node_id = format!("{cluster}-{}", index + 1);
+    let expected = ports.len().to_string();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ARLEN_CLUSTER_ENABLED", "1"),
+        ("ARLEN_CLUSTER_NAME", cluster),
+        ("ARLEN_CLUSTER_NODE_ID", &node_id),
+        ("ARLEN_CLUSTER_EXPECTED_NODES", &expected),
+        ("ARLEN_CLUSTER_MEMBERSHIP_SOURCE", "gossip"),
+        ("ARLEN_CLUSTER_GOSSIP_SEEDS", &seeds),
+        ("ARLEN_READINESS_REQUIRES_CLUSTER_QUORUM", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    let mut node = arlen_testkit::ArlenProcess::spawn(
+        binary(),
+        &["serve", "--port", &port.to_string(), "--app-root", "/nonexistent"],
+        &vars,
+        port,
+    );
+    node.wait_live();
+    node
+}
+
 /// The `arlen` binary under test.
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_arlen"))
