@@ -38,12 +38,16 @@ pub const PER_PEER_SLOTS: usize = 16;
 /// connections: the gossip socket, etcd, log files, the upstream health
 /// check, the epoll instance, up to [`UPSTREAM_IDLE_POOL`] idle upstream
 /// connections.
-const MARGIN: usize = 48;
+const MARGIN: usize = 32 + UPSTREAM_IDLE_POOL;
 /// A connection is closed to make room only after it has been idle this
 /// long: one that was just accepted has its first request on the way.
 const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Idle keep-alive connections the sidecar keeps to its upstream at most.
-pub const UPSTREAM_IDLE_POOL: usize = 16;
+/// With fewer than the requests usually in flight, most upstream
+/// connections are opened and closed per request (HTTP/2 clients with many
+/// streams made that plain: `BENCHMARKS.md`, HTTP/2 measured); 64 is what
+/// nginx's `keepalive 64` keeps in the same benchmark.
+pub const UPSTREAM_IDLE_POOL: usize = 64;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (what servers commonly
 /// do at start) and returns the limit now in force.
