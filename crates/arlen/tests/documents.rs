@@ -169,6 +169,9 @@ impl Drop for Desk {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "pid") {
                 if let Ok(pid) = std::fs::read_to_string(&path) {
+                    // Its process group too (`setsid`): what a block started
+                    // in the background (`python3 -m http.server … &`).
+                    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", pid.trim())]).status();
                     let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
                 }
             }
