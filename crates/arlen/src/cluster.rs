@@ -33,17 +33,17 @@ impl ClusterSpec {
     /// variables this spec gives every node; the contract's defaults
     /// otherwise), when readiness follows quorum.
     pub fn rolling_restart_note(&self) -> Option<String> {
-        let value = |key: Key| {
-            let variable = key.variable();
-            self.env.iter().rev().find(|(name, _)| *name == variable).map(|(_, value)| value.as_str())
-        };
-        let policy = match arlen_config::QuorumPolicySetting::parse(value(Key::ClusterQuorumPolicy).unwrap_or("all")) {
-            Ok(arlen_config::QuorumPolicySetting::All) | Err(_) => arlen_cluster::QuorumPolicy::All,
-            Ok(arlen_config::QuorumPolicySetting::Majority) => arlen_cluster::QuorumPolicy::Majority,
-            Ok(arlen_config::QuorumPolicySetting::AtLeast(n)) => arlen_cluster::QuorumPolicy::AtLeast(n),
-        };
-        let grace = value(Key::ClusterQuorumLossGraceMs).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-        self.quorum_required.then(|| policy.rolling_restart_note(u32::from(self.expected), grace))
+        // The nodes' own configuration, read as they read it.
+        let (expected, required) = (self.expected.to_string(), if self.quorum_required { "1" } else { "0" });
+        let mut pairs: Vec<(String, String)> = vec![
+            (Key::ClusterEnabled.variable(), "1".to_owned()),
+            (Key::ClusterExpectedNodes.variable(), expected),
+            (Key::ObservabilityReadinessRequiresClusterQuorum.variable(), required.to_owned()),
+        ];
+        pairs.extend(self.env.iter().cloned());
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let config = arlen_config::Config::from_map(Path::new("/nonexistent"), &pairs).ok()?;
+        arlen_node::rolling_restart_note(&config)
     }
 }
 

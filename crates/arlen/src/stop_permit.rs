@@ -52,7 +52,20 @@ pub fn run(command: StopPermitCommand) -> ExitCode {
             let body = response.text().await.unwrap_or_default();
             if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
                 let named: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                if let Some(next) = named["url"].as_str() {
+                // The token goes where the node points: only to a member's
+                // plain http(s) URL, never one carrying credentials.
+                let next = named["url"].as_str().filter(|url| {
+                    (url.starts_with("http://") || url.starts_with("https://"))
+                        && !url
+                            .split("://")
+                            .nth(1)
+                            .unwrap_or_default()
+                            .split('/')
+                            .next()
+                            .unwrap_or_default()
+                            .contains('@')
+                });
+                if let Some(next) = next {
                     say!("asking {} ({next}): it grants stop permits", named["authority"].as_str().unwrap_or("?"));
                     base = next.trim_end_matches('/').to_owned();
                     continue;
