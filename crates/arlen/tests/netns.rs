@@ -140,6 +140,7 @@ struct Sample {
     at: Duration,
     /// `None`: no answer (paused, killed, restarting).
     ready: Option<bool>,
+    /// The quorum status of the same answer (its `X-Arlen-Cluster-Status`).
     status: Option<String>,
     /// What the node's `/clusterz` said of its source (for a failure's message).
     detail: Option<String>,
@@ -182,28 +183,27 @@ impl Checker {
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let at = started.elapsed();
-                        let readyz = get(address, "/readyz?verbose", Duration::from_millis(250));
-                        let ready = readyz.as_ref().map(|(s, _)| *s == 200);
-                        let said = readyz.map(|(_, body)| {
-                            body.lines().filter(|l| !l.starts_with("[+]")).collect::<Vec<_>>().join(" | ")
-                        });
-                        let said = said.map(|said| {
-                            let raw = get_raw(address, "/readyz", Duration::from_millis(250)).unwrap_or_default();
-                            format!(
-                                "{said}; then /readyz {} with status {:?}, observed {:?}",
-                                raw.split_whitespace().nth(1).unwrap_or("?"),
-                                header_of(&raw, "x-arlen-cluster-status"),
-                                header_of(&raw, "x-arlen-cluster-observed-nodes")
-                            )
+                        // Readiness and status from one response: one
+                        // snapshot feeds its status code, body and headers
+                        // (a `/clusterz` read after it may already see the
+                        // next view).
+                        let readyz = get_raw(address, "/readyz?verbose", Duration::from_millis(250));
+                        let ready =
+                            readyz.as_deref().and_then(|raw| raw.split_whitespace().nth(1)).map(|code| code == "200");
+                        let status = readyz.as_deref().and_then(|raw| header_of(raw, "x-arlen-cluster-status"));
+                        let said = readyz.as_deref().map(|raw| {
+                            let body = raw.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+                            let said = body.lines().filter(|l| !l.starts_with("[+]")).collect::<Vec<_>>().join(" | ");
+                            format!("{said} (observed {:?})", header_of(raw, "x-arlen-cluster-observed-nodes"))
                         });
                         let doc: Option<ClusterDocument> = get(address, "/clusterz", Duration::from_millis(250))
                             .and_then(|(_, body)| serde_json::from_str(&body).ok());
-                        let status = doc.as_ref().map(|d| d.cluster.quorum.status.to_string());
                         let detail = doc.as_ref().map(|d| {
                             let members: Vec<String> =
                                 d.cluster.members.iter().map(|m| format!("{} {}", m.node_id, m.state)).collect();
                             format!(
-                                "observed {} members [{}]: {}",
+                                "then /clusterz {}, observed {} members [{}]: {}",
+                                d.cluster.quorum.status,
                                 d.cluster.observed_nodes,
                                 members.join(", "),
                                 d.coordination.source_health.detail
