@@ -17,6 +17,8 @@ pub struct Member {
     pub is_self: bool,
     /// The member's software version (`1.2.0+0123abcd4567`), when it told.
     pub software: Option<String>,
+    /// The member's `cluster.zone`, when it has one and told.
+    pub zone: Option<String>,
 }
 
 /// When this node last heard from each member, updated by the membership

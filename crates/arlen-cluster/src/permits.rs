@@ -141,6 +141,7 @@ mod tests {
             state,
             is_self: false,
             software: None,
+            zone: None,
         }
     }
 

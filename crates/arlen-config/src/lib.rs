@@ -41,6 +41,19 @@ pub use registry::{closest as closest_key, find as find_key, reference_markdown,
 /// The shortest operations token accepted.
 pub const MIN_OPS_TOKEN_CHARS: usize = 32;
 
+/// The longest `cluster.zone`, in bytes.
+pub const MAX_ZONE_BYTES: usize = 64;
+
+/// Why `zone` cannot name a zone, if it cannot: empty (no zone), or 1 to
+/// [`MAX_ZONE_BYTES`] of `A-Z a-z 0-9 . _ -` (it appears in headers, metric
+/// labels and etcd records as it is).
+pub fn zone_problem(zone: &str) -> Option<String> {
+    let shaped = zone.len() <= MAX_ZONE_BYTES
+        && zone.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    (!shaped)
+        .then(|| format!("zone {zone:?}: use 1 to {MAX_ZONE_BYTES} of A-Z, a-z, 0-9, `.`, `_` and `-`, or nothing"))
+}
+
 /// The inline gossip keys (a secret).
 pub const GOSSIP_KEYS_KEY: Key = Key::ClusterGossipKeys;
 /// The gossip keys file.

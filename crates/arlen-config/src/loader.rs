@@ -352,6 +352,13 @@ impl<'a> Loader<'a> {
                 ));
             }
         }
+        if let Some(zone) = get(Key::ClusterZone) {
+            if let Typed::Text(name) = &zone.value {
+                if let Some(problem) = crate::zone_problem(name) {
+                    self.errors.push(located_error(problem, zone.spec, &zone.source));
+                }
+            }
+        }
         if let Some(admin) = get(Key::AdminListen) {
             if let Typed::Text(address) = &admin.value {
                 if !address.is_empty() {
@@ -766,6 +773,7 @@ fn build_config(
             enabled: flag(Key::ClusterEnabled)?,
             name: text(Key::ClusterName)?,
             node_id: text(Key::ClusterNodeID)?,
+            zone: Some(text(Key::ClusterZone)?).filter(|zone| !zone.is_empty()),
             expected_nodes: to_u32(int(Key::ClusterExpectedNodes)?),
             observed_nodes: to_u32(int(Key::ClusterObservedNodes)?),
             emit_headers: flag(Key::ClusterEmitHeaders)?,

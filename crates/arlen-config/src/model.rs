@@ -179,6 +179,8 @@ pub struct ClusterConfig {
     pub enabled: bool,
     pub name: String,
     pub node_id: String,
+    /// `cluster.zone`: the failure domain, when set.
+    pub zone: Option<String>,
     /// Clamped to ≥ 1.
     pub expected_nodes: u32,
     /// Clamped to ≥ 0; may exceed `expected_nodes`.

@@ -362,6 +362,7 @@ registry! {
         Default::Computed("host name, lower-cased (else `node`)"),
         "this node's id"
     ),
+    key!(ClusterZone, Restart, "cluster.zone", "CLUSTER_ZONE", Kind::Text, Default::Text(""), "the failure domain this node runs in (an availability zone, a rack): 1 to 64 of `A-Z a-z 0-9 . _ -`; it travels in the node's gossip identity and etcd record, `/clusterz` shows each zone's failure tolerance, and the `zones` quorum policy counts it; empty means no zone"),
     key!(
         ClusterExpectedNodes, Live, "cluster.expectedNodes",
         "CLUSTER_EXPECTED_NODES",

@@ -72,6 +72,7 @@ fn defaults_match_the_contract_table() {
             enabled: false,
             name: "default".into(),
             node_id: "box-7".into(),
+            zone: None,
             expected_nodes: 1,
             observed_nodes: 1,
             emit_headers: false,

@@ -102,6 +102,10 @@ pub(crate) struct Registration {
     /// The member's software version; absent in records of releases before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     software: Option<String>,
+    /// The member's `cluster.zone`; absent when it has none (and in records
+    /// of releases before zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
 }
 
 /// Settings resolved from the configuration.
@@ -117,6 +121,7 @@ pub(crate) struct EtcdSettings {
     pub node_id: String,
     pub generation: u64,
     pub http_url: String,
+    pub zone: Option<String>,
 }
 
 /// The CA bundle, and the client certificate and key when etcd checks clients.
@@ -168,6 +173,7 @@ impl EtcdSettings {
             password: etcd.password.clone(),
             tls: TlsMaterial::read(etcd)?,
             node_id: config.cluster.node_id.clone(),
+            zone: config.cluster.zone.clone(),
             generation: crate::new_generation(),
             http_url: crate::node_url(&http_host(&config.host, &etcd.endpoints), config.port),
         })
@@ -557,6 +563,7 @@ impl<'p> Runner<'p> {
             started_utc: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             state: self.own_state.to_owned(),
             software: Some(arlen_config::build::software()),
+            zone: self.settings.zone.clone(),
         }
     }
 
@@ -868,6 +875,7 @@ impl<'p> Runner<'p> {
             is_self: registration.node_id == self.settings.node_id
                 && registration.generation == self.settings.generation,
             software: registration.software.clone(),
+            zone: registration.zone.clone(),
         }
     }
 
@@ -949,6 +957,9 @@ pub(crate) fn check_record_parts(
     }
     if !matches!(registration.state.as_str(), "alive" | "draining" | "left") {
         return Err(RecordRejection::UnknownState);
+    }
+    if registration.zone.as_deref().is_some_and(|zone| zone.is_empty() || arlen_config::zone_problem(zone).is_some()) {
+        return Err(RecordRejection::Malformed);
     }
     Ok(registration)
 }

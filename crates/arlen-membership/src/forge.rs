@@ -57,6 +57,7 @@ impl ForgedMember {
                 "left" => Announced::Left,
                 _ => Announced::Alive,
             },
+            meta: crate::gossip::identity::Meta::default(),
         }
     }
 }

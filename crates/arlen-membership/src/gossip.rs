@@ -96,6 +96,8 @@ pub(crate) struct GossipSettings {
     pub advertise: SocketAddr,
     pub seeds: Vec<String>,
     pub http_url: String,
+    /// `cluster.zone`, told to every peer in this node's identity.
+    pub zone: Option<String>,
     pub protocol: Protocol,
     pub keys: Vec<[u8; 32]>,
     pub unsealed: UnsealedTraffic,
@@ -139,6 +141,7 @@ impl GossipSettings {
             advertise,
             seeds: gossip.seeds.clone(),
             http_url: crate::node_url(&http_host, config.port),
+            zone: config.cluster.zone.clone(),
             protocol: Protocol {
                 interval: gossip.interval,
                 probe_timeout: gossip.probe_timeout,
@@ -162,6 +165,7 @@ impl GossipSettings {
             addr: self.advertise,
             http_url: self.http_url.clone(),
             state: Announced::Alive,
+            meta: identity::Meta { software: Some(arlen_config::build::software()), zone: self.zone.clone() },
         }
     }
 
@@ -397,20 +401,27 @@ pub(crate) struct Observation {
     pub state: Announced,
     pub live: bool,
     pub is_self: bool,
-    /// What the member said its software is, in a version-2 envelope.
+    /// What the member said its software is (in its identity, or in a
+    /// version-2 envelope).
     pub software: Option<String>,
+    /// The member's zone, from its identity.
+    pub zone: Option<String>,
 }
 
 fn observations(core: &Core) -> Vec<Observation> {
-    let observation = |id: &GossipId, live: bool, is_self: bool| Observation {
-        node_id: id.node_id.clone(),
-        generation: id.generation,
-        gossip_address: id.addr,
-        http_url: id.http_url.clone(),
-        state: id.state,
-        live,
-        is_self,
-        software: if is_self { Some(arlen_config::build::software()) } else { core.software_of(id.addr) },
+    let observation = |id: &GossipId, live: bool, is_self: bool| {
+        let meta = core.meta_of(id);
+        Observation {
+            node_id: id.node_id.clone(),
+            generation: id.generation,
+            gossip_address: id.addr,
+            http_url: id.http_url.clone(),
+            state: id.state,
+            live,
+            is_self,
+            software: meta.software.or_else(|| core.software_of(id.addr)),
+            zone: meta.zone,
+        }
     };
     let own = core.identity().addr;
     std::iter::once(observation(core.identity(), true, true))
@@ -520,6 +531,7 @@ impl Observer {
                     state,
                     is_self: o.is_self,
                     software: o.software.clone(),
+                    zone: o.zone.clone(),
                 }
             })
             .collect();

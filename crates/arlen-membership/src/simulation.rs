@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use crate::gossip::core::{epoch_ms, is_live, Core, Protocol, SeedSchedule};
-use crate::gossip::identity::{Announced, GossipId};
+use crate::gossip::identity::{Announced, GossipId, Meta};
 use crate::gossip::seal::{Sealing, UnsealedTraffic};
 use crate::gossip::GossipTraffic;
 
@@ -157,6 +157,9 @@ impl Simulation {
             addr: address(index),
             http_url: format!("http://{}:8080", address(index).ip()),
             state: Announced::Alive,
+            // What a real node says of itself (no zone): the bandwidth
+            // figures count it.
+            meta: Meta { software: Some(arlen_config::build::software()), zone: None },
         };
         let protocol = Protocol {
             interval: self.config.interval,
@@ -345,6 +348,20 @@ impl Simulation {
     /// Times node `index` (its current life) rejoined under a renewed identity.
     pub fn rejoins(&self, index: usize) -> u64 {
         self.nodes[index].traffic.rejoins.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Datagrams and bytes sent so far by every node's current life, by
+    /// what they carry (a restarted node's earlier life is not counted).
+    pub fn sent_by_kind(&self) -> std::collections::BTreeMap<&'static str, (u64, u64)> {
+        let mut total = std::collections::BTreeMap::new();
+        for node in &self.nodes {
+            for (kind, (datagrams, bytes)) in node.core.sent_by_kind() {
+                let entry: &mut (u64, u64) = total.entry(*kind).or_default();
+                entry.0 += datagrams;
+                entry.1 += bytes;
+            }
+        }
+        total
     }
 
     /// Suspicions raised by every node so far (their probes failed).
@@ -606,6 +623,7 @@ mod tests {
             addr: address(index),
             http_url: format!("http://{}:8080", address(index).ip()),
             state: Announced::Alive,
+            meta: Meta::default(),
         };
         // A key holder speaks as a fourth node and names a newer incarnation at `at`'s address.
         let header = Header {

@@ -51,6 +51,7 @@ pub fn view(config: &Config, now: SystemTime) -> MembershipView {
             state: MemberState::Alive,
             is_self: true,
             software: Some(arlen_config::build::software()),
+            zone: cluster.zone.clone(),
         }],
         health: SourceHealth {
             ok: true,

@@ -143,6 +143,10 @@ pub struct MemberEntry {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_sha: Option<String>,
+    /// The member's `cluster.zone` (absent when it has none, or did not tell:
+    /// members of releases before zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl MemberEntry {

@@ -120,6 +120,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
     // Steady state, once the joins' backlog has gone out: bandwidth, CPU, false suspicions.
     let settle = settle(&mut sim);
     let (bytes0, busy0, datagrams0, suspicions0) = (sim.bytes_sent, sim.busy, sim.datagrams_sent, sim.suspicions());
+    let kinds0 = sim.sent_by_kind();
     let up = sim.up_addresses();
     let mut suspect_samples = 0usize;
     let mut down_pairs: HashSet<(usize, usize)> = HashSet::new();
@@ -160,6 +161,20 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         sim.run_until(Duration::from_secs(30), every, Simulation::converged);
     }
     let bytes = sim.bytes_sent - bytes0;
+    // What the steady state's datagrams carried, per node and second.
+    let per_node_second = |count: u64| (count as f64 / nodes as f64 / steady.as_secs_f64() * 10.0).round() / 10.0;
+    let kinds: serde_json::Map<String, serde_json::Value> = sim
+        .sent_by_kind()
+        .into_iter()
+        .map(|(kind, (datagrams, bytes))| {
+            let (d0, b0) = kinds0.get(kind).copied().unwrap_or_default();
+            let figures = serde_json::json!({
+                "datagrams": per_node_second(datagrams - d0),
+                "bytes": per_node_second(bytes - b0),
+            });
+            (kind.to_owned(), figures)
+        })
+        .collect();
     let datagrams = sim.datagrams_sent - datagrams0;
     let suspicions = sim.suspicions() - suspicions0;
     let busy = sim.busy - busy0;
@@ -195,6 +210,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         "settle_s": seconds(settle),
         "bytes_per_node_per_s": (bytes as f64 / nodes as f64 / steady.as_secs_f64()).round(),
         "datagrams_per_node_per_s": (datagrams as f64 / nodes as f64 / steady.as_secs_f64()).round(),
+        "sent_per_node_per_s": kinds,
         "cpu_us_per_node_per_period": ((busy.as_secs_f64() * 1e6 / nodes as f64 / periods) * 10.0).round() / 10.0,
         "suspect_pair_samples": suspect_samples,
         "suspicions_raised": suspicions,

@@ -186,6 +186,7 @@ fn members(states: &[(&str, MemberState)]) -> MembershipView {
             state: *state,
             is_self: *id == "node-a",
             software: None,
+            zone: None,
         })
         .collect();
     let observed = states.iter().filter(|(_, s)| *s == MemberState::Alive).count() as u32;

@@ -274,6 +274,7 @@ fn document(snapshot: &Snapshot, at: Timestamp, full: bool) -> ClusterDocument {
                         is_self: m.is_self,
                         version: software.map(|(version, _)| version.to_owned()),
                         git_sha: software.and_then(|(_, sha)| sha.map(str::to_owned)),
+                        zone: m.zone.clone(),
                         last_heard_ms: membership
                             .heard
                             .as_ref()

@@ -16,9 +16,12 @@ use rand::SeedableRng as _;
 
 use super::accuracy::{since, Accuracy, Base};
 use super::admission::{JoinBudget, SendCredit, Vouched};
-use super::identity::{decode_packet, encode_packet, Announced, GossipId, Packet, WireCodec};
+use super::identity::{
+    decode_packet, encode_packet, from_legacy, to_legacy, Announced, GossipId, Meta, Packet, WireCodec,
+};
 use super::seal::{
-    extension, Advert, Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, MAX_DATAGRAM, REPLAY_WINDOW,
+    extension, Advert, Rejection, ReplayGuard, Sealing, AMPLIFICATION_FACTOR, LAYOUT_3_EXTENSION, MAX_DATAGRAM,
+    PROTOCOL_IDENTITY_META, REPLAY_WINDOW,
 };
 use super::GossipTraffic;
 use foca::Codec as _;
@@ -195,6 +198,9 @@ struct Io {
     timers: Vec<(Duration, Timer<GossipId>)>,
     membership_changed: bool,
     amplification_drops: u64,
+    /// Datagrams and bytes sent, by what they carry (for the simulation's
+    /// bandwidth breakdown).
+    sent: std::collections::BTreeMap<&'static str, (u64, u64)>,
     /// This node is leaving: foca going defunct is what was asked for.
     leaving: bool,
     /// foca renewed this node's identity (it was declared down): it must be
@@ -230,11 +236,15 @@ impl Runtime<GossipId> for Io {
     }
 
     fn send_to(&mut self, to: GossipId, data: &[u8]) {
+        let mut kind = "undecodable";
         if let Ok(header) = WireCodec.decode_header(data) {
             self.accuracy.sent(&header, self.now);
+            kind = message_kind(&header.message);
         }
-        let version = self.peers.version_for(to.addr);
-        let datagram = self.sealing.seal_for(data, self.now_ms, version, &self.extension);
+        let Some(datagram) = self.frame(to.addr, data) else { return };
+        let sent = self.sent.entry(kind).or_default();
+        sent.0 += 1;
+        sent.1 += datagram.len() as u64;
         if let Some(budget) = self.reply_budget.as_mut() {
             if datagram.len() > *budget {
                 self.amplification_drops += 1;
@@ -268,12 +278,43 @@ impl Runtime<GossipId> for Io {
 #[derive(Debug)]
 struct Peers {
     adverts: HashMap<SocketAddr, Advert>,
+    /// What each member said of itself in a layout-3 identity, by address:
+    /// foca keeps the first copy of an identity it learns, which a peer of
+    /// an older version relays without it.
+    metas: HashMap<SocketAddr, (u64, Meta)>,
     bound: usize,
 }
 
 impl Peers {
     fn new(bound: usize) -> Self {
-        Self { adverts: HashMap::new(), bound: bound.max(16) }
+        Self { adverts: HashMap::new(), metas: HashMap::new(), bound: bound.max(16) }
+    }
+
+    /// Remembers what the identities of a packet said of their members.
+    fn learn_metas<'a>(&mut self, identities: impl Iterator<Item = &'a GossipId>) {
+        for id in identities.filter(|id| id.meta != Meta::default()) {
+            let known = self.metas.get(&id.addr);
+            if known.is_some_and(|(generation, meta)| {
+                *generation > id.generation || (*generation == id.generation && *meta == id.meta)
+            }) {
+                continue;
+            }
+            if self.metas.len() >= self.bound {
+                self.metas.clear();
+            }
+            self.metas.insert(id.addr, (id.generation, id.meta.clone()));
+        }
+    }
+
+    /// What the member `id` said of itself, as far as this node heard it.
+    fn meta_of(&self, id: &GossipId) -> Meta {
+        if id.meta != Meta::default() {
+            return id.meta.clone();
+        }
+        match self.metas.get(&id.addr) {
+            Some((generation, meta)) if *generation == id.generation => meta.clone(),
+            _ => Meta::default(),
+        }
     }
 
     fn learn(&mut self, addr: SocketAddr, advert: &Advert) {
@@ -382,7 +423,57 @@ pub(crate) struct Output {
     pub membership_changed: bool,
 }
 
+/// The name of a foca message, for counting what is sent.
+fn message_kind(message: &foca::Message<GossipId>) -> &'static str {
+    use foca::Message;
+    match message {
+        Message::Ping(_) => "ping",
+        Message::Ack(_) => "ack",
+        Message::PingReq { .. } => "ping-req",
+        Message::IndirectPing { .. } => "indirect ping",
+        Message::IndirectAck { .. } => "indirect ack",
+        Message::ForwardedAck { .. } => "forwarded ack",
+        Message::Gossip => "gossip",
+        Message::Announce => "announce",
+        Message::Feed => "feed",
+        Message::Broadcast => "broadcast",
+        Message::TurnUndead => "turn undead",
+    }
+}
+
+impl Io {
+    /// A packet (layout 3) framed for the peer at `to`, in the highest
+    /// version both speak: in layout 1 for a peer of version 1 or 2, or when
+    /// the extension that says "layout 3" would not fit the datagram. `None`
+    /// when it does not transcode (it is not sent then).
+    fn frame(&self, to: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+        let version = self.peers.version_for(to);
+        let layout_3 = LAYOUT_3_EXTENSION.len();
+        if version >= PROTOCOL_IDENTITY_META && self.sealing.carries_extension(packet.len(), layout_3, version) {
+            return Some(self.sealing.seal_for(packet, self.now_ms, version, &LAYOUT_3_EXTENSION));
+        }
+        match to_legacy(packet) {
+            Ok(legacy) => Some(self.sealing.seal_for(&legacy, self.now_ms, version.min(2), &self.extension)),
+            Err(error) => {
+                tracing::debug!(%error, "gossip packet not framed for a peer of an earlier version");
+                None
+            }
+        }
+    }
+
+    fn count_sent(&mut self, kind: &'static str, bytes: usize) {
+        let sent = self.sent.entry(kind).or_default();
+        sent.0 += 1;
+        sent.1 += bytes as u64;
+    }
+}
+
 impl Core {
+    /// Datagrams and bytes this node sent so far, by what they carry.
+    pub(crate) fn sent_by_kind(&self) -> &std::collections::BTreeMap<&'static str, (u64, u64)> {
+        &self.io.sent
+    }
+
     pub(crate) fn new(
         identity: GossipId,
         cluster_name: &str,
@@ -417,6 +508,7 @@ impl Core {
                 timers: Vec::new(),
                 membership_changed: false,
                 amplification_drops: 0,
+                sent: std::collections::BTreeMap::new(),
                 leaving: false,
                 rejoined: None,
                 credit: SendCredit::new(MAX_DATAGRAM, protocol.max_members.max(1).saturating_mul(4)),
@@ -531,7 +623,8 @@ impl Core {
             let notice = foca::Member::new(suspect.clone(), incarnation, foca::State::Suspect);
             match encode_packet(&header, &[notice]) {
                 Ok(packet) => {
-                    let datagram = self.io.sealing.seal(&packet, self.io.now_ms);
+                    let Some(datagram) = self.io.frame(suspect.addr, &packet) else { continue };
+                    self.io.count_sent("suspicion notice", datagram.len());
                     self.io.outbox.push((suspect.addr, datagram));
                 }
                 Err(error) => tracing::debug!(%error, "suspicion notice not encoded"),
@@ -650,6 +743,13 @@ impl Core {
         self.io.peers.software_of(addr)
     }
 
+    /// What the member `id` said of itself (software, zone), from its
+    /// identity or, where an older peer relayed it without, from another
+    /// copy of it this node heard.
+    pub(crate) fn meta_of(&self, id: &GossipId) -> Meta {
+        self.io.peers.meta_of(id)
+    }
+
     /// Newcomers held back by the join budget so far.
     pub(crate) fn held_back(&self) -> u64 {
         self.joins.held_back
@@ -670,9 +770,16 @@ impl Core {
     }
 
     fn accept(&mut self, from: SocketAddr, datagram: &[u8], now: SystemTime) -> Result<(), Rejection> {
-        let opened = self.io.sealing.open(datagram, self.io.now_ms)?;
+        let mut opened = self.io.sealing.open(datagram, self.io.now_ms)?;
         if let Some(stamp) = opened.stamp {
             self.replays.admit(stamp, self.io.now_ms)?;
+        }
+        if opened.layout < 3 {
+            // A peer of version 1 or 2: its identities say nothing of themselves.
+            opened.packet = from_legacy(&opened.packet).map_err(|error| {
+                tracing::debug!(%error, "gossip packet refused");
+                Rejection::Undecodable
+            })?;
         }
         let mut packet = decode_packet(&opened.packet).map_err(|error| {
             tracing::debug!(%error, "gossip packet refused");
@@ -695,6 +802,7 @@ impl Core {
         }
         let admitted = self.admit(&mut packet, opened.sealed(), now)?;
         self.io.peers.learn(packet.header.src.addr, &opened.advert);
+        self.io.peers.learn_metas(packet.identities());
         let bytes: &[u8] = admitted.as_deref().unwrap_or(&opened.packet);
         if !opened.sealed() {
             self.io.credit.received(from, datagram.len());
@@ -973,8 +1081,10 @@ impl Core {
         };
         match encode_packet(&header, &[Member::down(holder.id().clone())]) {
             Ok(packet) => {
-                let datagram = self.io.sealing.seal(&packet, self.io.now_ms);
-                self.io.outbox.push((from, datagram));
+                if let Some(datagram) = self.io.frame(from, &packet) {
+                    self.io.count_sent("down hint", datagram.len());
+                    self.io.outbox.push((from, datagram));
+                }
             }
             Err(error) => tracing::debug!(%error, "gossip hint not encoded"),
         }
@@ -1046,8 +1156,9 @@ impl Core {
                     dst: probed_id.clone(),
                     message: foca::Message::Ping(number),
                 };
-                if let Ok(packet) = encode_packet(&header, &[]) {
-                    let datagram = self.io.sealing.seal(&packet, self.io.now_ms);
+                if let Some(datagram) = encode_packet(&header, &[]).ok().and_then(|p| self.io.frame(probed_id.addr, &p))
+                {
+                    self.io.count_sent("ping retry", datagram.len());
                     self.io.outbox.push((probed_id.addr, datagram));
                     self.io.timers.push((wait, timer));
                     return;
@@ -1137,6 +1248,7 @@ pub(crate) mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             http_url: "http://127.0.0.1:1".to_owned(),
             state: Announced::Alive,
+            meta: Meta::default(),
         }
     }
 
@@ -1158,6 +1270,66 @@ pub(crate) mod tests {
         packet
     }
 
+    /// A peer of version 2 (the release before layout 3): it is answered in
+    /// layout 1 in a version-2 envelope, and its own layout-1 packets are
+    /// understood; a version-3 peer is answered in layout 3, and what each
+    /// says of itself shows.
+    #[test]
+    fn peers_of_version_2_and_3_are_each_answered_in_their_layout() {
+        let sealing = Sealing::new("alpha", &[KEY], UnsealedTraffic::Refuse);
+        let now = SystemTime::now();
+        let told = Meta { software: Some("9.9.9+new".to_owned()), zone: Some("zone-a".to_owned()) };
+        let mut core = Core::new(
+            GossipId { meta: told.clone(), ..id(1) },
+            "alpha",
+            &protocol(),
+            sealing.clone(),
+            7,
+            HeardClock::default(),
+            Arc::default(),
+        );
+        // Version 2: layout 1, its software in the envelope, a marker naming 1..=2.
+        let mut nonce = [3u8; 24];
+        nonce[..4].copy_from_slice(&super::super::seal::marker_of(1, 2));
+        let old = to_legacy(&announce_packet()).unwrap();
+        let datagram = sealing.seal_pinned(&old, epoch_ms(now), 2, &extension("1.0.0+old"), nonce);
+        core.handle_datagram(id(2).addr, &datagram, now);
+        let replies = core.take_output().datagrams;
+        assert!(!replies.is_empty(), "the announce is answered");
+        for (_, reply) in &replies {
+            let opened = sealing.open(reply, epoch_ms(now)).unwrap();
+            assert_eq!((reply[3], opened.layout), (3, 1), "a version-2 envelope (kind 3) around layout 1");
+            let packet = decode_packet(&from_legacy(&opened.packet).unwrap()).unwrap();
+            assert_eq!(packet.header.src, id(1));
+        }
+        assert_eq!(core.software_of(id(2).addr).as_deref(), Some("1.0.0+old"));
+        assert_eq!(core.meta_of(&id(2)), Meta::default(), "layout 1 says nothing of the member");
+
+        // Version 3: its identity says what it is; answered in layout 3.
+        let peer = GossipId {
+            meta: Meta { software: Some("9.9.9+new".to_owned()), zone: Some("zone-b".to_owned()) },
+            ..id(3)
+        };
+        let header = Header {
+            src: peer.clone(),
+            src_incarnation: 0,
+            dst: GossipId::seed(id(1).addr),
+            message: Message::Announce,
+        };
+        let mut packet = Vec::new();
+        WireCodec.encode_header(&header, &mut packet).unwrap();
+        let later = now + Duration::from_secs(1);
+        core.handle_datagram(id(3).addr, &sealing.seal(&packet, epoch_ms(later)), later);
+        let replies = core.take_output().datagrams;
+        assert!(!replies.is_empty(), "the announce is answered");
+        for (_, reply) in &replies {
+            let opened = sealing.open(reply, epoch_ms(later)).unwrap();
+            assert_eq!(opened.layout, 3);
+            assert_eq!(decode_packet(&opened.packet).unwrap().header.src.meta, told);
+        }
+        assert_eq!(core.meta_of(&id(3)).zone.as_deref(), Some("zone-b"));
+    }
+
     #[test]
     fn an_authentic_announce_adds_the_member() {
         let mut core = core();
@@ -1176,8 +1348,9 @@ pub(crate) mod tests {
         let open = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
         let traffic: Arc<GossipTraffic> = Arc::default();
         let mut core = Core::new(id(1), "alpha", &protocol(), open, 7, HeardClock::default(), traffic.clone());
-        // An unpadded unsealed announce (honest nodes pad theirs to a third of the maximum).
-        let packet = announce_packet();
+        // An unpadded unsealed announce (honest nodes pad theirs to a third
+        // of the maximum); without a marker it is version 1, so layout 1.
+        let packet = to_legacy(&announce_packet()).unwrap();
         let mut datagram = b"ARL\x01\x05alpha".to_vec();
         datagram.extend_from_slice(&u16::try_from(packet.len()).unwrap().to_be_bytes());
         datagram.extend_from_slice(&packet);

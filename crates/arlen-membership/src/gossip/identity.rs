@@ -8,6 +8,15 @@
 //! the same address everywhere, and nobody else can produce a newer one of
 //! ours that we would adopt: a node never takes its identity from the wire.
 //!
+//! **Layouts.** Foca sees one identity type, encoded in layout 3: the six
+//! fields of version 1, then what a member says about itself beyond who it is
+//! ([`Meta`]: its software version and zone). A peer that speaks only
+//! version 1 or 2 reads and writes layout 1 (the six fields); the core
+//! transcodes at the boundary ([`to_legacy`], [`from_legacy`]), so foca and
+//! everything that reads a packet only ever see layout 3. An identity's
+//! equality and hash ignore its [`Meta`]: one member relayed by an old node
+//! (without it) and heard directly (with it) is one member, not two.
+//!
 //! Decoding is bounded: a datagram is at most [`super::seal::MAX_DATAGRAM`]
 //! bytes before anything is parsed, strings have hard length limits, and the
 //! schema is fixed (no free-form keys or values).
@@ -22,6 +31,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const MAX_NODE_ID_BYTES: usize = 128;
 /// Longest HTTP URL a member may gossip, in bytes.
 pub(crate) const MAX_HTTP_URL_BYTES: usize = 256;
+/// Longest software version a member may gossip, in bytes.
+pub(crate) const MAX_SOFTWARE_BYTES: usize = 64;
+/// Longest zone a member may gossip, in bytes (`cluster.zone` has the same bound).
+pub(crate) const MAX_ZONE_BYTES: usize = arlen_config::MAX_ZONE_BYTES;
 
 /// What a node says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -31,8 +44,18 @@ pub(crate) enum Announced {
     Left,
 }
 
-/// A member's identity on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a member says about itself beyond who it is (layout 3). Fixed for a
+/// process's life, so it never needs a renewal to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    /// Its software version (`version+git-sha`).
+    pub software: Option<String>,
+    /// Its `cluster.zone`.
+    pub zone: Option<String>,
+}
+
+/// A member's identity on the wire (layout 3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "WireId")]
 pub(crate) struct GossipId {
     pub node_id: String,
@@ -43,6 +66,22 @@ pub(crate) struct GossipId {
     pub addr: SocketAddr,
     pub http_url: String,
     pub state: Announced,
+    /// Not part of who the member is: ignored by equality and hash.
+    pub meta: Meta,
+}
+
+impl PartialEq for GossipId {
+    fn eq(&self, other: &Self) -> bool {
+        self.who() == other.who()
+    }
+}
+
+impl Eq for GossipId {}
+
+impl std::hash::Hash for GossipId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.who().hash(state);
+    }
 }
 
 /// The same fields, before validation.
@@ -54,6 +93,34 @@ struct WireId {
     addr: SocketAddr,
     http_url: String,
     state: Announced,
+    meta: Meta,
+}
+
+/// An identity in layout 1 (protocol versions 1 and 2): the six fields.
+#[derive(Clone, Serialize, Deserialize)]
+struct LegacyId {
+    node_id: String,
+    generation: u64,
+    seq: u32,
+    addr: SocketAddr,
+    http_url: String,
+    state: Announced,
+}
+
+impl From<GossipId> for LegacyId {
+    fn from(id: GossipId) -> Self {
+        let GossipId { node_id, generation, seq, addr, http_url, state, meta: _ } = id;
+        Self { node_id, generation, seq, addr, http_url, state }
+    }
+}
+
+impl TryFrom<LegacyId> for GossipId {
+    type Error = IdentityError;
+
+    fn try_from(id: LegacyId) -> Result<Self, Self::Error> {
+        let LegacyId { node_id, generation, seq, addr, http_url, state } = id;
+        GossipId::try_from(WireId { node_id, generation, seq, addr, http_url, state, meta: Meta::default() })
+    }
 }
 
 /// Why an identity on the wire was refused.
@@ -69,6 +136,8 @@ pub(crate) enum IdentityError {
     NoNodeId,
     #[error("a member whose url is not http(s)")]
     NotHttp,
+    #[error("a member's software version or zone is too long")]
+    MetaTooLong,
 }
 
 impl TryFrom<WireId> for GossipId {
@@ -81,7 +150,13 @@ impl TryFrom<WireId> for GossipId {
         if wire.http_url.len() > MAX_HTTP_URL_BYTES {
             return Err(IdentityError::UrlTooLong);
         }
-        if wire.node_id.chars().chain(wire.http_url.chars()).any(char::is_control) {
+        let software = wire.meta.software.as_deref().unwrap_or_default();
+        let zone = wire.meta.zone.as_deref().unwrap_or_default();
+        if software.len() > MAX_SOFTWARE_BYTES || zone.len() > MAX_ZONE_BYTES {
+            return Err(IdentityError::MetaTooLong);
+        }
+        let texts = [&wire.node_id, &wire.http_url].into_iter().map(String::as_str).chain([software, zone]);
+        if texts.flat_map(str::chars).any(char::is_control) {
             return Err(IdentityError::ControlCharacters);
         }
         Ok(Self {
@@ -91,6 +166,7 @@ impl TryFrom<WireId> for GossipId {
             addr: wire.addr,
             http_url: wire.http_url,
             state: wire.state,
+            meta: wire.meta,
         })
     }
 }
@@ -100,7 +176,20 @@ impl GossipId {
     /// not known yet (foca accepts an `Announce` addressed to any identity at
     /// its address).
     pub(crate) fn seed(addr: SocketAddr) -> Self {
-        Self { node_id: String::new(), generation: 0, seq: 0, addr, http_url: String::new(), state: Announced::Alive }
+        Self {
+            node_id: String::new(),
+            generation: 0,
+            seq: 0,
+            addr,
+            http_url: String::new(),
+            state: Announced::Alive,
+            meta: Meta::default(),
+        }
+    }
+
+    /// Who the member is: everything but its [`Meta`].
+    fn who(&self) -> (&str, u64, u32, SocketAddr, &str, Announced) {
+        (&self.node_id, self.generation, self.seq, self.addr, &self.http_url, self.state)
     }
 
     /// A member Arlen can count: it names itself and publishes its URL.
@@ -243,30 +332,147 @@ pub(crate) fn encode_packet(header: &Header<GossipId>, members: &[Member<GossipI
     Ok(buf)
 }
 
+/// The same header with every identity mapped (layouts differ only there).
+fn map_header<A, B>(header: Header<A>, mut f: impl FnMut(A) -> Result<B, CodecError>) -> Result<Header<B>, CodecError> {
+    use foca::Message as M;
+    let message = match header.message {
+        M::Ping(n) => M::Ping(n),
+        M::Ack(n) => M::Ack(n),
+        M::PingReq { target, probe_number } => M::PingReq { target: f(target)?, probe_number },
+        M::IndirectPing { origin, probe_number } => M::IndirectPing { origin: f(origin)?, probe_number },
+        M::IndirectAck { target, probe_number } => M::IndirectAck { target: f(target)?, probe_number },
+        M::ForwardedAck { origin, probe_number } => M::ForwardedAck { origin: f(origin)?, probe_number },
+        M::Announce => M::Announce,
+        M::Feed => M::Feed,
+        M::Gossip => M::Gossip,
+        M::Broadcast => M::Broadcast,
+        M::TurnUndead => M::TurnUndead,
+    };
+    Ok(Header { src: f(header.src)?, src_incarnation: header.src_incarnation, dst: f(header.dst)?, message })
+}
+
+/// A packet of layout 3 in layout 1, for a peer that speaks only versions 1
+/// and 2 (what each member says of itself beyond who it is is left out).
+pub(crate) fn to_legacy(mut packet: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let header: Header<GossipId> = WireCodec.decode_header(&mut packet)?;
+    let header: Header<LegacyId> = map_header(header, |id| Ok(LegacyId::from(id)))?;
+    let mut out = Vec::with_capacity(packet.len() + 64);
+    PostcardCodec.encode_header(&header, &mut out)?;
+    if packet.remaining() >= 2 && !matches!(header.message, foca::Message::Broadcast) {
+        let count = packet.get_u16();
+        out.put_u16(count);
+        for _ in 0..count {
+            let member = WireCodec.decode_member(&mut packet)?;
+            let legacy = Member::new(LegacyId::from(member.id().clone()), member.incarnation(), member.state());
+            PostcardCodec.encode_member(&legacy, &mut out)?;
+        }
+    }
+    out.extend_from_slice(packet);
+    Ok(out)
+}
+
+/// A packet of layout 1 (from a peer that speaks only versions 1 and 2) in
+/// layout 3, each identity with an empty [`Meta`]. Validated as any packet.
+pub(crate) fn from_legacy(mut packet: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let header: Header<LegacyId> = PostcardCodec.decode_header(&mut packet)?;
+    let header = map_header(header, |id| Ok(GossipId::try_from(id)?))?;
+    header.src.check_complete()?;
+    let mut out = Vec::with_capacity(packet.len() + 64);
+    WireCodec.encode_header(&header, &mut out)?;
+    if packet.remaining() >= 2 && header.message != foca::Message::Broadcast {
+        let count = packet.get_u16();
+        out.put_u16(count);
+        for _ in 0..count {
+            let member: Member<LegacyId> = PostcardCodec.decode_member(&mut packet)?;
+            let (incarnation, state) = (member.incarnation(), member.state());
+            let id = GossipId::try_from(member.id().clone())?;
+            id.check_complete()?;
+            WireCodec.encode_member(&Member::new(id, incarnation, state), &mut out)?;
+        }
+    }
+    out.extend_from_slice(packet);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use foca::Identity as _;
 
-    /// The identity and packet encoding of protocol version 1, byte for
-    /// byte: version-1 nodes read nothing else, so a change here must be a
-    /// new version (negotiated in the envelope, see `seal.rs`).
+    /// The identity and packet encoding of protocol version 1 (layout 1),
+    /// byte for byte: version-1 and -2 nodes read nothing else, so a change
+    /// here must be a new version (negotiated in the envelope, see
+    /// `seal.rs`). What a peer of those versions is sent is a layout-3
+    /// packet transcoded, and what it sends is read back the same.
     #[test]
     fn version_1_packets_are_pinned() {
-        let header = Header {
-            src: id("node-1", 1_700_000_000_000, 2),
-            src_incarnation: 3,
-            dst: GossipId { state: Announced::Draining, ..id("node-2", 1_700_000_000_001, 0) },
-            message: foca::Message::Ping(7),
-        };
-        let packet = encode_packet(&header, &[Member::new(id("node-3", 5, 1), 4, foca::State::Suspect)]).unwrap();
+        let (header, members) = pinned_packet();
+        let packet = to_legacy(&encode_packet(&header, &members).unwrap()).unwrap();
         let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
             "066e6f64652d3180d095ffbc3102007f000001d83615687474703a2f2f3132372e302e302e313a383030300003066e6f64652d3281d095ffbc3100007f000001d83615687474703a2f2f3132372e302e302e313a383030300100070001066e6f64652d330501007f000001d83615687474703a2f2f3132372e302e302e313a38303030000401"
         );
+        let decoded = decode_packet(&from_legacy(&packet).unwrap()).unwrap();
+        assert_eq!(decoded.header, header);
+        assert!(decoded.identities().all(|id| id.meta == Meta::default()), "layout 1 says nothing of the members");
+    }
+
+    /// Layout 3 (protocol version 3): each identity's six fields, then its
+    /// software version and zone (postcard options).
+    #[test]
+    fn version_3_packets_are_pinned() {
+        let (header, members) = pinned_packet();
+        let packet = encode_packet(&header, &members).unwrap();
+        let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "066e6f64652d3180d095ffbc3102007f000001d83615687474703a2f2f3132372e302e302e313a38303030000105302e392e30010665752d312d6103066e6f64652d3281d095ffbc3100007f000001d83615687474703a2f2f3132372e302e302e313a3830303001000000070001066e6f64652d330501007f000001d83615687474703a2f2f3132372e302e302e313a38303030000001056575312d630401"
+        );
         let decoded = decode_packet(&packet).unwrap();
         assert_eq!(decoded.header, header);
+        let metas: Vec<&Meta> = decoded.identities().map(|id| &id.meta).collect();
+        assert_eq!(metas, [&header.src.meta, &members[0].id().meta]);
+    }
+
+    fn pinned_packet() -> (Header<GossipId>, Vec<Member<GossipId>>) {
+        let src = GossipId {
+            meta: Meta { software: Some("0.9.0".to_owned()), zone: Some("eu-1-a".to_owned()) },
+            ..id("node-1", 1_700_000_000_000, 2)
+        };
+        let header = Header {
+            src,
+            src_incarnation: 3,
+            dst: GossipId { state: Announced::Draining, ..id("node-2", 1_700_000_000_001, 0) },
+            message: foca::Message::Ping(7),
+        };
+        let third = GossipId { meta: Meta { software: None, zone: Some("eu1-c".to_owned()) }, ..id("node-3", 5, 1) };
+        (header, vec![Member::new(third, 4, foca::State::Suspect)])
+    }
+
+    /// One member known from a layout-1 copy and from a layout-3 one is one
+    /// member to foca (equality and hash ignore what it says of itself).
+    #[test]
+    fn what_a_member_says_of_itself_is_not_who_it_is() {
+        let plain = id("node-1", 9, 0);
+        let told =
+            GossipId { meta: Meta { software: Some("1.0.0".to_owned()), zone: Some("a".to_owned()) }, ..plain.clone() };
+        assert_eq!(plain, told);
+        let set: std::collections::HashSet<GossipId> = [plain, told].into_iter().collect();
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn over_long_or_control_metadata_is_refused() {
+        for meta in [
+            Meta { software: Some("v".repeat(MAX_SOFTWARE_BYTES + 1)), zone: None },
+            Meta { software: None, zone: Some("z".repeat(MAX_ZONE_BYTES + 1)) },
+            Meta { software: None, zone: Some("a\u{7}".to_owned()) },
+        ] {
+            let mut buf = Vec::new();
+            WireCodec.encode_member(&Member::alive(GossipId { meta, ..id("node-1", 5, 0) }), &mut buf).unwrap();
+            assert!(WireCodec.decode_member(&buf[..]).is_err());
+        }
     }
 
     fn id(node: &str, generation: u64, seq: u32) -> GossipId {
@@ -277,6 +483,7 @@ mod tests {
             addr: "127.0.0.1:7000".parse().unwrap(),
             http_url: "http://127.0.0.1:8000".to_owned(),
             state: Announced::Alive,
+            meta: Meta::default(),
         }
     }
 

@@ -8,7 +8,8 @@
 //! unsealed:   "ARL" 0x01 | name_len u8 | cluster name | packet_len u16 BE | packet | zero padding
 //!             [| ext | ext_len u16 BE | marker [4]]   (the tail of the padding)
 //! marker:     0xA7 'v' pmin pmax — the protocol versions the sender speaks
-//! ext:        (type u8 | len u8 | value)*  — type 1: the sender's software version
+//! ext:        (type u8 | len u8 | value)*  — type 1: the sender's software version,
+//!             type 2: the layout of the packet's identities (3; absent: 1)
 //! ```
 //!
 //! **Versions.** Version 1 is the wire of Arlen up to the first versioned
@@ -21,8 +22,12 @@
 //! highest version both speak: version 1 (with the marker) until the peer's
 //! marker said more. Version 2 adds the extension block (sealed: inside the
 //! seal; unsealed: in the padding's tail, which version 1 ignores); unknown
-//! extension types are skipped, so later fields need no new version. The
-//! golden-byte tests pin every layout.
+//! extension types are skipped, so later fields need no new version. Version
+//! 3 is version 2's envelope around a packet whose identities carry what each
+//! member says of itself (software version, zone: layout 3, see
+//! `identity.rs`); the extension says so (type 2), and a datagram whose
+//! extension does not fit goes out in layout 1. The golden-byte tests pin
+//! every layout.
 //!
 //! Every datagram is at most [`MAX_DATAGRAM`] bytes (a sealed version-2 one
 //! [`MAX_EXTENSION`] more, within an Ethernet MTU); a larger one is refused
@@ -52,14 +57,20 @@ pub(crate) const MAX_DATAGRAM: usize = 1400;
 pub(crate) const MAX_EXTENSION: usize = 72;
 /// The protocol versions this build speaks.
 pub(crate) const PROTOCOL_MIN: u8 = 1;
-pub(crate) const PROTOCOL_MAX: u8 = 2;
+pub(crate) const PROTOCOL_MAX: u8 = 3;
+/// The first version whose packets carry identities in layout 3.
+pub(crate) const PROTOCOL_IDENTITY_META: u8 = 3;
 /// What a sender that says nothing about its versions speaks.
 pub(crate) const PROTOCOL_UNMARKED: u8 = 1;
 /// The longest software version a member may gossip, in bytes.
-pub(crate) const MAX_SOFTWARE_BYTES: usize = 64;
+pub(crate) const MAX_SOFTWARE_BYTES: usize = super::identity::MAX_SOFTWARE_BYTES;
 const MARKER_TAG: [u8; 2] = [0xA7, b'v'];
 const MARKER_BYTES: usize = 4;
 const EXT_SOFTWARE: u8 = 1;
+const EXT_LAYOUT: u8 = 2;
+/// The extension of a version-3 datagram: its packet is in layout 3 (the
+/// sender's software is in its identity).
+pub(crate) const LAYOUT_3_EXTENSION: [u8; 3] = [EXT_LAYOUT, 1, 3];
 /// How far a sealed datagram's send time may lie behind the receiver's clock
 /// (transit, and a sender's clock behind this one's).
 pub(crate) const REPLAY_WINDOW: Duration = Duration::from_secs(60);
@@ -188,6 +199,8 @@ pub(crate) struct Opened {
     pub stamp: Option<Stamp>,
     /// What the sender said about itself in the envelope.
     pub advert: Advert,
+    /// The layout of the packet's identities: 3, or 1 (see `identity.rs`).
+    pub layout: u8,
 }
 
 /// What a sender says about itself in every datagram's envelope.
@@ -203,6 +216,12 @@ impl Default for Advert {
     fn default() -> Self {
         Self { max_version: PROTOCOL_UNMARKED, software: None }
     }
+}
+
+/// A marker naming the versions `min..=max` (a test speaks as an older build).
+#[cfg(test)]
+pub(crate) fn marker_of(min: u8, max: u8) -> [u8; MARKER_BYTES] {
+    [MARKER_TAG[0], MARKER_TAG[1], min, max]
 }
 
 /// The marker: the versions this build speaks.
@@ -228,10 +247,11 @@ pub(crate) fn extension(software: &str) -> Vec<u8> {
     ext
 }
 
-/// Reads an extension block; unknown types are skipped, a malformed block
-/// is refused.
-fn read_extension(mut ext: &[u8]) -> Result<Option<String>, Rejection> {
+/// Reads an extension block (the software version, the packet's layout);
+/// unknown types are skipped, a malformed block is refused.
+fn read_extension(mut ext: &[u8]) -> Result<(Option<String>, u8), Rejection> {
     let mut software = None;
+    let mut layout = 1;
     while !ext.is_empty() {
         let [kind, len, rest @ ..] = ext else { return Err(Rejection::Malformed) };
         let value = rest.get(..usize::from(*len)).ok_or(Rejection::Malformed)?;
@@ -242,9 +262,15 @@ fn read_extension(mut ext: &[u8]) -> Result<Option<String>, Rejection> {
             }
             software = Some(text.to_owned());
         }
+        if *kind == EXT_LAYOUT {
+            layout = match value {
+                [3] => 3,
+                _ => return Err(Rejection::Malformed),
+            };
+        }
         ext = &rest[usize::from(*len)..];
     }
-    Ok(software)
+    Ok((software, layout))
 }
 
 impl Opened {
@@ -382,10 +408,20 @@ impl Sealing {
         MAX_DATAGRAM - unsealed_overhead.max(SEALED_HEADER + TAG_BYTES)
     }
 
-    /// Frames (and, with keys, seals) one foca packet in version 1, for a
-    /// peer whose versions are not known (with the marker).
+    /// Whether a datagram of `version` framing `packet_len` bytes carries an
+    /// extension block of `ext_len` bytes (else it goes without one).
+    pub(crate) fn carries_extension(&self, packet_len: usize, ext_len: usize, version: u8) -> bool {
+        if !self.seals() {
+            let name = self.cluster.len().min(MAX_CLUSTER_NAME_BYTES);
+            return 4 + 1 + name + 2 + packet_len + ext_len + 2 + MARKER_BYTES <= MIN_UNSEALED;
+        }
+        version >= 2 && ext_len + 2 <= MAX_EXTENSION
+    }
+
+    /// Frames (and, with keys, seals) one packet of layout 3 in the newest
+    /// version (what tests, the forge and the fuzzer send).
     pub(crate) fn seal(&self, packet: &[u8], now_ms: u64) -> Vec<u8> {
-        self.seal_for(packet, now_ms, PROTOCOL_UNMARKED, &[])
+        self.seal_for(packet, now_ms, PROTOCOL_MAX, &LAYOUT_3_EXTENSION)
     }
 
     /// Frames (and, with keys, seals) one foca packet in `version` (the
@@ -486,7 +522,8 @@ impl Sealing {
         let packet_len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
         let packet = rest[2..].get(..packet_len).ok_or(Rejection::Malformed)?;
         let padding = &rest[2 + packet_len..];
-        Ok(Opened { packet: packet.to_vec(), stamp: None, advert: read_tail(padding)? })
+        let (advert, layout) = read_tail(padding)?;
+        Ok(Opened { packet: packet.to_vec(), stamp: None, advert, layout })
     }
 
     fn open_sealed(&self, datagram: &[u8], now_ms: u64, v2: bool) -> Result<Opened, Rejection> {
@@ -514,20 +551,28 @@ impl Sealing {
         }
         let mut advert =
             Advert { max_version: read_marker(&header[12..16]).unwrap_or(PROTOCOL_UNMARKED), software: None };
+        let mut layout = 1;
         if v2 {
             let [high, low, rest @ ..] = packet.as_slice() else { return Err(Rejection::Malformed) };
             let ext_len = usize::from(u16::from_be_bytes([*high, *low]));
             let ext = rest.get(..ext_len).ok_or(Rejection::Malformed)?;
-            advert.software = read_extension(ext)?;
+            (advert.software, layout) = read_extension(ext)?;
             packet.drain(..2 + ext_len);
         }
         // The nonce's last 16 bytes: random in every version (a marker fills the first four).
         let nonce = u128::from_be_bytes(header[20..36].try_into().map_err(|_| Rejection::Malformed)?);
-        Ok(Opened { packet, stamp: Some(Stamp { sent_ms, nonce }), advert })
+        Ok(Opened { packet, stamp: Some(Stamp { sent_ms, nonce }), advert, layout })
     }
 
     #[cfg(test)]
-    fn seal_pinned(&self, packet: &[u8], now_ms: u64, version: u8, ext: &[u8], nonce: [u8; NONCE_BYTES]) -> Vec<u8> {
+    pub(crate) fn seal_pinned(
+        &self,
+        packet: &[u8],
+        now_ms: u64,
+        version: u8,
+        ext: &[u8],
+        nonce: [u8; NONCE_BYTES],
+    ) -> Vec<u8> {
         self.seal_with_nonce(packet, now_ms, version, ext, nonce)
     }
 
@@ -541,15 +586,15 @@ impl Sealing {
 
 /// What the tail of an unsealed datagram's padding says: the marker, and
 /// the extension before it. Padding without a marker says nothing (version 1).
-fn read_tail(padding: &[u8]) -> Result<Advert, Rejection> {
-    let Some(split) = padding.len().checked_sub(MARKER_BYTES) else { return Ok(Advert::default()) };
-    let Some(max_version) = read_marker(&padding[split..]) else { return Ok(Advert::default()) };
+fn read_tail(padding: &[u8]) -> Result<(Advert, u8), Rejection> {
+    let Some(split) = padding.len().checked_sub(MARKER_BYTES) else { return Ok((Advert::default(), 1)) };
+    let Some(max_version) = read_marker(&padding[split..]) else { return Ok((Advert::default(), 1)) };
     let before = &padding[..split];
     let Some(len_at) = before.len().checked_sub(2) else { return Err(Rejection::Malformed) };
     let ext_len = usize::from(u16::from_be_bytes([before[len_at], before[len_at + 1]]));
     let ext_at = len_at.checked_sub(ext_len).ok_or(Rejection::Malformed)?;
-    let software = read_extension(&before[ext_at..len_at])?;
-    Ok(Advert { max_version, software })
+    let (software, layout) = read_extension(&before[ext_at..len_at])?;
+    Ok((Advert { max_version, software }, layout))
 }
 
 #[cfg(test)]
@@ -702,7 +747,7 @@ mod tests {
         let plain = unsealed.seal_pinned(b"packet", NOW, 1, &ext, nonce);
         assert_eq!(plain.len(), MIN_UNSEALED);
         assert_eq!(hex(&plain[..18]), "41524c0105616c70686100067061636b6574", "unsealed: name, length, packet");
-        assert_eq!(hex(&plain[plain.len() - 17..]), "0109312e322e332b616263000ba7760102", "its tail");
+        assert_eq!(hex(&plain[plain.len() - 17..]), "0109312e322e332b616263000ba7760103", "its tail");
         assert!(plain[18..plain.len() - 17].iter().all(|b| *b == 0), "zero padding between");
     }
 
@@ -715,7 +760,12 @@ mod tests {
             assert_eq!(opened.packet, b"packet", "sealed version {version}");
             assert_eq!(opened.advert, Advert { max_version: PROTOCOL_MAX, software }, "sealed version {version}");
         }
+        // Version 3: the extension says the packet is in layout 3.
+        let opened = sealed.open(&sealed.seal_for(b"packet", NOW, 3, &LAYOUT_3_EXTENSION), NOW).unwrap();
+        assert_eq!((opened.packet.as_slice(), opened.layout), (&b"packet"[..], 3));
+        assert_eq!(sealed.open(&sealed.seal_for(b"packet", NOW, 2, &ext), NOW).unwrap().layout, 1);
         let unsealed = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
+        assert_eq!(unsealed.open(&unsealed.seal(b"packet", NOW), NOW).unwrap().layout, 3);
         let opened = unsealed.open(&unsealed.seal_for(b"packet", NOW, 1, &ext), NOW).unwrap();
         assert_eq!(opened.advert, Advert { max_version: PROTOCOL_MAX, software: Some("1.2.3+abc".to_owned()) });
         // What version 1 sent (no marker, zero padding, a random nonce) says nothing.

@@ -106,6 +106,7 @@ fn settings(cluster: &str, node_id: &str, port: u16, generation: u64, seeds: &[u
         advertise: address(port),
         seeds: seeds.iter().map(|p| address(*p).to_string()).collect(),
         http_url: format!("http://127.0.0.1:{}", port + 1000),
+        zone: None,
         protocol: Protocol {
             interval: Duration::from_millis(100),
             probe_timeout: Duration::from_millis(40),
