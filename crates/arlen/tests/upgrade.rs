@@ -1,9 +1,16 @@
-//! A rolling upgrade across the gossip wire's versions: three nodes of the
-//! release before the versioned wire (built by `scripts/previous-release`)
-//! are replaced one by one by this build, sealed gossip throughout. Old and
-//! new count each other in both directions at every step, the untouched
-//! nodes never leave rotation, and the new nodes show each other's software
-//! versions while the old ones show none.
+//! Rolling upgrades across the gossip wire's versions: three nodes of an
+//! earlier release (built by `scripts/previous-release`) are replaced one by
+//! one by this build, sealed gossip throughout. Old and new count each other
+//! in both directions at every step, the untouched nodes never leave
+//! rotation, and each node shows the software versions and zones its wire
+//! can carry:
+//!
+//! - from protocol version 1 (before the versioned wire): the new nodes show
+//!   each other's software, the old ones show none;
+//! - from protocol version 2 (software in the envelope, identities without
+//!   it): every node shows every member's software throughout, and the new
+//!   nodes show each other's zones (carried in their identities, layout 3),
+//!   which the old ones never see.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,16 +19,24 @@ use std::time::Duration;
 
 use arlen_testkit::{free_port, poll_until_explained, ArlenProcess};
 
-const PREVIOUS: &str = "453ebf9a586a";
+/// The release before the versioned wire (protocol version 1).
+const VERSION_1: &str = "453ebf9a586a";
+/// The release before identities carried software and zone (version 2).
+const VERSION_2: &str = "d1173a417f01";
 const KEY_B64: &str = "ERERERERERERERERERERERERERERERERERERERERERE=";
 
-fn previous_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/previous/arlen-{PREVIOUS}"));
+fn previous_binary(commit: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/previous/arlen-{commit}"));
     assert!(path.exists(), "{} is missing: run scripts/previous-release (scripts/test does)", path.display());
     path
 }
 
-fn start(binary: &Path, index: usize, ports: &[u16]) -> ArlenProcess {
+/// The zone this build's node `index` runs in (earlier releases have no `cluster.zone`).
+fn zone_of(index: usize) -> String {
+    format!("zone-{}", index + 1)
+}
+
+fn start(binary: &Path, index: usize, ports: &[u16], current: bool) -> ArlenProcess {
     let seeds = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
     let node_id = format!("node-{}", index + 1);
     let vars = [
@@ -35,6 +50,11 @@ fn start(binary: &Path, index: usize, ports: &[u16]) -> ArlenProcess {
         ("ARLEN_CLUSTER_GOSSIP_SEEDS", seeds.as_str()),
         ("ARLEN_CLUSTER_GOSSIP_KEYS", KEY_B64),
     ];
+    let zone = zone_of(index);
+    let mut vars = vars.to_vec();
+    if current {
+        vars.push(("ARLEN_CLUSTER_ZONE", zone.as_str()));
+    }
     let port = ports[index].to_string();
     let mut node =
         ArlenProcess::spawn(binary, &["serve", "--port", &port, "--app-root", "/nonexistent"], &vars, ports[index]);
@@ -46,15 +66,16 @@ fn clusterz(port: u16) -> Option<arlen_wire::documents::ClusterDocument> {
     arlen_testkit::cluster_document(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-/// Member id → software version as the node on `port` sees its alive members.
-fn versions(port: u16) -> Vec<(String, Option<String>)> {
-    let mut seen: Vec<(String, Option<String>)> = clusterz(port)
+/// Member id → (software version, zone) as the node on `port` sees its
+/// alive members.
+fn versions(port: u16) -> Vec<(String, Option<String>, Option<String>)> {
+    let mut seen: Vec<(String, Option<String>, Option<String>)> = clusterz(port)
         .into_iter()
         .flat_map(|doc| doc.cluster.members)
         .filter(|m| m.state == arlen_wire::states::MemberState::Alive)
         .map(|m| {
             let software = m.software();
-            (m.node_id, software)
+            (m.node_id, software, m.zone)
         })
         .collect();
     seen.sort();
@@ -73,11 +94,22 @@ fn wait_all_count_three(ports: &[u16], nodes: &[Option<ArlenProcess>]) {
 }
 
 #[test]
-fn a_cluster_of_the_previous_release_upgrades_node_by_node_without_a_split() {
-    let previous = previous_binary();
+fn a_cluster_of_protocol_version_1_upgrades_node_by_node_without_a_split() {
+    rolling_upgrade(VERSION_1, 1);
+}
+
+#[test]
+fn a_cluster_of_protocol_version_2_upgrades_node_by_node_without_a_split() {
+    rolling_upgrade(VERSION_2, 2);
+}
+
+/// Replaces three nodes of `commit` (which speaks up to protocol
+/// `version`) one by one by this build.
+fn rolling_upgrade(commit: &str, version: u8) {
+    let previous = previous_binary(commit);
     let current = Path::new(env!("CARGO_BIN_EXE_arlen"));
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<Option<ArlenProcess>> = (0..3).map(|i| Some(start(&previous, i, &ports))).collect();
+    let mut nodes: Vec<Option<ArlenProcess>> = (0..3).map(|i| Some(start(&previous, i, &ports, false))).collect();
     wait_all_count_three(&ports, &nodes);
 
     // Readiness of every node, sampled throughout; `restarting` names the
@@ -113,12 +145,12 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_without_a_split() {
         old.signal("TERM");
         let exited = old.wait_exit(Duration::from_secs(20));
         assert!(exited.success(), "node-{} did not stop cleanly: {exited:?}\n{}", index + 1, old.describe());
-        nodes[index] = Some(start(current, index, &ports));
+        nodes[index] = Some(start(current, index, &ports, true));
         wait_all_count_three(&ports, &nodes);
         *restarting.lock().unwrap() = None;
         // Both directions: the old nodes count the new one, the new one
-        // counts them; the new ones learn each other's versions (from their
-        // first datagrams of version 2), the old ones know of none.
+        // counts them. Software versions travel in envelopes of version 2
+        // and identities of version 3; zones only in identities of version 3.
         for (position, port) in ports.iter().enumerate() {
             let upgraded = position <= index;
             poll_until_explained(
@@ -127,9 +159,15 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_without_a_split() {
                 || {
                     let seen = versions(*port);
                     let right = seen.len() == 3
-                        && seen.iter().all(|(id, software)| {
+                        && seen.iter().all(|(id, software, zone)| {
                             let member: usize = id.trim_start_matches("node-").parse().unwrap_or(usize::MAX);
-                            software.is_some() == (upgraded && member <= index + 1)
+                            let member_upgraded = member <= index + 1;
+                            let software_known = match version {
+                                1 => upgraded && member_upgraded,
+                                _ => true,
+                            };
+                            let zone_known = upgraded && member_upgraded;
+                            software.is_some() == software_known && *zone == zone_known.then(|| zone_of(member - 1))
                         });
                     right.then_some(())
                 },
@@ -141,9 +179,12 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_without_a_split() {
     let (samples, out_of_rotation) = watcher.join().unwrap();
     let expected = format!("{}+", env!("CARGO_PKG_VERSION"));
     let last = versions(ports[0]);
-    assert!(last.iter().all(|(_, software)| software.as_deref().is_some_and(|s| s.starts_with(&expected))), "{last:?}");
+    assert!(
+        last.iter().all(|(_, software, _)| software.as_deref().is_some_and(|s| s.starts_with(&expected))),
+        "{last:?}"
+    );
     eprintln!(
-        "rolling upgrade {PREVIOUS} -> this build over 3 nodes: {samples} readiness samples of untouched nodes, {} out of rotation",
+        "rolling upgrade {commit} (protocol {version}) -> this build over 3 nodes: {samples} readiness samples of untouched nodes, {} out of rotation",
         out_of_rotation.len()
     );
     assert!(out_of_rotation.is_empty(), "untouched nodes left rotation: {out_of_rotation:?}");

@@ -470,6 +470,7 @@ impl Io {
 
 impl Core {
     /// Datagrams and bytes this node sent so far, by what they carry.
+    #[cfg(any(test, feature = "simulation"))]
     pub(crate) fn sent_by_kind(&self) -> &std::collections::BTreeMap<&'static str, (u64, u64)> {
         &self.io.sent
     }
