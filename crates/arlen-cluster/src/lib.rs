@@ -24,5 +24,8 @@ pub use maintenance::Maintenance;
 pub use membership::{
     Accusation, AccuserHealth, HeardClock, Member, MemberState, MembershipView, ProbeEvidence, SourceHealth, Verdict,
 };
-pub use quorum::{evaluate_quorum, evaluate_quorum_with, Quorum, QuorumPolicy, QuorumStatus};
+pub use quorum::{
+    evaluate_quorum, evaluate_quorum_in_zones, evaluate_quorum_with, zone_tolerance, Quorum, QuorumPolicy,
+    QuorumStatus, ZoneTolerance,
+};
 pub use snapshot::{ClusterHeaders, Lifecycle, NodeIdentity, Readiness, RuntimeSettings, Snapshot, UpstreamHealth};

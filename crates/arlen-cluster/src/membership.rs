@@ -102,6 +102,17 @@ impl MembershipView {
         }
     }
 
+    /// Zones with a live member (what the `zones` policy counts): none when
+    /// the source vouches for nobody.
+    pub fn observed_zones(&self) -> u32 {
+        if self.observed_nodes == 0 {
+            return 0;
+        }
+        let zones: std::collections::BTreeSet<&str> =
+            self.members.iter().filter(|m| m.state == MemberState::Alive).filter_map(|m| m.zone.as_deref()).collect();
+        u32::try_from(zones.len()).unwrap_or(u32::MAX)
+    }
+
     /// The view before any source has reported: nothing observed.
     pub fn uninitialised(source: &'static str) -> Self {
         Self {

@@ -1,6 +1,8 @@
 //! Stop permits: "may this node be stopped now?", answered for every asker
 //! at once. A permit is granted only if the cluster keeps quorum with every
-//! permit already granted counted as stopped; a permit expires on its own
+//! permit already granted counted as stopped (nodes, and zones under the
+//! `zones` policy), and one zone at a time: while a permit is in force in
+//! one zone, a node of another zone waits; a permit expires on its own
 //! (a crashed script does not pin the cluster) and is spent when its node is
 //! back (alive under a new generation: it restarted). Pure: the stores that
 //! hold permits (in memory on one node, or an etcd transaction) implement
@@ -22,6 +24,31 @@ pub enum Refusal {
     BreaksQuorum { node: String, up_after: u32, required: u32, stopping: Vec<String> },
     /// Another holder has a permit for that node.
     HeldByAnother { node: String, holder: String },
+    /// Granting it would leave live members in fewer zones than quorum needs.
+    BreaksZoneQuorum { node: String, zones_after: u32, required: u32 },
+    /// Permits are in force in another zone: one zone at a time.
+    OtherZone { node: String, zone: String, stopping_zone: String, stopping: Vec<String> },
+}
+
+/// What quorum needs up: nodes, and zones with a live member (0: zones do
+/// not count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    pub nodes: u32,
+    pub zones: u32,
+}
+
+impl Needs {
+    /// Only nodes count.
+    pub fn nodes(nodes: u32) -> Self {
+        Self { nodes, zones: 0 }
+    }
+}
+
+impl From<&crate::Quorum> for Needs {
+    fn from(quorum: &crate::Quorum) -> Self {
+        Self { nodes: quorum.required_nodes, zones: quorum.required_zones }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -34,6 +61,15 @@ impl std::fmt::Display for Refusal {
                 stopping.join(", ")
             ),
             Refusal::HeldByAnother { node, holder } => write!(f, "{holder} holds the permit to stop {node}"),
+            Refusal::BreaksZoneQuorum { node, zones_after, required } => write!(
+                f,
+                "stopping {node} would leave live members in {zones_after} zones, and quorum needs {required}"
+            ),
+            Refusal::OtherZone { node, zone, stopping_zone, stopping } => write!(
+                f,
+                "{node} is in zone {zone}, and permits are in force in zone {stopping_zone} ({}): one zone at a time",
+                stopping.join(", ")
+            ),
         }
     }
 }
@@ -58,11 +94,12 @@ pub fn in_force(permits: Vec<StopPermit>, members: &[Member], now_ms: u64) -> Ve
 /// holder asking again for the same node is granted again (a retry).
 pub fn decide(
     members: &[Member],
-    required: u32,
+    needs: Needs,
     permits: &[StopPermit],
     node: &str,
     holder: &str,
 ) -> Result<u64, Refusal> {
+    let required = needs.nodes;
     let target = members.iter().find(|m| m.node_id == node).ok_or_else(|| Refusal::UnknownNode(node.to_owned()))?;
     if let Some(held) = permits.iter().find(|p| p.node == node) {
         if held.holder != holder {
@@ -74,12 +111,39 @@ pub fn decide(
         stopping.push(node.to_owned());
     }
     stopping.sort();
+    let zone_of = |name: &str| members.iter().find(|m| m.node_id == name).and_then(|m| m.zone.clone());
+    if let Some(zone) = &target.zone {
+        let elsewhere: Vec<(String, String)> = permits
+            .iter()
+            .filter(|p| p.node != node)
+            .filter_map(|p| zone_of(&p.node).filter(|z| z != zone).map(|z| (p.node.clone(), z)))
+            .collect();
+        if let Some((_, stopping_zone)) = elsewhere.first() {
+            return Err(Refusal::OtherZone {
+                node: node.to_owned(),
+                zone: zone.clone(),
+                stopping_zone: stopping_zone.clone(),
+                stopping: elsewhere.iter().map(|(n, _)| n.clone()).collect(),
+            });
+        }
+    }
     let up_after = u32::try_from(
         members.iter().filter(|m| m.state == MemberState::Alive && !stopping.contains(&m.node_id)).count(),
     )
     .unwrap_or(u32::MAX);
     if up_after < required {
         return Err(Refusal::BreaksQuorum { node: node.to_owned(), up_after, required, stopping });
+    }
+    if needs.zones > 0 {
+        let zones: std::collections::BTreeSet<&str> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive && !stopping.contains(&m.node_id))
+            .filter_map(|m| m.zone.as_deref())
+            .collect();
+        let zones_after = u32::try_from(zones.len()).unwrap_or(u32::MAX);
+        if zones_after < needs.zones {
+            return Err(Refusal::BreaksZoneQuorum { node: node.to_owned(), zones_after, required: needs.zones });
+        }
     }
     Ok(target.generation)
 }
@@ -160,17 +224,17 @@ mod tests {
     fn every_granted_permit_counts_as_stopped() {
         let five: Vec<Member> = (1..=5).map(|i| member(&format!("node-{i}"), MemberState::Alive, 7)).collect();
         // Majority of 5: 3 must stay up, so two permits and no third.
-        assert_eq!(decide(&five, 3, &[], "node-5", "a"), Ok(7));
+        assert_eq!(decide(&five, Needs::nodes(3), &[], "node-5", "a"), Ok(7));
         let granted = [permit("node-5", "a", 7, u64::MAX), permit("node-4", "b", 7, u64::MAX)];
-        assert_eq!(decide(&five, 3, &granted[..1], "node-4", "b"), Ok(7));
-        let refused = decide(&five, 3, &granted, "node-3", "c").unwrap_err();
+        assert_eq!(decide(&five, Needs::nodes(3), &granted[..1], "node-4", "b"), Ok(7));
+        let refused = decide(&five, Needs::nodes(3), &granted, "node-3", "c").unwrap_err();
         assert!(matches!(refused, Refusal::BreaksQuorum { up_after: 2, required: 3, .. }), "{refused:?}");
         assert!(refused.to_string().contains("node-3, node-4, node-5"), "{refused}");
         // A member already down counts too: with node-2 dead, one permit is all.
         let mut degraded = five.clone();
         degraded[1].state = MemberState::Dead;
         assert_eq!(
-            decide(&degraded, 3, &granted[..1], "node-4", "b"),
+            decide(&degraded, Needs::nodes(3), &granted[..1], "node-4", "b"),
             Err(Refusal::BreaksQuorum {
                 node: "node-4".to_owned(),
                 up_after: 2,
@@ -181,14 +245,46 @@ mod tests {
     }
 
     #[test]
+    fn one_zone_at_a_time_and_zones_count_under_the_zones_policy() {
+        let zoned =
+            |name: &str, zone: &str| Member { zone: Some(zone.to_owned()), ..member(name, MemberState::Alive, 1) };
+        // Six nodes, two per zone.
+        let six = [
+            zoned("n1", "a"),
+            zoned("n2", "a"),
+            zoned("n3", "b"),
+            zoned("n4", "b"),
+            zoned("n5", "c"),
+            zoned("n6", "c"),
+        ];
+        let held = [permit("n1", "deploy", 1, u64::MAX)];
+        assert_eq!(decide(&six, Needs::nodes(4), &held, "n2", "deploy"), Ok(1), "the same zone: granted");
+        let refused = decide(&six, Needs::nodes(4), &held, "n3", "deploy").unwrap_err();
+        assert!(matches!(&refused, Refusal::OtherZone { stopping_zone, .. } if stopping_zone == "a"), "{refused:?}");
+        assert!(refused.to_string().contains("one zone at a time"), "{refused}");
+        // `zones` with 3 expected zones needs 2: stopping all of zone a leaves b and c.
+        let needs = Needs { nodes: 4, zones: 2 };
+        let both = [permit("n1", "deploy", 1, u64::MAX)];
+        assert_eq!(decide(&six, needs, &both, "n2", "deploy"), Ok(1));
+        let three_zones_needed = Needs { nodes: 4, zones: 3 };
+        assert!(matches!(
+            decide(&six, three_zones_needed, &both, "n2", "deploy"),
+            Err(Refusal::BreaksZoneQuorum { zones_after: 2, required: 3, .. })
+        ));
+    }
+
+    #[test]
     fn a_node_has_one_holder_and_unknown_nodes_are_named() {
         let three: Vec<Member> = (1..=3).map(|i| member(&format!("node-{i}"), MemberState::Alive, 1)).collect();
         let held = [permit("node-3", "deploy-1", 1, u64::MAX)];
-        assert_eq!(decide(&three, 2, &held, "node-3", "deploy-1"), Ok(1), "a retry by the holder");
-        assert!(matches!(decide(&three, 2, &held, "node-3", "deploy-2"), Err(Refusal::HeldByAnother { .. })));
-        assert_eq!(decide(&three, 2, &[], "node-9", "x"), Err(Refusal::UnknownNode("node-9".to_owned())));
+        assert_eq!(decide(&three, Needs::nodes(2), &held, "node-3", "deploy-1"), Ok(1), "a retry by the holder");
+        assert!(matches!(
+            decide(&three, Needs::nodes(2), &held, "node-3", "deploy-2"),
+            Err(Refusal::HeldByAnother { .. })
+        ));
+        assert_eq!(decide(&three, Needs::nodes(2), &[], "node-9", "x"), Err(Refusal::UnknownNode("node-9".to_owned())));
         // quorumPolicy = all: nothing may be stopped.
-        assert!(matches!(decide(&three, 3, &[], "node-1", "x"), Err(Refusal::BreaksQuorum { .. })));
+        assert!(matches!(decide(&three, Needs::nodes(3), &[], "node-1", "x"), Err(Refusal::BreaksQuorum { .. })));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::gate::{GateWindows, QuorumGate, Timestamp};
 use crate::membership::MembershipView;
-use crate::quorum::{evaluate_quorum_with, Quorum, QuorumPolicy};
+use crate::quorum::{evaluate_quorum_in_zones, Quorum, QuorumPolicy};
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,10 +222,11 @@ impl Snapshot {
         previous_gate: Option<QuorumGate>,
         now: Timestamp,
     ) -> Self {
-        let quorum = evaluate_quorum_with(
+        let quorum = evaluate_quorum_in_zones(
             identity.cluster_enabled,
             settings.expected_nodes,
             membership.observed_nodes,
+            membership.observed_zones(),
             settings.quorum_policy,
         );
         let gate = match previous_gate {

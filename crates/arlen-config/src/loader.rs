@@ -352,6 +352,32 @@ impl<'a> Loader<'a> {
                 ));
             }
         }
+        if let Some(policy) =
+            get(Key::ClusterQuorumPolicy).filter(|p| p.value == Typed::Policy(QuorumPolicySetting::Zones))
+        {
+            let zones = get(Key::ClusterExpectedZones).map(|z| &z.value);
+            if matches!(zones, Some(Typed::Integer(0)) | None) {
+                self.errors.push(located_error(
+                    format!(
+                        "quorumPolicy `zones` counts zones: set {} (cluster.expectedZones) to how many zones the cluster spans",
+                        Key::ClusterExpectedZones.spec().variable()
+                    ),
+                    policy.spec,
+                    &policy.source,
+                ));
+            }
+            let zone = get(Key::ClusterZone).map(|z| &z.value);
+            if matches!(zone, Some(Typed::Text(z)) if z.is_empty()) || zone.is_none() {
+                self.errors.push(located_error(
+                    format!(
+                        "quorumPolicy `zones` counts zones: set {} (cluster.zone) to the zone this node runs in",
+                        Key::ClusterZone.spec().variable()
+                    ),
+                    policy.spec,
+                    &policy.source,
+                ));
+            }
+        }
         if let Some(zone) = get(Key::ClusterZone) {
             if let Typed::Text(name) = &zone.value {
                 if let Some(problem) = crate::zone_problem(name) {
@@ -779,6 +805,7 @@ fn build_config(
             emit_headers: flag(Key::ClusterEmitHeaders)?,
             fault_injection_enabled: flag(Key::ClusterFaultInjectionEnabled)?,
             quorum_policy: policy(Key::ClusterQuorumPolicy)?,
+            expected_zones: to_u32(int(Key::ClusterExpectedZones)?),
             quorum_loss_grace: millis(int(Key::ClusterQuorumLossGraceMs)?),
             quorum_recovery_stable: millis(int(Key::ClusterQuorumRecoveryStableMs)?),
             membership: MembershipConfig {
@@ -813,8 +840,8 @@ fn build_config(
         shutdown: ShutdownConfig {
             graceful_timeout: seconds(int(Key::ShutdownGracefulTimeoutSeconds)?),
             drain_delay: seconds(int(Key::ShutdownDrainDelaySeconds)?),
-            drain_quiet: millis(int(Key::ShutdownDrainQuietMs)?),
-            drain_min: millis(int(Key::ShutdownDrainMinMs)?),
+            drain_quiet: millis(int(Key::ShutdownDrainQuietPeriodMs)?),
+            drain_max: seconds(int(Key::ShutdownDrainMaxDelaySeconds)?),
         },
         checks: ChecksConfig {
             readiness: crate::parse_checks(&text(Key::ChecksReadiness)?).unwrap_or_default(),

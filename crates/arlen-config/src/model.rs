@@ -190,6 +190,8 @@ pub struct ClusterConfig {
     /// Install the fault-injection wrapper around the gossip transport.
     pub fault_injection_enabled: bool,
     pub quorum_policy: QuorumPolicySetting,
+    /// `cluster.expectedZones` (0: not set).
+    pub expected_zones: u32,
     pub quorum_loss_grace: Duration,
     pub quorum_recovery_stable: Duration,
 }
@@ -200,18 +202,21 @@ pub enum QuorumPolicySetting {
     All,
     Majority,
     AtLeast(u32),
+    /// A majority of the nodes, in a majority of `cluster.expectedZones`.
+    Zones,
 }
 
 impl QuorumPolicySetting {
-    /// Parses `all`, `majority` (any case) or a positive integer.
+    /// Parses `all`, `majority`, `zones` (any case) or a positive integer.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let text = raw.trim().to_ascii_lowercase();
         match text.as_str() {
             "all" => Ok(Self::All),
             "majority" => Ok(Self::Majority),
+            "zones" => Ok(Self::Zones),
             _ => match value::parse_integer(&text) {
                 Ok(n) if n >= 1 => u32::try_from(n).map(Self::AtLeast).map_err(|_| format!("{n} is too large")),
-                _ => Err(format!("expected all, majority or a positive integer, got {raw:?}")),
+                _ => Err(format!("expected all, majority, zones or a positive integer, got {raw:?}")),
             },
         }
     }
@@ -221,6 +226,7 @@ impl QuorumPolicySetting {
             Self::All => "all".to_owned(),
             Self::Majority => "majority".to_owned(),
             Self::AtLeast(n) => n.to_string(),
+            Self::Zones => "zones".to_owned(),
         }
     }
 }
@@ -324,7 +330,8 @@ pub struct ShutdownConfig {
     /// stops accepting connections.
     pub drain_delay: Duration,
     /// Above zero, the drain ends once no application request has arrived
-    /// for this long (after `drain_min`; `drain_delay` is then the longest).
+    /// for this long (`drain_delay` is then the shortest drain, `drain_max`
+    /// the longest).
     pub drain_quiet: Duration,
-    pub drain_min: Duration,
+    pub drain_max: Duration,
 }

@@ -384,7 +384,8 @@ registry! {
         Default::Computed("`cluster.enabled`"),
         "`X-Arlen-Cluster-*` headers on every response (needs `cluster.enabled`)"
     ),
-    key!(ClusterQuorumPolicy, Live, "cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), or at least N"),
+    key!(ClusterQuorumPolicy, Live, "cluster.quorumPolicy", "CLUSTER_QUORUM_POLICY", Kind::QuorumPolicy, Default::Text("all"), "when quorum is met: all expected nodes, a majority (⌊E/2⌋+1), at least N, or `zones`: a majority of the nodes with live members in a majority of cluster.expectedZones zones (each node sets cluster.zone)"),
+    key!(ClusterExpectedZones, Live, "cluster.expectedZones", "CLUSTER_EXPECTED_ZONES", Kind::Integer { min: 0, max: 1000, out_of_range: OutOfRange::Error }, Default::Integer(0), "how many zones the cluster spans (required by quorumPolicy `zones`)"),
     key!(ClusterQuorumLossGraceMs, Live, "cluster.quorumLossGraceMs", "CLUSTER_QUORUM_LOSS_GRACE_MS", AT_LEAST_0, Default::Integer(0), "readiness stays ready until quorum has been lost this long"),
     key!(ClusterQuorumRecoveryStableMs, Live, "cluster.quorumRecoveryStableMs", "CLUSTER_QUORUM_RECOVERY_STABLE_MS", AT_LEAST_0, Default::Integer(0), "readiness returns only after quorum has held this long"),
     key!(ClusterMembershipSource, Restart, "cluster.membership.source", "CLUSTER_MEMBERSHIP_SOURCE", Kind::OneOf(crate::MembershipSource::WORDS), Default::Text("static_config"), "where observed nodes come from: configured (`static_config`), or live (`gossip`, `etcd`)"),
@@ -422,8 +423,8 @@ registry! {
     key!(ChecksTimeoutMs, Restart, "checks.timeoutMs", "CHECKS_TIMEOUT_MS", Kind::Integer { min: 10, max: 60_000, out_of_range: OutOfRange::Clamp }, Default::Integer(800), "a run that takes longer has failed (a command is killed)"),
     key!(ProxyResponseTimeoutSeconds, Restart, "proxy.responseTimeoutSeconds", "PROXY_RESPONSE_TIMEOUT_SECONDS", Kind::Integer { min: 1, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the upstream's response head must arrive within this long (then 504); bodies stream without a limit"),
     key!(ShutdownDrainDelaySeconds, Live, "shutdown.drainDelaySeconds", "SHUTDOWN_DRAIN_DELAY_SECONDS", AT_LEAST_0, Default::Computed("0 in development and test, else 5"), "on SIGTERM/SIGINT, /readyz fails and the node keeps serving this long before it stops accepting"),
-    key!(ShutdownDrainQuietMs, Live, "shutdown.drainQuietMs", "SHUTDOWN_DRAIN_QUIET_MS", Kind::Integer { min: 0, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(0), "0: the drain lasts drainDelaySeconds; above 0 it ends once no application request has arrived for this long (probes do not count), after drainMinMs and at most drainDelaySeconds"),
-    key!(ShutdownDrainMinMs, Live, "shutdown.drainMinMs", "SHUTDOWN_DRAIN_MIN_MS", Kind::Integer { min: 0, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(1000), "the shortest drain when drainQuietMs is on: load balancers must first see /readyz fail"),
+    key!(ShutdownDrainQuietPeriodMs, Live, "shutdown.drainQuietPeriodMs", "SHUTDOWN_DRAIN_QUIET_PERIOD_MS", Kind::Integer { min: 0, max: 600_000, out_of_range: OutOfRange::Clamp }, Default::Integer(0), "0: the drain lasts drainDelaySeconds; above 0 it ends once no application request has arrived for this long (probes do not count), at least drainDelaySeconds (then the minimum: load balancers must first see /readyz fail) and at most drainMaxDelaySeconds"),
+    key!(ShutdownDrainMaxDelaySeconds, Live, "shutdown.drainMaxDelaySeconds", "SHUTDOWN_DRAIN_MAX_DELAY_SECONDS", Kind::Integer { min: 0, max: 3600, out_of_range: OutOfRange::Clamp }, Default::Integer(30), "the longest drain when drainQuietPeriodMs is on (requests still arriving then are served until the node stops accepting)"),
     key!(ShutdownGracefulTimeoutSeconds, Restart, "shutdown.gracefulTimeoutSeconds", "SHUTDOWN_GRACEFUL_TIMEOUT_SECONDS", AT_LEAST_0, Default::Integer(10), "then in-flight requests get this long to finish"),
 }
 

@@ -78,6 +78,7 @@ fn defaults_match_the_contract_table() {
             emit_headers: false,
             fault_injection_enabled: false,
             quorum_policy: QuorumPolicySetting::All,
+            expected_zones: 0,
             quorum_loss_grace: Duration::ZERO,
             quorum_recovery_stable: Duration::ZERO,
             membership: MembershipConfig {
@@ -156,7 +157,7 @@ fn quorum_policy_and_hysteresis_keys() {
     for bad in ["0", "-1", "most", "2.5"] {
         let errors = App::new().load(&[("ARLEN_CLUSTER_QUORUM_POLICY", bad)]).unwrap_err();
         assert!(
-            errors.errors[0].to_string().starts_with("variable ARLEN_CLUSTER_QUORUM_POLICY (key cluster.quorumPolicy): expected all, majority or a positive integer"),
+            errors.errors[0].to_string().starts_with("variable ARLEN_CLUSTER_QUORUM_POLICY (key cluster.quorumPolicy): expected all, majority, zones or a positive integer"),
             "{bad}: {}",
             errors.errors[0]
         );
@@ -748,4 +749,28 @@ fn a_misspelled_variable_is_warned_with_the_one_meant_and_hints_survive_errors()
         vec!["config/app.toml:2:16: unknown key cluster.expectedNode; did you mean cluster.expectedNodes?"]
     );
     assert!(errors.to_string().contains("\nhints:\n  - config/app.toml:2:16: unknown key"), "{errors}");
+}
+
+#[test]
+fn zones_need_a_zone_and_a_zone_count_and_zone_names_are_checked() {
+    let errors = App::new().load(&[("ARLEN_CLUSTER_QUORUM_POLICY", "zones")]).unwrap_err().to_string();
+    assert!(errors.contains("variable ARLEN_CLUSTER_QUORUM_POLICY (key cluster.quorumPolicy): quorumPolicy `zones` counts zones: set ARLEN_CLUSTER_EXPECTED_ZONES"), "{errors}");
+    assert!(errors.contains("set ARLEN_CLUSTER_ZONE (cluster.zone)"), "{errors}");
+    let config = App::new()
+        .load(&[
+            ("ARLEN_CLUSTER_QUORUM_POLICY", "zones"),
+            ("ARLEN_CLUSTER_EXPECTED_ZONES", "3"),
+            ("ARLEN_CLUSTER_ZONE", "eu-west-1a"),
+        ])
+        .unwrap();
+    assert_eq!(
+        (
+            config.config.cluster.quorum_policy,
+            config.config.cluster.expected_zones,
+            config.config.cluster.zone.as_deref()
+        ),
+        (QuorumPolicySetting::Zones, 3, Some("eu-west-1a"))
+    );
+    let errors = App::new().load(&[("ARLEN_CLUSTER_ZONE", "eu west")]).unwrap_err().to_string();
+    assert!(errors.contains("variable ARLEN_CLUSTER_ZONE (key cluster.zone): zone \"eu west\""), "{errors}");
 }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arlen_cluster::permits::{decide, in_force, PermitStore, Refusal, StopPermit};
+use arlen_cluster::permits::{decide, in_force, Needs, PermitStore, Refusal, StopPermit};
 use arlen_cluster::{MemberState, QuorumStatus, Snapshot};
 use arlen_wire::documents::StopPermits;
 use axum::body::Body;
@@ -163,7 +163,7 @@ impl PermitsEndpoint {
             };
             let now = now_ms();
             let permits = in_force(permits, members, now);
-            let generation = match decide(members, snapshot.quorum.required_nodes, &permits, &ask.node, &ask.holder) {
+            let generation = match decide(members, Needs::from(&snapshot.quorum), &permits, &ask.node, &ask.holder) {
                 Ok(generation) => generation,
                 Err(refusal) => {
                     let status = if matches!(refusal, Refusal::UnknownNode(_)) {

@@ -65,6 +65,7 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
             QuorumPolicySetting::All => QuorumPolicy::All,
             QuorumPolicySetting::Majority => QuorumPolicy::Majority,
             QuorumPolicySetting::AtLeast(n) => QuorumPolicy::AtLeast(n),
+            QuorumPolicySetting::Zones => QuorumPolicy::Zones(c.expected_zones),
         },
         gate_windows: GateWindows { loss_grace: c.quorum_loss_grace, recovery_stable: c.quorum_recovery_stable },
         emit_headers: config.cluster.emit_headers,

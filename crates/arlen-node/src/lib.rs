@@ -638,8 +638,8 @@ async fn drain(
         tracing::info!(
             signal,
             quiet_ms = shutdown.drain_quiet.as_millis() as u64,
-            min_ms = shutdown.drain_min.as_millis() as u64,
-            max_seconds = shutdown.drain_delay.as_secs(),
+            min_seconds = shutdown.drain_delay.as_secs(),
+            max_seconds = shutdown.drain_max.max(shutdown.drain_delay).as_secs(),
             "draining: /readyz answers 503 and the node keeps serving until no request has arrived for the quiet period (a second signal skips it)"
         );
     }
@@ -651,10 +651,11 @@ async fn drain(
     }
 }
 
-/// The drain's wait: the fixed delay, or (with `drainQuietMs`) until no
-/// application request has arrived for the quiet period — load balancers
-/// have seen `/readyz` fail and stopped sending — within the minimum and
-/// the maximum (`drainDelaySeconds`). What ended it.
+/// The drain's wait: the fixed delay, or (with `drainQuietPeriodMs`) until
+/// no application request has arrived for the quiet period — load balancers
+/// have seen `/readyz` fail and stopped sending — within the minimum
+/// (`drainDelaySeconds`) and the maximum (`drainMaxDelaySeconds`). What
+/// ended it.
 async fn drained(shutdown: &arlen_config::ShutdownConfig, runtime: &Runtime) -> &'static str {
     if shutdown.drain_quiet.is_zero() {
         tokio::time::sleep(shutdown.drain_delay).await;
@@ -664,11 +665,11 @@ async fn drained(shutdown: &arlen_config::ShutdownConfig, runtime: &Runtime) -> 
     let step = (shutdown.drain_quiet / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     loop {
         let elapsed = started.elapsed();
-        if elapsed >= shutdown.drain_delay {
-            return "drain ended at its maximum (drainDelaySeconds): requests were still arriving";
+        if elapsed >= shutdown.drain_max.max(shutdown.drain_delay) {
+            return "drain ended at its maximum (drainMaxDelaySeconds): requests were still arriving";
         }
-        if elapsed >= shutdown.drain_min && runtime.quiet_for() >= shutdown.drain_quiet {
-            return "drain ended: no request for the quiet period (drainQuietMs)";
+        if elapsed >= shutdown.drain_delay && runtime.quiet_for() >= shutdown.drain_quiet {
+            return "drain ended: no request for the quiet period (drainQuietPeriodMs)";
         }
         tokio::time::sleep(step).await;
     }

@@ -73,6 +73,10 @@ pub struct NodeReport {
     /// `/clusterz` status read again after sampling (to tell change from contradiction).
     #[serde(skip)]
     pub status_after: Option<QuorumStatus>,
+    /// What the node says of its zones ("survives the loss of zone b; not
+    /// of zone a"), when its members name zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_summary: Option<String>,
 }
 
 /// One member as one node sees it.
@@ -128,6 +132,7 @@ impl NodeReport {
                     software: m.software().as_deref().map(printable),
                 })
                 .collect(),
+            zone_summary: cluster.quorum.zone_summary.as_deref().map(printable),
             accusations: {
                 let lines: Vec<String> = cluster
                     .accusations
@@ -348,6 +353,7 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
     }
     restricted_details(&reachable, &mut found);
     mixed_versions(&reachable, &mut found);
+    zone_tolerance(&reachable, &mut found);
     disagreement(&reachable, &mut found);
     (found.findings, found.verdict)
 }
@@ -480,6 +486,23 @@ fn mixed_versions(reachable: &[&NodeReport], found: &mut Found) {
                 "members run different software versions (expected during a rolling upgrade, not after): {}",
                 described.join("; ")
             ),
+        );
+    }
+}
+
+/// Zones whose loss would cost quorum, as the ready nodes see it (one
+/// finding per distinct view; nothing when every zone can go).
+fn zone_tolerance(reachable: &[&NodeReport], found: &mut Found) {
+    let mut said: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in reachable.iter().filter(|r| r.ready == Some(true)) {
+        if let Some(summary) = r.zone_summary.as_deref().filter(|s| s.contains("not")) {
+            said.entry(summary).or_default().push(name(r));
+        }
+    }
+    for (summary, who) in said {
+        found.note(
+            "zone_tolerance",
+            format!("the cluster {summary} (as {} see{} it)", who.join(", "), if who.len() == 1 { "s" } else { "" }),
         );
     }
 }
@@ -623,6 +646,19 @@ mod tests {
             mixed.message,
             "members run different software versions (expected during a rolling upgrade, not after): 0.2.0+abc: a; an unversioned release: b"
         );
+    }
+
+    #[test]
+    fn a_zone_whose_loss_costs_quorum_is_a_finding() {
+        let mut a = node("a", "degraded", &["a", "b"]);
+        a.ready = Some(true);
+        a.zone_summary = Some("survives the loss of zone z1; not of zone z2".to_owned());
+        let (findings, _) = analyze(std::slice::from_ref(&a));
+        let zone = findings.iter().find(|f| f.kind == "zone_tolerance").expect("a zone_tolerance finding");
+        assert_eq!(zone.message, "the cluster survives the loss of zone z1; not of zone z2 (as a sees it)");
+        a.zone_summary = Some("survives the loss of any one zone (z1, z2, z3)".to_owned());
+        let (findings, _) = analyze(&[a]);
+        assert!(findings.iter().all(|f| f.kind != "zone_tolerance"), "{findings:?}");
     }
 
     #[test]

@@ -116,6 +116,48 @@ pub struct QuorumSection {
     pub policy: String,
     pub required_nodes: u32,
     pub failure_tolerance: u32,
+    /// Zones with a live member, and how many quorum needs (policy `zones`);
+    /// absent when no member names a zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_zones: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_zones: Option<u32>,
+    /// Per zone the members name: whether quorum survives its loss
+    /// (CONTRACT §7.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone_tolerance: Vec<ZoneEntry>,
+    /// The same in a sentence: "survives the loss of zone b or c; not of zone a".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_summary: Option<String>,
+}
+
+/// One zone's weight in the quorum (`/clusterz` `cluster.quorum.zone_tolerance`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneEntry {
+    pub zone: String,
+    /// Live members in the zone.
+    pub alive_members: u32,
+    /// Members listed in the zone, live or not.
+    pub members: u32,
+    /// Quorum is met and stays met with every live member of the zone gone.
+    pub survives_loss: bool,
+}
+
+/// "survives the loss of zone b or c; not of zone a" (or the one half that applies).
+pub fn zone_tolerance_sentence(zones: &[ZoneEntry]) -> Option<String> {
+    if zones.is_empty() {
+        return None;
+    }
+    let names = |survives: bool| -> Vec<&str> {
+        zones.iter().filter(|z| z.survives_loss == survives).map(|z| z.zone.as_str()).collect()
+    };
+    let (yes, no) = (names(true), names(false));
+    let list = |names: &[&str]| names.join(" or ");
+    Some(match (yes.is_empty(), no.is_empty()) {
+        (false, false) => format!("survives the loss of zone {}; not of zone {}", list(&yes), list(&no)),
+        (false, true) => format!("survives the loss of any one zone ({})", yes.join(", ")),
+        (true, _) => format!("does not survive the loss of any zone ({})", no.join(", ")),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

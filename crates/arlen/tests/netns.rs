@@ -621,3 +621,162 @@ fn a_node_cut_from_etcd_only_reports_partitioned_within_the_ttl() {
     let _ = etcd.kill();
     let _ = etcd.wait();
 }
+
+/// A request with a bearer token and a JSON body: the status and the body.
+fn send_with_token(address: SocketAddr, method: &str, target: &str, token: &str, body: &str) -> Option<(u16, String)> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+/// Zone-aware readiness on real processes: six gossip nodes in three zones
+/// (two each) under `quorumPolicy = zones`. Whole, every node says the
+/// cluster survives the loss of any one zone, and stop permits go one zone
+/// at a time; zone a cut off from the others (nftables, both ways), its two
+/// nodes leave rotation within the bound and stay out, the four others never
+/// leave it and say the cluster survives the loss of zone a but of no other;
+/// healed, every node is nominal again.
+#[test]
+fn a_zone_cut_off_leaves_rotation_and_the_others_name_what_they_survive() {
+    const TOKEN: &str = "zones-netns-operations-token-0123456789";
+    let seed = seed();
+    let size = 6;
+    let lab = Lab::new(size, seed ^ 0x2011e5);
+    let logs = tempfile::tempdir().unwrap();
+    let zone = |i: usize| format!("zone-{}", ["a", "b", "c"][i / 2]);
+    let vars = |i: usize| {
+        let mut vars: Vec<(String, String)> =
+            gossip_vars(&lab, i, size).into_iter().filter(|(k, _)| k != "ARLEN_CLUSTER_QUORUM_POLICY").collect();
+        vars.extend(
+            [
+                ("ARLEN_CLUSTER_QUORUM_POLICY", "zones".to_owned()),
+                ("ARLEN_CLUSTER_EXPECTED_ZONES", "3".to_owned()),
+                ("ARLEN_CLUSTER_ZONE", zone(i)),
+                ("ARLEN_OPS_TOKEN", TOKEN.to_owned()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        vars
+    };
+    let nodes: Vec<Node> = (0..size).map(|i| Node::start(&lab, i, &vars(i), logs.path())).collect();
+    let addresses: Vec<SocketAddr> = (0..size).map(|i| format!("{}:{HTTP_PORT}", lab.ip(i)).parse().unwrap()).collect();
+    let checker = Checker::start(addresses.clone());
+    let converged = checker.wait_nominal(Duration::ZERO, Duration::from_secs(40));
+    assert!(converged.is_some(), "seed {seed}: never converged\n{}", describe(&lab, &nodes));
+    let tolerance = |i: usize| -> Option<String> {
+        let (_, body) = get(addresses[i], "/clusterz", Duration::from_secs(1))?;
+        serde_json::from_str::<ClusterDocument>(&body).ok()?.cluster.quorum.zone_summary
+    };
+    for i in 0..size {
+        let said = tolerance(i);
+        assert_eq!(
+            said.as_deref(),
+            Some("survives the loss of any one zone (zone-a, zone-b, zone-c)"),
+            "node-{}",
+            i + 1
+        );
+    }
+
+    // Stop permits, one zone at a time (node-1 grants: the lowest-named member).
+    let permit = |node: &str| {
+        let body = format!(r#"{{"node": "{node}", "holder": "deploy", "ttl_seconds": 60}}"#);
+        send_with_token(addresses[0], "POST", "/_arlen/stop-permits", TOKEN, &body).expect("node-1 answers")
+    };
+    assert_eq!(permit("node-1").0, 200, "the first permit");
+    let (status, refused) = permit("node-3");
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused.contains("one zone at a time"), "{refused}");
+    assert_eq!(permit("node-2").0, 200, "a second node of the same zone: the others keep 4 nodes in 2 zones");
+    for node in ["node-1", "node-2"] {
+        let released = send_with_token(addresses[0], "DELETE", &format!("/_arlen/stop-permits/{node}"), TOKEN, "");
+        assert_eq!(released.map(|(s, _)| s), Some(200), "{node} released");
+    }
+
+    // Zone a (node-1, node-2) cut from zones b and c, both ways.
+    let cut_at = checker.now();
+    let others: Vec<usize> = (2..size).collect();
+    for i in 0..2 {
+        lab.filter(i, &others, &others, &[]);
+    }
+    let deadline = Instant::now() + OUT_BOUND + Duration::from_secs(2);
+    let out_after = loop {
+        let out: Vec<Option<Duration>> = (0..2)
+            .map(|i| {
+                checker.samples(i, cut_at, checker.now()).iter().find(|s| s.ready == Some(false)).map(|s| s.at - cut_at)
+            })
+            .collect();
+        if out.iter().all(Option::is_some) || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let detail = || describe(&lab, &nodes);
+    for (i, out) in out_after.iter().enumerate() {
+        let out =
+            out.unwrap_or_else(|| panic!("seed {seed}: node-{} of the cut zone stayed ready\n{}", i + 1, detail()));
+        assert!(out <= OUT_BOUND, "seed {seed}: node-{} left rotation after {out:?}", i + 1);
+    }
+    // Hold the cut: the zone stays out, the others say what they survive.
+    let hold_until = Instant::now() + Duration::from_secs(2);
+    let survivors_said = poll_said(&tolerance, 2, hold_until);
+    assert_eq!(
+        survivors_said.as_deref(),
+        Some("survives the loss of zone zone-a; not of zone zone-b or zone-c"),
+        "seed {seed}\n{}",
+        detail()
+    );
+    while Instant::now() < hold_until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let heal_at = checker.now();
+    for i in 0..2 {
+        let out = checker.samples(i, cut_at + OUT_BOUND, heal_at);
+        let back: Vec<String> = out.iter().filter(|s| s.ready == Some(true)).map(Sample::explain).collect();
+        assert!(back.is_empty(), "seed {seed}: node-{} of the cut zone ready again: {back:?}\n{}", i + 1, detail());
+    }
+    for i in 0..size {
+        lab.heal(i);
+    }
+    let healed = checker.wait_nominal(heal_at, HEAL_BOUND);
+    assert!(healed.is_some(), "seed {seed}: not nominal within {HEAL_BOUND:?} of the heal\n{}", detail());
+    for i in 2..size {
+        let samples = checker.samples(i, cut_at, checker.now());
+        let bad: Vec<String> = samples.iter().filter(|s| s.ready != Some(true)).map(Sample::explain).collect();
+        assert!(
+            bad.is_empty(),
+            "seed {seed}: node-{} of an untouched zone left rotation: {bad:?}\n{}",
+            i + 1,
+            detail()
+        );
+    }
+    println!(
+        "seed {seed}: zone-a cut off: out after {:?}; nominal {healed:?} after the heal; the others stayed in rotation",
+        out_after
+    );
+    checker.stop();
+    drop(nodes);
+}
+
+/// What node `i` says of its zones, once it says something else than before
+/// the cut (or the last thing it said by `until`).
+fn poll_said(tolerance: &dyn Fn(usize) -> Option<String>, i: usize, until: Instant) -> Option<String> {
+    loop {
+        let said = tolerance(i);
+        let changed = said.as_deref().is_some_and(|s| !s.starts_with("survives the loss of any one zone"));
+        if changed || Instant::now() > until {
+            return said;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -230,6 +230,16 @@ fn document(snapshot: &Snapshot, at: Timestamp, full: bool) -> ClusterDocument {
     let quorum = &snapshot.quorum;
     let membership = &snapshot.membership;
     let settings = &snapshot.settings;
+    let zones: Vec<arlen_wire::documents::ZoneEntry> = arlen_cluster::zone_tolerance(quorum, &membership.members)
+        .into_iter()
+        .map(|z| arlen_wire::documents::ZoneEntry {
+            zone: z.zone,
+            alive_members: z.alive,
+            members: z.members,
+            survives_loss: z.survives_loss,
+        })
+        .collect();
+    let zoned = !zones.is_empty() || quorum.required_zones > 0;
     ClusterDocument {
         ok: true,
         cluster: ClusterSection {
@@ -248,6 +258,10 @@ fn document(snapshot: &Snapshot, at: Timestamp, full: bool) -> ClusterDocument {
                 policy: quorum.policy.name(),
                 required_nodes: quorum.required_nodes,
                 failure_tolerance: quorum.failure_tolerance,
+                observed_zones: zoned.then_some(quorum.observed_zones),
+                required_zones: zoned.then_some(quorum.required_zones),
+                zone_summary: arlen_wire::documents::zone_tolerance_sentence(&zones),
+                zone_tolerance: zones,
             },
             generation: snapshot.generation,
             lifecycle: LifecycleSection {
