@@ -154,7 +154,7 @@ impl KeySpec {
             Kind::OneOf(words) => format!("one of {}", words.join(", ")),
             Kind::Address => "`host:port`".to_owned(),
             Kind::AddressList => "comma-separated `host:port` list".to_owned(),
-            Kind::QuorumPolicy => "`all`, `majority` or a positive integer".to_owned(),
+            Kind::QuorumPolicy => "`all`, `majority`, `zones` or a positive integer".to_owned(),
             Kind::UrlList => "comma-separated `http(s)://host:port` list".to_owned(),
             Kind::HttpUrl => "`http://host:port`, or empty".to_owned(),
             Kind::NetworkList => "comma-separated IP addresses or CIDR ranges".to_owned(),
