@@ -22,7 +22,8 @@ pub use checks::{AppCheck, AppChecks, CheckKind, CheckRun};
 pub use gate::{Clock, GateWindows, PendingTransition, QuorumGate, Timestamp};
 pub use maintenance::Maintenance;
 pub use membership::{
-    Accusation, AccuserHealth, HeardClock, Member, MemberState, MembershipView, ProbeEvidence, SourceHealth, Verdict,
+    Accusation, AccuserHealth, HeardClock, Member, MemberState, MembershipView, ProbeEvidence, Reachability,
+    ReachabilityBoard, ReachabilityEvidence, SourceHealth, Verdict,
 };
 pub use quorum::{
     evaluate_quorum, evaluate_quorum_in_zones, evaluate_quorum_with, zone_tolerance, Quorum, QuorumPolicy,

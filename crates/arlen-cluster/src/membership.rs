@@ -56,6 +56,57 @@ impl HeardClock {
     }
 }
 
+/// How each member answers this node's probes (gray failures named),
+/// updated by the membership source between snapshots like [`HeardClock`]:
+/// round-trip times move all the time, and a class is not a membership
+/// change. Two boards are equal when they are the same board.
+#[derive(Debug, Clone, Default)]
+pub struct ReachabilityBoard(Arc<std::sync::RwLock<ReachabilityMap>>);
+
+type ReachabilityMap = std::collections::HashMap<(String, u64), (Reachability, ReachabilityEvidence)>;
+
+pub use arlen_wire::documents::ReachabilityEvidence;
+pub use arlen_wire::states::Reachability;
+
+impl PartialEq for ReachabilityBoard {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ReachabilityBoard {}
+
+impl ReachabilityBoard {
+    /// Replaces every entry: the classes of the members probed enough.
+    /// Returns the members whose class changed (for counting).
+    pub fn replace(
+        &self,
+        entries: Vec<((String, u64), (Reachability, ReachabilityEvidence))>,
+    ) -> Vec<(String, Reachability)> {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = entries
+            .iter()
+            .filter(|(key, (class, _))| map.get(key).map(|(before, _)| before) != Some(class))
+            .map(|((node_id, _), (class, _))| (node_id.clone(), *class))
+            .collect();
+        *map = entries.into_iter().collect();
+        changed
+    }
+
+    /// The class and evidence of `node_id` at `generation`, when it has one.
+    pub fn of(&self, node_id: &str, generation: u64) -> Option<(Reachability, ReachabilityEvidence)> {
+        let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(node_id.to_owned(), generation)).cloned()
+    }
+
+    /// How many members are in each class.
+    pub fn counts(&self) -> [(Reachability, u64); 4] {
+        let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        [Reachability::Ok, Reachability::OneWay, Reachability::Lossy, Reachability::Slow]
+            .map(|class| (class, map.values().filter(|(c, _)| *c == class).count() as u64))
+    }
+}
+
 /// How the membership source itself is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceHealth {
@@ -84,6 +135,8 @@ pub struct MembershipView {
     pub fresh_for: Option<std::time::Duration>,
     /// This node's recent verdicts about others (bounded; newest last).
     pub accusations: Vec<Accusation>,
+    /// How each member answers this node's probes, when the source probes.
+    pub reachability: Option<ReachabilityBoard>,
 }
 
 impl MembershipView {
@@ -99,6 +152,7 @@ impl MembershipView {
             heard: None,
             fresh_for: None,
             accusations: Vec::new(),
+            reachability: None,
         }
     }
 
@@ -124,6 +178,7 @@ impl MembershipView {
             heard: None,
             fresh_for: None,
             accusations: Vec::new(),
+            reachability: None,
         }
     }
 }

@@ -927,6 +927,7 @@ impl<'p> Runner<'p> {
             heard: None,
             fresh_for: None,
             accusations: Vec::new(),
+            reachability: None,
         });
     }
 }

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use arlen_cluster::{HeardClock, Member, MemberState, MembershipView, SnapshotPublisher, SourceHealth};
+use arlen_cluster::{
+    HeardClock, Member, MemberState, MembershipView, Reachability, ReachabilityBoard, SnapshotPublisher, SourceHealth,
+};
 use arlen_config::{Config, UnsealedTrafficSetting};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -72,12 +74,25 @@ pub struct GossipTraffic {
     pub refutations: AtomicU64,
     pub downs: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
+    /// Times a member entered each reachability class in this node's eyes.
+    reachability_changes: [AtomicU64; 4],
 }
 
 impl GossipTraffic {
     /// Datagrams dropped for `reason` so far.
     pub fn rejected(&self, reason: Rejection) -> u64 {
         self.rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Times a member entered `class` (in [`Reachability::ALL`]'s order).
+    pub fn reachability_changes(&self, class: Reachability) -> u64 {
+        let index = Reachability::ALL.iter().position(|c| *c == class).unwrap_or(0);
+        self.reachability_changes[index].load(Ordering::Relaxed)
+    }
+
+    fn count_reachability_change(&self, class: Reachability) {
+        let index = Reachability::ALL.iter().position(|c| *c == class).unwrap_or(0);
+        self.reachability_changes[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one; returns the new total.
@@ -341,6 +356,15 @@ impl crate::Source for GossipSource {
             })
             .collect();
         let traffic = self.traffic.clone();
+        counters.push(crate::SourceCounter::by_label(
+            "arlen_gossip_reachability_changes",
+            "times a member entered a reachability class in this node's eyes (gray failures: one_way, lossy, slow)",
+            "class",
+            Reachability::ALL,
+            Reachability::as_str,
+            move |class| traffic.reachability_changes(class),
+        ));
+        let traffic = self.traffic.clone();
         counters.push(crate::SourceCounter::by_reason(
             REJECTED_DATAGRAMS,
             "gossip datagrams dropped before they could change anything, by reason",
@@ -445,6 +469,7 @@ pub(crate) struct Observer {
     advertise: SocketAddr,
     dead_member_ttl: Duration,
     heard: HeardClock,
+    reachability: ReachabilityBoard,
     down_since: HashMap<(SocketAddr, u64), SystemTime>,
     last_membership: Vec<(String, u64, MemberState)>,
     last_change: Option<SystemTime>,
@@ -458,6 +483,7 @@ impl Observer {
             advertise: settings.advertise,
             dead_member_ttl: settings.protocol.dead_member_ttl,
             heard: HeardClock::default(),
+            reachability: ReachabilityBoard::default(),
             down_since: HashMap::new(),
             last_membership: Vec::new(),
             last_change: None,
@@ -475,6 +501,12 @@ impl Observer {
         let mut view = self.view_from(observations(core), now, unheard);
         view.fresh_for = Some(core.vouch_bound());
         view.accusations = core.accusations();
+        for (node_id, class) in self.reachability.replace(core.reachability(now)) {
+            if class != Reachability::Ok {
+                tracing::info!(%node_id, class = class.as_str(), "gossip member reachability changed");
+            }
+            core.traffic().count_reachability_change(class);
+        }
         if let Some(warning) = core.sealing().rollout_warning() {
             view.health.detail.push_str("; ");
             view.health.detail.push_str(warning);
@@ -590,6 +622,7 @@ impl Observer {
             },
             duplicate_node_ids,
             heard: Some(self.heard.clone()),
+            reachability: Some(self.reachability.clone()),
         }
     }
 }

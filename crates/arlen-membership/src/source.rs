@@ -33,11 +33,23 @@ impl SourceCounter {
         label: fn(R) -> &'static str,
         read: impl Fn(R) -> u64 + Send + Sync + 'static,
     ) -> Self {
+        Self::by_label(name, help, "reason", reasons, label, read)
+    }
+
+    /// A counter family with one `label_name` label per value of a closed set.
+    pub fn by_label<R: Copy + Send + Sync + 'static>(
+        name: &'static str,
+        help: &'static str,
+        label_name: &'static str,
+        reasons: &'static [R],
+        label: fn(R) -> &'static str,
+        read: impl Fn(R) -> u64 + Send + Sync + 'static,
+    ) -> Self {
         Self {
             name,
             help,
             read: CounterRead::Labeled {
-                label: "reason",
+                label: label_name,
                 values: reasons.iter().map(|r| label(*r)).collect(),
                 read: Box::new(move |wanted| reasons.iter().find(|r| label(**r) == wanted).map_or(0, |r| read(*r))),
             },

@@ -62,5 +62,6 @@ pub fn view(config: &Config, now: SystemTime) -> MembershipView {
         heard: None,
         fresh_for: None,
         accusations: Vec::new(),
+        reachability: None,
     }
 }

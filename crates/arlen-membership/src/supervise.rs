@@ -25,6 +25,7 @@ pub(crate) fn fail_closed(publisher: &SnapshotPublisher, source: &'static str, r
         heard: None,
         fresh_for: None,
         accusations: Vec::new(),
+        reachability: None,
     });
 }
 

@@ -90,6 +90,11 @@ pub struct MemberView {
     /// Its software version, when it told (and details are not restricted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub software: Option<String>,
+    /// How it answers this node's probes, and why (gossip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<arlen_wire::states::Reachability>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability_explanation: Option<String>,
 }
 
 /// A finding, in plain words.
@@ -130,6 +135,8 @@ impl NodeReport {
                     last_heard_ms: m.last_heard_ms,
                     url: m.http_url.as_deref().and_then(followable),
                     software: m.software().as_deref().map(printable),
+                    reachability: m.reachability,
+                    reachability_explanation: m.evidence.as_ref().map(|e| printable(&e.explanation)),
                 })
                 .collect(),
             zone_summary: cluster.quorum.zone_summary.as_deref().map(printable),
@@ -354,6 +361,7 @@ pub fn analyze(reports: &[NodeReport]) -> (Vec<Finding>, Verdict) {
     restricted_details(&reachable, &mut found);
     mixed_versions(&reachable, &mut found);
     zone_tolerance(&reachable, &mut found);
+    gray_failures(&reachable, &mut found);
     disagreement(&reachable, &mut found);
     (found.findings, found.verdict)
 }
@@ -487,6 +495,18 @@ fn mixed_versions(reachable: &[&NodeReport], found: &mut Found) {
                 described.join("; ")
             ),
         );
+    }
+}
+
+/// Members that answer some node's probes one way only, late or lossily:
+/// gray failures, which no up/down verdict shows.
+fn gray_failures(reachable: &[&NodeReport], found: &mut Found) {
+    for r in reachable {
+        for m in &r.members {
+            let Some(class) = m.reachability.filter(|c| *c != arlen_wire::states::Reachability::Ok) else { continue };
+            let why = m.reachability_explanation.as_deref().unwrap_or("no evidence given");
+            found.note("gray_failure", format!("{} sees {} {class}: {why}", name(r), m.node_id));
+        }
     }
 }
 
@@ -626,6 +646,8 @@ mod tests {
             last_heard_ms: heard,
             url: Some(format!("http://{id}")),
             software: None,
+            reachability: None,
+            reachability_explanation: None,
         }
     }
 
@@ -646,6 +668,19 @@ mod tests {
             mixed.message,
             "members run different software versions (expected during a rolling upgrade, not after): 0.2.0+abc: a; an unversioned release: b"
         );
+    }
+
+    #[test]
+    fn a_member_answering_one_way_is_a_gray_failure() {
+        let mut a = node("a", "nominal", &["a", "b"]);
+        a.members = vec![member("a", "alive", None), member("b", "alive", Some(4))];
+        let (findings, _) = analyze(std::slice::from_ref(&a));
+        assert!(findings.iter().all(|f| f.kind != "gray_failure"), "{findings:?}");
+        a.members[1].reachability = Some(arlen_wire::states::Reachability::OneWay);
+        a.members[1].reachability_explanation = Some("the direct path is cut".to_owned());
+        let (findings, _) = analyze(&[a]);
+        let gray = findings.iter().find(|f| f.kind == "gray_failure").expect("a gray_failure finding");
+        assert_eq!(gray.message, "a sees b one_way: the direct path is cut");
     }
 
     #[test]

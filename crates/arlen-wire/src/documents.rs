@@ -189,6 +189,35 @@ pub struct MemberEntry {
     /// members of releases before zones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// How the member answers this node's probes (gossip; absent until it
+    /// has been probed a few times, and for this node itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<crate::states::Reachability>,
+    /// What `reachability` is concluded from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<ReachabilityEvidence>,
+}
+
+/// The probe evidence behind a member's reachability class, over this
+/// node's recent probes of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReachabilityEvidence {
+    /// Probes of the member in the window.
+    pub probes: u32,
+    /// Probes whose first direct ping went unanswered in time.
+    pub first_try_failed: u32,
+    /// Probes with no direct answer at all (the second try failed too).
+    pub direct_failed: u32,
+    /// Of those, how many the member answered through others (indirect acks).
+    pub answered_through_others: u32,
+    /// The member's smoothed round-trip time, and the median of the other
+    /// members' (milliseconds).
+    pub rtt_ms: Option<f64>,
+    pub others_rtt_ms: Option<f64>,
+    /// When this node last heard anything from the member.
+    pub heard_ms_ago: Option<u64>,
+    /// The class in one sentence.
+    pub explanation: String,
 }
 
 impl MemberEntry {

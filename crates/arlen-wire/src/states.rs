@@ -68,6 +68,20 @@ wire_words!(
     }
 );
 
+wire_words!(
+    /// How a member answers this node's probes (gray failures named):
+    /// `one_way` — its direct probes keep failing while others reach it
+    /// (one direction, or this pair's path, is cut); `slow` — its round trip
+    /// is far above the others'; `lossy` — a share of its direct probes needs
+    /// a second try or fails; `ok` otherwise.
+    Reachability ("reachability") {
+        Ok => "ok",
+        OneWay => "one_way",
+        Lossy => "lossy",
+        Slow => "slow",
+    }
+);
+
 impl MemberState {
     /// Counted towards quorum, or on its way out but still answering.
     pub fn is_up(self) -> bool {
@@ -89,6 +103,9 @@ mod tests {
         for state in MemberState::ALL {
             assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
             assert_eq!(state.as_str().parse::<MemberState>(), Ok(*state));
+        }
+        for class in Reachability::ALL {
+            assert_eq!(serde_json::to_value(class).unwrap(), class.as_str());
         }
         assert!("green".parse::<QuorumStatus>().unwrap_err().contains("expected one of single_node"));
     }

@@ -780,3 +780,104 @@ fn poll_said(tolerance: &dyn Fn(usize) -> Option<String>, i: usize, until: Insta
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// How node `observer` classes `member` in its `/clusterz` (with the evidence's sentence).
+fn reachability_of(address: SocketAddr, member: &str) -> Option<(String, String)> {
+    let (_, body) = get(address, "/clusterz", Duration::from_secs(1))?;
+    let doc: ClusterDocument = serde_json::from_str(&body).ok()?;
+    let entry = doc.cluster.members.into_iter().find(|m| m.node_id == member && m.state.is_up())?;
+    Some((entry.reachability?.to_string(), entry.evidence.map(|e| e.explanation).unwrap_or_default()))
+}
+
+/// Polls until `observer` classes `member` as `class`; how long it took.
+fn wait_class(address: SocketAddr, member: &str, class: &str, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < limit {
+        let seen = reachability_of(address, member);
+        if seen.as_ref().is_some_and(|(c, _)| c == class) {
+            return Ok(started.elapsed());
+        }
+        last = seen;
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(format!("{member} never {class} within {limit:?}; last seen {last:?}"))
+}
+
+/// Gray failures named, from real faults: four gossip nodes; a link that
+/// drops 40 % of one direction (`lossy`), a node that cannot send to one
+/// peer (`one_way`, both ends), a node SIGSTOPped 40 ms of every 50 ms (a
+/// CPU-throttled container: `slow`). Each class appears in the observer's
+/// `/clusterz` with its evidence, the time it took is printed, and each
+/// member is `ok` again once the fault ends. Nobody leaves rotation.
+#[test]
+fn gray_failures_are_named_with_their_evidence() {
+    let seed = seed();
+    let size = 4;
+    let lab = Lab::new(size, seed ^ 0x6a7);
+    let logs = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = (0..size).map(|i| Node::start(&lab, i, &gossip_vars(&lab, i, size), logs.path())).collect();
+    let addresses: Vec<SocketAddr> = (0..size).map(|i| format!("{}:{HTTP_PORT}", lab.ip(i)).parse().unwrap()).collect();
+    let checker = Checker::start(addresses.clone());
+    assert!(
+        checker.wait_nominal(Duration::ZERO, Duration::from_secs(40)).is_some(),
+        "never converged\n{}",
+        describe(&lab, &nodes)
+    );
+    let limit = Duration::from_secs(20);
+    let detail = |what: String| format!("seed {seed}: {what}\n{}", describe(&lab, &nodes));
+    let started = checker.now();
+    // Everyone is ok to begin with.
+    for member in ["node-2", "node-3", "node-4"] {
+        wait_class(addresses[0], member, "ok", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+    }
+
+    // Lossy: node-1 drops 40 % of what node-2 sends it.
+    lab.filter(0, &[], &[], &[(1, 40)]);
+    let lossy = wait_class(addresses[0], "node-2", "lossy", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+    let said = reachability_of(addresses[0], "node-2").map(|(_, why)| why).unwrap_or_default();
+    assert!(said.contains("needed a second try or failed"), "{said}");
+    lab.heal(0);
+    let lossy_gone = wait_class(addresses[0], "node-2", "ok", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+
+    // One way: node-1 cannot send to node-2 (node-2 still reaches node-1).
+    lab.filter(0, &[], &[1], &[]);
+    let one_way = wait_class(addresses[0], "node-2", "one_way", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+    let said = reachability_of(addresses[0], "node-2").map(|(_, why)| why).unwrap_or_default();
+    assert!(said.contains("it reaches this node and this node does not reach it"), "{said}");
+    let other_end = wait_class(addresses[1], "node-1", "one_way", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+    lab.heal(0);
+    let one_way_gone = wait_class(addresses[0], "node-2", "ok", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+
+    // Slow: node-3 runs 10 ms of every 50 ms.
+    let throttling = Arc::new(AtomicBool::new(true));
+    let throttle = {
+        let (throttling, pid) = (throttling.clone(), nodes[2].child.id().to_string());
+        std::thread::spawn(move || {
+            while throttling.load(Ordering::Relaxed) {
+                must("kill", &["-STOP", &pid]);
+                std::thread::sleep(Duration::from_millis(40));
+                must("kill", &["-CONT", &pid]);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let slow = wait_class(addresses[0], "node-3", "slow", limit);
+    throttling.store(false, Ordering::Relaxed);
+    throttle.join().unwrap();
+    nodes[2].signal("CONT");
+    let slow = slow.unwrap_or_else(|e| panic!("{}", detail(e)));
+    let slow_gone = wait_class(addresses[0], "node-3", "ok", limit).unwrap_or_else(|e| panic!("{}", detail(e)));
+
+    // Nobody left rotation for any of it (the throttled node may answer late, never 503).
+    for node in 0..size {
+        let samples = checker.samples(node, started, checker.now());
+        let out: Vec<String> = samples.iter().filter(|s| s.ready == Some(false)).map(Sample::explain).collect();
+        assert!(out.is_empty(), "{}", detail(format!("node-{} left rotation: {out:?}", node + 1)));
+    }
+    checker.stop();
+    println!(
+        "seed {seed}: time for each class to appear (and to clear after the fault): lossy {lossy:?} ({lossy_gone:?}), one_way {one_way:?} at node-1 and {other_end:?} at node-2 ({one_way_gone:?}), slow {slow:?} ({slow_gone:?})"
+    );
+    drop(nodes);
+}

@@ -275,6 +275,8 @@ fn document(snapshot: &Snapshot, at: Timestamp, full: bool) -> ClusterDocument {
                 .map(|m| {
                     // What members gossip is `version+git_sha` (the sha
                     // only when the build knew its commit).
+                    let reachability =
+                        membership.reachability.as_ref().and_then(|board| board.of(&m.node_id, m.generation));
                     let software = m.software.as_deref().filter(|_| full).map(|s| match s.split_once('+') {
                         Some((version, sha)) => (version, Some(sha)),
                         None => (s, None),
@@ -289,6 +291,8 @@ fn document(snapshot: &Snapshot, at: Timestamp, full: bool) -> ClusterDocument {
                         version: software.map(|(version, _)| version.to_owned()),
                         git_sha: software.and_then(|(_, sha)| sha.map(str::to_owned)),
                         zone: m.zone.clone(),
+                        reachability: reachability.as_ref().map(|(class, _)| *class),
+                        evidence: reachability.map(|(_, evidence)| evidence),
                         last_heard_ms: membership
                             .heard
                             .as_ref()

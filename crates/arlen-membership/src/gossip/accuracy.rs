@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arlen_cluster::{Accusation, AccuserHealth, ProbeEvidence, Verdict};
+use arlen_cluster::{Accusation, AccuserHealth, ProbeEvidence, Reachability, ReachabilityEvidence, Verdict};
 use foca::{Header, Incarnation, Message};
 
 use super::identity::GossipId;
@@ -40,6 +40,16 @@ const KEPT_ACCUSATIONS: usize = 32;
 const MAX_LOCAL_HEALTH: u32 = 8;
 /// Peers whose round-trip time is remembered at most.
 const MAX_RTT_PEERS: usize = 4096;
+/// Probes of each member kept for its reachability class.
+const OUTCOMES_KEPT: usize = 10;
+/// Probes older than this do not count for a class.
+const OUTCOME_WINDOW: Duration = Duration::from_secs(60);
+/// Probes of a member before it gets a class.
+const MIN_PROBES: usize = 3;
+/// A member is `slow` from this round trip on, when it is also
+/// [`SLOW_FACTOR`] times the others' median.
+const SLOW_RTT: Duration = Duration::from_millis(10);
+const SLOW_FACTOR: u32 = 4;
 
 /// How long from `then` to `now` (zero when the clock went back).
 pub(crate) fn since(now: SystemTime, then: SystemTime) -> Duration {
@@ -57,6 +67,18 @@ struct ProbeLog {
     retried: bool,
     indirect_asked: u32,
     indirect_acked: u32,
+}
+
+/// How one probe of a member ended.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    at: SystemTime,
+    /// Answered before the first timeout.
+    first_try: bool,
+    /// Answered directly (first or second try).
+    acked: bool,
+    /// Answered through another member (an indirect ack).
+    through_others: bool,
 }
 
 /// A smoothed round-trip time and its deviation (RFC 6298).
@@ -103,6 +125,8 @@ pub(crate) struct Accuracy {
     node_id: String,
     probe: Option<ProbeLog>,
     rtt: HashMap<SocketAddr, Rtt>,
+    /// Each member's last probes, newest last (for its reachability class).
+    outcomes: HashMap<SocketAddr, VecDeque<Outcome>>,
     suspicions: HashMap<SocketAddr, Suspicion>,
     accusations: VecDeque<Accusation>,
     local_health: u32,
@@ -117,6 +141,7 @@ impl Accuracy {
             node_id: node_id.to_owned(),
             probe: None,
             rtt: HashMap::new(),
+            outcomes: HashMap::new(),
             suspicions: HashMap::new(),
             accusations: VecDeque::new(),
             local_health: 0,
@@ -143,6 +168,9 @@ impl Accuracy {
     pub(crate) fn sent(&mut self, header: &Header<GossipId>, now: SystemTime) {
         match &header.message {
             Message::Ping(number) => {
+                if let Some(previous) = self.probe.take() {
+                    self.conclude_probe(previous);
+                }
                 self.probe = Some(ProbeLog {
                     target: header.dst.clone(),
                     number: *number,
@@ -161,6 +189,101 @@ impl Accuracy {
             }
             _ => {}
         }
+    }
+
+    /// Records how a probe ended (when the next one begins).
+    fn conclude_probe(&mut self, probe: ProbeLog) {
+        let addr = probe.target.addr;
+        if self.outcomes.len() >= MAX_RTT_PEERS && !self.outcomes.contains_key(&addr) {
+            self.outcomes.clear();
+        }
+        let kept = self.outcomes.entry(addr).or_default();
+        if kept.len() >= OUTCOMES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(Outcome {
+            at: probe.sent,
+            first_try: probe.acked && !probe.retried,
+            acked: probe.acked,
+            through_others: probe.indirect_acked > 0,
+        });
+    }
+
+    /// How `member` answers this node's probes, over its recent probes (at
+    /// least [`MIN_PROBES`] within [`OUTCOME_WINDOW`]): `one_way` when its
+    /// last three direct probes failed while others reached it, `slow` when
+    /// its round trip is at least [`SLOW_RTT`] and [`SLOW_FACTOR`] times the
+    /// other members' median, `lossy` when a quarter or more of its probes
+    /// (two at least) needed a second try or failed, else `ok`.
+    pub(crate) fn reachability(
+        &self,
+        member: &GossipId,
+        heard_ms_ago: Option<u64>,
+        now: SystemTime,
+    ) -> Option<(Reachability, ReachabilityEvidence)> {
+        let outcomes: Vec<Outcome> =
+            self.outcomes.get(&member.addr)?.iter().filter(|o| since(now, o.at) <= OUTCOME_WINDOW).copied().collect();
+        if outcomes.len() < MIN_PROBES {
+            return None;
+        }
+        let count =
+            |keep: &dyn Fn(&Outcome) -> bool| u32::try_from(outcomes.iter().filter(|o| keep(o)).count()).unwrap_or(0);
+        let probes = u32::try_from(outcomes.len()).unwrap_or(u32::MAX);
+        let first_try_failed = count(&|o| !o.first_try);
+        let direct_failed = count(&|o| !o.acked);
+        let answered_through_others = count(&|o| !o.acked && o.through_others);
+        let rtt = self.rtt.get(&member.addr).map(|r| r.smoothed);
+        let mut others: Vec<Duration> =
+            self.rtt.iter().filter(|(addr, _)| **addr != member.addr).map(|(_, r)| r.smoothed).collect();
+        others.sort();
+        let others_median = others.get(others.len() / 2).copied();
+        let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+        let recent = &outcomes[outcomes.len() - MIN_PROBES..];
+        let one_way = recent.iter().all(|o| !o.acked && o.through_others);
+        let slow = rtt.is_some_and(|rtt| rtt >= SLOW_RTT && others_median.is_none_or(|m| rtt >= m * SLOW_FACTOR));
+        let lossy = first_try_failed >= 2 && first_try_failed * 4 >= probes;
+        let name = &member.node_id;
+        let (class, explanation) = if one_way {
+            let heard = match heard_ms_ago {
+                Some(ago) if ago <= 2_000 => format!(
+                    "; {name} was heard from {ago} ms ago, so it reaches this node and this node does not reach it"
+                ),
+                _ => format!("; nothing was heard from {name} directly either"),
+            };
+            (
+                Reachability::OneWay,
+                format!(
+                    "the last {MIN_PROBES} direct probes of {name} got no answer while other members reached it: the direct path is cut, in one direction at least{heard}"
+                ),
+            )
+        } else if slow {
+            let others = others_median.map_or_else(
+                || "no other member to compare".to_owned(),
+                |m| format!("{} ms for the other members", ms(m)),
+            );
+            (Reachability::Slow, format!("{name}'s round trip is {} ms against {others}", rtt.map_or(0.0, ms)))
+        } else if lossy {
+            (
+                Reachability::Lossy,
+                format!("{first_try_failed} of the last {probes} probes of {name} needed a second try or failed ({direct_failed} got no direct answer)"),
+            )
+        } else {
+            (
+                Reachability::Ok,
+                format!("{name} answered {} of the last {probes} probes at the first try", probes - first_try_failed),
+            )
+        };
+        let evidence = ReachabilityEvidence {
+            probes,
+            first_try_failed,
+            direct_failed,
+            answered_through_others,
+            rtt_ms: rtt.map(ms),
+            others_rtt_ms: others_median.map(ms),
+            heard_ms_ago,
+            explanation,
+        };
+        Some((class, evidence))
     }
 
     /// A packet this node accepted: acks of its probe, suspicions of itself.
@@ -393,5 +516,58 @@ mod tests {
         assert_eq!(accuracy.notices_due(t0).len(), 1, "the suspect is told at once");
         assert!(accuracy.notices_due(t0 + Duration::from_millis(10)).is_empty());
         assert_eq!(accuracy.notices_due(t0 + Duration::from_millis(50)).len(), 1, "and again each period");
+    }
+
+    /// Probes of three peers: one answering at once (ok), one answering
+    /// only through others (one_way), one answering late (slow), and one
+    /// that needs second tries (lossy); each class comes with its evidence.
+    #[test]
+    fn gray_failures_are_named_from_probe_outcomes() {
+        let mut accuracy = Accuracy::new(base(), "node-1", Arc::default());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let ms = Duration::from_millis;
+        let mut at = t0;
+        for round in 0..6u8 {
+            // Peer 2: answers in 1 ms.
+            accuracy.sent(&header(1, 2, Message::Ping(round)), at);
+            accuracy.received(&header(2, 1, Message::Ack(round)), false, at + ms(1));
+            at += ms(50);
+            // Peer 3: no direct answer; another member forwards its ack.
+            accuracy.sent(&header(1, 3, Message::Ping(round)), at);
+            let _ = accuracy.retry(&id(3));
+            accuracy.sent(&header(1, 4, Message::PingReq { target: id(3), probe_number: round }), at);
+            let forwarded = Message::ForwardedAck { origin: id(3), probe_number: round };
+            accuracy.received(&header(4, 1, forwarded), false, at + ms(5));
+            at += ms(50);
+            // Peer 5: answers in 40 ms.
+            accuracy.sent(&header(1, 5, Message::Ping(round)), at);
+            accuracy.received(&header(5, 1, Message::Ack(round)), false, at + ms(40));
+            at += ms(50);
+            // Peer 6: every other probe needs its second try.
+            accuracy.sent(&header(1, 6, Message::Ping(round)), at);
+            if round % 2 == 0 {
+                let _ = accuracy.retry(&id(6));
+            }
+            accuracy.received(&header(6, 1, Message::Ack(round)), false, at + ms(1));
+            at += ms(50);
+        }
+        accuracy.sent(&header(1, 2, Message::Ping(99)), at);
+        let class = |port: u16, heard: Option<u64>| accuracy.reachability(&id(port), heard, at).map(|(c, _)| c);
+        assert_eq!(class(2, None), Some(Reachability::Ok));
+        assert_eq!(class(3, Some(20)), Some(Reachability::OneWay));
+        assert_eq!(class(5, None), Some(Reachability::Slow));
+        assert_eq!(class(6, None), Some(Reachability::Lossy));
+        let (_, evidence) = accuracy.reachability(&id(3), Some(20), at).unwrap();
+        assert_eq!((evidence.probes, evidence.direct_failed, evidence.answered_through_others), (6, 6, 6));
+        assert!(
+            evidence.explanation.contains("heard from 20 ms ago, so it reaches this node"),
+            "{}",
+            evidence.explanation
+        );
+        let (_, evidence) = accuracy.reachability(&id(5), None, at).unwrap();
+        assert!(evidence.explanation.starts_with("node-5's round trip is 40 ms against"), "{}", evidence.explanation);
+        // Too few probes, or too old: no class.
+        assert_eq!(class(7, None), None);
+        assert_eq!(accuracy.reachability(&id(2), None, at + Duration::from_secs(120)).map(|(c, _)| c), None);
     }
 }

@@ -744,6 +744,31 @@ impl Core {
         self.io.peers.software_of(addr)
     }
 
+    /// The counters this core keeps.
+    pub(crate) fn traffic(&self) -> &GossipTraffic {
+        &self.traffic
+    }
+
+    /// How each live member answers this node's probes (gray failures
+    /// named), for those probed enough to tell.
+    pub(crate) fn reachability(
+        &self,
+        now: SystemTime,
+    ) -> Vec<((String, u64), (arlen_cluster::Reachability, arlen_cluster::ReachabilityEvidence))> {
+        let own = self.foca.identity().addr;
+        self.foca
+            .iter_members()
+            .filter(|m| is_live(m) && m.id().addr != own)
+            .filter_map(|m| {
+                let id = m.id();
+                let heard = self.heard.last_heard(&id.node_id, id.generation);
+                let heard_ms_ago = heard.map(|at| u64::try_from(since(now, at).as_millis()).unwrap_or(u64::MAX));
+                let class = self.io.accuracy.reachability(id, heard_ms_ago, now)?;
+                Some(((id.node_id.clone(), id.generation), class))
+            })
+            .collect()
+    }
+
     /// What the member `id` said of itself (software, zone), from its
     /// identity or, where an older peer relayed it without, from another
     /// copy of it this node heard.
