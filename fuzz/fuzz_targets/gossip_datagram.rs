@@ -1,8 +1,9 @@
 //! Gossip datagrams through the real receive path: the opener (framing,
 //! sealing, replay window, size bounds), the identity codec and foca. Half
 //! the inputs are sealed with the cluster key first, so the decoders behind
-//! the opener see attacker-chosen plaintext too (a hostile key holder). No
-//! input panics, and the member bound holds.
+//! the opener see attacker-chosen plaintext too (a hostile key holder), in
+//! layout 3 or, as a peer of protocol version 2 sends it, in layout 1 (the
+//! transcoder's input). No input panics, and the member bound holds.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         if mode & 1 == 0 {
             receiver.receive(from, datagram);
         } else {
-            let sealed = receiver.seal(datagram);
+            let sealed = if mode & 4 == 0 { receiver.seal(datagram) } else { receiver.seal_layout_1(datagram) };
             receiver.receive(from, &sealed);
         }
     }

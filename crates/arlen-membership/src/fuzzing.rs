@@ -37,6 +37,7 @@ impl GossipReceiver {
             addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
             http_url: "http://127.0.0.1:8080".to_owned(),
             state: Announced::Alive,
+            meta: crate::gossip::identity::Meta { software: Some("0.1.0+fuzz".to_owned()), zone: Some("z".to_owned()) },
         };
         let protocol = Protocol::defaults(16, 3);
         let unsealed = if accept_unsealed { UnsealedTraffic::Accept } else { UnsealedTraffic::Refuse };
@@ -50,6 +51,14 @@ impl GossipReceiver {
     /// decoders behind the opener see attacker-chosen plaintext.
     pub fn seal(&self, packet: &[u8]) -> Vec<u8> {
         Sealing::new(CLUSTER, &[KEY], UnsealedTraffic::Refuse).seal(packet, epoch_ms_now())
+    }
+
+    /// Seals `packet` as a member of protocol version 2 would (identities in
+    /// layout 1): the decoder that transcodes older peers' packets sees
+    /// attacker-chosen plaintext too.
+    pub fn seal_layout_1(&self, packet: &[u8]) -> Vec<u8> {
+        let ext = crate::gossip::seal::extension("0.1.0+fuzz");
+        Sealing::new(CLUSTER, &[KEY], UnsealedTraffic::Refuse).seal_for(packet, epoch_ms_now(), 2, &ext)
     }
 
     /// Hands one datagram to the core, as the driver does on receipt.
