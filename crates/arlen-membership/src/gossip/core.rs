@@ -290,30 +290,40 @@ impl Peers {
         Self { adverts: HashMap::new(), metas: HashMap::new(), bound: bound.max(16) }
     }
 
-    /// Remembers what the identities of a packet said of their members.
+    /// Remembers what the identities of a packet said of their members (a
+    /// relayed copy carries the zone but not the software: fields add up
+    /// for one incarnation, a newer generation starts afresh).
     fn learn_metas<'a>(&mut self, identities: impl Iterator<Item = &'a GossipId>) {
         for id in identities.filter(|id| id.meta != Meta::default()) {
-            let known = self.metas.get(&id.addr);
-            if known.is_some_and(|(generation, meta)| {
-                *generation > id.generation || (*generation == id.generation && *meta == id.meta)
-            }) {
+            let merged = match self.metas.get(&id.addr) {
+                Some((generation, _)) if *generation > id.generation => continue,
+                Some((generation, known)) if *generation == id.generation => Meta {
+                    software: id.meta.software.clone().or_else(|| known.software.clone()),
+                    zone: id.meta.zone.clone().or_else(|| known.zone.clone()),
+                },
+                _ => id.meta.clone(),
+            };
+            if self
+                .metas
+                .get(&id.addr)
+                .is_some_and(|(generation, known)| *generation == id.generation && *known == merged)
+            {
                 continue;
             }
             if self.metas.len() >= self.bound {
                 self.metas.clear();
             }
-            self.metas.insert(id.addr, (id.generation, id.meta.clone()));
+            self.metas.insert(id.addr, (id.generation, merged));
         }
     }
 
-    /// What the member `id` said of itself, as far as this node heard it.
+    /// What the member `id` said of itself, as far as this node heard it:
+    /// each field from the identity foca keeps, else from another copy.
     fn meta_of(&self, id: &GossipId) -> Meta {
-        if id.meta != Meta::default() {
-            return id.meta.clone();
-        }
-        match self.metas.get(&id.addr) {
-            Some((generation, meta)) if *generation == id.generation => meta.clone(),
-            _ => Meta::default(),
+        let learnt = self.metas.get(&id.addr).filter(|(generation, _)| *generation == id.generation).map(|(_, m)| m);
+        Meta {
+            software: id.meta.software.clone().or_else(|| learnt.and_then(|m| m.software.clone())),
+            zone: id.meta.zone.clone().or_else(|| learnt.and_then(|m| m.zone.clone())),
         }
     }
 

@@ -187,6 +187,16 @@ impl GossipId {
         }
     }
 
+    /// This identity as it travels when it is not its sender's own: without
+    /// the software version. A member's zone goes everywhere (quorum over
+    /// zones counts it, so every node must know every member's), its
+    /// software only in the datagrams it sends itself (and the version-2
+    /// envelope): nobody relays it, which kept a lossy 1,000-node cluster's
+    /// gossip from growing by a sixth (`BENCHMARKS.md`).
+    pub(crate) fn relayed(&self) -> Self {
+        Self { meta: Meta { software: None, zone: self.meta.zone.clone() }, ..self.clone() }
+    }
+
     /// Who the member is: everything but its [`Meta`].
     fn who(&self) -> (&str, u64, u32, SocketAddr, &str, Announced) {
         (&self.node_id, self.generation, self.seq, self.addr, &self.http_url, self.state)
@@ -264,8 +274,21 @@ pub(crate) struct WireCodec;
 impl Codec<GossipId> for WireCodec {
     type Error = CodecError;
 
+    /// The sender's identity goes whole; every other identity without its
+    /// software version (see [`GossipId::relayed`]).
     fn encode_header(&mut self, header: &Header<GossipId>, buf: impl BufMut) -> Result<(), Self::Error> {
-        Ok(PostcardCodec.encode_header(header, buf)?)
+        let needs_stripping = |id: &GossipId| id.meta.software.is_some();
+        let named = [&header.dst].into_iter().chain(message_target(&header.message));
+        if !named.into_iter().any(needs_stripping) {
+            return Ok(PostcardCodec.encode_header(header, buf)?);
+        }
+        let relayed = Header {
+            src: header.src.clone(),
+            src_incarnation: header.src_incarnation,
+            dst: header.dst.relayed(),
+            message: map_message(&header.message, GossipId::relayed),
+        };
+        Ok(PostcardCodec.encode_header(&relayed, buf)?)
     }
 
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<GossipId>, Self::Error> {
@@ -276,7 +299,11 @@ impl Codec<GossipId> for WireCodec {
     }
 
     fn encode_member(&mut self, member: &Member<GossipId>, buf: impl BufMut) -> Result<(), Self::Error> {
-        Ok(PostcardCodec.encode_member(member, buf)?)
+        if member.id().meta.software.is_none() {
+            return Ok(PostcardCodec.encode_member(member, buf)?);
+        }
+        let relayed = Member::new(member.id().relayed(), member.incarnation(), member.state());
+        Ok(PostcardCodec.encode_member(&relayed, buf)?)
     }
 
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<GossipId>, Self::Error> {
@@ -330,6 +357,28 @@ pub(crate) fn encode_packet(header: &Header<GossipId>, members: &[Member<GossipI
         WireCodec.encode_member(member, &mut buf)?;
     }
     Ok(buf)
+}
+
+/// The identity a message names besides the header's two, if any.
+fn message_target(message: &foca::Message<GossipId>) -> Option<&GossipId> {
+    use foca::Message as M;
+    match message {
+        M::PingReq { target, .. } | M::IndirectAck { target, .. } => Some(target),
+        M::IndirectPing { origin, .. } | M::ForwardedAck { origin, .. } => Some(origin),
+        M::Ping(_) | M::Ack(_) | M::Announce | M::Feed | M::Gossip | M::Broadcast | M::TurnUndead => None,
+    }
+}
+
+/// The message with the identity it names mapped.
+fn map_message(message: &foca::Message<GossipId>, f: impl Fn(&GossipId) -> GossipId) -> foca::Message<GossipId> {
+    use foca::Message as M;
+    match message {
+        M::PingReq { target, probe_number } => M::PingReq { target: f(target), probe_number: *probe_number },
+        M::IndirectAck { target, probe_number } => M::IndirectAck { target: f(target), probe_number: *probe_number },
+        M::IndirectPing { origin, probe_number } => M::IndirectPing { origin: f(origin), probe_number: *probe_number },
+        M::ForwardedAck { origin, probe_number } => M::ForwardedAck { origin: f(origin), probe_number: *probe_number },
+        other => other.clone(),
+    }
 }
 
 /// The same header with every identity mapped (layouts differ only there).
@@ -450,6 +499,26 @@ mod tests {
         (header, vec![Member::new(third, 4, foca::State::Suspect)])
     }
 
+    /// A member's software travels only in the datagrams it sends itself;
+    /// its zone goes everywhere.
+    #[test]
+    fn software_is_not_relayed_and_zones_are() {
+        let told = Meta { software: Some("1.0.0+abc".to_owned()), zone: Some("a".to_owned()) };
+        let src = GossipId { meta: told.clone(), ..id("node-1", 1, 0) };
+        let other = GossipId { meta: told.clone(), ..id("node-2", 1, 0) };
+        let header = Header {
+            src: src.clone(),
+            src_incarnation: 0,
+            dst: other.clone(),
+            message: foca::Message::PingReq { target: other.clone(), probe_number: 1 },
+        };
+        let packet = decode_packet(&encode_packet(&header, &[Member::alive(other.clone())]).unwrap()).unwrap();
+        assert_eq!(packet.header.src.meta, told, "the sender's own identity goes whole");
+        let relayed = Meta { software: None, zone: Some("a".to_owned()) };
+        let foca::Message::PingReq { target, .. } = &packet.header.message else { panic!("a ping-req") };
+        assert_eq!([&packet.header.dst.meta, &target.meta, &packet.members[0].id().meta], [&relayed; 3]);
+    }
+
     /// One member known from a layout-1 copy and from a layout-3 one is one
     /// member to foca (equality and hash ignore what it says of itself).
     #[test]
@@ -469,8 +538,9 @@ mod tests {
             Meta { software: None, zone: Some("z".repeat(MAX_ZONE_BYTES + 1)) },
             Meta { software: None, zone: Some("a\u{7}".to_owned()) },
         ] {
+            // As a hostile sender would write it (ours never relays software).
             let mut buf = Vec::new();
-            WireCodec.encode_member(&Member::alive(GossipId { meta, ..id("node-1", 5, 0) }), &mut buf).unwrap();
+            PostcardCodec.encode_member(&Member::alive(GossipId { meta, ..id("node-1", 5, 0) }), &mut buf).unwrap();
             assert!(WireCodec.decode_member(&buf[..]).is_err());
         }
     }
