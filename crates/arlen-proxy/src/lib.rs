@@ -37,9 +37,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+
+mod upstream;
 
 pub use configured_checks::configured_checks;
 pub use health::{unchecked, watch_upstream};
@@ -72,7 +72,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// The reverse proxy: a tower service, cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    pool: Arc<upstream::UpstreamPool>,
     upstream: Uri,
     response_timeout: Duration,
     tunnel_idle_timeout: Duration,
@@ -87,20 +87,20 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     pub fn new(config: &ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(UPSTREAM_IDLE_POOL)
-            // What one response may have buffered from the upstream while
-            // its client does not read (the rest waits in the upstream's socket).
-            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-            .build(connector);
-        let upstream = config.upstream.parse().expect("proxy.upstream is validated as http://host:port");
+        let upstream: Uri = config.upstream.parse().expect("proxy.upstream is validated as http://host:port");
+        let authority = upstream.authority().map_or_else(String::new, |a| a.as_str().to_owned());
+        // UPSTREAM_READ_BUFFER: what one response may have buffered from the
+        // upstream while its client does not read (the rest waits in the
+        // upstream's socket).
+        let pool = Arc::new(upstream::UpstreamPool::new(
+            authority,
+            config.connect_timeout,
+            UPSTREAM_READ_BUFFER,
+            UPSTREAM_IDLE_POOL,
+        ));
         let forwarding = Arc::new(forwarding::Forwarding::new(config.trusted_proxies.clone()));
         Self {
-            client,
+            pool,
             upstream,
             response_timeout: config.response_timeout,
             tunnel_idle_timeout: config.tunnel_idle_timeout,
@@ -126,15 +126,17 @@ impl Proxy {
             Some(query) => Cow::Owned(format!("{path}?{query}")),
             None => path,
         };
-        parts.uri = match Uri::builder()
-            .scheme("http")
-            .authority(self.upstream.authority().map_or("", |a| a.as_str()))
-            .path_and_query(target.as_ref())
-            .build()
-        {
+        // Origin form on the upstream connection; the client's `Host` goes on
+        // (the upstream's authority when it sent none).
+        parts.uri = match Uri::builder().path_and_query(target.as_ref()).build() {
             Ok(uri) => uri,
             Err(_) => return failure(StatusCode::BAD_REQUEST, "bad_target", "the request target cannot be forwarded"),
         };
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = self.upstream.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
         parts.version = http::Version::HTTP_11;
         let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
         let ids = parts.extensions.get::<RequestIds>();
@@ -164,25 +166,27 @@ impl Proxy {
             None
         };
         let outgoing = Request::from_parts(parts, body);
-        let answered = tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;
-        let mut response = match answered {
+        let answered = tokio::time::timeout(self.response_timeout, self.pool.send(outgoing)).await;
+        let (mut response, lease) = match answered {
             Err(_) => {
                 return failure(StatusCode::GATEWAY_TIMEOUT, "timeout", "the upstream did not answer in time");
             }
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(upstream::SendError::Connect(error))) => {
                 tracing::warn!(upstream = %self.upstream, %error, "cannot connect to the upstream");
                 return failure(StatusCode::BAD_GATEWAY, "connect_failed", "the upstream cannot be reached");
             }
-            Ok(Err(error)) => {
+            Ok(Err(upstream::SendError::Request(error))) => {
                 if is_body_limit(&error) {
                     return failure(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body too large");
                 }
                 tracing::warn!(upstream = %self.upstream, %error, "the upstream request failed");
                 return failure(StatusCode::BAD_GATEWAY, "upstream_failed", "the upstream failed to answer");
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(answered)) => answered,
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The upgraded connection is the tunnel's, never the pool's.
+            lease.discard();
             if let (Some(client_side), Some(client_descriptor)) = (client_side, tunnel_descriptors) {
                 let upstream_side = hyper::upgrade::on(&mut response);
                 let idle_timeout = self.tunnel_idle_timeout;
@@ -197,7 +201,8 @@ impl Proxy {
             return response.map(|_| Body::empty());
         }
         strip_hop_by_hop(response.headers_mut(), false);
-        response.map(|body| Body::new(HoldUntilDone::new(body, Some(upstream_descriptor))))
+        // The descriptor and the connection go back at the body's end.
+        response.map(|body| Body::new(HoldUntilDone::new(body, Some((upstream_descriptor, lease)))))
     }
 }
 
