@@ -7,6 +7,10 @@
 # too; wrk runs on core 1. Prints per workload the median throughput ratio
 # and the median p50 and p99 latency ratios (Arlen / nginx).
 # Bounded: ROUNDS x 2 proxies x 2 workloads x DURATION seconds of load.
+# Knobs (environment): WORKERS (nginx worker_processes and Arlen's tokio
+# worker threads, 1), PROXY_CORES (the proxies' and upstream's CPU list, 0),
+# WRK_CORE (1), CONNECTIONS (wrk's keep-alive connections, 32), ARLEN (the
+# arlen binary: another build to compare, e.g. one made in a worktree).
 #
 # usage: bench/sidecar.sh [ROUNDS] [DURATION_SECONDS]
 set -euo pipefail
@@ -18,6 +22,12 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --release --locked -q -p arlen -p arlen-bench
+workers=${WORKERS:-1}
+cores=${PROXY_CORES:-0}
+wrk_core=${WRK_CORE:-1}
+connections=${CONNECTIONS:-32}
+arlen=${ARLEN:-target/release/arlen}
+echo "workers $workers on cores $cores, wrk on core $wrk_core with $connections connections, arlen $arlen"
 work=$(mktemp -d)
 pids=()
 # The proxies first, then the upstream (so nothing logs the upstream going away).
@@ -26,10 +36,10 @@ trap 'for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || t
 
 head -c 1048576 /dev/zero | tr '\0' 'x' > "$work/big.txt"
 up=$(free_port); ng=$(free_port); ar=$(free_port)
-TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/arlen-baseline "$up" "hello\n" "$work/big.txt" & pids+=($!)
+TOKIO_WORKER_THREADS="$workers" taskset -c "$cores" target/release/arlen-baseline "$up" "hello\n" "$work/big.txt" & pids+=($!)
 wait_port "$up" /
 cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx.error.log warn;
@@ -50,15 +60,15 @@ http {
   }
 }
 CONF
-taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+taskset -c "$cores" nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 env ARLEN_ENV=production ARLEN_LOG_LEVEL=warn ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench \
-    ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=1 TOKIO_WORKER_THREADS=1 \
-    taskset -c 0 target/release/arlen serve --port "$ar" --app-root /nonexistent --upstream "http://127.0.0.1:$up" & pids+=($!)
+    ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=1 TOKIO_WORKER_THREADS="$workers" \
+    taskset -c "$cores" "$arlen" serve --port "$ar" --app-root /nonexistent --upstream "http://127.0.0.1:$up" & pids+=($!)
 wait_port "$ng" /; wait_port "$ar" /readyz
 
 # run <port> <path> -> "req/s p50_ms p99_ms"
 run() {
-  taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency "http://127.0.0.1:$1$2" | awk '
+  taskset -c "$wrk_core" wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1$2" | awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /Requests\/sec/ {rps=$2} $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)}
     END {print rps, p50, p99}'

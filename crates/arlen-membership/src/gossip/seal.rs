@@ -420,7 +420,7 @@ impl Sealing {
 
     /// Frames (and, with keys, seals) one packet of layout 3 in the newest
     /// version (what tests, the forge and the fuzzer send).
-    #[cfg(any(test, feature = "simulation", feature = "forge"))]
+    #[cfg(any(test, feature = "forge"))]
     pub(crate) fn seal(&self, packet: &[u8], now_ms: u64) -> Vec<u8> {
         self.seal_for(packet, now_ms, PROTOCOL_MAX, &LAYOUT_3_EXTENSION)
     }
