@@ -355,27 +355,20 @@ impl<'a> Loader<'a> {
         if let Some(policy) =
             get(Key::ClusterQuorumPolicy).filter(|p| p.value == Typed::Policy(QuorumPolicySetting::Zones))
         {
-            let zones = get(Key::ClusterExpectedZones).map(|z| &z.value);
-            if matches!(zones, Some(Typed::Integer(0)) | None) {
-                self.errors.push(located_error(
-                    format!(
-                        "quorumPolicy `zones` counts zones: set {} (cluster.expectedZones) to how many zones the cluster spans",
-                        Key::ClusterExpectedZones.spec().variable()
-                    ),
-                    policy.spec,
-                    &policy.source,
-                ));
-            }
-            let zone = get(Key::ClusterZone).map(|z| &z.value);
-            if matches!(zone, Some(Typed::Text(z)) if z.is_empty()) || zone.is_none() {
-                self.errors.push(located_error(
-                    format!(
-                        "quorumPolicy `zones` counts zones: set {} (cluster.zone) to the zone this node runs in",
-                        Key::ClusterZone.spec().variable()
-                    ),
-                    policy.spec,
-                    &policy.source,
-                ));
+            let no_count = matches!(get(Key::ClusterExpectedZones).map(|z| &z.value), Some(Typed::Integer(0)) | None);
+            let no_zone = !matches!(get(Key::ClusterZone).map(|z| &z.value), Some(Typed::Text(z)) if !z.is_empty());
+            for (key, missing, what) in [
+                (Key::ClusterExpectedZones, no_count, "how many zones the cluster spans"),
+                (Key::ClusterZone, no_zone, "the zone this node runs in"),
+            ] {
+                if missing {
+                    let message = format!(
+                        "quorumPolicy `zones` counts zones: set {} ({}) to {what}",
+                        key.spec().variable(),
+                        key.name()
+                    );
+                    self.errors.push(located_error(message, policy.spec, &policy.source));
+                }
             }
         }
         if let Some(zone) = get(Key::ClusterZone) {
