@@ -101,6 +101,9 @@ impl GossipTraffic {
     }
 }
 
+/// How often the reachability board is refreshed.
+const REACHABILITY_REFRESH: Duration = Duration::from_millis(200);
+
 /// What the gossip source needs from the configuration, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct GossipSettings {
@@ -470,6 +473,8 @@ pub(crate) struct Observer {
     dead_member_ttl: Duration,
     heard: HeardClock,
     reachability: ReachabilityBoard,
+    /// When the board was last refreshed.
+    reachability_at: Option<SystemTime>,
     down_since: HashMap<(SocketAddr, u64), SystemTime>,
     last_membership: Vec<(String, u64, MemberState)>,
     last_change: Option<SystemTime>,
@@ -484,6 +489,7 @@ impl Observer {
             dead_member_ttl: settings.protocol.dead_member_ttl,
             heard: HeardClock::default(),
             reachability: ReachabilityBoard::default(),
+            reachability_at: None,
             down_since: HashMap::new(),
             last_membership: Vec::new(),
             last_change: None,
@@ -501,11 +507,17 @@ impl Observer {
         let mut view = self.view_from(observations(core), now, unheard);
         view.fresh_for = Some(core.vouch_bound());
         view.accusations = core.accusations();
-        for (node_id, class) in self.reachability.replace(core.reachability(now)) {
-            if class != Reachability::Ok {
-                tracing::info!(%node_id, class = class.as_str(), "gossip member reachability changed");
+        // Classes move at the pace of probes: refreshed five times a second,
+        // not at every period (a class per member is work at 1,000 members).
+        let due = self.reachability_at.is_none_or(|at| accuracy::since(now, at) >= REACHABILITY_REFRESH);
+        if due {
+            self.reachability_at = Some(now);
+            for (node_id, class) in self.reachability.replace(core.reachability(now)) {
+                if class != Reachability::Ok {
+                    tracing::info!(%node_id, class = class.as_str(), "gossip member reachability changed");
+                }
+                core.traffic().count_reachability_change(class);
             }
-            core.traffic().count_reachability_change(class);
         }
         if let Some(warning) = core.sealing().rollout_warning() {
             view.health.detail.push_str("; ");

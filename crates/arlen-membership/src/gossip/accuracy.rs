@@ -69,6 +69,16 @@ struct ProbeLog {
     indirect_acked: u32,
 }
 
+/// The median of `sorted` without one occurrence of `own` (the member's own
+/// round trip, when it has one), in constant time.
+fn median_without(sorted: &[Duration], own: Option<Duration>) -> Option<Duration> {
+    let Some(own) = own else { return sorted.get(sorted.len() / 2).copied() };
+    let others = sorted.len().checked_sub(1).filter(|n| *n > 0)?;
+    let at = sorted.partition_point(|d| *d < own);
+    let middle = others / 2;
+    sorted.get(if middle < at { middle } else { middle + 1 }).copied()
+}
+
 /// How one probe of a member ended.
 #[derive(Debug, Clone, Copy)]
 struct Outcome {
@@ -215,11 +225,21 @@ impl Accuracy {
     /// its round trip is at least [`SLOW_RTT`] and [`SLOW_FACTOR`] times the
     /// other members' median, `lossy` when a quarter or more of its probes
     /// (two at least) needed a second try or failed, else `ok`.
+    /// Every measured peer's smoothed round trip, sorted: what
+    /// [`Accuracy::reachability`] compares a member with (made once for all
+    /// members, not once each).
+    pub(crate) fn sorted_rtts(&self) -> Vec<Duration> {
+        let mut all: Vec<Duration> = self.rtt.values().map(|r| r.smoothed).collect();
+        all.sort();
+        all
+    }
+
     pub(crate) fn reachability(
         &self,
         member: &GossipId,
         heard_ms_ago: Option<u64>,
         now: SystemTime,
+        sorted_rtts: &[Duration],
     ) -> Option<(Reachability, ReachabilityEvidence)> {
         let outcomes: Vec<Outcome> =
             self.outcomes.get(&member.addr)?.iter().filter(|o| since(now, o.at) <= OUTCOME_WINDOW).copied().collect();
@@ -233,10 +253,7 @@ impl Accuracy {
         let direct_failed = count(&|o| !o.acked);
         let answered_through_others = count(&|o| !o.acked && o.through_others);
         let rtt = self.rtt.get(&member.addr).map(|r| r.smoothed);
-        let mut others: Vec<Duration> =
-            self.rtt.iter().filter(|(addr, _)| **addr != member.addr).map(|(_, r)| r.smoothed).collect();
-        others.sort();
-        let others_median = others.get(others.len() / 2).copied();
+        let others_median = median_without(sorted_rtts, rtt);
         let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
         let recent = &outcomes[outcomes.len() - MIN_PROBES..];
         let one_way = recent.iter().all(|o| !o.acked && o.through_others);
@@ -552,22 +569,31 @@ mod tests {
             at += ms(50);
         }
         accuracy.sent(&header(1, 2, Message::Ping(99)), at);
-        let class = |port: u16, heard: Option<u64>| accuracy.reachability(&id(port), heard, at).map(|(c, _)| c);
+        let sorted = accuracy.sorted_rtts();
+        let class =
+            |port: u16, heard: Option<u64>| accuracy.reachability(&id(port), heard, at, &sorted).map(|(c, _)| c);
         assert_eq!(class(2, None), Some(Reachability::Ok));
         assert_eq!(class(3, Some(20)), Some(Reachability::OneWay));
         assert_eq!(class(5, None), Some(Reachability::Slow));
         assert_eq!(class(6, None), Some(Reachability::Lossy));
-        let (_, evidence) = accuracy.reachability(&id(3), Some(20), at).unwrap();
+        let (_, evidence) = accuracy.reachability(&id(3), Some(20), at, &sorted).unwrap();
         assert_eq!((evidence.probes, evidence.direct_failed, evidence.answered_through_others), (6, 6, 6));
         assert!(
             evidence.explanation.contains("heard from 20 ms ago, so it reaches this node"),
             "{}",
             evidence.explanation
         );
-        let (_, evidence) = accuracy.reachability(&id(5), None, at).unwrap();
+        let (_, evidence) = accuracy.reachability(&id(5), None, at, &sorted).unwrap();
         assert!(evidence.explanation.starts_with("node-5's round trip is 40 ms against"), "{}", evidence.explanation);
         // Too few probes, or too old: no class.
         assert_eq!(class(7, None), None);
-        assert_eq!(accuracy.reachability(&id(2), None, at + Duration::from_secs(120)).map(|(c, _)| c), None);
+        assert_eq!(accuracy.reachability(&id(2), None, at + Duration::from_secs(120), &sorted).map(|(c, _)| c), None);
+        // The others' median, without the member's own round trip.
+        let ms = Duration::from_millis;
+        assert_eq!(median_without(&[ms(1), ms(2), ms(40)], Some(ms(40))), Some(ms(2)));
+        assert_eq!(median_without(&[ms(1), ms(2), ms(40)], Some(ms(1))), Some(ms(40)));
+        assert_eq!(median_without(&[ms(1), ms(40)], Some(ms(40))), Some(ms(1)));
+        assert_eq!(median_without(&[ms(40)], Some(ms(40))), None);
+        assert_eq!(median_without(&[ms(1), ms(2)], None), Some(ms(2)));
     }
 }

@@ -766,6 +766,7 @@ impl Core {
         now: SystemTime,
     ) -> Vec<((String, u64), (arlen_cluster::Reachability, arlen_cluster::ReachabilityEvidence))> {
         let own = self.foca.identity().addr;
+        let sorted = self.io.accuracy.sorted_rtts();
         self.foca
             .iter_members()
             .filter(|m| is_live(m) && m.id().addr != own)
@@ -773,7 +774,7 @@ impl Core {
                 let id = m.id();
                 let heard = self.heard.last_heard(&id.node_id, id.generation);
                 let heard_ms_ago = heard.map(|at| u64::try_from(since(now, at).as_millis()).unwrap_or(u64::MAX));
-                let class = self.io.accuracy.reachability(id, heard_ms_ago, now)?;
+                let class = self.io.accuracy.reachability(id, heard_ms_ago, now, &sorted)?;
                 Some(((id.node_id.clone(), id.generation), class))
             })
             .collect()
