@@ -409,13 +409,18 @@ impl Sealing {
     }
 
     /// Whether a datagram of `version` framing `packet_len` bytes carries an
-    /// extension block of `ext_len` bytes (else it goes without one).
+    /// extension block of `ext_len` bytes (else it goes without one): the
+    /// rule [`Sealing::seal_for`] follows. Sealed, from version 2 on; unsealed,
+    /// whenever it fits the padding's tail (version 1 ignores the tail).
     pub(crate) fn carries_extension(&self, packet_len: usize, ext_len: usize, version: u8) -> bool {
+        if ext_len + 2 > MAX_EXTENSION {
+            return false;
+        }
         if !self.seals() {
             let name = self.cluster.len().min(MAX_CLUSTER_NAME_BYTES);
             return 4 + 1 + name + 2 + packet_len + ext_len + 2 + MARKER_BYTES <= MIN_UNSEALED;
         }
-        version >= 2 && ext_len + 2 <= MAX_EXTENSION
+        version >= 2
     }
 
     /// Frames (and, with keys, seals) one packet of layout 3 in the newest
@@ -442,7 +447,7 @@ impl Sealing {
         ext: &[u8],
         nonce: [u8; NONCE_BYTES],
     ) -> Vec<u8> {
-        let ext = if ext.len() + 2 <= MAX_EXTENSION { ext } else { &[] };
+        let ext = if self.carries_extension(packet.len(), ext.len(), version) { ext } else { &[] };
         if !self.seals() {
             let name = &self.cluster[..self.cluster.len().min(MAX_CLUSTER_NAME_BYTES)];
             let mut out = Vec::with_capacity(MIN_UNSEALED.max(packet.len() + name.len() + 7));
@@ -454,11 +459,10 @@ impl Sealing {
             out.extend_from_slice(packet);
             // The tail of the padding: the extension (when it fits), its
             // length, the marker. Version 1 reads none of it.
-            let tail = if out.len() + ext.len() + 2 + MARKER_BYTES <= MIN_UNSEALED { ext } else { &[] };
-            if out.len() + tail.len() + 2 + MARKER_BYTES <= MIN_UNSEALED {
-                out.resize(MIN_UNSEALED - tail.len() - 2 - MARKER_BYTES, 0);
-                out.extend_from_slice(tail);
-                out.extend_from_slice(&u16::try_from(tail.len()).unwrap_or(0).to_be_bytes());
+            if out.len() + ext.len() + 2 + MARKER_BYTES <= MIN_UNSEALED {
+                out.resize(MIN_UNSEALED - ext.len() - 2 - MARKER_BYTES, 0);
+                out.extend_from_slice(ext);
+                out.extend_from_slice(&u16::try_from(ext.len()).unwrap_or(0).to_be_bytes());
                 out.extend_from_slice(&marker());
             } else if out.len() < MIN_UNSEALED {
                 out.resize(MIN_UNSEALED, 0);
@@ -466,7 +470,6 @@ impl Sealing {
             return out;
         }
         let v2 = version >= 2;
-        let ext = if v2 { ext } else { &[] };
         let mut out = Vec::with_capacity(SEALED_HEADER + 2 + ext.len() + packet.len() + TAG_BYTES);
         out.extend_from_slice(MAGIC);
         out.push(if v2 { KIND_SEALED_V2 } else { KIND_SEALED });
