@@ -191,8 +191,7 @@ impl GossipId {
     /// the software version. A member's zone goes everywhere (quorum over
     /// zones counts it, so every node must know every member's), its
     /// software only in the datagrams it sends itself (and the version-2
-    /// envelope): nobody relays it, which kept a lossy 1,000-node cluster's
-    /// gossip from growing by a sixth (`BENCHMARKS.md`).
+    /// envelope): nobody needs it relayed, so no relayed update pays for it.
     pub(crate) fn relayed(&self) -> Self {
         Self { meta: Meta { software: None, zone: self.meta.zone.clone() }, ..self.clone() }
     }
@@ -277,18 +276,8 @@ impl Codec<GossipId> for WireCodec {
     /// The sender's identity goes whole; every other identity without its
     /// software version (see [`GossipId::relayed`]).
     fn encode_header(&mut self, header: &Header<GossipId>, buf: impl BufMut) -> Result<(), Self::Error> {
-        let needs_stripping = |id: &GossipId| id.meta.software.is_some();
-        let named = [&header.dst].into_iter().chain(message_target(&header.message));
-        if !named.into_iter().any(needs_stripping) {
-            return Ok(PostcardCodec.encode_header(header, buf)?);
-        }
-        let relayed = Header {
-            src: header.src.clone(),
-            src_incarnation: header.src_incarnation,
-            dst: header.dst.relayed(),
-            message: map_message(&header.message, GossipId::relayed),
-        };
-        Ok(PostcardCodec.encode_header(&relayed, buf)?)
+        let relayed = map_header(header.clone(), |id| Ok(id.relayed()))?;
+        Ok(PostcardCodec.encode_header(&Header { src: header.src.clone(), ..relayed }, buf)?)
     }
 
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<GossipId>, Self::Error> {
@@ -359,28 +348,6 @@ pub(crate) fn encode_packet(header: &Header<GossipId>, members: &[Member<GossipI
     Ok(buf)
 }
 
-/// The identity a message names besides the header's two, if any.
-fn message_target(message: &foca::Message<GossipId>) -> Option<&GossipId> {
-    use foca::Message as M;
-    match message {
-        M::PingReq { target, .. } | M::IndirectAck { target, .. } => Some(target),
-        M::IndirectPing { origin, .. } | M::ForwardedAck { origin, .. } => Some(origin),
-        M::Ping(_) | M::Ack(_) | M::Announce | M::Feed | M::Gossip | M::Broadcast | M::TurnUndead => None,
-    }
-}
-
-/// The message with the identity it names mapped.
-fn map_message(message: &foca::Message<GossipId>, f: impl Fn(&GossipId) -> GossipId) -> foca::Message<GossipId> {
-    use foca::Message as M;
-    match message {
-        M::PingReq { target, probe_number } => M::PingReq { target: f(target), probe_number: *probe_number },
-        M::IndirectAck { target, probe_number } => M::IndirectAck { target: f(target), probe_number: *probe_number },
-        M::IndirectPing { origin, probe_number } => M::IndirectPing { origin: f(origin), probe_number: *probe_number },
-        M::ForwardedAck { origin, probe_number } => M::ForwardedAck { origin: f(origin), probe_number: *probe_number },
-        other => other.clone(),
-    }
-}
-
 /// The same header with every identity mapped (layouts differ only there).
 fn map_header<A, B>(header: Header<A>, mut f: impl FnMut(A) -> Result<B, CodecError>) -> Result<Header<B>, CodecError> {
     use foca::Message as M;
@@ -402,41 +369,39 @@ fn map_header<A, B>(header: Header<A>, mut f: impl FnMut(A) -> Result<B, CodecEr
 
 /// A packet of layout 3 in layout 1, for a peer that speaks only versions 1
 /// and 2 (what each member says of itself beyond who it is is left out).
-pub(crate) fn to_legacy(mut packet: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let header: Header<GossipId> = WireCodec.decode_header(&mut packet)?;
-    let header: Header<LegacyId> = map_header(header, |id| Ok(LegacyId::from(id)))?;
+pub(crate) fn to_legacy(packet: &[u8]) -> Result<Vec<u8>, CodecError> {
+    transcode(packet, WireCodec, PostcardCodec, |id| Ok(LegacyId::from(id)))
+}
+
+/// A packet of layout 1 (from a peer that speaks only versions 1 and 2) in
+/// layout 3, each identity with an empty [`Meta`] and its fields bounded;
+/// the core then decodes it as any packet (completeness checked there).
+pub(crate) fn from_legacy(packet: &[u8]) -> Result<Vec<u8>, CodecError> {
+    transcode(packet, PostcardCodec, WireCodec, |id: LegacyId| Ok(GossipId::try_from(id)?))
+}
+
+/// Reads a packet with `read`, maps every identity, writes it with `write`:
+/// the header, then the member count and members (not for a broadcast), then
+/// whatever follows, as it is.
+fn transcode<A: Clone, B, R: Codec<A>, W: Codec<B>>(
+    mut packet: &[u8],
+    mut read: R,
+    mut write: W,
+    mut f: impl FnMut(A) -> Result<B, CodecError>,
+) -> Result<Vec<u8>, CodecError>
+where
+    CodecError: From<R::Error> + From<W::Error>,
+{
+    let header = map_header(read.decode_header(&mut packet)?, &mut f)?;
     let mut out = Vec::with_capacity(packet.len() + 64);
-    PostcardCodec.encode_header(&header, &mut out)?;
+    write.encode_header(&header, &mut out)?;
     if packet.remaining() >= 2 && !matches!(header.message, foca::Message::Broadcast) {
         let count = packet.get_u16();
         out.put_u16(count);
         for _ in 0..count {
-            let member = WireCodec.decode_member(&mut packet)?;
-            let legacy = Member::new(LegacyId::from(member.id().clone()), member.incarnation(), member.state());
-            PostcardCodec.encode_member(&legacy, &mut out)?;
-        }
-    }
-    out.extend_from_slice(packet);
-    Ok(out)
-}
-
-/// A packet of layout 1 (from a peer that speaks only versions 1 and 2) in
-/// layout 3, each identity with an empty [`Meta`]. Validated as any packet.
-pub(crate) fn from_legacy(mut packet: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let header: Header<LegacyId> = PostcardCodec.decode_header(&mut packet)?;
-    let header = map_header(header, |id| Ok(GossipId::try_from(id)?))?;
-    header.src.check_complete()?;
-    let mut out = Vec::with_capacity(packet.len() + 64);
-    WireCodec.encode_header(&header, &mut out)?;
-    if packet.remaining() >= 2 && header.message != foca::Message::Broadcast {
-        let count = packet.get_u16();
-        out.put_u16(count);
-        for _ in 0..count {
-            let member: Member<LegacyId> = PostcardCodec.decode_member(&mut packet)?;
+            let member = read.decode_member(&mut packet)?;
             let (incarnation, state) = (member.incarnation(), member.state());
-            let id = GossipId::try_from(member.id().clone())?;
-            id.check_complete()?;
-            WireCodec.encode_member(&Member::new(id, incarnation, state), &mut out)?;
+            write.encode_member(&Member::new(f(member.id().clone())?, incarnation, state), &mut out)?;
         }
     }
     out.extend_from_slice(packet);
