@@ -242,9 +242,7 @@ impl Runtime<GossipId> for Io {
             kind = message_kind(&header.message);
         }
         let Some(datagram) = self.frame(to.addr, data) else { return };
-        let sent = self.sent.entry(kind).or_default();
-        sent.0 += 1;
-        sent.1 += datagram.len() as u64;
+        self.count_sent(kind, datagram.len());
         if let Some(budget) = self.reply_budget.as_mut() {
             if datagram.len() > *budget {
                 self.amplification_drops += 1;
@@ -297,19 +295,18 @@ impl Peers {
         for id in identities.filter(|id| id.meta != Meta::default()) {
             let merged = match self.metas.get(&id.addr) {
                 Some((generation, _)) if *generation > id.generation => continue,
-                Some((generation, known)) if *generation == id.generation => Meta {
-                    software: id.meta.software.clone().or_else(|| known.software.clone()),
-                    zone: id.meta.zone.clone().or_else(|| known.zone.clone()),
-                },
+                Some((generation, known)) if *generation == id.generation => {
+                    let merged = Meta {
+                        software: id.meta.software.clone().or_else(|| known.software.clone()),
+                        zone: id.meta.zone.clone().or_else(|| known.zone.clone()),
+                    };
+                    if merged == *known {
+                        continue;
+                    }
+                    merged
+                }
                 _ => id.meta.clone(),
             };
-            if self
-                .metas
-                .get(&id.addr)
-                .is_some_and(|(generation, known)| *generation == id.generation && *known == merged)
-            {
-                continue;
-            }
             if self.metas.len() >= self.bound {
                 self.metas.clear();
             }
