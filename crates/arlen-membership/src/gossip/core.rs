@@ -199,7 +199,8 @@ struct Io {
     membership_changed: bool,
     amplification_drops: u64,
     /// Datagrams and bytes sent, by what they carry (for the simulation's
-    /// bandwidth breakdown).
+    /// bandwidth breakdown; not kept in production builds).
+    #[cfg(any(test, feature = "simulation"))]
     sent: std::collections::BTreeMap<&'static str, (u64, u64)>,
     /// This node is leaving: foca going defunct is what was asked for.
     leaving: bool,
@@ -468,11 +469,15 @@ impl Io {
         }
     }
 
+    #[cfg(any(test, feature = "simulation"))]
     fn count_sent(&mut self, kind: &'static str, bytes: usize) {
         let sent = self.sent.entry(kind).or_default();
         sent.0 += 1;
         sent.1 += bytes as u64;
     }
+
+    #[cfg(not(any(test, feature = "simulation")))]
+    fn count_sent(&mut self, _kind: &'static str, _bytes: usize) {}
 }
 
 impl Core {
@@ -516,6 +521,7 @@ impl Core {
                 timers: Vec::new(),
                 membership_changed: false,
                 amplification_drops: 0,
+                #[cfg(any(test, feature = "simulation"))]
                 sent: std::collections::BTreeMap::new(),
                 leaving: false,
                 rejoined: None,
