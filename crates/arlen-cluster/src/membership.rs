@@ -98,13 +98,6 @@ impl ReachabilityBoard {
         let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(&(node_id.to_owned(), generation)).cloned()
     }
-
-    /// How many members are in each class.
-    pub fn counts(&self) -> [(Reachability, u64); 4] {
-        let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        [Reachability::Ok, Reachability::OneWay, Reachability::Lossy, Reachability::Slow]
-            .map(|class| (class, map.values().filter(|(c, _)| *c == class).count() as u64))
-    }
 }
 
 /// How the membership source itself is doing.

@@ -75,7 +75,7 @@ pub struct GossipTraffic {
     pub downs: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
     /// Times a member entered each reachability class in this node's eyes.
-    reachability_changes: [AtomicU64; 4],
+    reachability_changes: [AtomicU64; Reachability::ALL.len()],
 }
 
 impl GossipTraffic {

@@ -219,12 +219,6 @@ impl Accuracy {
         });
     }
 
-    /// How `member` answers this node's probes, over its recent probes (at
-    /// least [`MIN_PROBES`] within [`OUTCOME_WINDOW`]): `one_way` when its
-    /// last three direct probes failed while others reached it, `slow` when
-    /// its round trip is at least [`SLOW_RTT`] and [`SLOW_FACTOR`] times the
-    /// other members' median, `lossy` when a quarter or more of its probes
-    /// (two at least) needed a second try or failed, else `ok`.
     /// Every measured peer's smoothed round trip, sorted: what
     /// [`Accuracy::reachability`] compares a member with (made once for all
     /// members, not once each).
@@ -234,6 +228,13 @@ impl Accuracy {
         all
     }
 
+    /// How `member` answers this node's probes, over its recent probes (at
+    /// least [`MIN_PROBES`] within [`OUTCOME_WINDOW`]): `one_way` when its
+    /// last three direct probes failed while others reached it, `slow` when
+    /// its round trip is at least [`SLOW_RTT`] and [`SLOW_FACTOR`] times the
+    /// other members' median, `lossy` when a quarter or more of its probes
+    /// (two at least) needed a second try or failed, else `ok`.
+    /// `sorted_rtts` is [`Accuracy::sorted_rtts`].
     pub(crate) fn reachability(
         &self,
         member: &GossipId,
