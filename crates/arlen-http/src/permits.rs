@@ -154,76 +154,84 @@ impl PermitsEndpoint {
     }
 
     async fn acquire(&self, ask: Ask, snapshot: &Snapshot) -> Response {
-        let members = &snapshot.membership.members;
         let ttl = ask.ttl_seconds.map_or(DEFAULT_TTL, Duration::from_secs);
-        for _ in 0..ATTEMPTS {
-            let (permits, version) = match self.store.read().await {
-                Ok(read) => read,
-                Err(error) => return unavailable(&error),
-            };
-            let now = now_ms();
-            let permits = in_force(permits, members, now);
-            let generation = match decide(members, Needs::from(&snapshot.quorum), &permits, &ask.node, &ask.holder) {
-                Ok(generation) => generation,
-                Err(refusal) => {
-                    let status = if matches!(refusal, Refusal::UnknownNode(_)) {
-                        StatusCode::NOT_FOUND
-                    } else {
-                        StatusCode::CONFLICT
-                    };
-                    let mut answer = document(permits, &*self.store);
-                    answer.refused = Some(refusal.to_string());
-                    return json_response(status, &answer);
-                }
-            };
-            let permit = StopPermit {
-                node: ask.node.clone(),
-                holder: ask.holder.clone(),
-                generation,
-                granted_unix_ms: now,
-                expires_unix_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-                granted_by: snapshot.identity.node_id.clone(),
-            };
-            let mut next: Vec<StopPermit> = permits.into_iter().filter(|p| p.node != ask.node).collect();
-            next.push(permit.clone());
-            match self.store.write(version, next.clone()).await {
-                Ok(true) => {
-                    tracing::warn!(node = %permit.node, holder = %permit.holder, ttl_seconds = ttl.as_secs(), "stop permit granted");
-                    let mut answer = document(next, &*self.store);
-                    answer.granted = Some(permit);
-                    return json_response(StatusCode::OK, &answer);
-                }
-                Ok(false) => continue,
-                Err(error) => return unavailable(&error),
+        let changed = self
+            .change(snapshot, |permits, now| {
+                let needs = Needs::from(&snapshot.quorum);
+                let generation = decide(&snapshot.membership.members, needs, &permits, &ask.node, &ask.holder)
+                    .map_err(|refusal| {
+                        let status = if matches!(refusal, Refusal::UnknownNode(_)) {
+                            StatusCode::NOT_FOUND
+                        } else {
+                            StatusCode::CONFLICT
+                        };
+                        let mut answer = document(permits.clone(), &*self.store);
+                        answer.refused = Some(refusal.to_string());
+                        Box::new(json_response(status, &answer))
+                    })?;
+                let permit = StopPermit {
+                    node: ask.node.clone(),
+                    holder: ask.holder.clone(),
+                    generation,
+                    granted_unix_ms: now,
+                    expires_unix_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+                    granted_by: snapshot.identity.node_id.clone(),
+                };
+                let mut next: Vec<StopPermit> = permits.into_iter().filter(|p| p.node != ask.node).collect();
+                next.push(permit.clone());
+                Ok((next, permit))
+            })
+            .await;
+        match changed {
+            Ok((next, permit)) => {
+                tracing::warn!(node = %permit.node, holder = %permit.holder, ttl_seconds = ttl.as_secs(), "stop permit granted");
+                let mut answer = document(next, &*self.store);
+                answer.granted = Some(permit);
+                json_response(StatusCode::OK, &answer)
             }
+            Err(response) => *response,
         }
-        unavailable("too many concurrent changes to the permits; try again")
     }
 
     async fn release(&self, node: &str, snapshot: &Snapshot) -> Response {
-        let members = &snapshot.membership.members;
-        for _ in 0..ATTEMPTS {
-            let (permits, version) = match self.store.read().await {
-                Ok(read) => read,
-                Err(error) => return unavailable(&error),
-            };
-            let permits = in_force(permits, members, now_ms());
-            if !permits.iter().any(|p| p.node == node) {
-                let mut answer = document(permits, &*self.store);
-                answer.refused = Some(format!("no permit to stop {node} is in force"));
-                return json_response(StatusCode::NOT_FOUND, &answer);
-            }
-            let next: Vec<StopPermit> = permits.into_iter().filter(|p| p.node != node).collect();
-            match self.store.write(version, next.clone()).await {
-                Ok(true) => {
-                    tracing::warn!(node, "stop permit released");
-                    return json_response(StatusCode::OK, &document(next, &*self.store));
+        let changed = self
+            .change(snapshot, |permits, _| {
+                if !permits.iter().any(|p| p.node == node) {
+                    let mut answer = document(permits, &*self.store);
+                    answer.refused = Some(format!("no permit to stop {node} is in force"));
+                    return Err(Box::new(json_response(StatusCode::NOT_FOUND, &answer)));
                 }
-                Ok(false) => continue,
-                Err(error) => return unavailable(&error),
+                Ok((permits.into_iter().filter(|p| p.node != node).collect(), ()))
+            })
+            .await;
+        match changed {
+            Ok((next, ())) => {
+                tracing::warn!(node, "stop permit released");
+                json_response(StatusCode::OK, &document(next, &*self.store))
+            }
+            Err(response) => *response,
+        }
+    }
+
+    /// Read, decide, write only if nobody wrote in between (the store's
+    /// compare-and-set), again on a lost race: `step` gets the permits in
+    /// force and the time, and gives the next permits (or the answer that
+    /// ends it, boxed). The permits written and what `step` made, or the answer.
+    async fn change<T>(
+        &self,
+        snapshot: &Snapshot,
+        mut step: impl FnMut(Vec<StopPermit>, u64) -> Result<(Vec<StopPermit>, T), Box<Response>>,
+    ) -> Result<(Vec<StopPermit>, T), Box<Response>> {
+        let unavailable = |error: &str| Box::new(unavailable(error));
+        for _ in 0..ATTEMPTS {
+            let (permits, version) = self.store.read().await.map_err(|error| unavailable(&error))?;
+            let now = now_ms();
+            let (next, made) = step(in_force(permits, &snapshot.membership.members, now), now)?;
+            if self.store.write(version, next.clone()).await.map_err(|error| unavailable(&error))? {
+                return Ok((next, made));
             }
         }
-        unavailable("too many concurrent changes to the permits; try again")
+        Err(unavailable("too many concurrent changes to the permits; try again"))
     }
 }
 
