@@ -29,53 +29,66 @@ pub fn run(command: StopPermitCommand) -> ExitCode {
             | StopPermitCommand::Release { url, json, .. }
             | StopPermitCommand::List { url, json } => (url.trim_end_matches('/').to_owned(), *json),
         };
-        let mut base = url;
-        for _ in 0..2 {
-            let request = match &command {
-                StopPermitCommand::Acquire { node, holder, ttl_seconds, .. } => {
-                    let holder = holder.clone().unwrap_or_else(default_holder);
-                    client.post(format!("{base}{PATH}")).json(&serde_json::json!({
-                        "node": node, "holder": holder, "ttl_seconds": ttl_seconds,
-                    }))
-                }
-                StopPermitCommand::Release { node, .. } => client.delete(format!("{base}{PATH}/{node}")),
-                StopPermitCommand::List { .. } => client.get(format!("{base}{PATH}")),
-            };
-            let response = match request.bearer_auth(token.trim()).send().await {
-                Ok(response) => response,
-                Err(error) => {
-                    shout!("arlen stop-permit: {base}: {error}");
-                    return ExitCode::from(3);
-                }
-            };
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
-                let named: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                // The token goes where the node points: only to a member's
-                // plain http(s) URL, never one carrying credentials.
-                let next = named["url"].as_str().filter(|url| {
-                    (url.starts_with("http://") || url.starts_with("https://"))
-                        && !url
-                            .split("://")
-                            .nth(1)
-                            .unwrap_or_default()
-                            .split('/')
-                            .next()
-                            .unwrap_or_default()
-                            .contains('@')
-                });
-                if let Some(next) = next {
-                    say!("asking {} ({next}): it grants stop permits", named["authority"].as_str().unwrap_or("?"));
-                    base = next.trim_end_matches('/').to_owned();
-                    continue;
-                }
+        let holder = holder_of(&command);
+        let request = |client: &reqwest::Client, base: &str| match &command {
+            StopPermitCommand::Acquire { node, ttl_seconds, .. } => client
+                .post(format!("{base}{PATH}"))
+                .json(&serde_json::json!({ "node": node, "holder": holder, "ttl_seconds": ttl_seconds })),
+            StopPermitCommand::Release { node, .. } => client.delete(format!("{base}{PATH}/{node}")),
+            StopPermitCommand::List { .. } => client.get(format!("{base}{PATH}")),
+        };
+        let told = |authority: &str, next: &str| say!("asking {authority} ({next}): it grants stop permits");
+        match send(&client, &url, token.trim(), request, told).await {
+            Ok((status, body)) => report(status, &body, json, &command),
+            Err(error) => {
+                shout!("arlen stop-permit: {error}");
+                ExitCode::from(3)
             }
-            return report(status, &body, json, &command);
         }
-        shout!("arlen stop-permit: the nodes keep naming another node; is the cluster changing?");
-        ExitCode::from(3)
     })
+}
+
+/// Sends a stop-permit request built by `request` for a node's base URL,
+/// with the operations token; a node that does not grant (421) names the
+/// one that does, and the request goes there once (`told` hears where).
+/// The status and body of the last answer.
+pub(crate) async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    mut told: impl FnMut(&str, &str),
+) -> Result<(reqwest::StatusCode, String), String> {
+    let mut base = url.trim_end_matches('/').to_owned();
+    for _ in 0..2 {
+        let response = request(client, &base).bearer_auth(token).send().await.map_err(|e| format!("{base}: {e}"))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status != reqwest::StatusCode::MISDIRECTED_REQUEST {
+            return Ok((status, body));
+        }
+        let named: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(next) = named["url"].as_str().filter(|url| plain_http_url(url)) else {
+            return Ok((status, body));
+        };
+        told(named["authority"].as_str().unwrap_or("?"), next);
+        base = next.trim_end_matches('/').to_owned();
+    }
+    Err("the nodes keep naming another node; is the cluster changing?".to_owned())
+}
+
+/// The token goes where a node points only when it is a plain http(s) URL
+/// carrying no credentials.
+fn plain_http_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !rest.split('/').next().unwrap_or_default().contains('@')
+}
+
+fn holder_of(command: &StopPermitCommand) -> String {
+    match command {
+        StopPermitCommand::Acquire { holder: Some(holder), .. } => holder.clone(),
+        _ => default_holder(),
+    }
 }
 
 fn default_holder() -> String {

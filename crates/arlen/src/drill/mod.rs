@@ -536,28 +536,21 @@ impl Drill {
     /// `Err` with the reason when refused.
     async fn stop_permit(&mut self, node: usize) -> anyhow::Result<Result<(), String>> {
         let name = self.cluster.nodes[node].id.clone();
-        let mut base = self.cluster.nodes[(node + 1) % self.cluster.nodes.len()].url.clone();
-        for _ in 0..2 {
-            let response = self
-                .http
-                .post(format!("{}/_arlen/stop-permits", base.trim_end_matches('/')))
-                .bearer_auth(&self.token)
+        let base = self.cluster.nodes[(node + 1) % self.cluster.nodes.len()].url.clone();
+        let request = |client: &reqwest::Client, base: &str| {
+            client
+                .post(format!("{base}/_arlen/stop-permits"))
                 .json(&serde_json::json!({ "node": name, "holder": "arlen drill", "ttl_seconds": 120 }))
-                .send()
-                .await?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            match status.as_u16() {
-                200 => return Ok(Ok(())),
-                421 => {
-                    base = body["url"].as_str().unwrap_or_default().to_owned();
-                    anyhow::ensure!(!base.is_empty(), "a 421 without the granting node's URL: {body}");
-                }
-                409 => return Ok(Err(body["refused"].as_str().unwrap_or("refused").to_owned())),
-                other => anyhow::bail!("stop permit for {name}: HTTP {other}: {body}"),
-            }
+        };
+        let (status, body) = crate::stop_permit::send(&self.http, &base, &self.token, request, |_, _| {})
+            .await
+            .map_err(|error| anyhow::anyhow!("stop permit for {name}: {error}"))?;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        match status.as_u16() {
+            200 => Ok(Ok(())),
+            409 => Ok(Err(body["refused"].as_str().unwrap_or("refused").to_owned())),
+            other => anyhow::bail!("stop permit for {name}: HTTP {other}: {body}"),
         }
-        anyhow::bail!("stop permit for {name}: sent on twice")
     }
 
     fn gossip_address(&self, node: usize) -> std::net::SocketAddr {
