@@ -1332,7 +1332,7 @@ pub(crate) mod tests {
         let mut nonce = [3u8; 24];
         nonce[..4].copy_from_slice(&super::super::seal::marker_of(1, 2));
         let old = to_legacy(&announce_packet()).unwrap();
-        let datagram = sealing.seal_pinned(&old, epoch_ms(now), 2, &extension("1.0.0+old"), nonce);
+        let datagram = sealing.seal_with_nonce(&old, epoch_ms(now), 2, &extension("1.0.0+old"), nonce);
         core.handle_datagram(id(2).addr, &datagram, now);
         let replies = core.take_output().datagrams;
         assert!(!replies.is_empty(), "the announce is answered");

@@ -439,7 +439,9 @@ impl Sealing {
         self.seal_with_nonce(packet, now_ms, version, ext, nonce)
     }
 
-    fn seal_with_nonce(
+    /// [`Sealing::seal_for`] with a chosen nonce (its first four bytes the
+    /// marker): tests pin layouts and speak as older builds with it.
+    pub(crate) fn seal_with_nonce(
         &self,
         packet: &[u8],
         now_ms: u64,
@@ -566,18 +568,6 @@ impl Sealing {
         // The nonce's last 16 bytes: random in every version (a marker fills the first four).
         let nonce = u128::from_be_bytes(header[20..36].try_into().map_err(|_| Rejection::Malformed)?);
         Ok(Opened { packet, stamp: Some(Stamp { sent_ms, nonce }), advert, layout })
-    }
-
-    #[cfg(test)]
-    pub(crate) fn seal_pinned(
-        &self,
-        packet: &[u8],
-        now_ms: u64,
-        version: u8,
-        ext: &[u8],
-        nonce: [u8; NONCE_BYTES],
-    ) -> Vec<u8> {
-        self.seal_with_nonce(packet, now_ms, version, ext, nonce)
     }
 
     fn associated_data(&self, header: &[u8]) -> Vec<u8> {
@@ -736,19 +726,19 @@ mod tests {
     fn the_wire_layouts_are_pinned() {
         let sealed = Sealing::new("alpha", &[K1], UnsealedTraffic::Refuse);
         let nonce = [9u8; NONCE_BYTES];
-        let v1 = sealed.seal_pinned(b"packet", NOW, 1, b"", nonce);
+        let v1 = sealed.seal_with_nonce(b"packet", NOW, 1, b"", nonce);
         assert_eq!(
             hex(&v1),
             "41524c020000018bcfe56800090909090909090909090909090909090909090909090909838cdcfd3bb21c3f4943fce2fe357c8732deda30cb6e",
             "sealed version 1"
         );
         let ext = extension("1.2.3+abc");
-        let v2 = sealed.seal_pinned(b"packet", NOW, 2, &ext, nonce);
+        let v2 = sealed.seal_with_nonce(b"packet", NOW, 2, &ext, nonce);
         assert_eq!(&v2[..4], b"ARL\x03");
         assert_eq!(hex(&v2[4..36]), hex(&v1[4..36]), "the same header");
         assert_eq!(v2.len(), v1.len() + 2 + ext.len());
         let unsealed = Sealing::new("alpha", &[], UnsealedTraffic::Refuse);
-        let plain = unsealed.seal_pinned(b"packet", NOW, 1, &ext, nonce);
+        let plain = unsealed.seal_with_nonce(b"packet", NOW, 1, &ext, nonce);
         assert_eq!(plain.len(), MIN_UNSEALED);
         assert_eq!(hex(&plain[..18]), "41524c0105616c70686100067061636b6574", "unsealed: name, length, packet");
         assert_eq!(hex(&plain[plain.len() - 17..]), "0109312e322e332b616263000ba7760103", "its tail");
@@ -773,9 +763,9 @@ mod tests {
         let opened = unsealed.open(&unsealed.seal_for(b"packet", NOW, 1, &ext), NOW).unwrap();
         assert_eq!(opened.advert, Advert { max_version: PROTOCOL_MAX, software: Some("1.2.3+abc".to_owned()) });
         // What version 1 sent (no marker, zero padding, a random nonce) says nothing.
-        let old = sealed.seal_pinned(b"packet", NOW, 1, b"", [9; NONCE_BYTES]);
+        let old = sealed.seal_with_nonce(b"packet", NOW, 1, b"", [9; NONCE_BYTES]);
         assert_eq!(sealed.open(&old, NOW).unwrap().advert, Advert::default());
-        let mut old_plain = unsealed.seal_pinned(b"packet", NOW, 1, b"", [9; NONCE_BYTES]);
+        let mut old_plain = unsealed.seal_with_nonce(b"packet", NOW, 1, b"", [9; NONCE_BYTES]);
         old_plain.truncate(18);
         old_plain.resize(MIN_UNSEALED, 0);
         assert_eq!(unsealed.open(&old_plain, NOW).unwrap().advert, Advert::default());
