@@ -244,7 +244,11 @@ impl Tracked {
     /// body has been written).
     pub(crate) fn begin(self: &Arc<Self>) -> RequestGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
-        self.touch();
+        // Idle time counts from a request's end (`idle_for` is zero while
+        // one is in flight); only HTTP/2's stuck-stream rule reads the start.
+        if self.h2.load(Ordering::Relaxed) {
+            self.touch();
+        }
         RequestGuard { tracked: self.clone() }
     }
 

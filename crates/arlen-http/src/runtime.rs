@@ -593,7 +593,9 @@ impl Shared {
             (answered.response, answered.snapshot)
         } else {
             served = Served::Application;
-            let arrived = u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+            let arrived = u64::try_from(started.saturating_duration_since(self.started_at).as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
             self.last_application_request.store(arrived, std::sync::atomic::Ordering::Relaxed);
             let max_body = self.limits.max_body_bytes;
             let mut request = request;

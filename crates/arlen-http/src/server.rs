@@ -146,8 +146,9 @@ fn connection_builder(settings: &ServerSettings, keep_alive: bool) -> auto::Buil
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.connection_timeout)
+        // Idle keep-alive connections are closed by `lapsed`, slow heads by
+        // `FirstBytesDeadline`: no timer per request.
+        .header_read_timeout(None)
         .title_case_headers(settings.title_case_headers)
         .max_buf_size(settings.max_head_bytes.max(8192) + 8192)
         .keep_alive(keep_alive);
@@ -220,7 +221,11 @@ where
             if expose {
                 request.extensions_mut().insert(PeerAddr(peer));
             }
-            request.extensions_mut().insert(handle.clone());
+            // Only the reserved endpoints take a share of the connection's
+            // waits and streams: an application request inserts nothing.
+            if crate::endpoints::match_reserved(request.uri().path()).is_some() {
+                request.extensions_mut().insert(handle.clone());
+            }
             request.map(Body::new)
         });
         let service = Tracking { inner: service, tracked: tracked.clone() };
@@ -309,13 +314,13 @@ impl Lifetime {
                 return;
             }
             () = tracked.evicted() => return,
-            stuck = h2_lapsed(&tracked, idle_timeout) => if stuck {
+            stuck = lapsed(&tracked, idle_timeout) => if stuck {
                 tracing::debug!(%peer, "HTTP/2 streams open with nothing written; connection closed");
                 return;
             },
             _ = closing.wait_for(|closing| *closing) => {}
         }
-        // Idle HTTP/2, or the listener closing: GOAWAY (HTTP/1.1: no more
+        // Idle (either protocol), or the listener closing: GOAWAY (HTTP/1.1: no more
         // keep-alive), and what is in flight finishes. An idle connection has
         // nothing in flight: a peer that does not close its side at once is
         // not waited for.
@@ -377,23 +382,27 @@ fn serve_over_limit(
     });
 }
 
-/// Resolves when an HTTP/2 connection must end: `false` when it has had no
-/// stream open for `idle_timeout` (closed gracefully), `true` when streams
+/// Resolves when a connection must end: `false` when it has had no request
+/// in flight for `idle_timeout` (closed gracefully: an idle keep-alive
+/// connection, or one that never sent a request), `true` when HTTP/2 streams
 /// are open but nothing was written for [`MAX_WAIT`](crate::endpoints::MAX_WAIT)
 /// plus `idle_timeout` (a client granting no window; closed at once).
-/// Never resolves for HTTP/1.1, whose idle time hyper bounds.
-async fn h2_lapsed(tracked: &Tracked, idle_timeout: Duration) -> bool {
+///
+/// One lazy timer per connection: requests only store the time they start
+/// and end, and the timer, when it fires, sleeps again until the idle time
+/// could lapse. (hyper's `header_read_timeout` did the HTTP/1.1 part with a
+/// timer armed and cancelled per request; a head that is slow once it has
+/// begun is [`FirstBytesDeadline`]'s.)
+async fn lapsed(tracked: &Tracked, idle_timeout: Duration) -> bool {
     let stuck_after = crate::endpoints::MAX_WAIT + idle_timeout;
     loop {
         let idle = tracked.idle_for();
         let silent = tracked.silent_for();
-        if tracked.h2.load(std::sync::atomic::Ordering::Relaxed) {
-            if !tracked.is_idle() && silent >= stuck_after {
-                return true;
-            }
-            if tracked.is_idle() && idle >= idle_timeout {
-                return false;
-            }
+        if tracked.h2.load(std::sync::atomic::Ordering::Relaxed) && !tracked.is_idle() && silent >= stuck_after {
+            return true;
+        }
+        if tracked.is_idle() && idle >= idle_timeout {
+            return false;
         }
         let wait =
             if tracked.is_idle() { idle_timeout.saturating_sub(idle) } else { stuck_after.saturating_sub(silent) };
@@ -573,7 +582,11 @@ impl FirstBytesDeadline {
         use std::task::Poll;
         if polled.is_ready() {
             self.write_waiting = false;
-            self.tracked.wrote();
+            // Only HTTP/2's stuck-stream rule reads when the socket last took
+            // bytes (HTTP/1.1 has the write deadline above): no clock read per write.
+            if self.tracked.h2.load(std::sync::atomic::Ordering::Relaxed) {
+                self.tracked.wrote();
+            }
             return polled;
         }
         let timeout = self.write_timeout;

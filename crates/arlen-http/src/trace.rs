@@ -88,29 +88,34 @@ pub fn well_formed_request_id(id: &[u8]) -> bool {
 
 impl RequestIds {
     /// Decides the ids for a request with these headers.
+    ///
+    /// The fresh ids are written into one buffer that every header value
+    /// shares (one allocation, and clones that only count references).
     pub fn for_request(
         request_headers: &HeaderMap,
         identity_enabled: bool,
         trace_enabled: bool,
         keep_incoming_id: bool,
     ) -> Self {
-        let request_id = identity_enabled.then(|| {
-            let incoming = keep_incoming_id
-                .then(|| request_headers.get(&X_REQUEST_ID))
-                .flatten()
-                .filter(|id| well_formed_request_id(id.as_bytes()));
-            match incoming {
-                Some(id) => id.clone(),
-                None => {
-                    let mut id = [0u8; 32];
-                    write_hex(fresh_bits(32), &mut id);
-                    header_from_ascii(&id)
-                }
-            }
-        });
-        let trace = trace_enabled.then(|| {
-            // "00-" trace-id(32) "-" parent-id(16) "-" flags(2)
-            let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        let incoming_id = (identity_enabled && keep_incoming_id)
+            .then(|| request_headers.get(&X_REQUEST_ID))
+            .flatten()
+            .filter(|id| well_formed_request_id(id.as_bytes()));
+        // [request id (32)] ["00-" trace-id(32) "-" parent-id(16) "-" flags(2)]
+        const ID: usize = 32;
+        const PARENT: std::ops::Range<usize> = ID..ID + 55;
+        let mut buffer = Vec::with_capacity(PARENT.end);
+        buffer.extend_from_slice(&[b'0'; ID]);
+        let fresh_id = identity_enabled && incoming_id.is_none();
+        if !fresh_id && !trace_enabled {
+            return Self { request_id: incoming_id.cloned(), trace: None };
+        }
+        if fresh_id {
+            write_hex(fresh_bits(32), &mut buffer[..ID]);
+        }
+        if trace_enabled {
+            buffer.extend_from_slice(b"00-00000000000000000000000000000000-0000000000000000-01");
+            let traceparent = &mut buffer[PARENT];
             let incoming = request_headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
             match incoming {
                 Some((trace_id, flags)) => {
@@ -120,8 +125,16 @@ impl RequestIds {
                 None => write_hex(fresh_bits(32), &mut traceparent[3..35]),
             }
             write_hex(fresh_bits(16), &mut traceparent[36..52]);
-            (header_from_ascii(&traceparent[3..35]), header_from_ascii(&traceparent))
-        });
+        }
+        let buffer = axum::body::Bytes::from(buffer);
+        let value = |range: std::ops::Range<usize>| {
+            HeaderValue::from_maybe_shared(buffer.slice(range)).expect("hex and dashes are a valid header value")
+        };
+        let request_id = match incoming_id {
+            Some(id) => Some(id.clone()),
+            None => fresh_id.then(|| value(0..ID)),
+        };
+        let trace = trace_enabled.then(|| (value(PARENT.start + 3..PARENT.start + 35), value(PARENT)));
         Self { request_id, trace }
     }
 

@@ -44,7 +44,14 @@ pub(crate) fn init(config: &Config, telemetry: &Telemetry) -> Result<(), Telemet
         None
     };
     let exporting = spans.is_some();
-    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).init();
+    // No `Option` layer when there is nothing to export: a `None` layer
+    // answers `Interest::always()` for every callsite, which makes every
+    // disabled span (the request's, at `warn`) be created per request.
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    match spans {
+        Some(spans) => registry.with(spans).init(),
+        None => registry.init(),
+    }
     match from_rust_log {
         Ok(Some(directives)) => {
             tracing::info!(%directives, "log filter from RUST_LOG (it takes precedence over logLevel)")

@@ -49,6 +49,24 @@ pub fn run(args: ServeArgs) -> ExitCode {
 /// The demo application: `GET /` names the node, so there is live traffic to
 /// sample headers from.
 fn demo_app(config: &Config) -> Router {
-    let greeting = format!("arlen node {} (cluster {})\n", config.cluster.node_id, config.cluster.name);
-    Router::new().route("/", get(move || async move { greeting }))
+    let greeting =
+        axum::body::Bytes::from(format!("arlen node {} (cluster {})\n", config.cluster.node_id, config.cluster.name));
+    Router::new().route(
+        "/",
+        get(move || {
+            let greeting = greeting.clone();
+            async move {
+                // Room for the runtime's cluster, identity and trace headers
+                // from the start (growing the map later copies it).
+                let mut headers = axum::http::HeaderMap::with_capacity(16);
+                headers.insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                let mut response = axum::response::Response::new(axum::body::Body::from(greeting));
+                *response.headers_mut() = headers;
+                response
+            }
+        }),
+    )
 }
