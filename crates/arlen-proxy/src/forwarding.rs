@@ -48,12 +48,23 @@ impl Forwarding {
     /// Sets the forwarding headers for a request from `peer`.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, peer: Option<IpAddr>) {
         let trusted = peer.is_some_and(|peer| self.trusts(peer));
-        if !trusted {
-            for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REAL_IP, &header::FORWARDED] {
+        // Usually the client sent none: one pass over the names (cheap
+        // comparisons) spares a lookup per forwarding header.
+        if !trusted && headers.keys().any(|name| FORWARDING.contains(name)) {
+            for name in &FORWARDING {
                 headers.remove(name);
             }
         }
         let Some(peer) = peer else { return };
+        if trusted {
+            self.extend(headers, peer);
+        } else {
+            first_hop(headers, peer);
+        }
+    }
+
+    /// A trusted proxy's forwarding headers, extended by its own address.
+    fn extend(&self, headers: &mut HeaderMap, peer: IpAddr) {
         let earlier = joined(headers, &X_FORWARDED_FOR);
         let chain = match &earlier {
             Some(earlier) => format!("{earlier}, {peer}"),
@@ -67,24 +78,19 @@ impl Forwarding {
             .unwrap_or(peer);
         let proto = headers.get(&X_FORWARDED_PROTO).cloned().unwrap_or(HeaderValue::from_static(PROTO));
         let host = headers.get(&X_FORWARDED_HOST).or(headers.get(header::HOST)).cloned();
-        let mut forwarded = format!("for={}", forwarded_node(peer));
-        if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-            forwarded.push_str(&format!(";host=\"{}\"", host.replace(['"', '\\'], "")));
-        }
-        forwarded.push_str(";proto=");
-        forwarded.push_str(PROTO);
+        let forwarded = forwarded_element(peer, headers.get(header::HOST));
         let forwarded = match joined(headers, &header::FORWARDED) {
             Some(earlier) => format!("{earlier}, {forwarded}"),
             None => forwarded,
         };
-        let set = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
-            if let Ok(value) = HeaderValue::from_str(value) {
+        let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+            if let Ok(value) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(value)) {
                 headers.insert(name, value);
             }
         };
-        set(headers, X_FORWARDED_FOR, &chain);
-        set(headers, X_REAL_IP, &real_ip.to_string());
-        set(headers, header::FORWARDED, &forwarded);
+        set(headers, X_FORWARDED_FOR, chain);
+        set(headers, X_REAL_IP, real_ip.to_string());
+        set(headers, header::FORWARDED, forwarded);
         headers.insert(X_FORWARDED_PROTO, proto);
         if let Some(host) = host {
             headers.insert(X_FORWARDED_HOST, host);
@@ -92,18 +98,74 @@ impl Forwarding {
     }
 }
 
+/// The forwarding headers of a request straight from its client (whose
+/// own were removed): the peer is the whole chain and the real address.
+fn first_hop(headers: &mut HeaderMap, peer: IpAddr) {
+    let mut address = String::with_capacity(40);
+    push_address(&mut address, peer);
+    let host = headers.get(header::HOST).cloned();
+    let forwarded = forwarded_element(peer, host.as_ref());
+    let address = HeaderValue::from_maybe_shared(axum::body::Bytes::from(address))
+        .expect("an address is a valid header value");
+    if let Ok(forwarded) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(forwarded)) {
+        headers.insert(header::FORWARDED, forwarded);
+    }
+    headers.insert(X_FORWARDED_FOR, address.clone());
+    headers.insert(X_REAL_IP, address);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(PROTO));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The headers a client's word about itself travels in.
+const FORWARDING: [HeaderName; 5] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_REAL_IP, header::FORWARDED];
+
+/// This hop's `Forwarded` element: `for=…;host="…";proto=http`.
+fn forwarded_element(peer: IpAddr, host: Option<&HeaderValue>) -> String {
+    let mut element = String::with_capacity(96);
+    element.push_str("for=");
+    match peer {
+        IpAddr::V4(_) => push_address(&mut element, peer),
+        // RFC 7239 §6: an IPv6 node is bracketed and quoted.
+        IpAddr::V6(v6) => element.push_str(&format!("\"[{v6}]\"")),
+    }
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=\"");
+        element.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        element.push('"');
+    }
+    element.push_str(";proto=");
+    element.push_str(PROTO);
+    element
+}
+
+/// Writes `address` as `Display` does; an IPv4 address without the
+/// formatting machinery (it is on every proxied request).
+fn push_address(out: &mut String, address: IpAddr) {
+    match address {
+        IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => out.push_str(&v6.to_string()),
+    }
+}
+
 /// All values of a header joined by `, ` (a list split over several lines).
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!values.is_empty()).then(|| values.join(", "))
-}
-
-/// RFC 7239 §6: an IPv6 node is bracketed and quoted.
-fn forwarded_node(address: IpAddr) -> String {
-    match address {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
 }
 
 /// Why a request target is not forwarded.
@@ -236,6 +298,20 @@ mod tests {
         assert_eq!(map[X_REAL_IP], "192.0.2.7");
         assert_eq!(map[header::FORWARDED], "for=192.0.2.7;host=\"shop.example\";proto=http");
         assert_eq!(map.get_all(X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in ["0.0.0.0", "1.2.3.4", "10.0.100.255", "192.168.9.99", "255.255.255.255", "::1", "2001:db8::7"] {
+            let address: IpAddr = text.parse().unwrap();
+            let mut written = String::new();
+            push_address(&mut written, address);
+            assert_eq!(written, address.to_string());
+        }
+        let mut map = headers(&[("host", "a\"b\\c")]);
+        Forwarding::default().apply(&mut map, Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(map[header::FORWARDED], "for=\"[2001:db8::7]\";host=\"abc\";proto=http");
+        assert_eq!(map[X_REAL_IP], "2001:db8::7");
     }
 
     #[test]
