@@ -513,8 +513,8 @@ const CLOSING_LINGER: Duration = Duration::from_secs(1);
 ///   its session for ever;
 /// - every HTTP/1.1 request head must be complete within the head timeout of
 ///   its first byte, so a slow head cannot pin a session for the whole
-///   connection timeout (hyper's `header_read_timeout` also bounds idle
-///   keep-alive time, so it cannot be short).
+///   connection timeout (idle keep-alive time is bounded by the
+///   connection timeout, in `lapsed`).
 ///
 /// The head's end is found by scanning the bytes read for an empty line; the
 /// next head starts with the first byte read after a final response began

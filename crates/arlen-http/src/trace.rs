@@ -101,15 +101,15 @@ impl RequestIds {
             .then(|| request_headers.get(&X_REQUEST_ID))
             .flatten()
             .filter(|id| well_formed_request_id(id.as_bytes()));
+        let fresh_id = identity_enabled && incoming_id.is_none();
+        if !fresh_id && !trace_enabled {
+            return Self { request_id: incoming_id.cloned(), trace: None };
+        }
         // [request id (32)] ["00-" trace-id(32) "-" parent-id(16) "-" flags(2)]
         const ID: usize = 32;
         const PARENT: std::ops::Range<usize> = ID..ID + 55;
         let mut buffer = Vec::with_capacity(PARENT.end);
         buffer.extend_from_slice(&[b'0'; ID]);
-        let fresh_id = identity_enabled && incoming_id.is_none();
-        if !fresh_id && !trace_enabled {
-            return Self { request_id: incoming_id.cloned(), trace: None };
-        }
         if fresh_id {
             write_hex(fresh_bits(32), &mut buffer[..ID]);
         }

@@ -105,8 +105,8 @@ fn first_hop(headers: &mut HeaderMap, peer: IpAddr) {
     push_address(&mut address, peer);
     let host = headers.get(header::HOST).cloned();
     let forwarded = forwarded_element(peer, host.as_ref());
-    let address = HeaderValue::from_maybe_shared(axum::body::Bytes::from(address))
-        .expect("an address is a valid header value");
+    let address =
+        HeaderValue::from_maybe_shared(axum::body::Bytes::from(address)).expect("an address is a valid header value");
     if let Ok(forwarded) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(forwarded)) {
         headers.insert(header::FORWARDED, forwarded);
     }
@@ -119,7 +119,8 @@ fn first_hop(headers: &mut HeaderMap, peer: IpAddr) {
 }
 
 /// The headers a client's word about itself travels in.
-const FORWARDING: [HeaderName; 5] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_REAL_IP, header::FORWARDED];
+const FORWARDING: [HeaderName; 5] =
+    [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_REAL_IP, header::FORWARDED];
 
 /// This hop's `Forwarded` element: `for=…;host="…";proto=http`.
 fn forwarded_element(peer: IpAddr, host: Option<&HeaderValue>) -> String {
