@@ -122,16 +122,22 @@ impl Proxy {
             Ok(path) => path,
             Err(bad) => return failure(StatusCode::BAD_REQUEST, "bad_target", bad.explanation()),
         };
-        let target = match parts.uri.query() {
-            Some(query) => Cow::Owned(format!("{path}?{query}")),
-            None => path,
-        };
         // Origin form on the upstream connection; the client's `Host` goes on
-        // (the upstream's authority when it sent none).
-        parts.uri = match Uri::builder().path_and_query(target.as_ref()).build() {
-            Ok(uri) => uri,
-            Err(_) => return failure(StatusCode::BAD_REQUEST, "bad_target", "the request target cannot be forwarded"),
-        };
+        // (the upstream's authority when it sent none). A target already in
+        // origin form with a normal path (the usual case) goes as it came.
+        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+        if !(origin_form && matches!(path, Cow::Borrowed(_))) {
+            let target = match parts.uri.query() {
+                Some(query) => Cow::Owned(format!("{path}?{query}")),
+                None => path,
+            };
+            parts.uri = match Uri::builder().path_and_query(target.as_ref()).build() {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return failure(StatusCode::BAD_REQUEST, "bad_target", "the request target cannot be forwarded")
+                }
+            };
+        }
         if !parts.headers.contains_key(header::HOST) {
             if let Some(host) = self.upstream.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
                 parts.headers.insert(header::HOST, host);

@@ -87,12 +87,21 @@ impl UpstreamPool {
         }
     }
 
-    /// An idle connection, the newest first (the oldest go stale first and
-    /// are closed when found past the timeout).
+    /// An idle connection, the newest first. The stack is in the order the
+    /// connections came back, so those past the timeout are at its bottom:
+    /// found by a binary search against one reading of the clock (not one
+    /// per idle connection) and closed; a closed one met on the way is dropped.
     fn checkout(&self) -> Option<SendRequest<Body>> {
+        let now = Instant::now();
         let mut idle = self.idle();
-        idle.retain(|(sender, since)| !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
-        idle.pop().map(|(sender, _)| sender)
+        let stale = idle.partition_point(|(_, since)| now.saturating_duration_since(*since) >= IDLE_TIMEOUT);
+        idle.drain(..stale);
+        while let Some((sender, _)) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
