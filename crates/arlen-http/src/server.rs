@@ -388,9 +388,9 @@ fn serve_over_limit(
 /// are open but nothing was written for [`MAX_WAIT`](crate::endpoints::MAX_WAIT)
 /// plus `idle_timeout` (a client granting no window; closed at once).
 ///
-/// One lazy timer per connection: requests only store the time they start
-/// and end, and the timer, when it fires, sleeps again until the idle time
-/// could lapse. (hyper's `header_read_timeout` did the HTTP/1.1 part with a
+/// One lazy timer per connection: requests only store the time they end
+/// (and, on HTTP/2, start), and the timer, when it fires, sleeps again until
+/// the idle time could lapse. (hyper's `header_read_timeout` did the HTTP/1.1 part with a
 /// timer armed and cancelled per request; a head that is slow once it has
 /// begun is [`FirstBytesDeadline`]'s.)
 async fn lapsed(tracked: &Tracked, idle_timeout: Duration) -> bool {

@@ -83,14 +83,13 @@ impl Forwarding {
             Some(earlier) => format!("{earlier}, {forwarded}"),
             None => forwarded,
         };
-        let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
-            if let Ok(value) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(value)) {
+        for (name, value) in
+            [(X_FORWARDED_FOR, chain), (X_REAL_IP, real_ip.to_string()), (header::FORWARDED, forwarded)]
+        {
+            if let Some(value) = owned_value(value) {
                 headers.insert(name, value);
             }
-        };
-        set(headers, X_FORWARDED_FOR, chain);
-        set(headers, X_REAL_IP, real_ip.to_string());
-        set(headers, header::FORWARDED, forwarded);
+        }
         headers.insert(X_FORWARDED_PROTO, proto);
         if let Some(host) = host {
             headers.insert(X_FORWARDED_HOST, host);
@@ -105,17 +104,23 @@ fn first_hop(headers: &mut HeaderMap, peer: IpAddr) {
     push_address(&mut address, peer);
     let host = headers.get(header::HOST).cloned();
     let forwarded = forwarded_element(peer, host.as_ref());
-    let address =
-        HeaderValue::from_maybe_shared(axum::body::Bytes::from(address)).expect("an address is a valid header value");
-    if let Ok(forwarded) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(forwarded)) {
+    if let Some(forwarded) = owned_value(forwarded) {
         headers.insert(header::FORWARDED, forwarded);
     }
-    headers.insert(X_FORWARDED_FOR, address.clone());
-    headers.insert(X_REAL_IP, address);
+    if let Some(address) = owned_value(address) {
+        headers.insert(X_FORWARDED_FOR, address.clone());
+        headers.insert(X_REAL_IP, address);
+    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(PROTO));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
+}
+
+/// `value` as a header value without copying it (`None` when it holds a
+/// byte no header value may).
+fn owned_value(value: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(value)).ok()
 }
 
 /// The headers a client's word about itself travels in.
