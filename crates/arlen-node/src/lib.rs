@@ -59,9 +59,35 @@ pub use arlen_http::checks;
 pub use arlen_http::metrics::prometheus_client;
 use arlen_http::{Runtime, ServerSettings};
 use arlen_membership::RunningSource;
-use axum::Router;
 pub use telemetry::TelemetryError;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// What [`Node::run`] serves: an axum [`Router`](axum::Router), or any cloneable tower
+/// service of axum requests that answers every request (its errors are
+/// `Infallible`).
+pub trait Application:
+    tower::Service<
+        axum::http::Request<axum::body::Body>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Application for S where
+    S: tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Why a node could not start, or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +382,15 @@ impl Node {
 
     /// Serves `app` with the reserved endpoints and headers until SIGTERM or
     /// SIGINT, then drains, leaves the cluster and returns.
-    pub async fn run(self, app: Router) -> Result<(), NodeError> {
+    ///
+    /// `app` is usually an axum [`Router`](axum::Router); any cloneable tower service of
+    /// axum requests will do (the sidecar passes its proxy as it is: a
+    /// router with only a fallback would route every request to it).
+    pub async fn run<S>(self, app: S) -> Result<(), NodeError>
+    where
+        S: Application,
+        S::Future: Send + 'static,
+    {
         let telemetry = self.telemetry.clone();
         let mut signals = Signals::install().map_err(NodeError::Signals)?;
         let ended = self.run_inner(app, &mut signals).await;
@@ -367,7 +401,11 @@ impl Node {
     /// A node's life in three phases: build (bind, before anything runs),
     /// spawn (serve, membership, start), then run until a stop signal and
     /// drain.
-    async fn run_inner(self, app: Router, signals: &mut Signals) -> Result<(), NodeError> {
+    async fn run_inner<S>(self, app: S, signals: &mut Signals) -> Result<(), NodeError>
+    where
+        S: Application,
+        S::Future: Send + 'static,
+    {
         let Node { options, loaded, runtime, checks, hooks, telemetry: _ } = self;
         if let Some(note) = rolling_restart_note(&loaded.config) {
             tracing::info!("{note}");
@@ -443,12 +481,16 @@ impl Built {
     }
 
     /// Phase two: serve, check the upstream, start membership, say started.
-    async fn spawn(
+    async fn spawn<S>(
         self,
         config: &Config,
-        app: Router,
+        app: S,
         mut checks: Vec<arlen_http::checks::Check>,
-    ) -> Result<Running, NodeError> {
+    ) -> Result<Running, NodeError>
+    where
+        S: Application,
+        S::Future: Send + 'static,
+    {
         let Built { runtime, listener, admin_listener } = self;
         let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let admin_server = admin_listener.map(|admin| {

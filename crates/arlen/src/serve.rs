@@ -31,12 +31,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     drop(entered);
-    // Sidecar mode forwards everything that is not a reserved endpoint.
-    let app = match &node.config().proxy {
-        Some(proxy) => arlen_proxy::Proxy::router(proxy),
-        None => demo_app(node.config()),
+    // Sidecar mode forwards everything that is not a reserved endpoint: the
+    // proxy is the application itself (no router in between).
+    let ran = match node.config().proxy.clone() {
+        Some(proxy) => runtime.block_on(node.run(arlen_proxy::Proxy::new(&proxy))),
+        None => {
+            let app = demo_app(node.config());
+            runtime.block_on(node.run(app))
+        }
     };
-    match runtime.block_on(node.run(app)) {
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The physical floor and everything above it, in one run: a small `GET /`
+# answered by
+#   floor     the minimal responder (crates/arlen-bench/src/bin/floor.rs: one
+#             thread, no parsing, a fixed response per request head)
+#   nginx     nginx answering itself (`return 200`)
+#   axum      plain axum (arlen-baseline)
+#   arlen     Arlen's own `GET /` (`arlen serve`, the default settings)
+#   sidecar   `arlen serve --upstream` in front of arlen-baseline
+#   nginx-proxy  nginx in front of the same arlen-baseline
+# Every server single-threaded on core 0 (the upstream too), wrk on core 1,
+# same connections; rounds alternate the order. Prints per server the median
+# req/s, p50 and p99, and the throughput as a share of the floor's. With
+# CONNECTIONS=1 the floor's p50 is the loopback round trip of one request.
+# INSTRUCTIONS=1 also counts, under callgrind, the instructions per request
+# of the floor and of nginx as a proxy (for the sidecar's and the runtime's
+# counts, see bench/sidecar-instructions.sh and bench/header-instructions.sh).
+#
+# usage: bench/floor.sh [ROUNDS] [DURATION_SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-4}
+duration=${2:-3}
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
+command -v valgrind >/dev/null || need+=(valgrind)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+cargo build --release --locked -q -p arlen -p arlen-bench
+connections=${CONNECTIONS:-32}
+work=$(mktemp -d)
+pids=()
+trap 'for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+. bench/common.sh
+
+nginx_conf() { # <file> <port> <location body>
+  cat > "$1" <<CONF
+worker_processes 1;
+daemon off;
+master_process ${MASTER:-on};
+pid $1.pid;
+error_log $1.error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$up; keepalive 64; }
+  server {
+    listen 127.0.0.1:$2;
+    location / { $3 }
+  }
+}
+CONF
+}
+proxy_location='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering off;'
+arlen_env=(ARLEN_ENV=production ARLEN_LOG_LEVEL=warn ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench
+  ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=1 TOKIO_WORKER_THREADS=1)
+
+up=$(free_port)
+TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/arlen-baseline "$up" "hello\n" & pids+=($!)
+wait_port "$up" /
+
+declare -A port
+port[floor]=$(free_port); port[nginx]=$(free_port); port[axum]=$(free_port)
+port[arlen]=$(free_port); port[sidecar]=$(free_port); port[nginx-proxy]=$(free_port)
+taskset -c 0 target/release/arlen-floor "${port[floor]}" "hello\n" & pids+=($!)
+nginx_conf "$work/static.conf" "${port[nginx]}" 'default_type text/plain; return 200 "hello\n";'
+taskset -c 0 nginx -c "$work/static.conf" -p "$work" & pids+=($!)
+TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/arlen-baseline "${port[axum]}" "hello\n" & pids+=($!)
+env "${arlen_env[@]}" taskset -c 0 target/release/arlen serve --port "${port[arlen]}" --app-root /nonexistent & pids+=($!)
+env "${arlen_env[@]}" taskset -c 0 target/release/arlen serve --port "${port[sidecar]}" --app-root /nonexistent \
+  --upstream "http://127.0.0.1:$up" & pids+=($!)
+nginx_conf "$work/proxy.conf" "${port[nginx-proxy]}" "$proxy_location"
+taskset -c 0 nginx -c "$work/proxy.conf" -p "$work" & pids+=($!)
+for name in floor nginx axum arlen nginx-proxy; do wait_port "${port[$name]}" /; done
+wait_port "${port[sidecar]}" /readyz
+
+# run <port> -> "req/s p50_ms p99_ms"
+run() {
+  taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/" | awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ {rps=$2} $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)}
+    END {print rps, p50, p99}'
+}
+names=(floor nginx axum arlen sidecar nginx-proxy)
+echo "wrk on core 1 with $connections connections, every server single-threaded on core 0, $rounds rounds of ${duration} s"
+: > "$work/rows"
+for r in $(seq "$rounds"); do
+  order=("${names[@]}")
+  if [ $((r % 2)) = 0 ]; then order=(nginx-proxy sidecar arlen axum nginx floor); fi
+  for name in "${order[@]}"; do echo "$r $name $(run "${port[$name]}")" >> "$work/rows"; done
+done
+python3 - "$work/rows" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+names = ["floor", "nginx", "axum", "arlen", "sidecar", "nginx-proxy"]
+per = {n: [tuple(map(float, r[2:])) for r in rows if r[1] == n] for n in names}
+floor = {r[0]: float(r[2]) for r in rows if r[1] == "floor"}
+share = {n: statistics.median(float(r[2]) / floor[r[0]] for r in rows if r[1] == n) for n in names}
+print(f"{'server':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of floor':>9}")
+for n in names:
+    med = [statistics.median(v[i] for v in per[n]) for i in range(3)]
+    print(f"{n:<12} {med[0]:>9.0f} {med[1]:>8.3f} {med[2]:>8.3f} {share[n]:>9.2f}")
+PY
+
+[ "${INSTRUCTIONS:-0}" = 1 ] || exit 0
+# instructions <name> <requests>: callgrind's total for a server under N keep-alive requests.
+instructions() {
+  local p out pid
+  p=$(free_port); out="$work/cg.$1.$2"
+  case "$1" in
+    floor) valgrind --tool=callgrind --callgrind-out-file="$out" -q target/release/arlen-floor "$p" "hello\n" & pid=$! ;;
+    nginx-proxy)
+      MASTER=off nginx_conf "$work/cg.conf" "$p" "$proxy_location"
+      valgrind --tool=callgrind --callgrind-out-file="$out" -q nginx -c "$work/cg.conf" -p "$work" & pid=$! ;;
+  esac
+  python3 - "$p" "$2" <<'PY'
+import http.client, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.time() + 120
+while True:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30); conn.request("GET", "/"); conn.getresponse().read(); break
+    except OSError:
+        if time.time() > deadline: raise
+        time.sleep(0.1)
+for _ in range(count):
+    conn.request("GET", "/"); response = conn.getresponse(); body = response.read()
+    assert response.status == 200 and body == b"hello\n", (response.status, body)
+PY
+  kill -TERM "$pid"; wait "$pid" || true
+  awk '/^summary:/ {print $2}' "$out"
+}
+for name in floor nginx-proxy; do
+  a=$(instructions "$name" 300); b=$(instructions "$name" 1300)
+  echo "$name: $(( (b - a) / 1000 )) instructions per request (callgrind, (Ir(1300) - Ir(300)) / 1000)"
+done
