@@ -18,9 +18,12 @@ fn main() {
     let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("usage: arlen-floor <port> <body>");
     let body = args.next().unwrap_or_default().replace("\\n", "\n");
     let response: &'static [u8] = Box::leak(
-        format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-            .into_bytes()
-            .into_boxed_slice(),
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
     );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
     runtime.block_on(async move {
