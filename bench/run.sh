@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for every benchmark: builds in release mode, runs the request
-# path against the plain-axum baseline and against the equivalent stack, the sidecar against nginx, cluster
+# path against the plain-axum baseline and against the equivalent stack, the sidecar against nginx and
+# stock hyper above the physical floor, cluster
 # scale (3-200 real nodes, and 100-1000 simulated), signals under load, probes
 # under abuse, the membership timings (gossip and etcd), the drills, and the
 # criterion micro-benchmarks, then appends a dated results section to
@@ -39,6 +40,8 @@ step() { "$@" || echo "FAILED (exit $?): $*"; }
   step python3 bench/membership.py "${membership[@]}" --source etcd --only detect,leave,etcd-outage
   step python3 bench/drills.py "${drills[@]}"
   step ./bench/sidecar.sh "${sidecar[@]}"
+  step ./bench/floor.sh "${sidecar[@]}"
+  step ./bench/proxy-cpu.sh
   step python3 bench/abuse.py
   step python3 bench/gossip-sim.py "${sim[@]}"
   cargo bench -q -p arlen-bench --bench request_path -- "${criterion[@]}" 2>/dev/null | grep -E 'time:|^[a-z]' || true
