@@ -369,6 +369,12 @@ impl Simulation {
         self.nodes.iter().map(|n| n.traffic.suspicions.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
+    /// Times node `index` forgot the verdicts of an isolation (started
+    /// foca afresh with an empty table).
+    pub fn isolation_resets(&self, index: usize) -> u64 {
+        self.nodes[index].traffic.isolation_resets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Times node `index` noticed it had stalled.
     pub fn stalls(&self, index: usize) -> u64 {
         self.nodes[index].traffic.stalls.load(std::sync::atomic::Ordering::Relaxed)
@@ -678,6 +684,37 @@ mod tests {
         let others = [0, 2, 3, 4];
         let seen = sim.run_until(Duration::from_secs(5), MS, |s| others.iter().all(|o| !s.sees_live(*o, 1)));
         assert!(seen.is_some_and(|t| t < Duration::from_secs(1)), "a 5 s stop detected after {seen:?}");
+    }
+
+    /// A node cut off long enough to declare others down forgets the
+    /// verdicts of its isolation when it hears from them again, and starts
+    /// with an empty table. The members it knew are no newcomers: they
+    /// re-enter at once, not at `maxJoinsPerMinute` (the cold start spent
+    /// the join burst). Before the fix, in a cluster of 60, the node counted
+    /// 15 of 60 ten seconds after the heal (about one more a second), having
+    /// held back 2,050 datagrams of members it had known.
+    #[test]
+    fn a_node_that_forgets_an_isolation_counts_everyone_again_at_once() {
+        let nodes = 60;
+        let mut sim = simulation(nodes);
+        sim.partition(Some(HashSet::from([7])));
+        // Until it has declared every other down: whoever it hears first
+        // after the heal is one it holds down.
+        let declared = sim.run_until(Duration::from_secs(30), 10 * MS, |s| s.live_members(7) == 0);
+        assert!(declared.is_some(), "seed {}: the isolated node still counts others", test_seed());
+        sim.partition(None);
+        let resets = sim.isolation_resets(7);
+        let held = sim.rejected(7, Rejection::HeldBack);
+        let back = sim.run_until(Duration::from_secs(10), MS, Simulation::converged);
+        assert!(sim.isolation_resets(7) > resets, "seed {}: the node never forgot its isolation", test_seed());
+        assert_eq!(sim.rejected(7, Rejection::HeldBack), held, "seed {}: members it knew were held back", test_seed());
+        assert!(
+            back.is_some(),
+            "seed {}: not every node counts every other 10 s after the heal (node 7 counts {} of {nodes}, held back {})",
+            test_seed(),
+            sim.live_members(7) + 1,
+            sim.rejected(7, Rejection::HeldBack)
+        );
     }
 
     /// The watchdog's bound does not grow with the cluster: cut off from 59

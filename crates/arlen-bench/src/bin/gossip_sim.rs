@@ -13,6 +13,8 @@
 //!   suspicions: `suspect_pair_samples` (observer→member pairs seen suspect,
 //!   summed over samples every 100 ms) and `false_down_pairs` (pairs ever
 //!   declared down) while every node is up;
+//! - `recovered_s` (with stalls): after the steady state, until every node
+//!   counts every other again (null when that took over 30 s);
 //! - `detect_s`: kill one node; until no survivor counts it;
 //! - `heal_s`: cut the survivors in two halves until each half counts only
 //!   itself (`split_s`), then heal; until every survivor counts every other.
@@ -36,6 +38,26 @@ fn arg(name: &str) -> Option<String> {
 
 fn list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
     arg(name).unwrap_or_else(|| default.to_owned()).split(',').filter_map(|v| v.trim().parse().ok()).collect()
+}
+
+/// With `--trace`: the nodes that do not count every other, and whom they miss.
+fn lagging(sim: &Simulation, when: &str) {
+    use arlen_membership::Rejection;
+    let up: Vec<usize> = (0..sim.len()).filter(|i| sim.is_up(*i)).collect();
+    let behind: Vec<usize> = up.iter().copied().filter(|i| sim.live_members(*i) + 1 != up.len()).collect();
+    eprintln!("{when}: {} of {} nodes do not count every other", behind.len(), up.len());
+    for observer in behind.iter().take(5) {
+        let missing: Vec<usize> =
+            up.iter().copied().filter(|m| m != observer && !sim.sees_live(*observer, *m)).collect();
+        eprintln!(
+            "  node {observer} counts {} of {}, held back {} newcomers; misses {:?} (their rejoins {:?})",
+            sim.live_members(*observer) + 1,
+            up.len(),
+            sim.rejected(*observer, Rejection::HeldBack),
+            &missing[..missing.len().min(8)],
+            missing.iter().take(8).map(|m| sim.rejoins(*m)).collect::<Vec<_>>()
+        );
+    }
 }
 
 fn seconds(d: Option<Duration>) -> serde_json::Value {
@@ -157,8 +179,13 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         }
     }
     // Let the stalled nodes come back before the crash is measured.
-    if !stalled.is_empty() {
-        sim.run_until(Duration::from_secs(30), every, Simulation::converged);
+    let recovered = if stalled.is_empty() {
+        Some(Duration::ZERO)
+    } else {
+        sim.run_until(Duration::from_secs(30), every, Simulation::converged)
+    };
+    if trace {
+        lagging(&sim, "after the stalls");
     }
     let bytes = sim.bytes_sent - bytes0;
     // What the steady state's datagrams carried, per node and second.
@@ -195,6 +222,15 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
     let split = sim.run_until(Duration::from_secs(30), every, |s| {
         survivors.iter().all(|i| s.live_members(*i) + 1 == if half.contains(i) { a } else { b })
     });
+    if trace {
+        let short: Vec<(usize, usize, usize)> = survivors
+            .iter()
+            .map(|i| (*i, sim.live_members(*i) + 1, if half.contains(i) { a } else { b }))
+            .filter(|(_, counted, side)| counted != side)
+            .take(10)
+            .collect();
+        eprintln!("split: (node, counts, its side) of those not matching: {short:?}");
+    }
     sim.partition(None);
     let heal = sim.run_until(Duration::from_secs(60), every, Simulation::converged);
 
@@ -216,6 +252,7 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
         "suspicions_raised": suspicions,
         "false_down_pairs": down_pairs.len(),
         "stalled_nodes": stalled.len(),
+        "recovered_s": seconds(recovered),
         "detect_s": seconds(detect),
         "split_s": seconds(split),
         "heal_s": seconds(heal),

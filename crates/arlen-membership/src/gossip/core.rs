@@ -411,6 +411,9 @@ struct Vigil {
     /// When each sender that addressed an earlier identity of ours was last
     /// told the current one.
     introduced: HashMap<SocketAddr, SystemTime>,
+    /// The members of the table an isolation reset forgot, and when: no
+    /// newcomers to the join budget while foca would have remembered them.
+    forgotten: Option<(HashSet<SocketAddr>, SystemTime)>,
 }
 
 /// How long at most a rejoin waits after the previous one.
@@ -556,6 +559,7 @@ impl Core {
                 held_back: 0,
                 hints: HashMap::new(),
                 introduced: HashMap::new(),
+                forgotten: None,
             },
         }
     }
@@ -921,6 +925,16 @@ impl Core {
             if restricted { self.members().map(|m| m.id().clone()).collect() } else { HashSet::new() };
         let mut known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         known.insert(self.foca.identity().addr);
+        // Members an isolation reset forgot were admitted once: they come
+        // back at once, not at the join rate (for as long as foca would have
+        // remembered them had they been down).
+        if let Some((forgotten, at)) = &self.vigil.forgotten {
+            if since(now, *at) < self.protocol.dead_member_ttl {
+                known.extend(forgotten.iter().copied());
+            } else {
+                self.vigil.forgotten = None;
+            }
+        }
         let mut live = 1 + self.members().filter(|m| is_live(m)).count();
         if !known.contains(&packet.header.src.addr) {
             if !self.joins.admit(live, now) {
@@ -1007,6 +1021,8 @@ impl Core {
             peer = %sender.node_id,
             "heard again from a member declared down while this node could reach no one; forgetting the verdicts of its isolation"
         );
+        let forgotten: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
+        self.vigil.forgotten = Some((forgotten, now));
         let rng = StdRng::seed_from_u64(rand::RngExt::random(&mut self.seeds));
         let identity = self.foca.identity().clone();
         self.foca = Foca::new(identity, self.foca_config.clone(), rng, WireCodec);
