@@ -24,37 +24,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-4}
 duration=${2:-3}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-command -v valgrind >/dev/null || need+=(valgrind)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. bench/common.sh
+need_commands wrk nginx valgrind
 cargo build --release --locked -q -p arlen -p arlen-bench
 connections=${CONNECTIONS:-32}
 work=$(mktemp -d)
 pids=()
 trap 'for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-. bench/common.sh
 
-nginx_conf() { # <file> <port> <location body>
-  cat > "$1" <<CONF
-worker_processes 1;
-daemon off;
-master_process ${MASTER:-on};
-pid $1.pid;
-error_log $1.error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream app { server 127.0.0.1:$up; keepalive 64; }
-  server {
-    listen 127.0.0.1:$2;
-    location / { $3 }
-  }
-}
-CONF
-}
-proxy_location='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_buffering off;'
 arlen_env=(ARLEN_ENV=production ARLEN_LOG_LEVEL=warn ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench
   ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=1 TOKIO_WORKER_THREADS=1)
 
@@ -66,13 +43,13 @@ declare -A port
 port[floor]=$(free_port); port[nginx]=$(free_port); port[axum]=$(free_port)
 port[arlen]=$(free_port); port[sidecar]=$(free_port); port[nginx-proxy]=$(free_port); port[hyper-proxy]=$(free_port)
 taskset -c 0 target/release/arlen-floor "${port[floor]}" "hello\n" & pids+=($!)
-nginx_conf "$work/static.conf" "${port[nginx]}" 'default_type text/plain; return 200 "hello\n";'
+nginx_conf "$work/static.conf" "${port[nginx]}" "$up" 'default_type text/plain; return 200 "hello\n";'
 taskset -c 0 nginx -c "$work/static.conf" -p "$work" & pids+=($!)
 TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/arlen-baseline "${port[axum]}" "hello\n" & pids+=($!)
 env "${arlen_env[@]}" taskset -c 0 target/release/arlen serve --port "${port[arlen]}" --app-root /nonexistent & pids+=($!)
 env "${arlen_env[@]}" taskset -c 0 target/release/arlen serve --port "${port[sidecar]}" --app-root /nonexistent \
   --upstream "http://127.0.0.1:$up" & pids+=($!)
-nginx_conf "$work/proxy.conf" "${port[nginx-proxy]}" "$proxy_location"
+nginx_conf "$work/proxy.conf" "${port[nginx-proxy]}" "$up" "$NGINX_PROXY"
 taskset -c 0 nginx -c "$work/proxy.conf" -p "$work" & pids+=($!)
 TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/arlen-hyper-proxy "${port[hyper-proxy]}" "127.0.0.1:$up" & pids+=($!)
 for name in floor nginx axum arlen nginx-proxy hyper-proxy; do wait_port "${port[$name]}" /; done
@@ -121,23 +98,10 @@ instructions() {
     sidecar) env "${arlen_env[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" -q target/release/arlen serve --port "$p" \
         --app-root /nonexistent --upstream "http://127.0.0.1:$up" 2>/dev/null & pid=$! ;;
     nginx-proxy)
-      MASTER=off nginx_conf "$work/cg.conf" "$p" "$proxy_location"
+      MASTER=off nginx_conf "$work/cg.conf" "$p" "$up" "$NGINX_PROXY"
       valgrind --tool=callgrind --callgrind-out-file="$out" -q nginx -c "$work/cg.conf" -p "$work" & pid=$! ;;
   esac
-  python3 - "$p" "$2" <<'PY'
-import http.client, sys, time
-port, count = int(sys.argv[1]), int(sys.argv[2])
-deadline = time.time() + 120
-while True:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30); conn.request("GET", "/"); conn.getresponse().read(); break
-    except OSError:
-        if time.time() > deadline: raise
-        time.sleep(0.1)
-for _ in range(count):
-    conn.request("GET", "/"); response = conn.getresponse(); body = response.read()
-    assert response.status == 200 and body == b"hello\n", (response.status, body)
-PY
+  python3 bench/keepalive.py "$p" "$2"
   kill -TERM "$pid"; wait "$pid" || true
   awk '/^summary:/ {print $2}' "$out"
 }

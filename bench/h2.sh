@@ -18,15 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-6}
 duration=${2:-3}
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v nginx >/dev/null || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. bench/common.sh
+need_commands h2load:nghttp2-client nginx
 cargo build --release --locked -q -p arlen -p arlen-bench
 work=$(mktemp -d)
 pids=()
 trap 'for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-. bench/common.sh
 
 arlen_env=(ARLEN_ENV=production ARLEN_LOG_LEVEL=warn ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench
   ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=1 TOKIO_WORKER_THREADS=1)
@@ -36,32 +33,10 @@ env "${arlen_env[@]}" taskset -c 0 target/release/arlen serve --port "$ar" --app
 TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/equivalent-stack "$eq" & pids+=($!)
 env "${arlen_env[@]}" taskset -c 0 target/release/arlen serve --port "$sc" --app-root /nonexistent \
   --upstream "http://127.0.0.1:$up" & pids+=($!)
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  http2_max_concurrent_streams 128;
-  # 1.22 closes an HTTP/2 connection after 1,000 requests by default;
-  # h2load does not reconnect.
-  keepalive_requests 100000000;
-  upstream app { server 127.0.0.1:$up; keepalive 64; }
-  server {
-    listen 127.0.0.1:$ng http2;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_buffering off;
-    }
-  }
-}
-CONF
+# 1.22 closes an HTTP/2 connection after 1,000 requests by default; h2load
+# does not reconnect.
+nginx_conf "$work/nginx.conf" "$ng" "$up" "$NGINX_PROXY" 1 \
+  "http2_max_concurrent_streams 128; keepalive_requests 100000000;" http2
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 wait_port "$up" /; wait_port "$ar" /readyz; wait_port "$eq" /readyz; wait_port "$sc" /readyz
 for _ in $(seq 100); do h2load -n 1 -c 1 "http://127.0.0.1:$ng/" 2>/dev/null | grep -q "1 succeeded" && break; sleep 0.05; done

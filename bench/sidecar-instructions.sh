@@ -36,20 +36,7 @@ instructions() {
       valgrind --tool=callgrind --callgrind-out-file="$out" -q "$arlen" serve --port "$port" --app-root /nonexistent \
       --upstream "http://127.0.0.1:$up" 2>/dev/null &
   pid=$!
-  python3 - "$port" "$1" <<'PY'
-import http.client, sys, time
-port, count = int(sys.argv[1]), int(sys.argv[2])
-deadline = time.time() + 120
-while True:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30); conn.request("GET", "/"); conn.getresponse().read(); break
-    except OSError:
-        if time.time() > deadline: raise
-        time.sleep(0.1)
-for _ in range(count):
-    conn.request("GET", "/"); response = conn.getresponse(); body = response.read()
-    assert response.status == 200 and body == b"hello\n", (response.status, body)
-PY
+  python3 bench/keepalive.py "$port" "$1"
   kill -TERM "$pid"; wait "$pid" || true
   awk '/^summary:/ {print $2}' "$out"
 }

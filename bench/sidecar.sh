@@ -17,10 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-10}
 duration=${2:-3}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. bench/common.sh
+need_commands wrk nginx
 cargo build --release --locked -q -p arlen -p arlen-bench
 workers=${WORKERS:-1}
 cores=${PROXY_CORES:-0}
@@ -32,34 +30,12 @@ work=$(mktemp -d)
 pids=()
 # The proxies first, then the upstream (so nothing logs the upstream going away).
 trap 'for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-. bench/common.sh
 
 head -c 1048576 /dev/zero | tr '\0' 'x' > "$work/big.txt"
 up=$(free_port); ng=$(free_port); ar=$(free_port)
 TOKIO_WORKER_THREADS="$workers" taskset -c "$cores" target/release/arlen-baseline "$up" "hello\n" "$work/big.txt" & pids+=($!)
 wait_port "$up" /
-cat > "$work/nginx.conf" <<CONF
-worker_processes $workers;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream app { server 127.0.0.1:$up; keepalive 64; }
-  server {
-    listen 127.0.0.1:$ng;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_buffering off;
-    }
-  }
-}
-CONF
+nginx_conf "$work/nginx.conf" "$ng" "$up" "$NGINX_PROXY" "$workers"
 taskset -c "$cores" nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 env ARLEN_ENV=production ARLEN_LOG_LEVEL=warn ARLEN_CLUSTER_ENABLED=1 ARLEN_CLUSTER_NAME=bench \
     ARLEN_CLUSTER_NODE_ID=node-a ARLEN_CLUSTER_EXPECTED_NODES=1 TOKIO_WORKER_THREADS="$workers" \
