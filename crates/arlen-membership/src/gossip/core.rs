@@ -928,15 +928,15 @@ impl Core {
         // Members an isolation reset forgot were admitted once: they come
         // back at once, not at the join rate (for as long as foca would have
         // remembered them had they been down).
-        if let Some((forgotten, at)) = &self.vigil.forgotten {
-            if since(now, *at) < self.protocol.dead_member_ttl {
-                known.extend(forgotten.iter().copied());
-            } else {
-                self.vigil.forgotten = None;
-            }
+        if self.vigil.forgotten.as_ref().is_some_and(|(_, at)| since(now, *at) >= self.protocol.dead_member_ttl) {
+            self.vigil.forgotten = None;
         }
+        let forgotten = self.vigil.forgotten.as_ref().map(|(addresses, _)| addresses);
+        let newcomer = |known: &HashSet<SocketAddr>, address: &SocketAddr| {
+            !known.contains(address) && !forgotten.is_some_and(|f| f.contains(address))
+        };
         let mut live = 1 + self.members().filter(|m| is_live(m)).count();
-        if !known.contains(&packet.header.src.addr) {
+        if newcomer(&known, &packet.header.src.addr) {
             if !self.joins.admit(live, now) {
                 return Err(Rejection::HeldBack);
             }
@@ -948,7 +948,7 @@ impl Core {
         let joins = &mut self.joins;
         packet.members.retain(|member| {
             let address = member.id().addr;
-            let newcomer = !known.contains(&address) && !admitted_here.contains(&address);
+            let newcomer = newcomer(&known, &address) && !admitted_here.contains(&address);
             if restricted && (newcomer || member.state() != foca::State::Alive || !known_ids.contains(member.id())) {
                 return false;
             }
