@@ -1,7 +1,8 @@
 //! Sidecar mode: `arlen serve --upstream URL` in front of any HTTP
 //! application. Every request the runtime does not answer itself (the
 //! reserved endpoints come first) is forwarded to the upstream by [`Proxy`]:
-//! pooled keep-alive connections (hyper-util's client), bodies streamed both
+//! pooled keep-alive connections (a pool fitted to the one upstream on
+//! hyper's HTTP/1 connection API, `upstream.rs`), bodies streamed both
 //! ways, hop-by-hop headers removed, the forwarding headers the runtime's own
 //! and the path normalised ([`forwarding`]), the runtime's `traceparent` sent
 //! on, `Upgrade` (WebSocket) passed through — never `Upgrade: h2c`, which

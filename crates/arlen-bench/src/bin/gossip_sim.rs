@@ -219,13 +219,13 @@ fn run(config: SimConfig, steady: Duration) -> serde_json::Value {
     let half: HashSet<usize> = survivors.iter().copied().take(survivors.len() / 2).collect();
     let (a, b) = (half.len(), survivors.len() - half.len());
     sim.partition(Some(half.clone()));
-    let split = sim.run_until(Duration::from_secs(30), every, |s| {
-        survivors.iter().all(|i| s.live_members(*i) + 1 == if half.contains(i) { a } else { b })
-    });
+    let side = |i: &usize| if half.contains(i) { a } else { b };
+    let split =
+        sim.run_until(Duration::from_secs(30), every, |s| survivors.iter().all(|i| s.live_members(*i) + 1 == side(i)));
     if trace {
         let short: Vec<(usize, usize, usize)> = survivors
             .iter()
-            .map(|i| (*i, sim.live_members(*i) + 1, if half.contains(i) { a } else { b }))
+            .map(|i| (*i, sim.live_members(*i) + 1, side(i)))
             .filter(|(_, counted, side)| counted != side)
             .take(10)
             .collect();

@@ -56,7 +56,7 @@ async fn forward(request: Request<Incoming>, upstream: &str, idle: Idle) -> Resu
         return Ok(bad_gateway());
     }
     match sender.send_request(request).await {
-        Ok(response) => Ok(response.map(|body| Returning { body: body.into(), sender: Some(sender), idle })),
+        Ok(response) => Ok(response.map(|body| Returning { body: Some(body), sender: Some(sender), idle })),
         Err(_) => Ok(bad_gateway()),
     }
 }
@@ -70,32 +70,17 @@ async fn connect(upstream: &str) -> Option<SendRequest<Incoming>> {
 }
 
 fn bad_gateway() -> Response<Returning> {
-    let mut response = Response::new(Returning { body: None.into(), sender: None, idle: Arc::default() });
+    let mut response = Response::new(Returning { body: None, sender: None, idle: Arc::default() });
     *response.status_mut() = StatusCode::BAD_GATEWAY;
     response
 }
 
-/// The upstream's body; its connection goes back to the idle stack when the
-/// body is done with (dropped).
+/// The upstream's body (none for the proxy's own answers); its connection
+/// goes back to the idle stack when the body is done with (dropped).
 struct Returning {
-    body: MaybeIncoming,
+    body: Option<Incoming>,
     sender: Option<SendRequest<Incoming>>,
     idle: Idle,
-}
-
-/// No body for the proxy's own answers.
-struct MaybeIncoming(Option<Incoming>);
-
-impl From<Incoming> for MaybeIncoming {
-    fn from(body: Incoming) -> Self {
-        Self(Some(body))
-    }
-}
-
-impl From<Option<Incoming>> for MaybeIncoming {
-    fn from(body: Option<Incoming>) -> Self {
-        Self(body)
-    }
 }
 
 impl Drop for Returning {
@@ -111,17 +96,17 @@ impl Body for Returning {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.body.0 {
+        match &mut self.body {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.0.as_ref().is_none_or(Body::is_end_stream)
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.0.as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), Body::size_hint)
+        self.body.as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), Body::size_hint)
     }
 }
