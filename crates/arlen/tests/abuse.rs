@@ -3,49 +3,34 @@
 //! written here, bounded in count and time) still answers `/livez` and
 //! `/readyz` by their own rules.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use arlen_testkit::{poll_until_explained, ArlenProcess};
 
 mod support;
-use support::binary;
+use support::{binary, hold_every_session, long_poll};
 
 #[test]
 fn probes_answer_by_their_own_rules_while_abusers_hold_every_session() {
-    let mut node = ArlenProcess::serve(binary(), Path::new("/nonexistent"), &[("ARLEN_MAX_HTTP_SESSIONS", "40")]);
+    // The admin listener is where the test counts requests in flight: its
+    // connections are not the service listener's sessions.
+    let admin = SocketAddr::from(([127, 0, 0, 1], arlen_testkit::free_port()));
+    let mut node = ArlenProcess::serve(
+        binary(),
+        Path::new("/nonexistent"),
+        &[("ARLEN_MAX_HTTP_SESSIONS", "40"), ("ARLEN_ADMIN_LISTEN", &admin.to_string())],
+    );
     node.wait_live();
     let address = node.address();
-    // 60 connections that send half a head and stop: more than every session.
-    let mut slow: Vec<TcpStream> = (0..60)
-        .map(|_| {
-            let mut stream = TcpStream::connect(address).unwrap();
-            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-            stream
-        })
-        .collect();
-    poll_until_explained(
-        "every session held",
-        Duration::from_secs(10),
-        || {
-            let response = arlen_testkit::get(address, "/", &[]).ok()?;
-            (response.status == 503 && response.header("X-Arlen-Backpressure-Reason") == Some("http_session_limit"))
-                .then_some(())
-        },
-        || node.describe(),
-    );
-    // 100 long-polls for a state that will not come: at most 64 wait, the rest are told at once.
     let started = Instant::now();
-    let mut polls: Vec<TcpStream> = (0..100)
-        .map(|_| {
-            let mut stream = TcpStream::connect(address).unwrap();
-            stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-            stream.write_all(b"GET /clusterz?wait_for_nodes=%3E%3D99&timeout=60s HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            stream
-        })
-        .collect();
+    let mut polls = hold_every_session(&node, admin, 40);
+    let held = polls.len();
+    assert!(held <= 64, "{held} long-polls to hold 40 sessions");
+    // 100 long-polls in all: at most 64 wait, the rest are told at once.
+    polls.extend((held..100).map(|_| long_poll(address)));
     // Probes, meanwhile: by their own rules (one node, no quorum required: 200).
     for _ in 0..10 {
         for (path, word) in [("/livez", "live\n"), ("/readyz", "ready\n")] {
@@ -55,7 +40,7 @@ fn probes_answer_by_their_own_rules_while_abusers_hold_every_session() {
     }
     // The application's own paths are turned away over the limit (503, not held).
     let busy = arlen_testkit::get(address, "/", &[]).unwrap();
-    assert_eq!(busy.status, 503);
+    assert_eq!(busy.status, 503, "{}", busy.head);
     // Those beyond the cap of 64 waits are answered at once (429, wait_limit).
     for stream in &mut polls {
         stream.set_nonblocking(true).unwrap();
@@ -77,12 +62,24 @@ fn probes_answer_by_their_own_rules_while_abusers_hold_every_session() {
         || node.describe(),
     );
     eprintln!("{told} of 100 long-polls answered at once with 429 wait_limit (within {:?})", started.elapsed());
-    // Slow heads over the limit are dropped within the over-limit head deadline (2 s).
-    for stream in &mut slow[40..] {
+    // 60 connections that send half a head and stop, with every session held:
+    // each is dropped within the over-limit head deadline (2 s).
+    let mut slow: Vec<TcpStream> = (0..60)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            stream
+        })
+        .collect();
+    let sent = Instant::now();
+    for stream in &mut slow {
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buffer = [0u8; 1];
-        assert!(matches!(stream.read(&mut buffer), Ok(0) | Err(_)), "an over-limit slow head was closed");
+        let read = stream.read(&mut buffer);
+        let timed_out = read.as_ref().is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+        assert!(matches!(read, Ok(0) | Err(_)) && !timed_out, "an over-limit slow head still open after 5 s: {read:?}");
     }
+    eprintln!("60 over-limit slow heads closed within {:?}", sent.elapsed());
     drop(polls);
     drop(slow);
     assert_eq!(node.get("/livez").status, 200);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use arlen_testkit::{free_port, get, poll_until_explained, ArlenProcess};
 
 mod support;
-use support::binary;
+use support::{binary, hold_every_session};
 
 const OPS_TOKEN: &str = "ops-0123456789abcdef0123456789abcdef";
 const DETAILS_TOKEN: &str = "details-0123456789abcdef0123456789ab";
@@ -78,7 +78,9 @@ fn application_traffic_holding_every_service_session_does_not_reach_the_admin_li
         ],
     );
     let service = node.address();
-    // 40 slow heads: every service session, and the over-limit path's too.
+    // Long-polls hold every service session; 40 slow heads load the
+    // over-limit path as well.
+    let polls = hold_every_session(&node, admin, 8);
     let slow: Vec<TcpStream> = (0..40)
         .map(|_| {
             let mut stream = TcpStream::connect(service).unwrap();
@@ -86,12 +88,6 @@ fn application_traffic_holding_every_service_session_does_not_reach_the_admin_li
             stream
         })
         .collect();
-    poll_until_explained(
-        "every service session held",
-        Duration::from_secs(10),
-        || get(service, "/", &[]).ok().filter(|r| r.status == 503).map(|_| ()),
-        || node.describe(),
-    );
     for _ in 0..20 {
         for path in ["/livez", "/readyz", "/clusterz", "/metrics"] {
             let response = get(admin, path, &[]).unwrap();
@@ -99,6 +95,7 @@ fn application_traffic_holding_every_service_session_does_not_reach_the_admin_li
         }
     }
     drop(slow);
+    drop(polls);
 }
 
 #[test]

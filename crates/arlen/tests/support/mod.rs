@@ -94,3 +94,52 @@ pub fn read_until_closed(stream: &mut std::net::TcpStream, wait: std::time::Dura
     }
     None
 }
+
+/// A `/clusterz` long-poll on `address` for a state that will not come (99
+/// nodes, 60 s): a request that stays in flight.
+pub fn long_poll(address: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    stream.write_all(b"GET /clusterz?wait_for_nodes=%3E%3D99&timeout=60s HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+}
+
+/// Takes every one of the `sessions` sessions of `node`'s service listener
+/// with long-polls, and returns them once the listener turns `GET /` away
+/// with 503 `http_session_limit`.
+///
+/// A connection with a request in flight is never evicted, so once every
+/// long-poll's request has begun (counted on the admin listener `admin`,
+/// whose connections are not the service listener's sessions) nothing frees
+/// a session. Only then does this knock: a knock at full sessions would evict
+/// a long-poll whose head the node had not read yet. A knock answered 200
+/// found a session still held by a closing connection; one more long-poll
+/// takes it.
+pub fn hold_every_session(
+    node: &arlen_testkit::ArlenProcess,
+    admin: std::net::SocketAddr,
+    sessions: usize,
+) -> Vec<std::net::TcpStream> {
+    let address = node.address();
+    let mut polls: Vec<_> = (0..sessions).map(|_| long_poll(address)).collect();
+    arlen_testkit::poll_until_explained(
+        "every session held by a long-poll",
+        std::time::Duration::from_secs(10),
+        || {
+            let metrics = arlen_testkit::get(admin, "/metrics", &[]).ok()?.text();
+            let active = arlen_http::metrics::sample_value(&metrics, "arlen_http_requests_active")?;
+            if active < (polls.len() + 1) as f64 {
+                return None;
+            }
+            let knock = arlen_testkit::get(address, "/", &[]).ok()?;
+            if knock.status == 503 && knock.header("X-Arlen-Backpressure-Reason") == Some("http_session_limit") {
+                return Some(());
+            }
+            polls.push(long_poll(address));
+            None
+        },
+        || node.describe(),
+    );
+    polls
+}
