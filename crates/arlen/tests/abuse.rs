@@ -1,7 +1,9 @@
 //! Probes that cannot be starved: a real `arlen serve` whose every session is
-//! held by abusive clients (slow request heads and `/clusterz` long-polls,
-//! written here, bounded in count and time) still answers `/livez` and
-//! `/readyz` by their own rules.
+//! held by abusive clients (`/clusterz` long-polls, with more long-polls and
+//! slow request heads over the limit; written here, bounded in count and
+//! time) still answers `/livez` and `/readyz` by their own rules. Slow heads
+//! cannot hold sessions: with no request in flight they are idle, and with
+//! every session taken a newcomer evicts one idle for 50 ms.
 
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
