@@ -424,17 +424,21 @@ impl Accuracy {
     }
 
     /// Suspects to tell of their suspicion now (once a period each), with
-    /// the incarnation suspected.
+    /// the incarnation suspected; by address, so the notices go out in the
+    /// same order every run (a map's order is the process's own).
     pub(crate) fn notices_due(&mut self, now: SystemTime) -> Vec<(GossipId, Incarnation)> {
         let interval = self.base.interval;
-        self.suspicions
+        let mut due: Vec<(GossipId, Incarnation)> = self
+            .suspicions
             .values_mut()
             .filter(|s| s.next_notice <= now)
             .map(|s| {
                 s.next_notice = now + interval;
                 (s.id.clone(), s.incarnation)
             })
-            .collect()
+            .collect();
+        due.sort_unstable_by_key(|(id, _)| id.addr);
+        due
     }
 
     fn record(&mut self, member: &GossipId, verdict: Verdict, evidence: ProbeEvidence, now: SystemTime) {
