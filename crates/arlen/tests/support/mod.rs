@@ -100,7 +100,6 @@ pub fn read_until_closed(stream: &mut std::net::TcpStream, wait: std::time::Dura
 pub fn long_poll(address: std::net::SocketAddr) -> std::net::TcpStream {
     use std::io::Write as _;
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
     stream.write_all(b"GET /clusterz?wait_for_nodes=%3E%3D99&timeout=60s HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     stream
 }
